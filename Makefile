@@ -1,0 +1,56 @@
+# Every target installs what it needs into .venv on first use.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+
+NODES ?= 1
+DEMO_EVENTS ?= 200
+ONCE ?=
+PYTEST_ARGS ?=
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+run-pipeline: $(STAMP) ## Run the example pipelines on a real broker with live progress (ONCE=1 DEMO_EVENTS=500)
+	$(BIN)/pipeline demo --events $(DEMO_EVENTS) $(if $(ONCE),--once,)
+
+test: $(STAMP) ## Run every test (unit + integration against a real Kafka broker)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Run the unit tests only (no broker)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Ruff (style, imports, complexity)
+	$(BIN)/ruff check pipeline stages tests
+
+typecheck: $(STAMP) ## mypy --strict on the framework
+	$(BIN)/mypy
+
+all: lint typecheck test ## Lint, typecheck and test
+
+kafka-up: $(STAMP) ## Start the local Kafka broker (NODES=3 for a 3-node cluster)
+	$(PY) -m pipeline.localkafka up --nodes $(NODES)
+
+kafka-down: $(STAMP) ## Stop the local Kafka broker
+	$(PY) -m pipeline.localkafka down
+
+kafka-logs: $(STAMP) ## Show the tail of the local broker's log
+	$(PY) -m pipeline.localkafka logs
+
+clean: ## Remove the virtualenv and caches (keeps the broker's jars)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+.PHONY: help install run-pipeline test test-unit lint typecheck all kafka-up kafka-down kafka-logs clean

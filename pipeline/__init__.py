@@ -1,0 +1,80 @@
+"""Reliable Avro event pipelines on Apache Kafka.
+
+The public API is what ``__all__`` lists; everything else may change without notice.
+"""
+
+from pipeline.backoff import Backoff
+from pipeline.config import Settings, load_settings
+from pipeline.context import Context
+from pipeline.errors import (
+    BadMagicError,
+    BrokerUnavailableError,
+    ConfigError,
+    DeclarationError,
+    DecodeError,
+    DeliveryError,
+    DuplicateGroupError,
+    EventValidationError,
+    KafkaError,
+    PipelineError,
+    SchemaError,
+    SchemaMismatchError,
+    SchemaNotFoundError,
+    SerializationError,
+    TopicNotFoundError,
+    TruncatedPayloadError,
+    UnknownSchemaError,
+)
+from pipeline.events import Event
+from pipeline.failures import FailurePolicy
+from pipeline.stage import Stage, Topic
+
+__all__ = [
+    "Backoff",
+    "BadMagicError",
+    "BrokerUnavailableError",
+    "ConfigError",
+    "Context",
+    "DeclarationError",
+    "DecodeError",
+    "Delivered",
+    "DeliveryError",
+    "DuplicateGroupError",
+    "Event",
+    "EventValidationError",
+    "FailurePolicy",
+    "KafkaError",
+    "Pipeline",
+    "PipelineError",
+    "Publisher",
+    "SchemaError",
+    "SchemaMismatchError",
+    "SchemaNotFoundError",
+    "SerializationError",
+    "Settings",
+    "Stage",
+    "Topic",
+    "TopicNotFoundError",
+    "TruncatedPayloadError",
+    "UnknownSchemaError",
+    "Worker",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Kafka-bound pieces load lazily, so `from pipeline import Stage, Event` in a stage module
+    # does not pull in confluent_kafka (fast imports, and unit tests of stages need no client).
+    if name in ("Publisher", "Delivered"):
+        from pipeline import publisher
+
+        return getattr(publisher, name)
+    if name == "Pipeline":
+        from pipeline.app import Pipeline
+
+        return Pipeline
+    if name == "Worker":
+        from pipeline.worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

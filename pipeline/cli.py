@@ -1,0 +1,188 @@
+"""The ``pipeline`` command (also ``python -m pipeline``).
+
+Every command turns our errors into one readable line on stderr and exit code 2 (bad input or
+config) or 1 (runtime failure); nothing is half done when a check fails, because all checks run
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.errors import (
+    ConfigError,
+    DeclarationError,
+    PipelineError,
+    SchemaError,
+)
+
+app = typer.Typer(
+    help="Reliable Avro event pipelines on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file ([pipeline] table).")
+]
+StagesOpt = Annotated[
+    str, typer.Option("--stages", help="Modules/packages whose topics are known (comma separated).")
+]
+USAGE_ERRORS = (ConfigError, DeclarationError, SchemaError)
+
+
+def _fail(exc: PipelineError) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    return typer.Exit(2 if isinstance(exc, USAGE_ERRORS) else 1)
+
+
+def _settings(config: Path | None) -> Any:
+    from pipeline.config import load_settings
+
+    return load_settings(config)
+
+
+@app.command()
+def run(
+    module: Annotated[str, typer.Argument(help="Stage module(s), e.g. stages.video or stages.video:Transcode.")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the stages of MODULE until SIGINT/SIGTERM (graceful: finish, commit, leave)."""
+    from pipeline.logs import setup_logging
+    from pipeline.worker import run_workers
+
+    setup_logging()
+    try:
+        code = run_workers(module, _settings(config), workers)
+    except PipelineError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def publish(
+    topic: Annotated[str, typer.Argument(help="Topic name (as declared in the stage modules).")],
+    payload: Annotated[str, typer.Argument(help="The event as JSON, or @file.json.")],
+    key: Annotated[str | None, typer.Option(help="Record key (default: the topic's key field).")] = None,
+    stages: StagesOpt = "stages",
+    config: ConfigOpt = None,
+) -> None:
+    """Validate PAYLOAD against TOPIC's schema, Avro-encode it and publish it (waits for the ack)."""
+    from pydantic import ValidationError
+
+    from pipeline.publisher import Publisher
+    from pipeline.registry import discover_topics
+
+    try:
+        settings = _settings(config)
+        known = discover_topics(stages)
+        if topic not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise DeclarationError(f"unknown topic {topic!r}; topics declared in {stages}: {names}")
+        declared = known[topic]
+        data = _read_payload(payload)
+        try:
+            event = declared.model.model_validate(data)
+        except ValidationError as exc:
+            raise DeclarationError(
+                f"invalid {declared.model.__name__} for {topic}:\n{_summarise(exc)}"
+            ) from None
+        with Publisher(settings) as publisher:
+            where = publisher.publish(declared, event, key=key)
+    except PipelineError as exc:
+        raise _fail(exc) from None
+    assert where is not None
+    typer.echo(f"published {where.topic}[{where.partition}]@{where.offset} event-id={where.event_id}")
+
+
+def _read_payload(payload: str) -> Any:
+    text = payload
+    if payload.startswith("@"):
+        path = Path(payload[1:])
+        if not path.is_file():
+            raise DeclarationError(f"payload file {path} does not exist")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeclarationError(f"payload is not valid JSON: {exc}") from None
+
+
+def _summarise(exc: Any) -> str:
+    return "\n".join(
+        f"  {'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+@topics_app.command("list")
+def topics_list(config: ConfigOpt = None) -> None:
+    """List topics and their partition counts."""
+    from pipeline.kafka import KafkaAdmin
+
+    try:
+        topics = KafkaAdmin(_settings(config)).topics()
+    except PipelineError as exc:
+        raise _fail(exc) from None
+    for name in sorted(topics):
+        typer.echo(f"{name}\t{topics[name].partitions}")
+
+
+@topics_app.command("create")
+def topics_create(
+    names: Annotated[list[str] | None, typer.Argument(help="Topic names to create.")] = None,
+    partitions: Annotated[int | None, typer.Option(min=1, help="Partition count.")] = None,
+    stages: Annotated[
+        str | None, typer.Option("--stages", help="Also create every topic these stages use.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create topics (existing ones are left alone)."""
+    from pipeline.app import Pipeline
+    from pipeline.kafka import KafkaAdmin
+
+    try:
+        settings = _settings(config)
+        wanted = [settings.topic(n) for n in names or []]
+        if stages:
+            wanted += Pipeline.from_spec(stages, settings).topics()
+        if not wanted:
+            raise DeclarationError("name at least one topic, or pass --stages")
+        created = KafkaAdmin(settings).create(wanted, partitions)
+    except PipelineError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"created {len(created)} topic(s): {', '.join(created) or 'all existed'}")
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Demo events to publish per pipeline.")] = 200,
+    once: Annotated[bool, typer.Option(help="Exit once every stage has drained.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the example video and order pipelines with a live progress view (make run-pipeline)."""
+    from pipeline.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        code = run_demo(_settings(config), events=events, once=once)
+    except PipelineError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    sys.exit(app())  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,155 @@
+"""Typed, frozen settings, loaded from (lowest to highest precedence) defaults, a TOML file and
+``PIPELINE_*`` environment variables.
+
+``KAFKA_BOOTSTRAP_SERVERS`` is honoured too (it is what Docker images and CI systems export).
+Unknown ``PIPELINE_*`` variables and unknown TOML keys are rejected with a "did you mean" hint,
+because a misspelt setting that is silently ignored is worse than a crash at startup.
+
+librdkafka options that have no field here go in ``consumer_config`` / ``producer_config`` using
+librdkafka's own dotted names; they are applied last and win.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "PIPELINE_"
+# Read by other tools of this project (the local broker), not by Settings.
+_FOREIGN_ENV = {
+    "PIPELINE_KAFKA_VERSION",
+    "PIPELINE_KAFKA_HOME",
+    "PIPELINE_CONFIG",
+    "PIPELINE_LOG_LEVEL",
+}
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the publisher and the CLI need. Frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092",
+        validation_alias=AliasChoices(
+            "bootstrap_servers", "PIPELINE_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka bootstrap servers, host:port[,host:port].",
+    )
+    schemas_dir: Path = Field(Path("schemas"), description="Directory holding the .avsc contract.")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry URL; when set, the Confluent wire format is used."
+    )
+    schema_registry_password: SecretStr | None = None
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic and group name (environment isolation)."
+    )
+    create_topics: bool = Field(True, description="Create missing topics at startup.")
+    topic_partitions: int = Field(6, ge=1, description="Partitions of topics we create.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of topics we create.")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per consume call.")
+    batch_timeout_s: float = Field(0.1, gt=0, description="Longest wait for a batch to fill.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often completed offsets are committed.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period on SIGTERM/SIGINT.")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    retry_backoff_initial_s: float = Field(0.5, gt=0, description="First in-place retry pause.")
+    retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest in-place retry pause.")
+    consumer_config: dict[str, str] = Field(default_factory=dict)
+    producer_config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_look_like_host_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("consumer_config", "producer_config", mode="before")
+    @classmethod
+    def _stringify_values(cls, value: Any) -> Any:
+        # librdkafka takes strings; TOML gives ints and bools. Normalise so both spell the same.
+        if isinstance(value, dict):
+            return {
+                str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()
+            }
+        return value
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings, turning every kind of bad input into one readable ConfigError."""
+    if config_file is None and os.environ.get("PIPELINE_CONFIG"):
+        config_file = Path(os.environ["PIPELINE_CONFIG"])
+    _reject_unknown_env()
+    values = _read_toml(config_file) if config_file else {}
+    # Precedence: explicit overrides > environment > file > defaults. pydantic-settings ranks
+    # constructor values above the environment, so file values the environment sets are dropped.
+    for name in _set_in_environment():
+        values.pop(name, None)
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("pipeline", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [pipeline] must be a table")
+    for key in table:
+        if key not in Settings.model_fields:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{_hint(key)}")
+    return dict(table)
+
+
+def _set_in_environment() -> set[str]:
+    names = {n for n in Settings.model_fields if ENV_PREFIX + n.upper() in os.environ}
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        names.add("bootstrap_servers")
+    return names
+
+
+def _reject_unknown_env() -> None:
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX) or name in _FOREIGN_ENV:
+            continue
+        field = name[len(ENV_PREFIX) :].lower()
+        if field not in Settings.model_fields:
+            raise ConfigError(f"unknown environment variable {name}{_hint(field, env=True)}")
+
+
+def _hint(key: str, *, env: bool = False) -> str:
+    match = difflib.get_close_matches(key.lower(), list(Settings.model_fields), n=1)
+    if not match:
+        return ""
+    return f" (did you mean {ENV_PREFIX + match[0].upper() if env else match[0]!r}?)"
+
+
+def _describe(exc: ValidationError, source: Path | None) -> str:
+    where = f" (from {source} and the environment)" if source else ""
+    lines = [f"invalid settings{where}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)

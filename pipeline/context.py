@@ -1,0 +1,108 @@
+"""The typed context a handler receives next to its event.
+
+``ctx.emit`` only buffers: outputs are produced after the handler returns successfully, so a
+handler that raises half way has emitted nothing (no half-done work reaches Kafka).
+
+Everything else is read lazily from the record, so a handler that looks at nothing costs nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from pipeline import headers as hdr
+from pipeline.errors import DeclarationError
+from pipeline.events import Event
+from pipeline.ports import RawRecord
+from pipeline.stage import Topic
+
+
+@dataclass(slots=True)
+class Output:
+    topic: Topic
+    event: Event
+    key: bytes | None
+    headers: hdr.Headers
+
+
+class Context:
+    """Where the event came from, its headers, and the way to emit follow-up events."""
+
+    __slots__ = ("_allowed", "_headers", "_record", "outputs", "stage")
+
+    def __init__(self, stage: str, record: RawRecord, allowed_outputs: frozenset[str]) -> None:
+        self.stage = stage
+        self._record = record
+        self._allowed = allowed_outputs
+        self._headers: hdr.Headers | None = None
+        self.outputs: list[Output] = []
+
+    @property
+    def topic(self) -> str:
+        return self._record.topic()
+
+    @property
+    def partition(self) -> int:
+        return self._record.partition()
+
+    @property
+    def offset(self) -> int:
+        return self._record.offset()
+
+    @property
+    def key(self) -> bytes | None:
+        return self._record.key()
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._record.timestamp()[1]
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @property
+    def headers(self) -> hdr.Headers:
+        if self._headers is None:
+            self._headers = hdr.to_dict(self._record.headers())
+        return self._headers
+
+    @property
+    def event_id(self) -> str:
+        """The ``event-id`` header; for records from producers that set none, a stable id
+        derived from the record's coordinates (the same on every redelivery)."""
+        raw = self.headers.get(hdr.EVENT_ID)
+        if raw:
+            return raw.decode()
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{self.coordinates}"))
+
+    @property
+    def correlation_id(self) -> str:
+        raw = self.headers.get(hdr.CORRELATION_ID)
+        return raw.decode() if raw else self.event_id
+
+    def emit(
+        self,
+        topic: Topic,
+        event: Event,
+        *,
+        key: str | bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+    ) -> None:
+        """Queue ``event`` for ``topic``. The key defaults to the topic's key field, else the
+        input record's key, so per-key order is kept along the pipeline."""
+        if topic.name not in self._allowed:
+            raise DeclarationError(
+                f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
+            )
+        if not isinstance(event, topic.model):
+            raise DeclarationError(
+                f"stage {self.stage}: topic {topic.name!r} carries {topic.model.__name__}, "
+                f"not {type(event).__name__}"
+            )
+        if key is None and topic.key is not None:
+            key = str(getattr(event, topic.key))
+        raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
+        extra = {k: hdr.encode(v) for k, v in (headers or {}).items()}
+        self.outputs.append(Output(topic, event, raw_key, extra))

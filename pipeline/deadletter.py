@@ -1,0 +1,62 @@
+"""Dead-letter records: the original key, value and headers byte for byte, plus error headers.
+
+Error headers all start with ``dlq-``. A record that is dead-lettered a second time (after a
+replay) has its previous ``dlq-*`` headers replaced, not piled up.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+
+from pipeline.ports import RawHeaders, RawRecord
+
+PREFIX = "dlq-"
+MAX_MESSAGE = 1_000
+MAX_TRACEBACK = 4_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSource:
+    stage: str
+    group: str
+    topic: str  # the DLQ topic
+
+
+def dlq_topic(group: str) -> str:
+    return f"{group}.dlq"
+
+
+def headers_for(
+    record: RawRecord,
+    source: DeadLetterSource,
+    exc: BaseException,
+    attempts: int,
+    first_failure_ms: int | None = None,
+) -> RawHeaders:
+    now_ms = int(time.time() * 1000)
+    kept = [(k, v) for k, v in (record.headers() or []) if not k.startswith(PREFIX)]
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    error = {
+        "original-topic": record.topic(),
+        "original-partition": str(record.partition()),
+        "original-offset": str(record.offset()),
+        "original-timestamp": str(record.timestamp()[1]),
+        "stage": source.stage,
+        "group": source.group,
+        "exception-type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "exception-message": _clip(str(exc), MAX_MESSAGE),
+        "traceback": _clip(tb, MAX_TRACEBACK, keep_end=True),
+        "attempts": str(attempts),
+        "first-failure-ms": str(first_failure_ms or now_ms),
+        "last-failure-ms": str(now_ms),
+    }
+    return kept + [(PREFIX + k, v.encode()) for k, v in error.items()]
+
+
+def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    # The end of a traceback (the raising frame) is the useful part.
+    return "…" + text[-limit:] if keep_end else text[:limit] + "…"

@@ -1,0 +1,139 @@
+"""``make run-pipeline``: the example pipelines on a real broker, with a live progress view.
+
+Steps: make sure a broker is there (starting the local one when none is configured), create the
+topics, start every example stage in this process, publish demo events, and show per-stage
+progress until everything has drained; then exit (``--once``) or keep consuming until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from types import FrameType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.app import Pipeline
+from pipeline.config import Settings
+from pipeline.kafka import LagMonitor
+from pipeline.publisher import Publisher
+from pipeline.registry import load
+from pipeline.worker import Worker
+
+EXAMPLES = "stages.video,stages.orders"
+console = Console()
+
+
+def run_demo(settings: Settings, *, events: int, once: bool) -> int:
+    _ensure_broker(settings)
+    pipeline = Pipeline.build(settings, load(EXAMPLES))
+    created = pipeline.ensure_topics()
+    if created:
+        console.print(f"created {len(created)} topics")
+    worker = Worker(pipeline, worker_id="demo")
+    stop = threading.Event()
+    _on_interrupt(stop)
+    worker.start()
+    published = _publish_demo_events(pipeline, events)
+    console.print(f"published {published} demo events; Ctrl-C to stop")
+    monitor = LagMonitor(settings)
+    try:
+        _watch(pipeline, worker, monitor, stop, once)
+    finally:
+        monitor.close()
+        worker.stop()
+        clean = worker.join(settings.shutdown_timeout_s + 5)
+    return 0 if clean and not worker.failed else 1
+
+
+def _ensure_broker(settings: Settings) -> None:
+    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("PIPELINE_BOOTSTRAP_SERVERS")
+    if explicit:
+        return
+    from pipeline.localkafka import LocalKafka
+
+    broker = LocalKafka()
+    if settings.bootstrap_servers != broker.bootstrap_servers:
+        return  # configured elsewhere (config file): use it as is
+    if not broker.is_running():
+        console.print("no broker configured: starting the local Apache Kafka broker (make kafka-up)")
+    broker.start()
+
+
+def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
+    from stages import orders, video
+
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    with Publisher(pipeline.settings, pipeline.catalog, pipeline.codec, pipeline.announce) as publisher:
+        for i in range(count):
+            vid = f"vid-{uuid.uuid4().hex[:8]}"
+            publisher.publish(
+                video.UPLOADED,
+                video.VideoUploaded(
+                    video_id=vid, user_id=f"user-{i % 17}", filename=f"clip-{i}.mov",
+                    size_bytes=rng.randint(1_000_000, 900_000_000), uploaded_at=now,
+                ),
+                wait=False,
+            )
+            items = [
+                orders.LineItem(sku=f"SKU-{rng.randint(1, 40)}", quantity=rng.randint(1, 3),
+                                unit_price_cents=rng.randint(199, 9999))
+                for _ in range(rng.randint(1, 4))
+            ]
+            publisher.publish(
+                orders.PLACED,
+                orders.OrderPlaced(
+                    order_id=f"ord-{uuid.uuid4().hex[:8]}", customer_id=f"cust-{i % 23}",
+                    email=f"customer{i % 23}@example.com", items=items,
+                    currency=rng.choice(list(orders.Currency)), placed_at=now,
+                    coupon="WELCOME10" if i % 5 == 0 else None,
+                ),
+                wait=False,
+            )
+    return 2 * count
+
+
+def _watch(pipeline: Pipeline, worker: Worker, monitor: LagMonitor, stop: threading.Event,
+           once: bool) -> None:
+    drained_at: float | None = None
+    with Live(console=console, refresh_per_second=4) as live:
+        while not stop.is_set() and not worker.stop_event.is_set():
+            table, total_lag = _progress(pipeline, worker, monitor)
+            live.update(table)
+            if total_lag == 0 and drained_at is None:
+                drained_at = time.monotonic()
+                live.console.print("[green]all stages drained[/green]"
+                                   + ("" if once else "; still consuming, Ctrl-C to stop"))
+            if once and drained_at is not None:
+                return
+            stop.wait(0.5)
+
+
+def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[Table, int]:
+    table = Table(title="pipeline progress", title_justify="left")
+    for column in ("stage", "group", "processed", "failed", "retried", "DLQ", "outputs", "lag"):
+        table.add_column(column, justify="left" if column in ("stage", "group") else "right")
+    total_lag = 0
+    for plan, runner in zip(pipeline.plans, worker.runners, strict=True):
+        _, lag = monitor.lag(plan.group, list(plan.inputs))
+        total_lag += lag
+        s = runner.stats
+        table.add_row(plan.name, plan.group, str(s.processed), str(s.failed), str(s.retried),
+                      str(s.dead_lettered), str(s.outputs), str(lag))
+    return table, total_lag
+
+
+def _on_interrupt(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,99 @@
+"""Every exception the framework raises on purpose.
+
+The tree::
+
+    PipelineError
+    ├── ConfigError                 bad settings or environment (raised before anything connects)
+    ├── DeclarationError            a stage, topic or model declaration is wrong (checked at startup)
+    │   └── DuplicateGroupError     two stages claim the same consumer group
+    ├── SchemaError                 a .avsc file is unreadable or not valid Avro
+    │   ├── SchemaNotFoundError     a model or topic names a schema that schemas/ lacks
+    │   └── SchemaMismatchError     a pydantic model does not match its Avro schema
+    ├── SerializationError          an event could not be encoded
+    ├── DecodeError                 bytes could not be turned back into an event (a poison record)
+    │   ├── BadMagicError           the framing byte(s) are not ours
+    │   ├── UnknownSchemaError      the writer schema's fingerprint / id cannot be resolved
+    │   ├── TruncatedPayloadError   the body ends early or has trailing garbage
+    │   └── EventValidationError    decoded fine, but the model rejects the values
+    ├── KafkaError                  the broker or client reported an error (wraps confluent_kafka's)
+    │   ├── TopicNotFoundError      a topic is missing and creating it is not allowed
+    │   └── DeliveryError           a produced record was not acknowledged by the broker
+    └── BrokerUnavailableError      no broker could be found or started
+
+Library exceptions are wrapped at the boundary (serde, kafka adapter) so callers catch ours only.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error this framework raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    pass
+
+
+class DeclarationError(PipelineError):
+    pass
+
+
+class DuplicateGroupError(DeclarationError):
+    pass
+
+
+class SchemaError(PipelineError):
+    pass
+
+
+class SchemaNotFoundError(SchemaError):
+    pass
+
+
+class SchemaMismatchError(SchemaError):
+    pass
+
+
+class SerializationError(PipelineError):
+    pass
+
+
+class DecodeError(PipelineError):
+    pass
+
+
+class BadMagicError(DecodeError):
+    pass
+
+
+class UnknownSchemaError(DecodeError):
+    pass
+
+
+class TruncatedPayloadError(DecodeError):
+    pass
+
+
+class EventValidationError(DecodeError):
+    pass
+
+
+class KafkaError(PipelineError):
+    """A broker or client error. `code` is librdkafka's error name when there is one."""
+
+    def __init__(self, message: str, *, code: str | None = None, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+
+class TopicNotFoundError(KafkaError):
+    pass
+
+
+class DeliveryError(KafkaError):
+    pass
+
+
+class BrokerUnavailableError(PipelineError):
+    pass

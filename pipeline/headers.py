@@ -1,0 +1,47 @@
+"""Header names the framework reads and writes, and the rules for carrying them forward.
+
+Every event carries an ``event-id``. Outputs get a *deterministic* id derived from their input's
+id, the stage and the output's position, so an input that is redelivered (at-least-once) yields
+outputs with the same ids and downstream dedupe recognises them as duplicates.
+``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+EVENT_ID = "event-id"
+CORRELATION_ID = "correlation-id"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
+
+Headers = dict[str, bytes]
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def derived_event_id(parent_id: str, stage: str, index: int) -> str:
+    namespace = uuid.UUID(int=uuid.UUID(parent_id).int) if _is_uuid(parent_id) else uuid.NAMESPACE_OID
+    return str(uuid.uuid5(namespace, f"{parent_id}/{stage}/{index}"))
+
+
+def to_dict(raw: list[tuple[str, bytes | None]] | None) -> Headers:
+    """Kafka allows repeated header keys; the last one wins here, as in most frameworks."""
+    if not raw:
+        return {}
+    return {k: v for k, v in raw if v is not None}
+
+
+def encode(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

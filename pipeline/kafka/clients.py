@@ -1,0 +1,143 @@
+"""confluent-kafka Consumer and Producer behind the ports in ``pipeline.ports``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import TopicPartition as CTopicPartition
+
+from pipeline.errors import DeliveryError, KafkaError
+from pipeline.kafka.errors import wrap
+from pipeline.ports import (
+    DeliveryCallback,
+    RawHeaders,
+    RawRecord,
+    RebalanceListener,
+    TopicPartition,
+)
+
+log = logging.getLogger("pipeline.kafka")
+
+
+def _tps(partitions: list[CTopicPartition]) -> list[TopicPartition]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+class KafkaConsumer:
+    """A consumer in one group. Rebalance callbacks run inside ``consume`` on the caller's
+    thread, so the listener never races the consume loop."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._group = config.get("group.id")
+        self._consumer = Consumer(config | {"error_cb": self._on_error, "on_commit": self._on_commit})
+        self.commit_failures: list[tuple[TopicPartition, str]] = []
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self._consumer.subscribe(
+            topics,
+            on_assign=lambda _c, parts: listener.on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: listener.on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: listener.on_lost(_tps(parts)),
+        )
+
+    def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        try:
+            records: list[RawRecord] = self._consumer.consume(max_records, timeout_s)
+        except KafkaException as exc:
+            raise wrap(exc, f"consume in group {self._group}") from exc
+        return records
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self._consumer.pause([CTopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self._consumer.resume([CTopicPartition(t, p) for t, p in partitions])
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self._consumer.seek(CTopicPartition(tp[0], tp[1], offset))
+        except KafkaException as exc:
+            # Seeking a partition that was just revoked fails; it is no longer ours to re-read.
+            log.warning("seek %s[%d]@%d failed: %s", tp[0], tp[1], offset, exc)
+
+    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
+        if not offsets:
+            return
+        parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            result = self._consumer.commit(offsets=parts, asynchronous=not sync)
+        except KafkaException as exc:
+            raise wrap(exc, f"commit in group {self._group}") from exc
+        if sync and result:
+            bad = [f"{p.topic}[{p.partition}]: {p.error}" for p in result if p.error]
+            if bad:
+                raise KafkaError(f"commit in group {self._group} failed for " + ", ".join(bad))
+
+    def committed(self, partitions: list[TopicPartition], timeout_s: float = 10) -> dict[TopicPartition, int]:
+        parts = self._consumer.committed([CTopicPartition(t, p) for t, p in partitions], timeout_s)
+        return {(p.topic, p.partition): p.offset for p in parts}
+
+    def close(self) -> None:
+        # Leaves the group at once, so the partitions move to the remaining workers now
+        # rather than after the session timeout.
+        self._consumer.close()
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("consumer %s: %s", self._group, err)
+
+    def _on_commit(self, err: Any, partitions: list[CTopicPartition]) -> None:
+        if err is not None:
+            self.commit_failures.extend(((p.topic, p.partition), str(err)) for p in partitions)
+            log.warning("async commit in group %s failed: %s", self._group, err)
+
+
+class KafkaProducer:
+    """An idempotent producer. ``produce`` never drops a record: a full local queue is drained
+    by serving delivery reports and the call is retried."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config | {"error_cb": self._on_error})
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: RawHeaders,
+        on_delivery: DeliveryCallback,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=on_delivery
+                )
+                return
+            except BufferError:
+                # Queue full: serve callbacks (which frees room), then try again.
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise wrap(exc, f"produce to {topic}") from exc
+
+    def poll(self, timeout_s: float = 0) -> int:
+        return int(self._producer.poll(timeout_s))
+
+    def flush(self, timeout_s: float) -> int:
+        return int(self._producer.flush(timeout_s))
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("producer: %s", err)
+
+
+def delivery_error(err: Any, topic: str) -> DeliveryError:
+    return DeliveryError(
+        f"delivery to {topic} failed: {err.str()} ({err.name()})",
+        code=err.name(),
+        retriable=bool(err.retriable()),
+    )
+

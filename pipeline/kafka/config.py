@@ -1,0 +1,48 @@
+"""librdkafka configuration built from Settings. User overrides (``consumer_config`` /
+``producer_config``) are applied last, so any librdkafka option can be set or changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import Settings
+
+
+def common(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap_servers}
+
+
+def consumer(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
+    conf = common(settings) | {
+        "group.id": group_id,
+        "client.id": client_id,
+        # We commit ourselves, only what is finished (see pipeline.offsets).
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": settings.auto_offset_reset,
+        # Incremental rebalances: a worker joining or leaving does not stop the others.
+        "partition.assignment.strategy": "cooperative-sticky",
+        # A killed worker's partitions move on after 10 s rather than the default 45 s.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        # Outputs of a transactional producer are visible only once committed.
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 100,
+    }
+    return conf | settings.consumer_config
+
+
+def producer(settings: Settings, client_id: str) -> dict[str, Any]:
+    conf = common(settings) | {
+        "client.id": client_id,
+        # acks=all + idempotence: an acknowledged output is durable and never duplicated by
+        # the producer's own retries; per-partition order is kept.
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
+    return conf | settings.producer_config
+
+
+def admin(settings: Settings) -> dict[str, Any]:
+    return common(settings)

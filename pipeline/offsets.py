@@ -1,0 +1,124 @@
+"""Which offsets are safe to commit.
+
+An input record is *begun* when it is handed to the stage and *finished* when its handler
+succeeded and every output (or dead letter) it produced was acknowledged by the broker. Records
+finish out of order (delivery reports arrive when they arrive), so the offset to commit for a
+partition is the first one not yet finished: the contiguous low watermark. It only moves forward.
+
+``rewind`` forgets everything from an offset on (the partition was seeked back there, so those
+records will be read again); tokens handed out before are cancelled, so a late delivery report
+for the old attempt cannot finish the new one.
+
+Pure data structures: no Kafka, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class Token:
+    """One begun record: how many acknowledgements it still waits for."""
+
+    __slots__ = ("cancelled", "failed", "offset", "outstanding")
+
+    def __init__(self, offset: int, outstanding: int) -> None:
+        self.offset = offset
+        self.outstanding = outstanding
+        self.cancelled = False
+        self.failed = False
+
+    def finish_one(self) -> None:
+        if self.outstanding > 0:
+            self.outstanding -= 1
+
+    @property
+    def done(self) -> bool:
+        return self.outstanding == 0 and not self.failed
+
+
+class PartitionOffsets:
+    """Offsets of one partition, begun in increasing order."""
+
+    __slots__ = ("_committed", "_next", "_open")
+
+    def __init__(self) -> None:
+        self._open: deque[Token] = deque()
+        self._next: int | None = None  # offset after the last finished-and-contiguous one
+        self._committed: int | None = None
+
+    def begin(self, offset: int, outstanding: int = 1) -> Token:
+        if self._open and offset <= self._open[-1].offset:
+            raise ValueError(f"offset {offset} begun after {self._open[-1].offset}")
+        token = Token(offset, outstanding)
+        if outstanding == 0 and not self._open:
+            self._next = offset + 1  # fast path: nothing pending, nothing to queue
+        else:
+            self._open.append(token)
+        return token
+
+    def committable(self) -> int | None:
+        """The offset to commit (the next one to read), or None if nothing new is safe."""
+        while self._open and self._open[0].done:
+            self._next = self._open.popleft().offset + 1
+        if self._next is None or (self._committed is not None and self._next <= self._committed):
+            return None
+        return self._next
+
+    def committed(self, offset: int) -> None:
+        if self._committed is None or offset > self._committed:
+            self._committed = offset
+
+    def rewind(self, offset: int) -> None:
+        while self._open and self._open[-1].offset >= offset:
+            self._open.pop().cancelled = True
+
+    def cancel_all(self) -> None:
+        while self._open:
+            self._open.pop().cancelled = True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._open)
+
+
+TopicPartition = tuple[str, int]
+
+
+class OffsetTracker:
+    """PartitionOffsets for every assigned partition."""
+
+    def __init__(self) -> None:
+        self._parts: dict[TopicPartition, PartitionOffsets] = {}
+
+    def partition(self, tp: TopicPartition) -> PartitionOffsets:
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = PartitionOffsets()
+        return part
+
+    def committable(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        out = {}
+        for tp, part in self._parts.items():
+            if only is not None and tp not in only:
+                continue
+            offset = part.committable()
+            if offset is not None:
+                out[tp] = offset
+        return out
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp in self._parts:
+                self._parts[tp].committed(offset)
+
+    def drop(self, tps: list[TopicPartition]) -> None:
+        """Forget partitions we no longer own (revoked or lost); their tokens are cancelled."""
+        for tp in tps:
+            part = self._parts.pop(tp, None)
+            if part is not None:
+                part.cancel_all()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for p in self._parts.values())

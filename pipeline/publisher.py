@@ -1,0 +1,227 @@
+"""Publishing typed events from application code (a web handler, a script, a job).
+
+::
+
+    with Publisher.connect() as publisher:
+        publisher.publish(USER_REGISTERED, UserRegistered(user_id="u1", email="a@b.c"))
+
+``publish`` waits for the broker's acknowledgement by default and raises ``DeliveryError`` if
+the record was refused. ``wait=False`` returns at once; the outcome then goes to ``on_delivery``
+or, if none was given, is raised by the next ``flush()``/``close()``: a failed delivery is never
+silently dropped. ``await publisher.publish_async(...)`` does the same from asyncio code without
+blocking the event loop.
+
+A background thread serves delivery reports, so acknowledgements arrive whichever style is used.
+The publisher is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pipeline import headers as hdr
+from pipeline.app import Announce, build_codec, load_catalog
+from pipeline.config import Settings, load_settings
+from pipeline.errors import DeliveryError, TopicNotFoundError
+from pipeline.events import Event
+from pipeline.kafka import KafkaAdmin, KafkaProducer, delivery_error
+from pipeline.kafka import config as kconfig
+from pipeline.serde import Binding, Codec, SchemaCatalog
+from pipeline.stage import Topic
+
+log = logging.getLogger("pipeline.publisher")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where the broker stored an event."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+
+
+DeliveryHandler = Callable[[Delivered | DeliveryError], None]
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: SchemaCatalog | None = None,
+        codec: Codec | None = None,
+        announce: Announce | None = None,
+        *,
+        check_topics: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._catalog = catalog or load_catalog(settings)
+        if codec is None:
+            codec, announce = build_codec(settings, self._catalog)
+        self._codec = codec
+        self._announce = announce
+        self._producer = KafkaProducer(kconfig.producer(settings, "publisher"))
+        self._bindings: dict[type[Event], Binding] = {}
+        self._known_topics: set[str] = set()
+        self._check_topics = check_topics
+        self._unreported: list[DeliveryError] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve_reports, name="publisher", daemon=True)
+        self._poller.start()
+
+    @classmethod
+    def connect(cls, **overrides: Any) -> Publisher:
+        return cls(load_settings(**overrides))
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: Topic,
+        event: Event,
+        *,
+        key: str | bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+        wait: bool = True,
+        timeout_s: float = 30.0,
+        on_delivery: DeliveryHandler | None = None,
+    ) -> Delivered | None:
+        """Encode and send ``event``. With ``wait`` (default) block until acknowledged and
+        return where it was stored; otherwise return None and report to ``on_delivery``."""
+        if not wait:
+            self._send(topic, event, key, headers, on_delivery or self._remember_failure)
+            return None
+        done = threading.Event()
+        outcome: list[Delivered | DeliveryError] = []
+
+        def record(result: Delivered | DeliveryError) -> None:
+            outcome.append(result)
+            done.set()
+
+        self._send(topic, event, key, headers, record)
+        if not done.wait(timeout_s):
+            raise DeliveryError(f"no acknowledgement for {topic.name} within {timeout_s}s")
+        return _unwrap(outcome[0])
+
+    async def publish_async(
+        self,
+        topic: Topic,
+        event: Event,
+        *,
+        key: str | bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+    ) -> Delivered:
+        """Send ``event`` and await its acknowledgement without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered | DeliveryError] = loop.create_future()
+
+        def record(result: Delivered | DeliveryError) -> None:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        self._send(topic, event, key, headers, record)
+        return _unwrap(await future)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every record sent so far; raise if any of them (not handed to an
+        ``on_delivery``) failed."""
+        left = self._producer.flush(timeout_s)
+        with self._lock:
+            failures, self._unreported = self._unreported, []
+        if failures:
+            raise DeliveryError(
+                f"{len(failures)} event(s) were not delivered; first: {failures[0]}"
+            )
+        if left:
+            raise DeliveryError(f"{left} event(s) still unacknowledged after {timeout_s}s")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        try:
+            self.flush(timeout_s)
+        finally:
+            self._closed.set()
+            self._poller.join(2)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _send(
+        self,
+        topic: Topic,
+        event: Event,
+        key: str | bytes | None,
+        headers: dict[str, str | bytes] | None,
+        report: DeliveryHandler,
+    ) -> None:
+        if not isinstance(event, topic.model):
+            raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}")
+        physical = self.settings.topic(topic.name)
+        self._ensure_topic(physical)
+        value = self._codec.encode(event, self._binding(topic.model), physical)
+        if key is None and topic.key is not None:
+            key = str(getattr(event, topic.key))
+        event_id = hdr.new_event_id()
+        raw_headers = [(hdr.EVENT_ID, event_id.encode())]
+        raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                report(delivery_error(err, physical))
+            else:
+                report(Delivered(msg.topic(), msg.partition(), msg.offset(), event_id))
+
+        raw_key = key.encode() if isinstance(key, str) else key
+        self._producer.produce(physical, value, raw_key, raw_headers, delivered)
+
+    def _binding(self, model: type[Event]) -> Binding:
+        binding = self._bindings.get(model)
+        if binding is None:
+            binding = self._catalog.bind(model)
+            if self._announce is not None:
+                self._announce(binding)
+            self._bindings[model] = binding
+        return binding
+
+    def _ensure_topic(self, physical: str) -> None:
+        # Without this check librdkafka would hold the record for up to a minute and then
+        # report an unknown topic; failing at once names the problem.
+        if not self._check_topics or physical in self._known_topics:
+            return
+        self._known_topics = set(KafkaAdmin(self.settings).topics())
+        if physical not in self._known_topics:
+            raise TopicNotFoundError(f"topic {physical!r} does not exist")
+
+    def _remember_failure(self, result: Delivered | DeliveryError) -> None:
+        if isinstance(result, DeliveryError):
+            log.error("publish failed: %s", result)
+            with self._lock:
+                self._unreported.append(result)
+
+    def _serve_reports(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+
+def _settle(future: asyncio.Future[Delivered | DeliveryError], result: Delivered | DeliveryError) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _unwrap(result: Delivered | DeliveryError) -> Delivered:
+    if isinstance(result, DeliveryError):
+        raise result
+    return result

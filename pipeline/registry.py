@@ -1,0 +1,196 @@
+"""Finding stages in modules, and checking every declaration against the schemas at startup.
+
+Registration is explicit: a module lists its stages in ``STAGES``. ``pipeline run stages.video``
+imports ``stages.video`` and runs ``STAGES``; ``stages.video:Transcode`` picks one stage;
+several specs may be comma separated.
+
+``plan`` turns stage classes into ``StagePlan``s, collecting every problem it finds (a topic
+whose model has no schema, a model that disagrees with its schema, two stages in one group, a
+handler annotated with the wrong event type) into one ``DeclarationError``, so a user fixes
+them all in one go instead of one per restart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pipeline.config import Settings
+from pipeline.deadletter import dlq_topic
+from pipeline.errors import DeclarationError, DuplicateGroupError, SchemaError
+from pipeline.serde import Binding, SchemaCatalog
+from pipeline.stage import Stage, Topic
+
+STAGES_ATTR = "STAGES"
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """A validated stage with physical topic names (prefix applied) and schema bindings."""
+
+    stage: type[Stage]
+    name: str
+    group: str
+    inputs: dict[str, Binding]  # physical topic -> binding
+    outputs: dict[str, tuple[str, Binding]]  # logical topic -> (physical topic, binding)
+    dlq_topic: str
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic this stage reads or writes, for creation at startup."""
+        return [*self.inputs, *(phys for phys, _ in self.outputs.values()), self.dlq_topic]
+
+
+def load(spec: str) -> list[type[Stage]]:
+    stages: list[type[Stage]] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        stages.extend(_load_one(part))
+    if not stages:
+        raise DeclarationError(f"{spec!r} names no stages")
+    return list(dict.fromkeys(stages))
+
+
+def _load_one(spec: str) -> list[type[Stage]]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise DeclarationError(f"no module named {module_name!r}") from None
+        raise
+    if attr:
+        stage = getattr(module, attr, None)
+        if not (isinstance(stage, type) and issubclass(stage, Stage)):
+            raise DeclarationError(f"{module_name} has no stage class {attr!r}")
+        return [stage]
+    listed = getattr(module, STAGES_ATTR, None)
+    if listed is None:
+        found = [n for n, v in vars(module).items() if _is_stage(v) and v.__module__ == module_name]
+        hint = f" (it defines {', '.join(found)})" if found else ""
+        raise DeclarationError(f"module {module_name} has no {STAGES_ATTR} list{hint}")
+    bad = [repr(s) for s in listed if not _is_stage(s)]
+    if bad:
+        raise DeclarationError(f"{module_name}.{STAGES_ATTR} holds non-stages: {', '.join(bad)}")
+    return list(listed)
+
+
+def _is_stage(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, Stage) and value is not Stage
+
+
+def plan(stages: Iterable[type[Stage]], catalog: SchemaCatalog, settings: Settings) -> list[StagePlan]:
+    stages = list(stages)
+    problems: list[str] = []
+    bindings = _bind_topics(stages, catalog, problems)
+    plans = []
+    groups: dict[str, type[Stage]] = {}
+    for stage in stages:
+        group = settings.topic(stage.group_id())
+        if group in groups:
+            other = groups[group]
+            problems.append(
+                f"stages {other.__qualname__} and {stage.__qualname__} share group {group!r}; "
+                "set `group = ...` on one of them (a group is one stage's identity)"
+            )
+        groups[group] = stage
+        problems.extend(_check_annotation(stage))
+        if any(t.name not in bindings for t in (*stage.input_topics(), *stage.emits)):
+            continue
+        plans.append(
+            StagePlan(
+                stage=stage,
+                name=stage.stage_name(),
+                group=group,
+                inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()},
+                outputs={t.name: (settings.topic(t.name), bindings[t.name]) for t in stage.emits},
+                dlq_topic=dlq_topic(group),
+            )
+        )
+    if problems:
+        kind = DuplicateGroupError if all("share group" in p for p in problems) else DeclarationError
+        raise kind("invalid stage declarations:\n  - " + "\n  - ".join(problems))
+    return plans
+
+
+def _bind_topics(
+    stages: list[type[Stage]], catalog: SchemaCatalog, problems: list[str]
+) -> dict[str, Binding]:
+    topics: dict[str, Topic] = {}
+    for stage in stages:
+        for topic in (*stage.input_topics(), *stage.emits):
+            seen = topics.setdefault(topic.name, topic)
+            if seen.model is not topic.model:
+                problems.append(
+                    f"topic {topic.name!r} is declared with two models: "
+                    f"{seen.model.__name__} and {topic.model.__name__}"
+                )
+    bindings = {}
+    for name, topic in topics.items():
+        try:
+            bindings[name] = catalog.bind(topic.model)
+        except SchemaError as exc:
+            problems.append(f"topic {name!r}: {exc}")
+    return bindings
+
+
+def _check_annotation(stage: type[Stage]) -> list[str]:
+    """If the handler annotates its event parameter, it must accept every input model."""
+    try:
+        hints = typing.get_type_hints(stage.handle)
+    except Exception:  # unresolvable forward refs: nothing to check against
+        return []
+    params = list(inspect.signature(stage.handle).parameters)
+    annotation = hints.get(params[1]) if len(params) > 1 else None
+    if annotation is None or annotation is typing.Any:
+        return []
+    accepted = typing.get_args(annotation) or (annotation,)
+    wrong = [
+        t.model.__name__
+        for t in stage.input_topics()
+        if not any(isinstance(a, type) and issubclass(t.model, a) for a in accepted)
+    ]
+    if wrong:
+        return [
+            f"stage {stage.__qualname__}: handle() takes {annotation!r} but its input topics "
+            f"carry {', '.join(wrong)}"
+        ]
+    return []
+
+
+def discover_topics(spec: str) -> dict[str, Topic]:
+    """Every Topic declared in the given modules or packages (module-level constants and the
+    consumes/emits of their stages), by logical name. Used by ``pipeline publish``."""
+    found: dict[str, Topic] = {}
+    for name in (p.strip() for p in spec.split(",") if p.strip()):
+        for module in _modules(name):
+            for value in vars(module).values():
+                for topic in _topics_of(value):
+                    found.setdefault(topic.name, topic)
+    return found
+
+
+def _topics_of(value: object) -> tuple[Topic, ...]:
+    if isinstance(value, Topic):
+        return (value,)
+    if _is_stage(value) and hasattr(value, "consumes"):
+        stage = typing.cast(type[Stage], value)
+        return (*stage.input_topics(), *stage.emits)
+    return ()
+
+
+def _modules(name: str) -> list[typing.Any]:
+    import pkgutil
+
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise DeclarationError(f"no module named {name!r}") from None
+        raise
+    modules = [module]
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        modules.append(importlib.import_module(f"{name}.{info.name}"))
+    return modules

@@ -1,0 +1,157 @@
+"""Declarative stages.
+
+A stage consumes one or more topics in its own consumer group and may emit events to declared
+output topics::
+
+    UPLOADED = Topic("video.uploaded", VideoUploaded)
+    TRANSCODED = Topic("video.transcoded", VideoTranscoded)
+
+    class Transcode(Stage):
+        consumes = UPLOADED
+        emits = (TRANSCODED,)
+
+        async def handle(self, event: VideoUploaded, ctx: Context) -> None:
+            ctx.emit(TRANSCODED, VideoTranscoded(video_id=event.video_id, ...))
+
+Workers of the same stage share its group (each event goes to one of them); stages in different
+groups on the same topic each receive every event (fan-out).
+
+Declaring a class has no side effect beyond a shape check in ``__init_subclass__``; a stage runs
+only when a module lists it in ``STAGES`` and ``pipeline run`` is pointed at that module.
+Everything that needs the schema catalog (model/schema agreement, topic without schema) is
+checked by ``pipeline.registry.validate`` at startup.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pipeline.errors import DeclarationError
+from pipeline.events import Event
+
+if TYPE_CHECKING:
+    from pipeline.context import Context
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A Kafka topic and the event model (hence Avro schema) every record on it carries.
+
+    ``key`` optionally names a model field whose value becomes the record key when an event is
+    published without an explicit key, so related events stay on one partition, in order.
+    """
+
+    name: str
+    model: type[Event]
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_NAME.match(self.name) or self.name in {".", ".."}:
+            raise DeclarationError(
+                f"topic name {self.name!r} is not valid: use 1-200 of [A-Za-z0-9._-]"
+            )
+        if not (isinstance(self.model, type) and issubclass(self.model, Event)):
+            raise DeclarationError(
+                f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
+            )
+        if self.key is not None and self.key not in self.model.model_fields:
+            raise DeclarationError(
+                f"topic {self.name!r}: key field {self.key!r} is not a field of "
+                f"{self.model.__name__}"
+            )
+
+
+class Stage:
+    """Base class of every stage. Subclasses set ``consumes`` (and usually ``emits``) and
+    implement ``handle(self, event, ctx)``, sync or async.
+
+    Class attributes:
+        consumes: a Topic or a tuple of Topics this stage reads.
+        emits: the Topics ``ctx.emit`` may write to; anything else is refused at emit time.
+        group: consumer group; defaults to ``<module>.<stage_name>`` (e.g. ``video.transcode``).
+        name: stage name used in logs, metrics and derived topic names; defaults to the class
+            name in snake_case.
+    """
+
+    consumes: ClassVar[Topic | tuple[Topic, ...]]
+    emits: ClassVar[tuple[Topic, ...]] = ()
+    group: ClassVar[str | None] = None
+    name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls) or cls.__dict__.get("__abstract_stage__", False):
+            return
+        _check_shape(cls)
+
+    # The framework calls this; subclasses must override it.
+    def handle(self, event: Any, ctx: Context) -> Awaitable[None] | None:
+        raise NotImplementedError
+
+    # Optional lifecycle hooks, called once per worker, around the consume loop.
+    def setup(self) -> None:
+        """Open clients/connections this stage needs. Runs before the first event."""
+
+    def teardown(self) -> None:
+        """Release what setup opened. Runs after the last commit, on every exit path."""
+
+    # -- derived declaration, computed once -------------------------------------------------
+
+    @classmethod
+    def stage_name(cls) -> str:
+        return cls.name or _snake(cls.__name__)
+
+    @classmethod
+    def group_id(cls) -> str:
+        if cls.group:
+            return cls.group
+        module = cls.__module__.rsplit(".", 1)[-1]
+        return f"{module}.{cls.stage_name()}"
+
+    @classmethod
+    def input_topics(cls) -> tuple[Topic, ...]:
+        return cls.consumes if isinstance(cls.consumes, tuple) else (cls.consumes,)
+
+    @classmethod
+    def is_async(cls) -> bool:
+        return inspect.iscoroutinefunction(cls.handle)
+
+
+def _check_shape(cls: type[Stage]) -> None:
+    where = f"stage {cls.__module__}.{cls.__qualname__}"
+    consumes = cls.__dict__.get("consumes", getattr(cls, "consumes", None))
+    if consumes is None:
+        raise DeclarationError(f"{where}: set `consumes = SomeTopic` (the topic(s) it reads)")
+    topics = consumes if isinstance(consumes, tuple) else (consumes,)
+    if not topics or not all(isinstance(t, Topic) for t in topics):
+        raise DeclarationError(f"{where}: `consumes` must be a Topic or a tuple of Topics")
+    if not isinstance(cls.emits, tuple) or not all(isinstance(t, Topic) for t in cls.emits):
+        raise DeclarationError(f"{where}: `emits` must be a tuple of Topics (note the comma)")
+    if cls.handle is Stage.handle:
+        raise DeclarationError(f"{where}: implement `def handle(self, event, ctx)`")
+    _check_handler_signature(cls, where)
+
+
+def _check_handler_signature(cls: type[Stage], where: str) -> None:
+    params = list(inspect.signature(cls.handle).parameters.values())
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required_extra = [
+        p for p in params[3:] if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if len(positional) < 3 or required_extra:
+        got = ", ".join(p.name for p in params)
+        raise DeclarationError(
+            f"{where}: handle must take (self, event, ctx); it takes ({got})"
+        )
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -1,0 +1,23 @@
+"""Per-stage counters, updated by the runner's thread and read by progress views.
+
+Plain ints: a reader on another thread may see a value one batch old, which is fine for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class StageStats:
+    stage: str
+    group: str
+    consumed: int = 0
+    processed: int = 0
+    failed: int = 0  # handler calls that raised (each retry counts)
+    retried: int = 0  # records sent back for another attempt
+    dead_lettered: int = 0
+    outputs: int = 0
+    commits: int = 0
+    assigned: int = 0
+    running: bool = False

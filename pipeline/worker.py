@@ -1,0 +1,120 @@
+"""Running stages: one thread per stage in a worker process, N worker processes per command.
+
+A worker stops gracefully on SIGINT/SIGTERM: every runner stops fetching, waits for its outputs
+to be acknowledged, commits, and leaves its group; the process then exits 0. A runner that
+crashes stops the whole worker (exit 1), because a half-running worker hides failures: let the
+supervisor (systemd, Kubernetes, `pipeline run --workers`) restart it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from types import FrameType
+
+from pipeline.app import Pipeline
+from pipeline.config import Settings
+from pipeline.runner import StageRunner
+
+log = logging.getLogger("pipeline.worker")
+
+
+class Worker:
+    """All stages of a Pipeline, each on its own thread with its own consumer and producer."""
+
+    def __init__(self, pipeline: Pipeline, worker_id: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.stop_event = threading.Event()
+        self.runners: list[StageRunner] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._worker_id = worker_id
+
+    def start(self) -> None:
+        for plan in self.pipeline.plans:
+            runner = self.pipeline.runner(plan, self._worker_id)
+            runner.stop_event = self.stop_event
+            thread = threading.Thread(target=self._run, args=(runner,), name=plan.name, daemon=True)
+            self.runners.append(runner)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, runner: StageRunner) -> None:
+        try:
+            runner.run()
+        except BaseException as exc:
+            log.exception("stage %s crashed; stopping the worker", runner.plan.name)
+            self._errors.append(exc)
+            self.stop_event.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        """True when every runner thread has finished."""
+        for thread in self._threads:
+            thread.join(timeout_s)
+        return not any(t.is_alive() for t in self._threads)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self._errors)
+
+    def run_until_signalled(self) -> int:
+        """Run in the foreground until SIGINT/SIGTERM; return the process exit code."""
+        _on_stop_signals(lambda: self.stop_event.set())
+        self.start()
+        while not self.stop_event.wait(0.5):
+            pass
+        grace = self.pipeline.settings.shutdown_timeout_s + 5
+        if not self.join(grace):
+            log.error("stages did not stop within %.0fs", grace)
+            return 1
+        return 1 if self.failed else 0
+
+
+def _on_stop_signals(callback: object) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing work in flight, committing, leaving the group",
+                 signal.Signals(signum).name)
+        callback()  # type: ignore[operator]
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_workers(spec: str, settings: Settings, workers: int) -> int:
+    """``pipeline run``: one worker in this process, or ``workers`` child processes."""
+    pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
+    pipeline.ensure_topics()
+    if workers == 1:
+        return Worker(pipeline).run_until_signalled()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_child, args=(spec, settings, i), name=f"worker-{i}") for i in range(workers)
+    ]
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    for proc in procs:
+        proc.start()
+    while not stop.wait(0.5):
+        if all(not p.is_alive() for p in procs):
+            break
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            proc.terminate()  # SIGTERM: the child shuts down gracefully
+    for proc in procs:
+        proc.join(settings.shutdown_timeout_s + 10)
+    codes = [p.exitcode for p in procs]
+    log.info("workers exited with %s", codes)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _child(spec: str, settings: Settings, index: int) -> None:
+    from pipeline.logs import setup_logging
+
+    setup_logging()
+    pipeline = Pipeline.from_spec(spec, settings)
+    raise SystemExit(Worker(pipeline, worker_id=f"w{index}").run_until_signalled())

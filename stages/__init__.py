@@ -1,0 +1,1 @@
+"""Example stages: the video pipeline (``stages.video``) and the order pipeline (``stages.orders``)."""

@@ -1,0 +1,188 @@
+"""Helpers for integration tests: unique settings, in-process and subprocess workers, and
+reading what landed in a topic. Tests may use confluent_kafka directly; the framework may not."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline import Event, Stage
+from pipeline.app import Pipeline
+from pipeline.config import Settings
+from pipeline.serde import Codec
+from pipeline.stage import Topic
+from pipeline.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def unique_settings(bootstrap: str, schemas_dir: Path | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+        "schemas_dir": schemas_dir or ROOT / "tests" / "schemas",
+        "topic_partitions": 4,
+        "commit_interval_s": 0.2,
+        "batch_timeout_s": 0.05,
+        "shutdown_timeout_s": 15.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a `pipeline run` subprocess with the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        PIPELINE_TOPIC_PREFIX=settings.topic_prefix,
+        PIPELINE_SCHEMAS_DIR=str(settings.schemas_dir),
+        PIPELINE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        PIPELINE_COMMIT_INTERVAL_S=str(settings.commit_interval_s),
+        PIPELINE_BATCH_TIMEOUT_S=str(settings.batch_timeout_s),
+        PIPELINE_SHUTDOWN_TIMEOUT_S=str(settings.shutdown_timeout_s),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(settings: Settings, stages: Sequence[type[Stage]]) -> Iterator[Worker]:
+    """An in-process worker (one thread per stage); stopped gracefully at the end."""
+    pipeline = Pipeline.build(settings, stages)
+    pipeline.ensure_topics()
+    worker = Worker(pipeline, worker_id=f"test-{uuid.uuid4().hex[:6]}")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        assert worker.join(30), "worker did not stop within 30s"
+    assert not worker.failed, "a stage crashed"
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        return self.proc.wait(timeout_s)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def worker_process(
+    spec: str, env: dict[str, str], log: Path, workers: int = 1
+) -> Iterator[WorkerProcess]:
+    cmd = [sys.executable, "-m", "pipeline", "run", spec, "--workers", str(workers)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    handle = WorkerProcess(proc, log)
+    try:
+        yield handle
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+
+
+def read_topic(
+    settings: Settings,
+    topic: Topic,
+    codec: Codec | None = None,
+    *,
+    count: int,
+    timeout_s: float = 30.0,
+) -> list[tuple[Any, Any]]:
+    """Read ``count`` records from the start of ``topic``: (record, decoded event) pairs."""
+    pipeline = Pipeline.build(settings)
+    codec = codec or pipeline.codec
+    binding = pipeline.catalog.bind(topic.model)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topic(topic.name)])
+    out: list[tuple[Any, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    out.append((msg, codec.decode(msg.value(), binding)))
+    finally:
+        consumer.close()
+    return out
+
+
+def end_offsets(settings: Settings, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def group_members(settings: Settings, group: str) -> int:
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    desc = admin.describe_consumer_groups([group])[group].result(10)
+    return sum(1 for m in desc.members if m.assignment and m.assignment.topic_partitions)
+
+
+def marks(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def producer_config_env(config: dict[str, str]) -> str:
+    return json.dumps(config)
+
+
+def make_pings(n: int, start: int = 0) -> list[Event]:
+    from tests.integration.app_stages import Ping
+
+    return [Ping(ping_id=f"p{i}", n=i) for i in range(start, start + n)]

@@ -1,0 +1,92 @@
+"""The committable offset is the contiguous low watermark of finished records."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.offsets import OffsetTracker, PartitionOffsets
+
+
+def test_nothing_is_committable_before_anything_finishes() -> None:
+    part = PartitionOffsets()
+    part.begin(10)
+    assert part.committable() is None
+
+
+def test_records_without_outputs_are_committable_at_once() -> None:
+    part = PartitionOffsets()
+    part.begin(10, outstanding=0)
+    part.begin(11, outstanding=0)
+    assert part.committable() == 12
+
+
+def test_out_of_order_acks_commit_only_the_contiguous_prefix() -> None:
+    part = PartitionOffsets()
+    a, b, c = part.begin(5), part.begin(6), part.begin(7)
+    c.finish_one()
+    assert part.committable() is None
+    a.finish_one()
+    assert part.committable() == 6
+    b.finish_one()
+    assert part.committable() == 8
+
+
+def test_a_record_waits_for_every_one_of_its_outputs() -> None:
+    part = PartitionOffsets()
+    token = part.begin(0, outstanding=3)
+    token.finish_one()
+    token.finish_one()
+    assert part.committable() is None
+    token.finish_one()
+    assert part.committable() == 1
+
+
+def test_a_failed_record_blocks_the_watermark() -> None:
+    part = PartitionOffsets()
+    bad = part.begin(0)
+    part.begin(1, outstanding=0)
+    bad.failed = True
+    bad.finish_one()
+    assert part.committable() is None
+
+
+def test_committed_offsets_are_not_offered_twice() -> None:
+    part = PartitionOffsets()
+    part.begin(0, outstanding=0)
+    assert part.committable() == 1
+    part.committed(1)
+    assert part.committable() is None
+    part.begin(1, outstanding=0)
+    assert part.committable() == 2
+
+
+def test_rewind_cancels_later_tokens_so_late_acks_cannot_finish_a_new_attempt() -> None:
+    part = PartitionOffsets()
+    first = part.begin(0, outstanding=0)
+    old = part.begin(1)
+    part.rewind(1)
+    assert old.cancelled and not first.cancelled
+    new = part.begin(1)
+    old.finish_one()  # the late ack of the first attempt
+    assert part.committable() == 1
+    new.finish_one()
+    assert part.committable() == 2
+
+
+def test_offsets_must_be_begun_in_increasing_order() -> None:
+    part = PartitionOffsets()
+    part.begin(3)
+    with pytest.raises(ValueError):
+        part.begin(3)
+
+
+def test_tracker_commits_only_the_requested_partitions_and_forgets_dropped_ones() -> None:
+    tracker = OffsetTracker()
+    tracker.partition(("t", 0)).begin(0, 0)
+    pending = tracker.partition(("t", 1)).begin(0)
+    assert tracker.committable({("t", 0)}) == {("t", 0): 1}
+    tracker.drop([("t", 1)])
+    assert pending.cancelled
+    assert tracker.committable() == {("t", 0): 1}
+    tracker.mark_committed({("t", 0): 1})
+    assert tracker.committable() == {}

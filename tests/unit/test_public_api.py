@@ -1,0 +1,51 @@
+"""The public surface is curated: changing it is a deliberate act that updates this test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pipeline
+
+EXPECTED = {
+    "Backoff", "BadMagicError", "BrokerUnavailableError", "ConfigError", "Context", "DecodeError",
+    "DeclarationError", "Delivered", "DeliveryError", "DuplicateGroupError", "Event",
+    "EventValidationError", "FailurePolicy", "KafkaError", "Pipeline", "PipelineError",
+    "Publisher", "SchemaError", "SchemaMismatchError", "SchemaNotFoundError",
+    "SerializationError", "Settings", "Stage", "Topic", "TopicNotFoundError",
+    "TruncatedPayloadError", "UnknownSchemaError", "Worker", "load_settings",
+}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(pipeline.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves() -> None:
+    for name in pipeline.__all__:
+        assert getattr(pipeline, name) is not None
+
+
+def test_every_error_derives_from_pipeline_error() -> None:
+    errors = [getattr(pipeline, n) for n in pipeline.__all__ if n.endswith("Error")]
+    assert all(issubclass(e, pipeline.PipelineError) for e in errors)
+
+
+def test_declaring_stages_does_not_import_the_kafka_client() -> None:
+    code = "import stages.video, stages.orders, sys; print('confluent_kafka' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_confluent_kafka_is_imported_only_by_the_adapter() -> None:
+    import re
+    from pathlib import Path
+
+    imports = re.compile(r"^\s*(from|import)\s+confluent_kafka", re.MULTILINE)
+    root = Path(pipeline.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if imports.search(p.read_text()) and p.relative_to(root).parts[0] != "kafka"
+    ]
+    assert offenders == []
