@@ -9,7 +9,9 @@ from pipeline.config import Settings
 
 
 def common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers}
+    # log_level 5 (notice): librdkafka's info lines (e.g. BGQUEUE on every client teardown)
+    # are noise in a worker's log; warnings and errors still show.
+    return {"bootstrap.servers": settings.bootstrap_servers, "log_level": 5}
 
 
 def consumer(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:

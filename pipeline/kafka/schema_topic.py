@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -84,11 +85,12 @@ class SchemaTopic:
         tp.offset = low
         consumer.assign([tp])
         position = low
+        deadline = time.monotonic() + self._timeout
         while position < high:
-            msgs = consumer.consume(500, self._timeout)
-            if not msgs:
+            if time.monotonic() > deadline:
                 raise KafkaError(f"reading {self.topic} stalled at offset {position} of {high}")
-            for msg in msgs:
+            # consume() waits for a full batch or its timeout: keep the timeout short.
+            for msg in consumer.consume(500, 0.2):
                 if msg.error() is None and msg.key() and msg.value():
                     self._known[msg.key()] = msg.value().decode()
                 position = msg.offset() + 1

@@ -2,7 +2,7 @@
 
 Topic names are logical; every test runs with its own PIPELINE_TOPIC_PREFIX, so no two tests
 share a topic or a group. Side effects a test must observe go to Kafka topics (or, for the
-crash tests, to an append-only file named by PIPELINE_TEST_MARKS).
+crash tests, to an append-only file named by TEST_MARKS).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _me() -> str:
 
 
 def _mark(ctx: Context, event: Ping) -> None:
-    path = os.environ.get("PIPELINE_TEST_MARKS")
+    path = os.environ.get("TEST_MARKS")
     if path:
         with open(path, "a") as marks:
             marks.write(f"{event.ping_id} {ctx.event_id} {_me()}\n")
@@ -62,7 +62,7 @@ class Echo(Stage):
 
     def handle(self, event: Ping, ctx: Context) -> None:
         _mark(ctx, event)
-        delay_ms = float(os.environ.get("PIPELINE_TEST_DELAY_MS", "0"))
+        delay_ms = float(os.environ.get("TEST_DELAY_MS", "0"))
         if delay_ms:
             time.sleep(delay_ms / 1000)
         ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by=_me()))

@@ -104,6 +104,12 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def alive(self) -> bool:
+        """True while running; raises with the worker's log if it exited early."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+        return True
+
 
 @contextmanager
 def worker_process(
@@ -166,9 +172,18 @@ def end_offsets(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
+def prepare(settings: Settings, stages: Sequence[type[Stage]]) -> None:
+    """Create the stages' topics up front, so a test can publish before a worker is up."""
+    Pipeline.build(settings, stages).ensure_topics()
+
+
 def group_members(settings: Settings, group: str) -> int:
+    """Members of ``group`` that hold at least one partition (0 if the group is unknown)."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    desc = admin.describe_consumer_groups([group])[group].result(10)
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(10)
+    except Exception:
+        return 0
     return sum(1 for m in desc.members if m.assignment and m.assignment.topic_partitions)
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pipeline import Publisher
 from pipeline.kafka import LagMonitor
-from tests.integration.app_stages import PINGS, PONGS, Ping
+from tests.integration.app_stages import PINGS, PONGS, Echo, Ping
 from tests.integration.kit import (
+    group_members,
+    prepare,
     marks,
     read_topic,
     settings_env,
@@ -30,17 +32,20 @@ def test_event_is_redelivered_when_its_worker_dies_before_outputs_are_acked(
     settings = unique_settings(kafka_bootstrap)
     mark_file = tmp_path / "marks"
     # The producer holds outputs for a minute, so the kill lands between handle and ack.
-    held = settings_env(settings, PIPELINE_TEST_MARKS=str(mark_file),
+    held = settings_env(settings, TEST_MARKS=str(mark_file),
                         PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "60000"}))
+    prepare(settings, [Echo])
     with worker_process(SPEC, held, tmp_path / "w1.log") as first:
+        wait_until(lambda: first.alive() and group_members(settings, settings.topic(GROUP)), 60,
+                   "the first worker to join")
         with Publisher(settings) as publisher:
             publisher.publish(PINGS, Ping(ping_id="doomed", n=1))
-        wait_until(lambda: marks(mark_file), 60, "the first worker to handle the event")
+        wait_until(lambda: first.alive() and marks(mark_file), 60, "the first worker to handle it")
         assert read_topic(settings, PONGS, count=1, timeout_s=1) == [], "output escaped early"
         first.kill()
     [(_, _, first_pid)] = marks(mark_file)
 
-    normal = settings_env(settings, PIPELINE_TEST_MARKS=str(mark_file))
+    normal = settings_env(settings, TEST_MARKS=str(mark_file))
     with worker_process(SPEC, normal, tmp_path / "w2.log") as second:
         pongs = read_topic(settings, PONGS, count=1, timeout_s=60)
         second.signal(signal.SIGTERM)
@@ -59,13 +64,14 @@ def test_sigterm_finishes_work_in_flight_commits_and_exits_zero(
     acknowledgement, commits, leaves the group and exits 0; nothing is left uncommitted."""
     settings = unique_settings(kafka_bootstrap)
     mark_file = tmp_path / "marks"
-    env = settings_env(settings, PIPELINE_TEST_MARKS=str(mark_file),
+    env = settings_env(settings, TEST_MARKS=str(mark_file),
                        PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "3000"}))
+    prepare(settings, [Echo])
     with worker_process(SPEC, env, tmp_path / "w.log") as worker:
         with Publisher(settings) as publisher:
             for i in range(30):
                 publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), wait=False)
-        wait_until(lambda: len(marks(mark_file)) == 30, 60, "all 30 events handled")
+        wait_until(lambda: worker.alive() and len(marks(mark_file)) == 30, 60, "30 events handled")
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.output()
     assert "received SIGTERM" in worker.output()
