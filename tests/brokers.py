@@ -1,0 +1,193 @@
+"""Which Kafka broker a pytest session talks to.
+
+``acquire_kafka()`` picks the first that works, in this order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` from the environment, used as is (a broker someone else runs);
+2. a Docker engine that answers: a throwaway ``apache/kafka`` 4.x container in KRaft mode;
+3. otherwise the project's own ``pipeline.localkafka`` (JVMs from Maven Central jars). If this
+   call started it, it stops it at the end; a broker that was already up (``make kafka-up``)
+   is left running, so a developer's edit-test loop does not pay a broker start per run.
+
+In CI (``broker_required()``), failing to get a broker must fail the session, never skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from pipeline.errors import BrokerUnavailableError
+from pipeline.localkafka import LocalKafka
+
+if TYPE_CHECKING:  # imported lazily at run time: only the Docker path needs testcontainers
+    from testcontainers.core.container import DockerContainer
+
+ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+KAFKA_IMAGE = os.environ.get("PIPELINE_KAFKA_IMAGE", "apache/kafka:4.1.0")
+START_TIMEOUT_S = 120
+
+# Inside the container: clients use 9092 (published on a random host port), the broker talks
+# to itself on 9093 and the controller listens on 9094.
+_CLIENT_PORT = 9092
+_START_SCRIPT = "/tmp/localkafka-start.sh"
+_CONTAINER_PROPERTIES = {
+    "node.id": "1",
+    "process.roles": "broker,controller",
+    "listeners": "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:9093,CONTROLLER://0.0.0.0:9094",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "inter.broker.listener.name": "BROKER",
+    "controller.listener.names": "CONTROLLER",
+    "controller.quorum.voters": "1@localhost:9094",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "4",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",
+    "num.partitions": "1",
+}
+
+
+def broker_required() -> bool:
+    """True in CI (``CI=true``): then no broker is an error, not a reason to skip."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def docker_available(timeout: float = 3.0) -> bool:
+    """Whether a Docker engine answers, checked cheaply and without leaking sockets.
+
+    The ``docker`` CLI is asked when it exists (it knows contexts and DOCKER_HOST); otherwise
+    the engine's unix socket is pinged. A binary with no engine behind it is "no Docker".
+    """
+    if shutil.which("docker"):
+        try:
+            done = subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return host.startswith("unix://") and _ping_unix_socket(host.removeprefix("unix://"), timeout)
+
+
+def _ping_unix_socket(path: str, timeout: float) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status_line = sock.recv(64).split(b"\r\n", 1)[0]
+    except OSError:
+        return False
+    return status_line.startswith(b"HTTP/1.") and b" 200" in status_line
+
+
+@contextmanager
+def acquire_kafka() -> Iterator[str]:
+    """Yield a bootstrap-servers string for the session (see the module docstring for order)."""
+    configured = os.environ.get(ENV_BOOTSTRAP, "").strip()
+    if configured:
+        yield configured
+    elif docker_available():
+        with _docker_kafka() as bootstrap:
+            yield bootstrap
+    else:
+        with _local_kafka() as bootstrap:
+            yield bootstrap
+
+
+@contextmanager
+def _local_kafka() -> Iterator[str]:
+    kafka = LocalKafka.current()
+    if kafka.running_nodes():
+        # Someone else's cluster (make kafka-up): use it and leave it up. start() returns at
+        # once when it is healthy, and otherwise restarts missing nodes and waits.
+        kafka.start(timeout=START_TIMEOUT_S)
+        yield kafka.bootstrap_servers
+        return
+    kafka = LocalKafka()  # a stopped cluster of another shape is replaced by one node
+    kafka.start(timeout=START_TIMEOUT_S)
+    try:
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.stop()
+
+
+@contextmanager
+def _docker_kafka() -> Iterator[str]:
+    """A single-node KRaft ``apache/kafka`` container on a random host port.
+
+    testcontainers' ``KafkaContainer`` is not used: it is written for Confluent's cp-kafka
+    image (its start script calls /etc/confluent/docker/*, and ``with_kraft()`` rejects tags
+    below 7.0.0, so "4.1.0"). The advertised listener must name the host port Docker picks, which
+    is known only after the container starts, so the container waits for a start script that is
+    copied in afterwards (the same trick ``KafkaContainer`` uses).
+    """
+    from testcontainers.core.container import DockerContainer
+
+    env = {"KAFKA_" + key.upper().replace(".", "_"): v for key, v in _CONTAINER_PROPERTIES.items()}
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_exposed_ports(_CLIENT_PORT)
+        .with_envs(CLUSTER_ID="4L6g3nShT-eMCtK--X86sw", **env)
+        .with_command(
+            [
+                "bash",
+                "-c",
+                f"while [ ! -f {_START_SCRIPT} ]; do sleep 0.1; done; exec bash {_START_SCRIPT}",
+            ]
+        )
+    )
+    try:
+        with _quiet_deprecations():
+            container.start()
+            bootstrap = _configure_and_wait(container)
+    except Exception as exc:  # re-raised as ours, so the session fixture handles one type
+        _stop(container)
+        raise BrokerUnavailableError(
+            f"Kafka in Docker ({KAFKA_IMAGE}) did not start: {exc}"
+        ) from exc
+    try:
+        yield bootstrap
+    finally:
+        _stop(container)
+
+
+def _configure_and_wait(container: DockerContainer) -> str:
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(_CLIENT_PORT)
+    advertised = f"PLAINTEXT://{host}:{port},BROKER://localhost:9093"
+    # The image's run script exports NAME=value arguments before configuring the broker.
+    script = f"exec /etc/kafka/docker/run KAFKA_ADVERTISED_LISTENERS={advertised}\n"
+    container.copy_into_container(script.encode(), _START_SCRIPT, 0o755)
+    ready = LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(START_TIMEOUT_S)
+    ready.wait_until_ready(container)
+    return f"{host}:{port}"
+
+
+def _stop(container: DockerContainer) -> None:
+    with _quiet_deprecations():
+        container.stop()
+
+
+@contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    # testcontainers and the docker SDK warn about their own deprecations; pytest runs with
+    # warnings as errors, and those are not ours to fix.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
