@@ -78,7 +78,7 @@ class StageRunner:
         self._pauses = PauseDeadlines(clock)
         self._attempts: dict[TopicPartition, tuple[int, int, int]] = {}  # offset, count, first ms
         self._failed_deliveries: list[tuple[TopicPartition, Token, Any]] = []
-        self._rewound: set[TopicPartition] = set()
+        self._skip: set[TopicPartition] = set()  # partitions to skip in the current batch
         self._assigned: set[TopicPartition] = set()
         self._last_commit = clock()
         self._loop = asyncio.new_event_loop()
@@ -103,6 +103,7 @@ class StageRunner:
 
     def step(self) -> None:
         self._resume_due_partitions()
+        self._skip.clear()
         records = self._consumer.consume(self._batch_size, self._batch_timeout)
         if records:
             self._loop.run_until_complete(self._process(records))
@@ -127,15 +128,16 @@ class StageRunner:
     # -- step 3: one batch ----------------------------------------------------------------
 
     async def _process(self, records: Any) -> None:
-        self._rewound.clear()
         self.stats.consumed += len(records)
         for record in records:
             if record.error() is not None:
                 self._on_consume_error(record)
                 continue
             tp = (record.topic(), record.partition())
-            if tp in self._rewound:
-                continue  # its partition was seeked back; these records will come again
+            if tp in self._skip:
+                # Seeked back (these records come again) or revoked during this poll (they
+                # belong to another member now): either way, not ours to handle.
+                continue
             await self._handle(record, tp)
 
     async def _handle(self, record: RawRecord, tp: TopicPartition) -> None:
@@ -242,7 +244,7 @@ class StageRunner:
         self._consumer.pause([tp])
         self._consumer.seek(tp, offset)
         self._pauses.pause(tp, delay_s)
-        self._rewound.add(tp)
+        self._skip.add(tp)
 
     def _rewind_failed_deliveries(self) -> None:
         if not self._failed_deliveries:
@@ -303,6 +305,7 @@ class StageRunner:
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        self._skip.update(partitions)
         self._tracker.drop(partitions)
         self._pauses.forget(partitions)
         for tp in partitions:

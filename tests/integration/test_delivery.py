@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from pipeline import Publisher
-from tests.integration.app_stages import PINGS, PONGS, SEEN, FanOutA, FanOutB, FanOutC, Ping
+from tests.integration.app_stages import PINGS, PONGS, SEEN, Echo, FanOutA, FanOutB, FanOutC, Ping
 from tests.integration.kit import (
     group_members,
+    prepare,
     read_topic,
     running,
     settings_env,
@@ -48,3 +51,27 @@ def test_three_groups_on_one_topic_each_get_every_event(kafka_bootstrap: str) ->
     by_stage = Counter(s.stage for _, s in seen)
     assert by_stage == {"a": 60, "b": 60, "c": 60}
     assert len({(s.stage, s.ping_id) for _, s in seen}) == 180
+
+
+def test_a_worker_joining_mid_stream_causes_no_duplicates(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second member joins while the first is busy: the first commits what it finished when
+    its partitions are revoked, so the newcomer starts exactly there and nothing is redone."""
+    monkeypatch.setenv("TEST_DELAY_MS", "5")
+    # Periodic commits are made rare, so only the commit on revoke can prevent duplicates.
+    settings = unique_settings(kafka_bootstrap, topic_partitions=6, batch_size=20,
+                               commit_interval_s=60)
+    prepare(settings, [Echo])
+    with Publisher(settings) as publisher:
+        for i in range(600):
+            publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
+    with running(settings, [Echo]) as first:
+        wait_until(lambda: first.runners[0].stats.processed >= 50, 30, "the first worker to start")
+        with running(settings, [Echo]) as second:
+            read_topic(settings, PONGS, count=600, timeout_s=60)
+            pongs = read_topic(settings, PONGS, count=601, timeout_s=2)  # catch any extra
+    per_ping = Counter(p.ping_id for _, p in pongs)
+    assert [k for k, n in per_ping.items() if n > 1] == [], "events handled twice"
+    assert len(per_ping) == 600
+    assert second.runners[0].stats.processed > 0, "the newcomer never got a partition"
