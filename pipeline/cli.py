@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,13 @@ StagesOpt = Annotated[
     str, typer.Option("--stages", help="Modules/packages whose topics are known (comma separated).")
 ]
 USAGE_ERRORS = (ConfigError, DeclarationError, SchemaError)
+
+
+@app.callback()
+def _importable_cwd() -> None:
+    """Stage modules are named relative to the current directory, as with `python -m`."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _fail(exc: PipelineError) -> typer.Exit:
