@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,9 @@ from pipeline.config import Settings
 from pipeline.errors import SchemaError
 from pipeline.kafka import KafkaAdmin, KafkaConsumer, KafkaProducer
 from pipeline.kafka import config as kconfig
+from pipeline.kafka.schema_topic import SchemaTopic
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
-from pipeline.kafka.schema_topic import SchemaTopic
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 
@@ -76,7 +75,9 @@ class Pipeline:
 def load_catalog(settings: Settings) -> SchemaCatalog:
     directory = settings.schemas_dir
     if not directory.is_dir():
-        raise SchemaError(f"schemas directory {directory} does not exist (set PIPELINE_SCHEMAS_DIR)")
+        raise SchemaError(
+            f"schemas directory {directory} does not exist (set PIPELINE_SCHEMAS_DIR)"
+        )
     return SchemaCatalog.load(directory)
 
 

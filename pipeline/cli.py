@@ -61,7 +61,9 @@ def _settings(config: Path | None) -> Any:
 
 @app.command()
 def run(
-    module: Annotated[str, typer.Argument(help="Stage module(s), e.g. stages.video or stages.video:Transcode.")],
+    module: Annotated[
+        str, typer.Argument(help="Stage module(s), e.g. stages.video or stages.video:Transcode.")
+    ],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
     config: ConfigOpt = None,
 ) -> None:
@@ -81,11 +83,13 @@ def run(
 def publish(
     topic: Annotated[str, typer.Argument(help="Topic name (as declared in the stage modules).")],
     payload: Annotated[str, typer.Argument(help="The event as JSON, or @file.json.")],
-    key: Annotated[str | None, typer.Option(help="Record key (default: the topic's key field).")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Record key (default: the topic's key field).")
+    ] = None,
     stages: StagesOpt = "stages",
     config: ConfigOpt = None,
 ) -> None:
-    """Validate PAYLOAD against TOPIC's schema, Avro-encode it and publish it (waits for the ack)."""
+    """Validate PAYLOAD against TOPIC's schema, Avro-encode and publish it (waits for the ack)."""
     from pydantic import ValidationError
 
     from pipeline.publisher import Publisher
@@ -110,7 +114,9 @@ def publish(
     except PipelineError as exc:
         raise _fail(exc) from None
     assert where is not None
-    typer.echo(f"published {where.topic}[{where.partition}]@{where.offset} event-id={where.event_id}")
+    typer.echo(
+        f"published {where.topic}[{where.partition}]@{where.offset} event-id={where.event_id}"
+    )
 
 
 def _read_payload(payload: str) -> Any:

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     )
     schemas_dir: Path = Field(Path("schemas"), description="Directory holding the .avsc contract.")
     schema_registry_url: str | None = Field(
-        None, description="Confluent Schema Registry URL; when set, the Confluent wire format is used."
+        None,
+        description="Confluent Schema Registry URL; when set, the Confluent wire format is used.",
     )
     schema_registry_password: SecretStr | None = None
     topic_prefix: str = Field(
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, description="Replication factor of topics we create.")
     batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per consume call.")
     batch_timeout_s: float = Field(0.1, gt=0, description="Longest wait for a batch to fill.")
-    commit_interval_s: float = Field(1.0, gt=0, description="How often completed offsets are committed.")
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="How often completed offsets are committed."
+    )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period on SIGTERM/SIGINT.")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     retry_backoff_initial_s: float = Field(0.5, gt=0, description="First in-place retry pause.")
@@ -82,7 +85,8 @@ class Settings(BaseSettings):
         # librdkafka takes strings; TOML gives ints and bools. Normalise so both spell the same.
         if isinstance(value, dict):
             return {
-                str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()
+                str(k): (str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in value.items()
             }
         return value
 

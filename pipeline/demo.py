@@ -54,7 +54,9 @@ def run_demo(settings: Settings, *, events: int, once: bool) -> int:
 
 
 def _ensure_broker(settings: Settings) -> None:
-    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("PIPELINE_BOOTSTRAP_SERVERS")
+    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
+        "PIPELINE_BOOTSTRAP_SERVERS"
+    )
     if explicit:
         return
     from pipeline.localkafka import LocalKafka
@@ -63,7 +65,9 @@ def _ensure_broker(settings: Settings) -> None:
     if settings.bootstrap_servers != broker.bootstrap_servers:
         return  # configured elsewhere (config file): use it as is
     if not broker.is_running():
-        console.print("no broker configured: starting the local Apache Kafka broker (make kafka-up)")
+        console.print(
+            "no broker configured: starting the local Apache Kafka broker (make kafka-up)"
+        )
     broker.start()
 
 
@@ -72,28 +76,39 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
 
     rng = random.Random(7)
     now = datetime.now(UTC)
-    with Publisher(pipeline.settings, pipeline.catalog, pipeline.codec, pipeline.announce) as publisher:
+    with Publisher(
+        pipeline.settings, pipeline.catalog, pipeline.codec, pipeline.announce
+    ) as publisher:
         for i in range(count):
             vid = f"vid-{uuid.uuid4().hex[:8]}"
             publisher.publish(
                 video.UPLOADED,
                 video.VideoUploaded(
-                    video_id=vid, user_id=f"user-{i % 17}", filename=f"clip-{i}.mov",
-                    size_bytes=rng.randint(1_000_000, 900_000_000), uploaded_at=now,
+                    video_id=vid,
+                    user_id=f"user-{i % 17}",
+                    filename=f"clip-{i}.mov",
+                    size_bytes=rng.randint(1_000_000, 900_000_000),
+                    uploaded_at=now,
                 ),
                 wait=False,
             )
             items = [
-                orders.LineItem(sku=f"SKU-{rng.randint(1, 40)}", quantity=rng.randint(1, 3),
-                                unit_price_cents=rng.randint(199, 9999))
+                orders.LineItem(
+                    sku=f"SKU-{rng.randint(1, 40)}",
+                    quantity=rng.randint(1, 3),
+                    unit_price_cents=rng.randint(199, 9999),
+                )
                 for _ in range(rng.randint(1, 4))
             ]
             publisher.publish(
                 orders.PLACED,
                 orders.OrderPlaced(
-                    order_id=f"ord-{uuid.uuid4().hex[:8]}", customer_id=f"cust-{i % 23}",
-                    email=f"customer{i % 23}@example.com", items=items,
-                    currency=rng.choice(list(orders.Currency)), placed_at=now,
+                    order_id=f"ord-{uuid.uuid4().hex[:8]}",
+                    customer_id=f"cust-{i % 23}",
+                    email=f"customer{i % 23}@example.com",
+                    items=items,
+                    currency=rng.choice(list(orders.Currency)),
+                    placed_at=now,
                     coupon="WELCOME10" if i % 5 == 0 else None,
                 ),
                 wait=False,
@@ -101,8 +116,9 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
     return 2 * count
 
 
-def _watch(pipeline: Pipeline, worker: Worker, monitor: LagMonitor, stop: threading.Event,
-           once: bool) -> None:
+def _watch(
+    pipeline: Pipeline, worker: Worker, monitor: LagMonitor, stop: threading.Event, once: bool
+) -> None:
     drained_at: float | None = None
     with Live(console=console, refresh_per_second=4) as live:
         while not stop.is_set() and not worker.stop_event.is_set():
@@ -110,8 +126,10 @@ def _watch(pipeline: Pipeline, worker: Worker, monitor: LagMonitor, stop: thread
             live.update(table)
             if total_lag == 0 and drained_at is None:
                 drained_at = time.monotonic()
-                live.console.print("[green]all stages drained[/green]"
-                                   + ("" if once else "; still consuming, Ctrl-C to stop"))
+                live.console.print(
+                    "[green]all stages drained[/green]"
+                    + ("" if once else "; still consuming, Ctrl-C to stop")
+                )
             if once and drained_at is not None:
                 return
             stop.wait(0.5)
@@ -126,8 +144,16 @@ def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[
         _, lag = monitor.lag(plan.group, list(plan.inputs))
         total_lag += lag
         s = runner.stats
-        table.add_row(plan.name, plan.group, str(s.processed), str(s.failed), str(s.retried),
-                      str(s.dead_lettered), str(s.outputs), str(lag))
+        table.add_row(
+            plan.name,
+            plan.group,
+            str(s.processed),
+            str(s.failed),
+            str(s.retried),
+            str(s.dead_lettered),
+            str(s.outputs),
+            str(lag),
+        )
     return table, total_lag
 
 

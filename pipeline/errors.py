@@ -3,8 +3,8 @@
 The tree::
 
     PipelineError
-    ├── ConfigError                 bad settings or environment (raised before anything connects)
-    ├── DeclarationError            a stage, topic or model declaration is wrong (checked at startup)
+    ├── ConfigError                 bad settings or environment (before anything connects)
+    ├── DeclarationError            a stage, topic or model declaration is wrong (at startup)
     │   └── DuplicateGroupError     two stages claim the same consumer group
     ├── SchemaError                 a .avsc file is unreadable or not valid Avro
     │   ├── SchemaNotFoundError     a model or topic names a schema that schemas/ lacks

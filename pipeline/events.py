@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Event(BaseModel):
-    """Base class of every event model. Extra fields are rejected so a typo is not silently dropped."""
+    """Base class of every event model. Extra fields are rejected, so typos are not dropped."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -9,6 +9,7 @@ outputs with the same ids and downstream dedupe recognises them as duplicates.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 EVENT_ID = "event-id"
 CORRELATION_ID = "correlation-id"
@@ -24,11 +25,13 @@ def new_event_id() -> str:
 
 
 def derived_event_id(parent_id: str, stage: str, index: int) -> str:
-    namespace = uuid.UUID(int=uuid.UUID(parent_id).int) if _is_uuid(parent_id) else uuid.NAMESPACE_OID
+    namespace = (
+        uuid.UUID(int=uuid.UUID(parent_id).int) if _is_uuid(parent_id) else uuid.NAMESPACE_OID
+    )
     return str(uuid.uuid5(namespace, f"{parent_id}/{stage}/{index}"))
 
 
-def to_dict(raw: list[tuple[str, bytes | None]] | None) -> Headers:
+def to_dict(raw: Sequence[tuple[str, bytes | None]] | None) -> Headers:
     """Kafka allows repeated header keys; the last one wins here, as in most frameworks."""
     if not raw:
         return {}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 TopicPartition = tuple[str, int]
-RawHeaders = list[tuple[str, bytes | None]] | None
+RawHeaders = Sequence[tuple[str, bytes | None]] | None
 # Called once per produced record with (error or None, record). The error, if any, has
 # ``str()``, ``code()`` and ``retriable()``.
 DeliveryCallback = Callable[[Any, Any], None]

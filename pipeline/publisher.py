@@ -168,7 +168,9 @@ class Publisher:
         report: DeliveryHandler,
     ) -> None:
         if not isinstance(event, topic.model):
-            raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}")
+            raise TypeError(
+                f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}"
+            )
         physical = self.settings.topic(topic.name)
         self._ensure_topic(physical)
         value = self._codec.encode(event, self._binding(topic.model), physical)
@@ -216,7 +218,9 @@ class Publisher:
             self._producer.poll(0.1)
 
 
-def _settle(future: asyncio.Future[Delivered | DeliveryError], result: Delivered | DeliveryError) -> None:
+def _settle(
+    future: asyncio.Future[Delivered | DeliveryError], result: Delivered | DeliveryError
+) -> None:
     if not future.done():
         future.set_result(result)
 

@@ -81,7 +81,9 @@ def _is_stage(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, Stage) and value is not Stage
 
 
-def plan(stages: Iterable[type[Stage]], catalog: SchemaCatalog, settings: Settings) -> list[StagePlan]:
+def plan(
+    stages: Iterable[type[Stage]], catalog: SchemaCatalog, settings: Settings
+) -> list[StagePlan]:
     stages = list(stages)
     problems: list[str] = []
     bindings = _bind_topics(stages, catalog, problems)
@@ -110,7 +112,9 @@ def plan(stages: Iterable[type[Stage]], catalog: SchemaCatalog, settings: Settin
             )
         )
     if problems:
-        kind = DuplicateGroupError if all("share group" in p for p in problems) else DeclarationError
+        kind = (
+            DuplicateGroupError if all("share group" in p for p in problems) else DeclarationError
+        )
         raise kind("invalid stage declarations:\n  - " + "\n  - ".join(problems))
     return plans
 

@@ -25,7 +25,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from pipeline import headers as hdr
 from pipeline.backoff import PauseDeadlines
@@ -115,13 +116,17 @@ class StageRunner:
         """Stop fetching, wait for outputs in flight, commit, leave the group."""
         left = self._producer.flush(self._shutdown_timeout)
         if left:
-            log.error("%s: %d outputs unacknowledged at shutdown; their inputs stay uncommitted",
-                      self.plan.name, left)
+            log.error(
+                "%s: %d outputs unacknowledged at shutdown; their inputs stay uncommitted",
+                self.plan.name,
+                left,
+            )
         try:
             self._commit(sync=True)
         except KafkaError as exc:
-            log.error("%s: final commit failed (%s); the records will be redelivered",
-                      self.plan.name, exc)
+            log.error(
+                "%s: final commit failed (%s); the records will be redelivered", self.plan.name, exc
+            )
         self._consumer.close()
         log.info("%s: stopped", self.plan.name)
 
@@ -147,7 +152,7 @@ class StageRunner:
             ctx = Context(self.plan.name, record, self._allowed)
             result = self._handler(event, ctx)
             if self._is_async:
-                await result
+                await cast(Awaitable[None], result)
             payloads = self._encode_outputs(ctx) if ctx.outputs else None
         except Exception as exc:
             self._on_failure(record, tp, exc)
@@ -176,7 +181,9 @@ class StageRunner:
             except SerializationError:
                 raise
             except Exception as exc:
-                raise SerializationError(f"cannot encode {type(output.event).__name__}: {exc}") from exc
+                raise SerializationError(
+                    f"cannot encode {type(output.event).__name__}: {exc}"
+                ) from exc
         return out
 
     def _produce_outputs(
@@ -215,9 +222,17 @@ class StageRunner:
         if outcome is Outcome.RETRY_IN_PLACE:
             self._attempts[tp] = (offset, attempt, first_ms)
             delay = self._policy.backoff.delay(attempt)
-            log.warning("%s: %s[%d]@%d failed (attempt %d, %s: %s); retrying in %.2fs",
-                        self.plan.name, tp[0], tp[1], offset, attempt, type(exc).__name__,
-                        exc, delay)
+            log.warning(
+                "%s: %s[%d]@%d failed (attempt %d, %s: %s); retrying in %.2fs",
+                self.plan.name,
+                tp[0],
+                tp[1],
+                offset,
+                attempt,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
             self.stats.retried += 1
             self._rewind(tp, offset, delay)
         else:
@@ -225,15 +240,32 @@ class StageRunner:
             self._dead_letter(record, tp, exc, attempt, first_ms)
 
     def _dead_letter(
-        self, record: RawRecord, tp: TopicPartition, exc: BaseException, attempts: int, first_ms: int
+        self,
+        record: RawRecord,
+        tp: TopicPartition,
+        exc: BaseException,
+        attempts: int,
+        first_ms: int,
     ) -> None:
-        log.error("%s: %s[%d]@%d dead-lettered to %s after %d attempt(s): %s: %s",
-                  self.plan.name, tp[0], tp[1], record.offset(), self._dlq.topic, attempts,
-                  type(exc).__name__, exc)
+        log.error(
+            "%s: %s[%d]@%d dead-lettered to %s after %d attempt(s): %s: %s",
+            self.plan.name,
+            tp[0],
+            tp[1],
+            record.offset(),
+            self._dlq.topic,
+            attempts,
+            type(exc).__name__,
+            exc,
+        )
         token = self._tracker.partition(tp).begin(record.offset(), 1)
         headers = headers_for(record, self._dlq, exc, attempts, first_ms)
         self._producer.produce(
-            self._dlq.topic, record.value(), record.key(), headers, self._delivery_callback(tp, token)
+            self._dlq.topic,
+            record.value(),
+            record.key(),
+            headers,
+            self._delivery_callback(tp, token),
         )
         self.stats.dead_lettered += 1
 
@@ -253,8 +285,14 @@ class StageRunner:
         for tp, token, err in failed:
             if token.cancelled or tp not in self._assigned:
                 continue
-            log.error("%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
-                      self.plan.name, tp[0], tp[1], token.offset, err)
+            log.error(
+                "%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
+                self.plan.name,
+                tp[0],
+                tp[1],
+                token.offset,
+                err,
+            )
             self._rewind(tp, token.offset, self._policy.backoff.delay(1))
 
     def _resume_due_partitions(self) -> None:
@@ -295,8 +333,9 @@ class StageRunner:
         try:
             self._commit(sync=True, only=set(partitions))
         except KafkaError as exc:
-            log.warning("%s: commit on revoke failed (%s); records will be redelivered",
-                        self.plan.name, exc)
+            log.warning(
+                "%s: commit on revoke failed (%s); records will be redelivered", self.plan.name, exc
+            )
         self._forget(partitions)
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 

@@ -140,17 +140,15 @@ def _check_shape(cls: type[Stage]) -> None:
 
 def _check_handler_signature(cls: type[Stage], where: str) -> None:
     params = list(inspect.signature(cls.handle).parameters.values())
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required_extra = [
-        p for p in params[3:] if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        p
+        for p in params[3:]
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     if len(positional) < 3 or required_extra:
         got = ", ".join(p.name for p in params)
-        raise DeclarationError(
-            f"{where}: handle must take (self, event, ctx); it takes ({got})"
-        )
+        raise DeclarationError(f"{where}: handle must take (self, event, ctx); it takes ({got})")
 
 
 def _snake(name: str) -> str:

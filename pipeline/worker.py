@@ -77,8 +77,10 @@ class Worker:
 
 def _on_stop_signals(callback: object) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing work in flight, committing, leaving the group",
-                 signal.Signals(signum).name)
+        log.info(
+            "received %s: finishing work in flight, committing, leaving the group",
+            signal.Signals(signum).name,
+        )
         callback()  # type: ignore[operator]
 
     signal.signal(signal.SIGINT, handler)
@@ -93,7 +95,8 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
         return Worker(pipeline).run_until_signalled()
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_child, args=(spec, settings, i), name=f"worker-{i}") for i in range(workers)
+        ctx.Process(target=_child, args=(spec, settings, i), name=f"worker-{i}")
+        for i in range(workers)
     ]
     stop = threading.Event()
     _on_stop_signals(stop.set)

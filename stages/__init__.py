@@ -1,1 +1,1 @@
-"""Example stages: the video pipeline (``stages.video``) and the order pipeline (``stages.orders``)."""
+"""Example stages: the video pipeline (``stages.video``) and the orders (``stages.orders``)."""

@@ -15,7 +15,7 @@ from pipeline import Context, Event, Stage, Topic
 log = logging.getLogger(__name__)
 
 
-class Currency(str, enum.Enum):
+class Currency(enum.StrEnum):
     EUR = "EUR"
     USD = "USD"
     GBP = "GBP"
@@ -68,8 +68,10 @@ class Payment(Stage):
         amount = event.total_cents
         if event.coupon:
             amount = amount * 90 // 100
-        ctx.emit(PAYMENTS, PaymentCaptured(order_id=event.order_id, amount_cents=amount,
-                                           currency=event.currency))
+        ctx.emit(
+            PAYMENTS,
+            PaymentCaptured(order_id=event.order_id, amount_cents=amount, currency=event.currency),
+        )
 
 
 class Inventory(Stage):

@@ -125,8 +125,9 @@ class Notify(Stage):
     consumes = PUBLISHED
 
     async def handle(self, event: VideoPublished, ctx: Context) -> None:
-        log.debug("notify user %s: video %s is live (%s)", event.user_id, event.video_id,
-                  ctx.coordinates)
+        log.debug(
+            "notify user %s: video %s is live (%s)", event.user_id, event.video_id, ctx.coordinates
+        )
 
 
 STAGES = [Transcode, Thumbnail, PublishToCdn, Notify]

@@ -36,5 +36,8 @@ def kafka_bootstrap() -> Iterator[str]:
 def _no_stray_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's PIPELINE_* settings must not leak into tests.
     for name in list(os.environ):
-        if name.startswith("PIPELINE_") and name not in ("PIPELINE_KAFKA_HOME", "PIPELINE_KAFKA_VERSION"):
+        if name.startswith("PIPELINE_") and name not in (
+            "PIPELINE_KAFKA_HOME",
+            "PIPELINE_KAFKA_VERSION",
+        ):
             monkeypatch.delenv(name)

@@ -4,4 +4,12 @@ from pipeline.kafka import config
 from pipeline.kafka.admin import KafkaAdmin, LagMonitor, TopicInfo
 from pipeline.kafka.clients import KafkaConsumer, KafkaProducer, delivery_error
 
-__all__ = ["KafkaAdmin", "KafkaConsumer", "KafkaProducer", "LagMonitor", "TopicInfo", "config", "delivery_error"]
+__all__ = [
+    "KafkaAdmin",
+    "KafkaConsumer",
+    "KafkaProducer",
+    "LagMonitor",
+    "TopicInfo",
+    "config",
+    "delivery_error",
+]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka import TopicPartition as CTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailableError, KafkaError, TopicNotFoundError
@@ -92,7 +92,8 @@ class LagMonitor:
         self._timeout = timeout_s
         self._admin = AdminClient(kconfig.admin(settings))
         self._consumer = Consumer(
-            kconfig.common(settings) | {"group.id": "pipeline-lag-monitor", "enable.auto.commit": False}
+            kconfig.common(settings)
+            | {"group.id": "pipeline-lag-monitor", "enable.auto.commit": False}
         )
 
     def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
@@ -100,7 +101,10 @@ class LagMonitor:
         try:
             meta = self._consumer.list_topics(timeout=self._timeout)
             parts = [
-                CTopicPartition(t, p) for t in topics if t in meta.topics for p in meta.topics[t].partitions
+                CTopicPartition(t, p)
+                for t in topics
+                if t in meta.topics
+                for p in meta.topics[t].partitions
             ]
             request = [ConsumerGroupTopicPartitions(group, parts)]
             result = self._admin.list_consumer_group_offsets(request)[group].result(self._timeout)

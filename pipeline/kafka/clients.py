@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as CTopicPartition
@@ -32,7 +32,9 @@ class KafkaConsumer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._group = config.get("group.id")
-        self._consumer = Consumer(config | {"error_cb": self._on_error, "on_commit": self._on_commit})
+        self._consumer = Consumer(
+            config | {"error_cb": self._on_error, "on_commit": self._on_commit}
+        )
         self.commit_failures: list[tuple[TopicPartition, str]] = []
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
@@ -45,10 +47,10 @@ class KafkaConsumer:
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         try:
-            records: list[RawRecord] = self._consumer.consume(max_records, timeout_s)
+            records = self._consumer.consume(max_records, timeout_s)
         except KafkaException as exc:
             raise wrap(exc, f"consume in group {self._group}") from exc
-        return records
+        return cast(Sequence[RawRecord], records)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         self._consumer.pause([CTopicPartition(t, p) for t, p in partitions])
@@ -68,15 +70,20 @@ class KafkaConsumer:
             return
         parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            result = self._consumer.commit(offsets=parts, asynchronous=not sync)
+            if not sync:
+                self._consumer.commit(offsets=parts, asynchronous=True)
+                return
+            result = self._consumer.commit(offsets=parts, asynchronous=False)
         except KafkaException as exc:
             raise wrap(exc, f"commit in group {self._group}") from exc
-        if sync and result:
+        if result:
             bad = [f"{p.topic}[{p.partition}]: {p.error}" for p in result if p.error]
             if bad:
                 raise KafkaError(f"commit in group {self._group} failed for " + ", ".join(bad))
 
-    def committed(self, partitions: list[TopicPartition], timeout_s: float = 10) -> dict[TopicPartition, int]:
+    def committed(
+        self, partitions: list[TopicPartition], timeout_s: float = 10
+    ) -> dict[TopicPartition, int]:
         parts = self._consumer.committed([CTopicPartition(t, p) for t, p in partitions], timeout_s)
         return {(p.topic, p.partition): p.offset for p in parts}
 
@@ -112,7 +119,7 @@ class KafkaProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=on_delivery
+                    topic, value, key, headers=cast(Any, headers), on_delivery=on_delivery
                 )
                 return
             except BufferError:
@@ -140,4 +147,3 @@ def delivery_error(err: Any, topic: str) -> DeliveryError:
         code=err.name(),
         retriable=bool(err.retriable()),
     )
-

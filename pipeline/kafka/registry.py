@@ -8,7 +8,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from pipeline.config import Settings
-from pipeline.errors import KafkaError
+from pipeline.errors import KafkaError, UnknownSchemaError
+
+SCHEMA_NOT_FOUND = 40403
 
 
 class ConfluentRegistry:
@@ -20,7 +22,8 @@ class ConfluentRegistry:
 
     def register(self, subject: str, schema_json: str) -> int:
         try:
-            return int(self._client.register_schema(subject, Schema(schema_json, "AVRO")))
+            schema = Schema(schema_json, "AVRO")  # type: ignore[call-arg]  # attrs class, no stub
+            return int(self._client.register_schema(subject, schema))
         except SchemaRegistryError as exc:
             raise KafkaError(f"schema registry: register {subject}: {exc}") from None
 
@@ -29,4 +32,7 @@ class ConfluentRegistry:
         try:
             return str(self._client.get_schema(schema_id).schema_str)
         except SchemaRegistryError as exc:
+            if exc.error_code == SCHEMA_NOT_FOUND:
+                # A record naming an id the registry never issued is poison, not an outage.
+                raise UnknownSchemaError(f"schema id {schema_id} is not in the registry") from None
             raise KafkaError(f"schema registry: schema id {schema_id}: {exc}") from None

@@ -3,7 +3,8 @@
 Single-object encoding names the writer schema by its CRC-64-AVRO fingerprint. A consumer can
 decode only if it can find that schema: its own ``schemas/`` has the versions it was deployed
 with, but a producer deployed later may write a newer version. So every writer publishes the
-schemas it writes with (key: fingerprint, value: canonical schema JSON) to this topic once at
+schemas it writes with (key: fingerprint, value: the full, self-contained schema JSON — not the
+canonical form, which drops defaults and logical types) to this topic once at
 startup, and a reader that meets an unknown fingerprint reads the topic to find it. This is the
 role a schema registry plays in the Confluent format, with nothing to run but Kafka.
 """
@@ -17,7 +18,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as CTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.config import Settings
 from pipeline.errors import KafkaError
@@ -47,12 +48,16 @@ class SchemaTopic:
             producer = Producer(kconfig.common(self._settings) | {"enable.idempotence": True})
             errors: list[str] = []
             producer.produce(
-                self.topic, schema_json.encode(), fingerprint,
+                self.topic,
+                schema_json.encode(),
+                fingerprint,
                 on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
             )
             left = producer.flush(self._timeout)
             if left or errors:
-                raise KafkaError(f"cannot publish writer schema to {self.topic}: {errors or 'timeout'}")
+                raise KafkaError(
+                    f"cannot publish writer schema to {self.topic}: {errors or 'timeout'}"
+                )
             self._published.add(fingerprint)
 
     def lookup(self, fingerprint: bytes) -> str | None:
@@ -91,9 +96,11 @@ class SchemaTopic:
                 raise KafkaError(f"reading {self.topic} stalled at offset {position} of {high}")
             # consume() waits for a full batch or its timeout: keep the timeout short.
             for msg in consumer.consume(500, 0.2):
-                if msg.error() is None and msg.key() and msg.value():
-                    self._known[msg.key()] = msg.value().decode()
-                position = msg.offset() + 1
+                key, value, offset = msg.key(), msg.value(), msg.offset()
+                if msg.error() is None and key and value:
+                    self._known[key] = value.decode()
+                if offset is not None:
+                    position = offset + 1
 
     def _ensure_topic(self) -> None:
         if self._ready:

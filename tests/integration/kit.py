@@ -29,7 +29,9 @@ from pipeline.worker import Worker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         result = predicate()

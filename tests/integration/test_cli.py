@@ -8,25 +8,40 @@ from pathlib import Path
 
 from pipeline.kafka import KafkaAdmin
 from tests.integration.app_stages import PINGS, PONGS, Echo
-from tests.integration.kit import ROOT, end_offsets, read_topic, running, settings_env, unique_settings
+from tests.integration.kit import (
+    ROOT,
+    end_offsets,
+    read_topic,
+    running,
+    settings_env,
+    unique_settings,
+)
 
 STAGES = "--stages=tests.integration.app_stages"
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "pipeline", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
-def test_publish_validates_encodes_and_the_stage_handles_it(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_publish_validates_encodes_and_the_stage_handles_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """`pipeline publish` from inline JSON and from @file reaches a running stage."""
     settings = unique_settings(kafka_bootstrap)
     env = settings_env(settings)
     (tmp_path / "ping.json").write_text('{"ping_id": "from-file", "n": 2}')
     with running(settings, [Echo]):
-        inline = cli(env, "publish", PINGS.name, '{"ping_id": "inline", "n": 1}', "--key", "k", STAGES)
+        inline = cli(
+            env, "publish", PINGS.name, '{"ping_id": "inline", "n": 1}', "--key", "k", STAGES
+        )
         from_file = cli(env, "publish", PINGS.name, f"@{tmp_path / 'ping.json'}", STAGES)
         pongs = read_topic(settings, PONGS, count=2)
     assert inline.returncode == 0, inline.stderr
@@ -39,7 +54,9 @@ def test_publish_rejects_an_invalid_event_and_publishes_nothing(kafka_bootstrap:
     """A payload the schema rejects exits 2 naming the field; the topic stays empty."""
     settings = unique_settings(kafka_bootstrap)
     KafkaAdmin(settings).create([settings.topic(PINGS.name)])
-    result = cli(settings_env(settings), "publish", PINGS.name, '{"ping_id": "x", "n": "many"}', STAGES)
+    result = cli(
+        settings_env(settings), "publish", PINGS.name, '{"ping_id": "x", "n": "many"}', STAGES
+    )
     assert result.returncode == 2
     assert "n:" in result.stderr and "Ping" in result.stderr
     assert end_offsets(settings, settings.topic(PINGS.name)) == 0
@@ -52,7 +69,9 @@ def test_publish_to_an_unknown_topic_lists_the_known_ones(kafka_bootstrap: str) 
     assert "unknown topic 'test.pingz'" in result.stderr and "test.pings" in result.stderr
 
 
-def test_publish_to_a_declared_topic_missing_on_the_broker_fails_clearly(kafka_bootstrap: str) -> None:
+def test_publish_to_a_declared_topic_missing_on_the_broker_fails_clearly(
+    kafka_bootstrap: str,
+) -> None:
     settings = unique_settings(kafka_bootstrap)
     result = cli(settings_env(settings), "publish", PINGS.name, '{"ping_id": "x", "n": 1}', STAGES)
     assert result.returncode == 1

@@ -11,8 +11,8 @@ from pipeline.kafka import LagMonitor
 from tests.integration.app_stages import PINGS, PONGS, Echo, Ping
 from tests.integration.kit import (
     group_members,
-    prepare,
     marks,
+    prepare,
     read_topic,
     settings_env,
     unique_settings,
@@ -32,12 +32,18 @@ def test_event_is_redelivered_when_its_worker_dies_before_outputs_are_acked(
     settings = unique_settings(kafka_bootstrap)
     mark_file = tmp_path / "marks"
     # The producer holds outputs for a minute, so the kill lands between handle and ack.
-    held = settings_env(settings, TEST_MARKS=str(mark_file),
-                        PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "60000"}))
+    held = settings_env(
+        settings,
+        TEST_MARKS=str(mark_file),
+        PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "60000"}),
+    )
     prepare(settings, [Echo])
     with worker_process(SPEC, held, tmp_path / "w1.log") as first:
-        wait_until(lambda: first.alive() and group_members(settings, settings.topic(GROUP)), 60,
-                   "the first worker to join")
+        wait_until(
+            lambda: first.alive() and group_members(settings, settings.topic(GROUP)),
+            60,
+            "the first worker to join",
+        )
         with Publisher(settings) as publisher:
             publisher.publish(PINGS, Ping(ping_id="doomed", n=1))
         wait_until(lambda: first.alive() and marks(mark_file), 60, "the first worker to handle it")
@@ -64,8 +70,11 @@ def test_sigterm_finishes_work_in_flight_commits_and_exits_zero(
     acknowledgement, commits, leaves the group and exits 0; nothing is left uncommitted."""
     settings = unique_settings(kafka_bootstrap)
     mark_file = tmp_path / "marks"
-    env = settings_env(settings, TEST_MARKS=str(mark_file),
-                       PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "3000"}))
+    env = settings_env(
+        settings,
+        TEST_MARKS=str(mark_file),
+        PIPELINE_PRODUCER_CONFIG=json.dumps({"linger.ms": "3000"}),
+    )
     prepare(settings, [Echo])
     with worker_process(SPEC, env, tmp_path / "w.log") as worker:
         with Publisher(settings) as publisher:

@@ -21,14 +21,20 @@ from tests.integration.kit import (
 )
 
 
-def test_two_workers_share_a_group_and_handle_each_event_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_two_workers_share_a_group_and_handle_each_event_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """`pipeline run --workers 2` splits the partitions; every event is handled by exactly one
     of the two processes, and both take part."""
     settings = unique_settings(kafka_bootstrap)
     env = settings_env(settings, TEST_DELAY_MS="2")
     with worker_process("tests.integration.app_stages", env, tmp_path / "w.log", workers=2) as w:
         group = settings.topic("app_stages.echo")
-        wait_until(lambda: w.alive() and group_members(settings, group) == 2, 60, "two members with partitions")
+        wait_until(
+            lambda: w.alive() and group_members(settings, group) == 2,
+            60,
+            "two members with partitions",
+        )
         with Publisher(settings) as publisher:
             for i in range(400):
                 publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
@@ -60,8 +66,9 @@ def test_a_worker_joining_mid_stream_causes_no_duplicates(
     its partitions are revoked, so the newcomer starts exactly there and nothing is redone."""
     monkeypatch.setenv("TEST_DELAY_MS", "5")
     # Periodic commits are made rare, so only the commit on revoke can prevent duplicates.
-    settings = unique_settings(kafka_bootstrap, topic_partitions=6, batch_size=20,
-                               commit_interval_s=60)
+    settings = unique_settings(
+        kafka_bootstrap, topic_partitions=6, batch_size=20, commit_interval_s=60
+    )
     prepare(settings, [Echo])
     with Publisher(settings) as publisher:
         for i in range(600):

@@ -36,7 +36,9 @@ class AlwaysFails(Stage):
         raise ValueError("cannot handle this")
 
 
-def test_poison_bytes_go_to_the_dlq_with_original_bytes_and_the_partition_moves_on(kafka_bootstrap: str) -> None:
+def test_poison_bytes_go_to_the_dlq_with_original_bytes_and_the_partition_moves_on(
+    kafka_bootstrap: str,
+) -> None:
     """Bytes that are not our Avro reach <group>.dlq byte for byte, with error headers, and the
     events behind them on the same partition are still handled."""
     settings = unique_settings(kafka_bootstrap, topic_partitions=1)
@@ -91,13 +93,24 @@ def test_exhausted_in_place_retries_dead_letter_the_event(kafka_bootstrap: str) 
 def _raw_records(settings: object, topic: str, count: int) -> list[object]:
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,  # type: ignore[attr-defined]
-                         "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,  # type: ignore[attr-defined]
+            "group.id": "dlq-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     out: list[object] = []
     try:
-        wait_until(lambda: out.extend(m for m in consumer.consume(10, 0.2) if not m.error())
-                   or len(out) >= count, 30, f"{count} records in {topic}")
+        wait_until(
+            lambda: (
+                out.extend(m for m in consumer.consume(10, 0.2) if not m.error())
+                or len(out) >= count
+            ),
+            30,
+            f"{count} records in {topic}",
+        )
     finally:
         consumer.close()
     return out

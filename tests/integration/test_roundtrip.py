@@ -15,7 +15,9 @@ def test_event_round_trips_through_a_stage_with_key_and_headers(kafka_bootstrap:
     settings = unique_settings(kafka_bootstrap)
     with running(settings, [Echo]), Publisher(settings) as publisher:
         sent = publisher.publish(
-            PINGS, Ping(ping_id="a1", n=7), key="user-42",
+            PINGS,
+            Ping(ping_id="a1", n=7),
+            key="user-42",
             headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
         )
         assert sent is not None

@@ -10,13 +10,17 @@ from tests.integration.kit import ROOT, read_topic, running, unique_settings
 V2 = ROOT / "tests" / "schemas_v2"
 
 
-def test_reader_on_old_schema_reads_events_with_an_added_defaulted_field(kafka_bootstrap: str) -> None:
+def test_reader_on_old_schema_reads_events_with_an_added_defaulted_field(
+    kafka_bootstrap: str,
+) -> None:
     """Echo (deployed with Ping v1) decodes Pings written with v2, which it has never seen:
     the writer schema is found by fingerprint in the schema topic, and the new field dropped."""
     old = unique_settings(kafka_bootstrap)
     new = old.model_copy(update={"schemas_dir": V2})
-    assert Pipeline.build(old).catalog.get("test.Ping").fingerprint != \
-        Pipeline.build(new).catalog.get("test.Ping").fingerprint
+    assert (
+        Pipeline.build(old).catalog.get("test.Ping").fingerprint
+        != Pipeline.build(new).catalog.get("test.Ping").fingerprint
+    )
     with running(old, [Echo]), Publisher(new) as publisher:
         publisher.publish(PINGS_V2, PingV2(ping_id="new-writer", n=3, priority=9))
         [(_, pong)] = read_topic(old, PONGS, count=1)
@@ -31,4 +35,3 @@ def test_reader_on_new_schema_fills_the_default_for_old_events(kafka_bootstrap: 
         publisher.publish(PINGS, Ping(ping_id="old-writer", n=1))
         [(_, pong)] = read_topic(new, PONGS, count=1)
     assert (pong.ping_id, pong.n, pong.handled_by) == ("old-writer", 0, "v2")
-

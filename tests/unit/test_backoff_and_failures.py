@@ -44,7 +44,9 @@ def test_pauses_come_due_at_their_deadline_and_only_once() -> None:
     assert pauses.due() == []
 
 
-@pytest.mark.parametrize("exc", [BadMagicError("x"), EventValidationError("x"), SerializationError("x")])
+@pytest.mark.parametrize(
+    "exc", [BadMagicError("x"), EventValidationError("x"), SerializationError("x")]
+)
 def test_undecodable_or_unencodable_records_are_dead_lettered_at_once(exc: Exception) -> None:
     assert decide(FailurePolicy(), exc, attempt=1) is Outcome.DEAD_LETTER
 
@@ -57,7 +59,9 @@ def test_other_errors_are_retried_until_max_attempts() -> None:
 
 
 def test_unlimited_attempts_never_dead_letter_a_transient_error() -> None:
-    assert decide(FailurePolicy(max_attempts=None), TimeoutError(), 10_000) is Outcome.RETRY_IN_PLACE
+    assert (
+        decide(FailurePolicy(max_attempts=None), TimeoutError(), 10_000) is Outcome.RETRY_IN_PLACE
+    )
 
 
 def test_declared_fatal_errors_skip_retries() -> None:

@@ -14,8 +14,14 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     # An unroutable port: if anything tried to connect, the test would hang, not pass.
     base.update(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", PYTHONPATH=str(ROOT), **env)
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], env=base, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        env=base,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_malformed_toml_config_is_rejected(tmp_path: Path) -> None:
@@ -59,8 +65,15 @@ def test_publish_rejects_invalid_json() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in (["--help"], ["run", "--help"], ["publish", "--help"], ["topics", "--help"],
-                    ["topics", "create", "--help"], ["topics", "list", "--help"], ["demo", "--help"]):
+    for command in (
+        ["--help"],
+        ["run", "--help"],
+        ["publish", "--help"],
+        ["topics", "--help"],
+        ["topics", "create", "--help"],
+        ["topics", "list", "--help"],
+        ["demo", "--help"],
+    ):
         result = cli(*command)
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage" in result.stdout

@@ -17,7 +17,10 @@ def test_defaults_are_usable() -> None:
 
 def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "p.toml"
-    cfg.write_text('[pipeline]\nbatch_size = 7\ntopic_prefix = "dev."\n[pipeline.producer_config]\n"linger.ms" = 20\n')
+    cfg.write_text(
+        '[pipeline]\nbatch_size = 7\ntopic_prefix = "dev."\n'
+        '[pipeline.producer_config]\n"linger.ms" = 20\n'
+    )
     monkeypatch.setenv("PIPELINE_BATCH_SIZE", "9")
     settings = load_settings(cfg)
     assert (settings.batch_size, settings.topic_prefix) == (9, "dev.")
@@ -31,7 +34,7 @@ def test_kafka_bootstrap_servers_is_honoured(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_bad_bootstrap_servers_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="bootstrap_servers.*not host:port"):
+    with pytest.raises(ConfigError, match=r"bootstrap_servers.*not host:port"):
         load_settings(bootstrap_servers="localhost")
 
 

@@ -43,12 +43,14 @@ def _plan(*stages: type[Stage]) -> list[object]:
 
 def test_a_stage_without_consumes_is_rejected() -> None:
     with pytest.raises(DeclarationError, match="set `consumes"):
+
         class NoInput(Stage):
             def handle(self, event: Ping, ctx: Context) -> None: ...
 
 
 def test_emits_must_be_a_tuple_not_a_bare_topic() -> None:
     with pytest.raises(DeclarationError, match="note the comma"):
+
         class BareEmits(Stage):
             consumes = PINGS
             emits = PINGS  # type: ignore[assignment]
@@ -58,6 +60,7 @@ def test_emits_must_be_a_tuple_not_a_bare_topic() -> None:
 
 def test_a_handler_with_the_wrong_signature_is_rejected() -> None:
     with pytest.raises(DeclarationError, match=r"handle must take \(self, event, ctx\)"):
+
         class OneArg(Stage):
             consumes = PINGS
 
@@ -67,6 +70,7 @@ def test_a_handler_with_the_wrong_signature_is_rejected() -> None:
 
 def test_a_stage_without_handle_is_rejected() -> None:
     with pytest.raises(DeclarationError, match="implement"):
+
         class NoHandle(Stage):
             consumes = PINGS
 
@@ -97,7 +101,7 @@ def test_a_topic_whose_model_has_no_schema_is_a_startup_error() -> None:
 
         def handle(self, event: Unschema, ctx: Context) -> None: ...
 
-    with pytest.raises(DeclarationError, match="topic 'things'.*test.DoesNotExist"):
+    with pytest.raises(DeclarationError, match=r"topic 'things'.*test\.DoesNotExist"):
         _plan(Reads)
 
 
@@ -170,7 +174,12 @@ def test_the_topic_prefix_applies_to_topics_groups_and_dlq() -> None:
 
 
 def test_load_finds_the_stages_list_or_a_named_stage() -> None:
-    assert [s.__name__ for s in load("stages.orders")] == ["Payment", "Inventory", "Email", "Analytics"]
+    assert [s.__name__ for s in load("stages.orders")] == [
+        "Payment",
+        "Inventory",
+        "Email",
+        "Analytics",
+    ]
     assert [s.__name__ for s in load("stages.video:Transcode")] == ["Transcode"]
 
 
@@ -181,7 +190,9 @@ def test_load_explains_a_module_without_a_stages_list() -> None:
 
 def test_the_examples_plan_cleanly_against_the_real_schemas() -> None:
     root = Path(__file__).resolve().parents[2]
-    plans = plan(load("stages.video,stages.orders"), SchemaCatalog.load(root / "schemas"), Settings())
+    plans = plan(
+        load("stages.video,stages.orders"), SchemaCatalog.load(root / "schemas"), Settings()
+    )
     groups = [p.group for p in plans]
     assert len(groups) == len(set(groups)) == 8
     order_groups = [p.group for p in plans if "orders.placed" in p.inputs]
