@@ -293,6 +293,7 @@ class StageRunner:
                 token.offset,
                 err,
             )
+            self.stats.retried += 1
             self._rewind(tp, token.offset, self._policy.backoff.delay(1))
 
     def _resume_due_partitions(self) -> None:

@@ -6,6 +6,7 @@ from confluent_kafka import Producer
 
 from pipeline import Context, FailurePolicy, Publisher, Stage
 from pipeline.backoff import Backoff
+from pipeline.kafka import KafkaAdmin, LagMonitor
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.integration.kit import read_topic, running, unique_settings, wait_until
 
@@ -114,3 +115,33 @@ def _raw_records(settings: object, topic: str, count: int) -> list[object]:
     finally:
         consumer.close()
     return out
+
+
+def test_an_output_the_broker_refuses_leaves_its_input_uncommitted_until_it_lands(
+    kafka_bootstrap: str,
+) -> None:
+    """While the output topic is missing, deliveries fail and the input offset is not
+    committed (the partition is re-read after a backoff); once the topic exists again the
+    output lands and only then is the input committed. Nothing is lost."""
+    settings = unique_settings(
+        kafka_bootstrap, topic_partitions=1, producer_config={"message.timeout.ms": "1500"}
+    )
+    admin = KafkaAdmin(settings)
+    pongs_topic = settings.topic(PONGS.name)
+    group, pings = settings.topic(FlakyEcho.group or ""), settings.topic(PINGS.name)
+    monitor = LagMonitor(settings)
+    try:
+        with running(settings, [FlakyEcho]) as worker, Publisher(settings) as publisher:
+            runner = worker.runners[0]
+            wait_until(lambda: runner.stats.assigned, 30, "the partition to be assigned")
+            admin.delete([pongs_topic])
+            wait_until(lambda: pongs_topic not in admin.topics(), 30, "the output topic to go")
+            publisher.publish(PINGS, Ping(ping_id="stranded", n=1))
+            wait_until(lambda: runner.stats.retried >= 2, 60, "two failed deliveries")
+            assert monitor.lag(group, [pings]) == (0, 1), "input committed without its output"
+            admin.create([pongs_topic])
+            [(_, pong)] = read_topic(settings, PONGS, count=1, timeout_s=60)
+            wait_until(lambda: monitor.lag(group, [pings]) == (1, 0), 30, "the commit")
+    finally:
+        monitor.close()
+    assert pong.ping_id == "stranded"
