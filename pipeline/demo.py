@@ -138,7 +138,9 @@ def _watch(
 def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[Table, int]:
     table = Table(title="pipeline progress", title_justify="left")
     for column in ("stage", "group", "processed", "failed", "retried", "DLQ", "outputs", "lag"):
-        table.add_column(column, justify="left" if column in ("stage", "group") else "right")
+        table.add_column(
+            column, justify="left" if column in ("stage", "group") else "right", no_wrap=True
+        )
     total_lag = 0
     for plan, runner in zip(pipeline.plans, worker.runners, strict=True):
         _, lag = monitor.lag(plan.group, list(plan.inputs))
