@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; everything else may change without not
 """
 
 from pipeline.backoff import Backoff
+from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
 from pipeline.errors import (
@@ -26,15 +27,19 @@ from pipeline.errors import (
     UnknownSchemaError,
 )
 from pipeline.events import Event
-from pipeline.failures import FailurePolicy
+from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.stage import Stage, Topic
 
 __all__ = [
     "Backoff",
     "BadMagicError",
+    "BreakerPolicy",
     "BrokerUnavailableError",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConfigError",
     "Context",
+    "DeadLetter",
     "DeclarationError",
     "DecodeError",
     "Delivered",
@@ -42,16 +47,19 @@ __all__ = [
     "DuplicateGroupError",
     "Event",
     "EventValidationError",
-    "FailurePolicy",
+    "HandlerTimeout",
     "KafkaError",
     "Pipeline",
     "PipelineError",
     "Publisher",
+    "RetryAfter",
+    "RetryPolicy",
     "SchemaError",
     "SchemaMismatchError",
     "SchemaNotFoundError",
     "SerializationError",
     "Settings",
+    "Skip",
     "Stage",
     "Topic",
     "TopicNotFoundError",

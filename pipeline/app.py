@@ -14,10 +14,12 @@ from typing import Any
 
 from pipeline import registry
 from pipeline.config import Settings
+from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.kafka import KafkaAdmin, KafkaConsumer, KafkaProducer
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.schema_topic import SchemaTopic
+from pipeline.ports import ConsumerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
@@ -60,9 +62,14 @@ class Pipeline:
     def runner(self, plan: StagePlan, worker_id: str | None = None) -> StageRunner:
         client_id = f"{plan.group}-{worker_id or _default_worker_id()}"
         s = self.settings
+        consumer: ConsumerPort = KafkaConsumer(kconfig.consumer(s, plan.group, client_id))
+        if plan.retry_topics:
+            retry_group = f"{plan.group}.retry"
+            retry = KafkaConsumer(kconfig.consumer(s, retry_group, f"{client_id}-retry"))
+            consumer = ConsumerSet(consumer, retry, plan.retry_topics)
         return StageRunner(
             plan,
-            KafkaConsumer(kconfig.consumer(s, plan.group, client_id)),
+            consumer,
             KafkaProducer(kconfig.producer(s, client_id)),
             self.codec,
             batch_size=s.batch_size,

@@ -23,7 +23,8 @@ class Backoff:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Delay before retry number ``attempt`` (1 = first retry)."""
-        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
+        exponent = min(max(0, attempt - 1), 64)  # forever-retrying stages reach huge attempts
+        base = min(self.max_s, self.initial_s * self.multiplier**exponent)
         spread = base * self.jitter
         return max(0.0, base - spread + 2 * spread * rand())
 

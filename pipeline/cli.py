@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli_dlq import dlq_app
 from pipeline.errors import (
     ConfigError,
     DeclarationError,
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file ([pipeline] table).")

@@ -1,7 +1,9 @@
 """Dead-letter records: the original key, value and headers byte for byte, plus error headers.
 
-Error headers all start with ``dlq-``. A record that is dead-lettered a second time (after a
-replay) has its previous ``dlq-*`` headers replaced, not piled up.
+Error headers all start with ``dlq-``. A record dead-lettered a second time (after a replay)
+has its previous ``dlq-*`` headers replaced, not piled up; retry bookkeeping (``retry-*``) is
+dropped too, and the original coordinates are those of the event's first appearance, so a
+replay sends it back to the stage's input topic.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from pipeline import retrytopics
 from pipeline.ports import RawHeaders, RawRecord
+from pipeline.retrytopics import Origin
 
 PREFIX = "dlq-"
 MAX_MESSAGE = 1_000
@@ -32,17 +36,22 @@ def headers_for(
     record: RawRecord,
     source: DeadLetterSource,
     exc: BaseException,
+    origin: Origin,
     attempts: int,
     first_failure_ms: int | None = None,
 ) -> RawHeaders:
     now_ms = int(time.time() * 1000)
-    kept = [(k, v) for k, v in (record.headers() or []) if not k.startswith(PREFIX)]
+    kept = [
+        (k, v)
+        for k, v in (record.headers() or [])
+        if not k.startswith(PREFIX) and not k.startswith(retrytopics.PREFIX)
+    ]
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     error = {
-        "original-topic": record.topic(),
-        "original-partition": str(record.partition()),
-        "original-offset": str(record.offset()),
-        "original-timestamp": str(record.timestamp()[1]),
+        "original-topic": origin.topic,
+        "original-partition": str(origin.partition),
+        "original-offset": str(origin.offset),
+        "original-timestamp": str(origin.timestamp_ms),
         "stage": source.stage,
         "group": source.group,
         "exception-type": f"{type(exc).__module__}.{type(exc).__qualname__}",

@@ -40,16 +40,19 @@ class Token:
 class PartitionOffsets:
     """Offsets of one partition, begun in increasing order."""
 
-    __slots__ = ("_committed", "_next", "_open")
+    __slots__ = ("_committed", "_next", "_open", "next_read")
 
     def __init__(self) -> None:
         self._open: deque[Token] = deque()
         self._next: int | None = None  # offset after the last finished-and-contiguous one
         self._committed: int | None = None
+        # The next offset the stage should see: after the last begun one, or a rewind target.
+        self.next_read: int | None = None
 
     def begin(self, offset: int, outstanding: int = 1) -> Token:
         if self._open and offset <= self._open[-1].offset:
             raise ValueError(f"offset {offset} begun after {self._open[-1].offset}")
+        self.next_read = offset + 1
         token = Token(offset, outstanding)
         if outstanding == 0 and not self._open:
             self._next = offset + 1  # fast path: nothing pending, nothing to queue
@@ -72,6 +75,7 @@ class PartitionOffsets:
     def rewind(self, offset: int) -> None:
         while self._open and self._open[-1].offset >= offset:
             self._open.pop().cancelled = True
+        self.next_read = offset
 
     def cancel_all(self) -> None:
         while self._open:

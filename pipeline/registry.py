@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, SchemaError
+from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic
 
@@ -37,11 +38,18 @@ class StagePlan:
     inputs: dict[str, Binding]  # physical topic -> binding
     outputs: dict[str, tuple[str, Binding]]  # logical topic -> (physical topic, binding)
     dlq_topic: str
+    retry_topics: tuple[str, ...] = ()  # one per RetryPolicy tier, in tier order
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """What the stage's consumer reads: its inputs and its own retry topics."""
+        return [*self.inputs, *self.retry_topics]
 
     @property
     def topics(self) -> list[str]:
         """Every topic this stage reads or writes, for creation at startup."""
-        return [*self.inputs, *(phys for phys, _ in self.outputs.values()), self.dlq_topic]
+        outputs = (phys for phys, _ in self.outputs.values())
+        return [*self.inputs, *outputs, *self.retry_topics, self.dlq_topic]
 
 
 def load(spec: str) -> list[type[Stage]]:
@@ -109,6 +117,9 @@ def plan(
                 inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()},
                 outputs={t.name: (settings.topic(t.name), bindings[t.name]) for t in stage.emits},
                 dlq_topic=dlq_topic(group),
+                retry_topics=tuple(retry_topic(group, t) for t in stage.retry.tiers)
+                if stage.retry.uses_retry_topics
+                else (),
             )
         )
     if problems:

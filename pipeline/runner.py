@@ -2,17 +2,18 @@
 
 Each step, in order:
 
-1. resume partitions whose retry pause is over;
+1. resume partitions whose pause is over (retry backoff, retry-topic due time, open breaker);
 2. poll a batch (one ``consume`` call, up to ``batch_size`` records);
-3. for each record: decode → handle → emit outputs, or route the failure (``failures.decide``):
-   retry in place (pause + seek back) or dead-letter the original bytes;
+3. for each record: hold it if it is a retry not yet due → decode → handle (``Invoker``:
+   timeout, in-process attempts) → emit outputs; or route the failure (``Router``): retry
+   topic, retry in place, dead letter, skip, or pause everything while the breaker is open;
 4. serve delivery reports: an input *finishes* when all its outputs are acknowledged;
 5. rewind partitions whose outputs the broker refused (nothing is committed past them);
 6. commit the contiguous finished watermark of each partition, on an interval.
 
-Guarantee: an offset is committed only after its handler succeeded and every output was
-acknowledged, so a crash at any point re-delivers rather than loses (at-least-once). Order is
-per partition: a failing record holds back the records behind it on its partition only.
+Guarantee: an offset is committed only after its handler succeeded and every output (or its
+retry / dead-letter copy) was acknowledged, so a crash at any point redelivers rather than
+loses (at-least-once). Order is per partition.
 
 Rebalance callbacks run inside ``consume`` on this thread. On revoke we wait for outstanding
 acknowledgements and commit what finished; on lost we commit nothing (another member owns the
@@ -25,18 +26,24 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 from pipeline import headers as hdr
 from pipeline.backoff import PauseDeadlines
+from pipeline.breaker import CircuitBreaker, State
 from pipeline.context import Context
-from pipeline.deadletter import DeadLetterSource, headers_for
-from pipeline.errors import DecodeError, KafkaError, SerializationError, TruncatedPayloadError
-from pipeline.failures import FailurePolicy, Outcome, decide
+from pipeline.errors import (
+    KafkaError,
+    SerializationError,
+    TruncatedPayloadError,
+    UnknownSchemaError,
+)
+from pipeline.invoke import Invoker
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
+from pipeline.retrytopics import Origin, origin_of
+from pipeline.routing import Router
 from pipeline.serde import Codec
 from pipeline.stats import StageStats
 
@@ -65,11 +72,15 @@ class StageRunner:
         self._producer = producer
         self._codec = codec
         self._stage = plan.stage()
-        self._handler = self._stage.handle
-        self._is_async = plan.stage.is_async()
-        self._policy: FailurePolicy = getattr(plan.stage, "failure_policy", None) or FailurePolicy()
-        self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
-        self._allowed = frozenset(plan.outputs)
+        policy = plan.stage.retry
+        self._invoke = Invoker(
+            plan.name, self._stage.handle, plan.stage.is_async(), frozenset(plan.outputs),
+            policy, plan.stage.timeout_s,
+        )  # fmt: skip
+        self._breaker: CircuitBreaker | None = None
+        if plan.stage.breaker is not None:
+            self._breaker = CircuitBreaker(plan.name, plan.stage.breaker, clock, self._on_breaker)
+            self.stats.breaker = State.CLOSED.value
         self._batch_size = batch_size
         self._batch_timeout = batch_timeout_s
         self._commit_interval = commit_interval_s
@@ -77,9 +88,14 @@ class StageRunner:
         self._clock = clock
         self._tracker = OffsetTracker()
         self._pauses = PauseDeadlines(clock)
-        self._attempts: dict[TopicPartition, tuple[int, int, int]] = {}  # offset, count, first ms
+        self._router = Router(
+            plan, policy, producer, self._tracker, self.stats, self, self._breaker
+        )
+        self._retry_topics = frozenset(plan.retry_topics)
         self._failed_deliveries: list[tuple[TopicPartition, Token, Any]] = []
-        self._skip: set[TopicPartition] = set()  # partitions to skip in the current batch
+        # Partitions whose remaining records in this batch must not be handled; True means
+        # "seek back to the first of them" (they were fetched but the partition is held).
+        self._skip: dict[TopicPartition, bool] = {}
         self._assigned: set[TopicPartition] = set()
         self._last_commit = clock()
         self._loop = asyncio.new_event_loop()
@@ -90,7 +106,7 @@ class StageRunner:
         """Consume until ``stop_event`` is set, then shut down gracefully."""
         self._stage.setup()
         try:
-            self._consumer.subscribe(list(self.plan.inputs), self)
+            self._consumer.subscribe(self.plan.subscriptions, self)
             self.stats.running = True
             while not self.stop_event.is_set():
                 self.step()
@@ -99,6 +115,7 @@ class StageRunner:
                 self._shutdown()
             finally:
                 self.stats.running = False
+                self._invoke.close()
                 self._loop.close()
                 self._stage.teardown()
 
@@ -116,17 +133,13 @@ class StageRunner:
         """Stop fetching, wait for outputs in flight, commit, leave the group."""
         left = self._producer.flush(self._shutdown_timeout)
         if left:
-            log.error(
-                "%s: %d outputs unacknowledged at shutdown; their inputs stay uncommitted",
-                self.plan.name,
-                left,
-            )
+            log.error("%s: %d outputs unacknowledged at shutdown; inputs stay uncommitted",
+                      self.plan.name, left)  # fmt: skip
         try:
             self._commit(sync=True)
         except KafkaError as exc:
-            log.error(
-                "%s: final commit failed (%s); the records will be redelivered", self.plan.name, exc
-            )
+            log.error("%s: final commit failed (%s); records will be redelivered",
+                      self.plan.name, exc)  # fmt: skip
         self._consumer.close()
         log.info("%s: stopped", self.plan.name)
 
@@ -136,39 +149,48 @@ class StageRunner:
         self.stats.consumed += len(records)
         for record in records:
             if record.error() is not None:
-                self._on_consume_error(record)
+                log.warning("%s: consume error: %s", self.plan.name, record.error())
                 continue
             tp = (record.topic(), record.partition())
             if tp in self._skip:
-                # Seeked back (these records come again) or revoked during this poll (they
-                # belong to another member now): either way, not ours to handle.
+                self._skipped(record, tp)
                 continue
             await self._handle(record, tp)
 
     async def _handle(self, record: RawRecord, tp: TopicPartition) -> None:
-        offset = record.offset()
+        origin: Origin | None = None
+        if record.topic() in self._retry_topics:
+            origin = origin_of(record, from_retry_topic=True)
+            if self._hold_until_due(record, tp, origin):
+                return
+        breaker = self._breaker
         try:
-            event = self._decode(record)
-            ctx = Context(self.plan.name, record, self._allowed)
-            result = self._handler(event, ctx)
-            if self._is_async:
-                await cast(Awaitable[None], result)
+            event = self._decode(record, origin)
+            if breaker is not None and not breaker.allow():
+                self.hold_everything(tp, record.offset(), breaker.remaining_s())
+                return
+            ctx = await self._invoke(event, record)
             payloads = self._encode_outputs(ctx) if ctx.outputs else None
         except Exception as exc:
-            self._on_failure(record, tp, exc)
+            self._router.failed(record, tp, exc, origin)
             return
-        if self._attempts and tp in self._attempts:
-            del self._attempts[tp]
+        if breaker is not None:
+            breaker.record_success()
+        self._router.succeeded(tp, record.offset())
         self.stats.processed += 1
-        token = self._tracker.partition(tp).begin(offset, len(payloads) if payloads else 0)
+        token = self._tracker.partition(tp).begin(record.offset(), len(payloads) if payloads else 0)
         if payloads:
             self._produce_outputs(ctx, payloads, tp, token)
 
-    def _decode(self, record: RawRecord) -> Any:
+    def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
         value = record.value()
         if value is None:
             raise TruncatedPayloadError("record has no value (a tombstone?)")
-        return self._codec.decode(value, self.plan.inputs[record.topic()])
+        topic = origin.topic if origin is not None else record.topic()
+        binding = self.plan.inputs.get(topic)
+        if binding is None:
+            raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
+        return self._codec.decode(value, binding)
 
     def _encode_outputs(self, ctx: Context) -> list[bytes]:
         # Encode all before producing any: an output that cannot be encoded must not leave
@@ -181,9 +203,8 @@ class StageRunner:
             except SerializationError:
                 raise
             except Exception as exc:
-                raise SerializationError(
-                    f"cannot encode {type(output.event).__name__}: {exc}"
-                ) from exc
+                name = type(output.event).__name__
+                raise SerializationError(f"cannot encode {name}: {exc}") from exc
         return out
 
     def _produce_outputs(
@@ -193,7 +214,7 @@ class StageRunner:
         propagated = [(k, v) for k, v in ctx.headers.items() if k in hdr.PROPAGATED]
         if hdr.CORRELATION_ID not in ctx.headers:
             propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
-        on_delivery = self._delivery_callback(tp, token)
+        on_delivery = self.delivery_callback(tp, token)
         for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
             event_id = hdr.derived_event_id(parent_id, self.plan.name, index)
             headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers.items()]
@@ -201,7 +222,7 @@ class StageRunner:
             self._producer.produce(physical, value, output.key, headers, on_delivery)
         self.stats.outputs += len(payloads)
 
-    def _delivery_callback(self, tp: TopicPartition, token: Token) -> Any:
+    def delivery_callback(self, tp: TopicPartition, token: Token) -> Any:
         def delivered(err: Any, _msg: Any) -> None:
             if err is None:
                 token.finish_one()
@@ -211,72 +232,42 @@ class StageRunner:
 
         return delivered
 
-    # -- failures -------------------------------------------------------------------------
+    # -- holding partitions (retry due times, backoff, open breaker) ----------------------
 
-    def _on_failure(self, record: RawRecord, tp: TopicPartition, exc: Exception) -> None:
-        offset = record.offset()
-        prev = self._attempts.get(tp)
-        attempt, first_ms = (prev[1] + 1, prev[2]) if prev and prev[0] == offset else (1, _now_ms())
-        outcome = decide(self._policy, exc, attempt)
-        self.stats.failed += 0 if isinstance(exc, DecodeError) else 1
-        if outcome is Outcome.RETRY_IN_PLACE:
-            self._attempts[tp] = (offset, attempt, first_ms)
-            delay = self._policy.backoff.delay(attempt)
-            log.warning(
-                "%s: %s[%d]@%d failed (attempt %d, %s: %s); retrying in %.2fs",
-                self.plan.name,
-                tp[0],
-                tp[1],
-                offset,
-                attempt,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-            self.stats.retried += 1
-            self._rewind(tp, offset, delay)
-        else:
-            self._attempts.pop(tp, None)
-            self._dead_letter(record, tp, exc, attempt, first_ms)
+    def _hold_until_due(self, record: RawRecord, tp: TopicPartition, origin: Origin) -> bool:
+        wait_ms = origin.due_ms - int(time.time() * 1000)
+        if wait_ms <= 0:
+            return False
+        # Records in a retry topic are in due order: hold the partition, not just the record.
+        self.rewind(tp, record.offset(), wait_ms / 1000)
+        return True
 
-    def _dead_letter(
-        self,
-        record: RawRecord,
-        tp: TopicPartition,
-        exc: BaseException,
-        attempts: int,
-        first_ms: int,
-    ) -> None:
-        log.error(
-            "%s: %s[%d]@%d dead-lettered to %s after %d attempt(s): %s: %s",
-            self.plan.name,
-            tp[0],
-            tp[1],
-            record.offset(),
-            self._dlq.topic,
-            attempts,
-            type(exc).__name__,
-            exc,
-        )
-        token = self._tracker.partition(tp).begin(record.offset(), 1)
-        headers = headers_for(record, self._dlq, exc, attempts, first_ms)
-        self._producer.produce(
-            self._dlq.topic,
-            record.value(),
-            record.key(),
-            headers,
-            self._delivery_callback(tp, token),
-        )
-        self.stats.dead_lettered += 1
-
-    def _rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
+    def rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
         """Re-read ``tp`` from ``offset`` after ``delay_s``, without sleeping: the partition is
         paused while the consumer keeps polling (and so keeps its group membership)."""
         self._tracker.partition(tp).rewind(offset)
         self._consumer.pause([tp])
         self._consumer.seek(tp, offset)
         self._pauses.pause(tp, delay_s)
-        self._skip.add(tp)
+        self._skip[tp] = False
+
+    def hold_everything(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
+        """The breaker is open: pause every partition and come back to the first unprocessed
+        record of each after ``delay_s``. Nothing is retried, dead-lettered or dropped."""
+        self.rewind(tp, offset, delay_s)
+        for other in self._assigned - {tp}:
+            self._consumer.pause([other])
+            self._pauses.pause(other, delay_s)
+            next_read = self._tracker.partition(other).next_read
+            if next_read is not None:
+                self._consumer.seek(other, next_read)
+            self._skip[other] = True  # and seek to a later-fetched record, if one comes
+
+    def _skipped(self, record: RawRecord, tp: TopicPartition) -> None:
+        if self._skip[tp]:
+            self._consumer.seek(tp, record.offset())
+            self._tracker.partition(tp).rewind(record.offset())
+            self._skip[tp] = False
 
     def _rewind_failed_deliveries(self) -> None:
         if not self._failed_deliveries:
@@ -285,24 +276,18 @@ class StageRunner:
         for tp, token, err in failed:
             if token.cancelled or tp not in self._assigned:
                 continue
-            log.error(
-                "%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
-                self.plan.name,
-                tp[0],
-                tp[1],
-                token.offset,
-                err,
-            )
+            log.error("%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
+                      self.plan.name, tp[0], tp[1], token.offset, err)  # fmt: skip
             self.stats.retried += 1
-            self._rewind(tp, token.offset, self._policy.backoff.delay(1))
+            self.rewind(tp, token.offset, self.plan.stage.retry.ordered_backoff.delay(1))
 
     def _resume_due_partitions(self) -> None:
         due = [tp for tp in self._pauses.due() if tp in self._assigned]
         if due:
             self._consumer.resume(due)
 
-    def _on_consume_error(self, record: RawRecord) -> None:
-        log.warning("%s: consume error on %s: %s", self.plan.name, record.topic(), record.error())
+    def _on_breaker(self, _name: str, _old: State, new: State) -> None:
+        self.stats.breaker = new.value
 
     # -- step 6: commit -------------------------------------------------------------------
 
@@ -334,9 +319,8 @@ class StageRunner:
         try:
             self._commit(sync=True, only=set(partitions))
         except KafkaError as exc:
-            log.warning(
-                "%s: commit on revoke failed (%s); records will be redelivered", self.plan.name, exc
-            )
+            log.warning("%s: commit on revoke failed (%s); records will be redelivered",
+                        self.plan.name, exc)  # fmt: skip
         self._forget(partitions)
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 
@@ -345,18 +329,14 @@ class StageRunner:
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        self._skip.update(partitions)
+        for tp in partitions:
+            self._skip[tp] = False  # records of this poll belong to the next owner now
+            self._assigned.discard(tp)
         self._tracker.drop(partitions)
         self._pauses.forget(partitions)
-        for tp in partitions:
-            self._assigned.discard(tp)
-            self._attempts.pop(tp, None)
+        self._router.forget(partitions)
         self.stats.assigned = len(self._assigned)
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in partitions) or "nothing"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

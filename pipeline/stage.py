@@ -30,13 +30,17 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pipeline.breaker import BreakerPolicy
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
+from pipeline.failures import RetryPolicy
 
 if TYPE_CHECKING:
     from pipeline.context import Context
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+# Well under librdkafka's default max.poll.interval.ms (300 s).
+MAX_TIMEOUT_S = 240.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +81,18 @@ class Stage:
         group: consumer group; defaults to ``<module>.<stage_name>`` (e.g. ``video.transcode``).
         name: stage name used in logs, metrics and derived topic names; defaults to the class
             name in snake_case.
+        retry: what happens to a failing event (see ``pipeline.failures.RetryPolicy``).
+        breaker: a circuit breaker over the whole stage, or None.
+        timeout_s: longest a handler may run; exceeding it is a retryable failure.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
     emits: ClassVar[tuple[Topic, ...]] = ()
     group: ClassVar[str | None] = None
     name: ClassVar[str | None] = None
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    breaker: ClassVar[BreakerPolicy | None] = None
+    timeout_s: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,6 +146,21 @@ def _check_shape(cls: type[Stage]) -> None:
     if cls.handle is Stage.handle:
         raise DeclarationError(f"{where}: implement `def handle(self, event, ctx)`")
     _check_handler_signature(cls, where)
+    _check_policies(cls, where)
+
+
+def _check_policies(cls: type[Stage], where: str) -> None:
+    if not isinstance(cls.retry, RetryPolicy):
+        raise DeclarationError(f"{where}: `retry` must be a RetryPolicy")
+    if cls.breaker is not None and not isinstance(cls.breaker, BreakerPolicy):
+        raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
+    if cls.timeout_s is not None and not (
+        isinstance(cls.timeout_s, int | float) and 0 < cls.timeout_s < MAX_TIMEOUT_S
+    ):
+        raise DeclarationError(
+            f"{where}: `timeout_s` must be between 0 and {MAX_TIMEOUT_S:g}s: the consume loop "
+            "waits for the handler, and a longer wait would exceed max.poll.interval.ms"
+        )
 
 
 def _check_handler_signature(cls: type[Stage], where: str) -> None:

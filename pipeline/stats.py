@@ -15,8 +15,10 @@ class StageStats:
     consumed: int = 0
     processed: int = 0
     failed: int = 0  # handler calls that raised (each retry counts)
-    retried: int = 0  # records sent back for another attempt
+    retried: int = 0  # records sent to a retry topic or retried in place
     dead_lettered: int = 0
+    skipped: int = 0
+    breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     outputs: int = 0
     commits: int = 0
     assigned: int = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from pipeline import Context, FailurePolicy, Publisher, Stage
+from pipeline import Context, Publisher, RetryPolicy, Stage
 from pipeline.backoff import Backoff
 from pipeline.kafka import KafkaAdmin, LagMonitor
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
@@ -17,7 +17,10 @@ class FlakyEcho(Stage):
     consumes = PINGS
     emits = (PONGS,)
     group = "flaky-echo"
-    failure_policy = FailurePolicy(backoff=Backoff(initial_s=0.2, jitter=0), max_attempts=5)
+    retry = RetryPolicy(
+        ordered=True, in_process_attempts=1, ordered_backoff=Backoff(0.2, jitter=0),
+        ordered_max_attempts=5,
+    )
     attempts: list[str] = []
 
     def handle(self, event: Ping, ctx: Context) -> None:
@@ -31,7 +34,10 @@ class AlwaysFails(Stage):
     consumes = PINGS
     emits = (PONGS,)
     group = "always-fails"
-    failure_policy = FailurePolicy(backoff=Backoff(initial_s=0.05, jitter=0), max_attempts=3)
+    retry = RetryPolicy(
+        ordered=True, in_process_attempts=1, ordered_backoff=Backoff(0.05, jitter=0),
+        ordered_max_attempts=3,
+    )
 
     def handle(self, event: Ping, ctx: Context) -> None:
         raise ValueError("cannot handle this")

@@ -8,36 +8,15 @@ import sys
 import pipeline
 
 EXPECTED = {
-    "Backoff",
-    "BadMagicError",
-    "BrokerUnavailableError",
-    "ConfigError",
-    "Context",
-    "DecodeError",
-    "DeclarationError",
-    "Delivered",
-    "DeliveryError",
-    "DuplicateGroupError",
-    "Event",
-    "EventValidationError",
-    "FailurePolicy",
-    "KafkaError",
-    "Pipeline",
-    "PipelineError",
-    "Publisher",
-    "SchemaError",
-    "SchemaMismatchError",
-    "SchemaNotFoundError",
-    "SerializationError",
-    "Settings",
-    "Stage",
-    "Topic",
-    "TopicNotFoundError",
-    "TruncatedPayloadError",
-    "UnknownSchemaError",
-    "Worker",
+    "Backoff", "BadMagicError", "BreakerPolicy", "BrokerUnavailableError", "CircuitBreaker",
+    "CircuitOpenError", "ConfigError", "Context", "DeadLetter", "DecodeError",
+    "DeclarationError", "Delivered", "DeliveryError", "DuplicateGroupError", "Event",
+    "EventValidationError", "HandlerTimeout", "KafkaError", "Pipeline", "PipelineError",
+    "Publisher", "RetryAfter", "RetryPolicy", "SchemaError", "SchemaMismatchError",
+    "SchemaNotFoundError", "SerializationError", "Settings", "Skip", "Stage", "Topic",
+    "TopicNotFoundError", "TruncatedPayloadError", "UnknownSchemaError", "Worker",
     "load_settings",
-}
+}  # fmt: skip
 
 
 def test_all_lists_exactly_the_public_names() -> None:
@@ -50,7 +29,9 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_every_error_derives_from_pipeline_error() -> None:
-    errors = [getattr(pipeline, n) for n in pipeline.__all__ if n.endswith("Error")]
+    names = [n for n in pipeline.__all__ if n.endswith("Error")]
+    names += ["DeadLetter", "Skip", "RetryAfter", "HandlerTimeout"]
+    errors = [getattr(pipeline, n) for n in names]
     assert all(issubclass(e, pipeline.PipelineError) for e in errors)
 
 

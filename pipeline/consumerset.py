@@ -1,0 +1,67 @@
+"""A stage's inputs and its retry topics, read by two consumers behind one ConsumerPort.
+
+Why two: assignors balance the *total* partition count per member, not each topic. With inputs
+and retry topics in one subscription, one worker could get every input partition and another
+only retry partitions, and point-to-point scaling would silently stop working. The retry
+consumer is in its own group (``<group>.retry``) so each set is balanced on its own; the
+runner sees one consumer and routes by topic without knowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPartition
+
+
+class ConsumerSet:
+    def __init__(
+        self, main: ConsumerPort, retry: ConsumerPort, retry_topics: Sequence[str]
+    ) -> None:
+        self._main = main
+        self._retry = retry
+        self._retry_topics = frozenset(retry_topics)
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self._main.subscribe([t for t in topics if t not in self._retry_topics], listener)
+        self._retry.subscribe([t for t in topics if t in self._retry_topics], listener)
+
+    def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        records = self._main.consume(max_records, timeout_s)
+        # Retry records are due at most once per step: never wait for them.
+        retries = self._retry.consume(max_records, 0)
+        if not retries:
+            return records
+        return [*records, *retries]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        for consumer, parts in self._split(partitions):
+            consumer.pause(parts)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        for consumer, parts in self._split(partitions):
+            consumer.resume(parts)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        (self._retry if tp[0] in self._retry_topics else self._main).seek(tp, offset)
+
+    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
+        main = {tp: o for tp, o in offsets.items() if tp[0] not in self._retry_topics}
+        retry = {tp: o for tp, o in offsets.items() if tp[0] in self._retry_topics}
+        if main:
+            self._main.commit(main, sync=sync)
+        if retry:
+            self._retry.commit(retry, sync=sync)
+
+    def close(self) -> None:
+        try:
+            self._main.close()
+        finally:
+            self._retry.close()
+
+    def _split(
+        self, partitions: list[TopicPartition]
+    ) -> list[tuple[ConsumerPort, list[TopicPartition]]]:
+        main = [tp for tp in partitions if tp[0] not in self._retry_topics]
+        retry = [tp for tp in partitions if tp[0] in self._retry_topics]
+        return [(c, p) for c, p in ((self._main, main), (self._retry, retry)) if p]

@@ -1,0 +1,94 @@
+"""Replaying a dead-letter topic: the steps of ``pipeline dlq replay``.
+
+1. Read the topic as it stands at the start (``read_snapshot``): dead letters added meanwhile,
+   including any a replayed event causes, are not read, so a replay cannot loop.
+2. Keep the records the ``ReplayFilter`` matches, up to ``limit``; count the others as skipped.
+3. Send each to the topic in its ``dlq-original-topic`` header with its original key and value
+   and rewritten headers (``pipeline.dlq.replay_headers``), paced by a ``RateLimiter``.
+4. Wait for every acknowledgement (idempotent producer, ``acks=all``); count what failed.
+
+The dead letters are left in place; ``pipeline dlq purge`` removes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+
+from pipeline.config import Settings
+from pipeline.dlq import Failure, RateLimiter, ReplayFilter, ReplayTally, StoredRecord
+from pipeline.dlq import replay_headers as rewrite
+from pipeline.kafka import KafkaAdmin
+from pipeline.kafka.topics_io import Republisher, read_snapshot
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    topic: str  # physical name of the dead-letter topic
+    chosen: ReplayFilter
+    limit: int | None = None
+    rate: float | None = None  # records per second
+    dry_run: bool = False
+    ack_timeout_s: float = 60.0
+
+
+def replay(settings: Settings, request: ReplayRequest, say: Report, warn: Report) -> ReplayTally:
+    """Run the steps above; ``say`` gets dry-run lines, ``warn`` every failure."""
+    run = _Replay(settings, request, say, warn)
+    with closing(read_snapshot(settings, request.topic)) as records:
+        for record in records:
+            if request.limit is not None and run.tally.matched >= request.limit:
+                break
+            if request.chosen.matches(record):
+                run.send(record)
+            else:
+                run.tally.skipped += 1
+    return run.finish()
+
+
+class _Replay:
+    def __init__(self, settings: Settings, request: ReplayRequest, say: Report, warn: Report):
+        self.tally = ReplayTally()
+        self._request = request
+        self._say, self._warn = say, warn
+        self._existing = set(KafkaAdmin(settings).topics())
+        self._limiter = RateLimiter(request.rate) if request.rate else None
+        self._sink = None if request.dry_run else Republisher(settings)
+
+    def send(self, record: StoredRecord) -> None:
+        self.tally.matched += 1
+        target = Failure.of(record).original_topic
+        if target is None or target not in self._existing:
+            # Producing to a missing topic would only fail after message.timeout.ms.
+            self.tally.failed += 1
+            why = "it has no dlq-original-topic header" if target is None else f"{target} is gone"
+            self._warn(f"{record.coordinates}: cannot replay, {why}")
+        elif self._sink is None:
+            self._say(f"would replay {record.coordinates} -> {target}")
+        else:
+            if self._limiter is not None:
+                self._sink.wait(self._limiter.reserve())
+            self._sink.send(target, record.key, record.value, rewrite(record, _now_ms()))
+
+    def finish(self) -> ReplayTally:
+        if self._sink is None:
+            return self.tally
+        timeout = self._request.ack_timeout_s
+        unacknowledged = self._sink.finish(timeout)
+        self.tally.replayed = self._sink.acked
+        self.tally.failed += len(self._sink.errors) + unacknowledged
+        for message in self._sink.errors[:5]:
+            self._warn(message)
+        if len(self._sink.errors) > 5:
+            self._warn(f"... and {len(self._sink.errors) - 5} more delivery failures")
+        if unacknowledged:
+            self._warn(f"{unacknowledged} record(s) unacknowledged after {timeout:.0f}s")
+        return self.tally
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,154 @@
+"""Turning a failed record into what the policy decided: a retry-topic copy, an in-place
+retry, a dead letter, a skip, or (breaker open) a pause of the whole stage.
+
+Every copy it produces is tied to the input's offset token, so the input is committed only once
+the copy is acknowledged: a retry or dead letter that cannot be published loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
+from pipeline.deadletter import DeadLetterSource, headers_for
+from pipeline.failures import Decision, Outcome, RetryPolicy, decide
+from pipeline.offsets import OffsetTracker
+from pipeline.ports import ProducerPort, RawRecord, TopicPartition
+from pipeline.registry import StagePlan
+from pipeline.retrytopics import Origin, origin_of, retry_headers
+from pipeline.stats import StageStats
+
+if TYPE_CHECKING:
+    from pipeline.runner import StageRunner
+
+log = logging.getLogger("pipeline.runner")
+
+
+class Router:
+    def __init__(
+        self,
+        plan: StagePlan,
+        policy: RetryPolicy,
+        producer: ProducerPort,
+        tracker: OffsetTracker,
+        stats: StageStats,
+        runner: StageRunner,
+        breaker: CircuitBreaker | None,
+    ) -> None:
+        self._plan = plan
+        self._policy = policy
+        self._producer = producer
+        self._tracker = tracker
+        self._stats = stats
+        self._runner = runner
+        self._breaker = breaker
+        self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
+        # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
+        self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
+
+    def succeeded(self, tp: TopicPartition, offset: int) -> None:
+        if self._in_place and tp in self._in_place:
+            del self._in_place[tp]
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._in_place.pop(tp, None)
+
+    def failed(
+        self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin | None
+    ) -> None:
+        offset = record.offset()
+        if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
+            self._stats.failed += 1
+            self._runner.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
+            return
+        origin = origin or origin_of(record, from_retry_topic=False)
+        attempts, first_ms = self._count(tp, offset, origin)
+        decision = decide(self._policy, exc, attempts)
+        self._stats.failed += decision.counts_for_breaker
+        if self._outage(decision, tp, offset):
+            return
+        self._route(decision, record, tp, exc, origin, attempts, first_ms)
+
+    def _outage(self, decision: Decision, tp: TopicPartition, offset: int) -> bool:
+        """Feed the stage breaker; True when it is (now) open and the record must wait."""
+        breaker = self._breaker
+        if breaker is None:
+            return False
+        if not decision.counts_for_breaker:
+            breaker.cancel_probe()
+            return False
+        breaker.record_failure()
+        if breaker.state is not State.OPEN:
+            return False
+        self._runner.hold_everything(tp, offset, breaker.remaining_s())
+        return True
+
+    def _count(self, tp: TopicPartition, offset: int, origin: Origin) -> tuple[int, int]:
+        now = _now_ms()
+        if origin.attempts:  # a record from a retry topic
+            return origin.attempts + 1, origin.first_failure_ms or now
+        prev = self._in_place.get(tp)
+        if prev is not None and prev[0] == offset:
+            return prev[1] + 1, prev[2]
+        return 1, now
+
+    def _route(
+        self, decision: Decision, record: RawRecord, tp: TopicPartition, exc: Exception,
+        origin: Origin, attempts: int, first_ms: int,
+    ) -> None:  # fmt: skip
+        offset = record.offset()
+        where = f"{tp[0]}[{tp[1]}]@{offset}"
+        self._in_place.pop(tp, None)
+        if decision.outcome is Outcome.RETRY_IN_PLACE:
+            self._in_place[tp] = (offset, attempts, first_ms)
+            log.warning(
+                "%s: %s failed (attempt %d, %s); retrying in place in %.2fs",
+                self._plan.name,
+                where,
+                attempts,
+                type(exc).__name__,
+                decision.delay_s,
+            )
+            self._stats.retried += 1
+            self._runner.rewind(tp, offset, decision.delay_s)
+        elif decision.outcome is Outcome.RETRY_TOPIC:
+            topic = self._plan.retry_topics[decision.tier]
+            log.warning(
+                "%s: %s failed (attempt %d, %s); retry via %s",
+                self._plan.name,
+                where,
+                attempts,
+                type(exc).__name__,
+                topic,
+            )
+            due_ms = _now_ms() + int(decision.delay_s * 1000)
+            headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
+            self._copy(record, tp, topic, headers)
+            self._stats.retried += 1
+        elif decision.outcome is Outcome.DEAD_LETTER:
+            log.error(
+                "%s: %s dead-lettered to %s after %d attempt(s): %s",
+                self._plan.name,
+                where,
+                self._dlq.topic,
+                attempts,
+                type(exc).__name__,
+            )
+            headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
+            self._copy(record, tp, self._dlq.topic, headers)
+            self._stats.dead_lettered += 1
+        else:  # SKIP
+            self._tracker.partition(tp).begin(offset, 0)
+            self._stats.skipped += 1
+
+    def _copy(self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any) -> None:
+        token = self._tracker.partition(tp).begin(record.offset(), 1)
+        on_delivery = self._runner.delivery_callback(tp, token)
+        self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,104 @@
+"""Headers that travel with retried and dead-lettered events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.deadletter import DeadLetterSource, headers_for
+from pipeline.retrytopics import Origin, origin_of, retry_headers, topic_name
+
+
+@dataclass
+class Rec:
+    """A stand-in for a consumed record (the RawRecord protocol)."""
+
+    t: str = "orders"
+    p: int = 2
+    o: int = 41
+    h: list[tuple[str, bytes | None]] = field(default_factory=lambda: [("trace", b"abc")])
+    ts: int = 1_700_000_000_000
+
+    def topic(self) -> str:
+        return self.t
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def key(self) -> bytes | None:
+        return b"k"
+
+    def value(self) -> bytes | None:
+        return b"v"
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return self.h
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)
+
+    def error(self) -> None:
+        return None
+
+
+def test_retry_topics_are_named_after_the_group_and_delay() -> None:
+    assert topic_name("video.transcode", 10) == "video.transcode.retry.10s"
+    assert topic_name("g", 0.5) == "g.retry.0.5s"
+
+
+def test_a_retry_record_carries_its_history_and_keeps_the_original_headers() -> None:
+    rec = Rec()
+    origin = origin_of(rec, from_retry_topic=False)
+    headers = retry_headers(rec, origin, attempts=1, due_ms=5000, first_failure_ms=4000,
+                            error=ConnectionError("boom"))  # fmt: skip
+    assert headers[0] == ("trace", b"abc")
+    retried = Rec(t="g.retry.1s", p=0, o=7, h=list(headers))
+    again = origin_of(retried, from_retry_topic=True)
+    assert again == Origin("orders", 2, 41, 1_700_000_000_000, attempts=1,
+                           first_failure_ms=4000, due_ms=5000)  # fmt: skip
+
+
+def test_a_second_retry_replaces_the_previous_retry_headers() -> None:
+    rec = Rec()
+    first = retry_headers(rec, origin_of(rec, False), 1, 5000, 4000, ValueError("a"))
+    second_rec = Rec(t="g.retry.1s", h=list(first))
+    second = retry_headers(second_rec, origin_of(second_rec, True), 2, 9000, 4000, ValueError("b"))
+    names = [k for k, _ in second]
+    assert names.count("retry-attempt") == 1
+    assert dict(second)["retry-attempt"] == b"2"
+    assert dict(second)["retry-original-offset"] == b"41"
+
+
+def test_a_record_without_our_retry_headers_counts_as_fresh() -> None:
+    rec = Rec(t="g.retry.1s", h=[("retry-attempt", b"x")])
+    assert origin_of(rec, from_retry_topic=True).attempts == 0
+
+
+def test_dead_letter_headers_name_the_original_coordinates_not_the_retry_topic() -> None:
+    rec = Rec()
+    history = retry_headers(rec, origin_of(rec, False), 3, 1, 1, OSError("x"))
+    retried = Rec(t="g.retry.60s", p=0, o=3, h=list(history))
+    origin = origin_of(retried, from_retry_topic=True)
+    try:
+        raise ValueError("final straw")
+    except ValueError as exc:
+        headers = headers_for(retried, DeadLetterSource("st", "grp", "grp.dlq"), exc, origin, 4, 1)
+    d = dict(headers)
+    assert d["dlq-original-topic"] == b"orders" and d["dlq-original-offset"] == b"41"
+    assert d["dlq-attempts"] == b"4" and d["dlq-exception-type"] == b"builtins.ValueError"
+    assert b"final straw" in d["dlq-traceback"]
+    assert not any(k.startswith("retry-") for k, _ in headers)
+    assert headers[0] == ("trace", b"abc")
+
+
+def test_a_second_trip_to_the_dlq_replaces_the_error_headers() -> None:
+    rec = Rec()
+    src = DeadLetterSource("st", "grp", "grp.dlq")
+    first = headers_for(rec, src, ValueError("one"), origin_of(rec, False), 1)
+    replayed = Rec(h=list(first))
+    second = headers_for(replayed, src, KeyError("two"), origin_of(replayed, False), 1)
+    names = [k for k, _ in second]
+    assert names.count("dlq-exception-type") == 1
+    assert dict(second)["dlq-exception-type"] == b"builtins.KeyError"
