@@ -14,7 +14,9 @@ nor floods the dead-letter topic. Handlers can guard a named dependency with the
         with payments:               # raises CircuitOpenError while open
             client.charge(event)
 
-A CircuitOpenError escaping a handler pauses the stage until that breaker's cooldown ends.
+A CircuitOpenError escaping a handler pauses the stage until that breaker's cooldown ends. The
+failure that opens the circuit, and a failed probe, surface as CircuitOpenError too (chained to
+the real error), so those events wait for the dependency rather than going down the retry path.
 """
 
 from __future__ import annotations
@@ -142,13 +144,17 @@ class CircuitBreaker:
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
-        _e: BaseException | None,
+        exc: BaseException | None,
         _tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if exc is None:
             self.record_success()
-        else:
-            self.record_failure()
+            return
+        self.record_failure()
+        if self.state is State.OPEN and isinstance(exc, Exception):
+            # This failure opened the circuit (or was a failed probe): report it as an outage,
+            # so the stage pauses instead of spending a retry or a dead letter on it.
+            raise CircuitOpenError(self.name, self.remaining_s()) from exc
 
     # -- internals ------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ dlq_app = typer.Typer(
 )
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file ([pipeline] table).")
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (\\[pipeline] table).")
 ]
 TopicArg = Annotated[
     str, typer.Argument(help="Dead-letter topic, e.g. orders-billing.dlq (prefix optional).")

@@ -73,7 +73,9 @@ class Invoker:
         backoff = self._policy.in_process_backoff
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.in_process_attempts - 1),
-            wait=wait_exponential_jitter(initial=backoff.initial_s, max=backoff.max_s),
+            wait=wait_exponential_jitter(
+                multiplier=backoff.initial_s, max=backoff.max_s, jitter=backoff.initial_s
+            ),
             retry=retry_if_exception(
                 lambda e: self._policy.is_transient(e) and not isinstance(e, CircuitOpenError)
             ),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.dlq import Failure, RateLimiter, ReplayFilter, ReplayTally, StoredRecord
 from pipeline.dlq import replay_headers as rewrite
+from pipeline.errors import KafkaError
 from pipeline.kafka import KafkaAdmin
 from pipeline.kafka.topics_io import Republisher, read_snapshot
 
@@ -70,9 +71,16 @@ class _Replay:
         elif self._sink is None:
             self._say(f"would replay {record.coordinates} -> {target}")
         else:
-            if self._limiter is not None:
-                self._sink.wait(self._limiter.reserve())
-            self._sink.send(target, record.key, record.value, rewrite(record, _now_ms()))
+            self._send(record, target, self._sink)
+
+    def _send(self, record: StoredRecord, target: str, sink: Republisher) -> None:
+        if self._limiter is not None:
+            sink.wait(self._limiter.reserve())
+        try:
+            sink.send(target, record.key, record.value, rewrite(record, _now_ms()))
+        except KafkaError as exc:  # refused locally (e.g. too large): the others still go
+            self.tally.failed += 1
+            self._warn(f"{record.coordinates}: {exc}")
 
     def finish(self) -> ReplayTally:
         if self._sink is None:

@@ -18,7 +18,9 @@ class FlakyEcho(Stage):
     emits = (PONGS,)
     group = "flaky-echo"
     retry = RetryPolicy(
-        ordered=True, in_process_attempts=1, ordered_backoff=Backoff(0.2, jitter=0),
+        ordered=True,
+        in_process_attempts=1,
+        ordered_backoff=Backoff(0.2, jitter=0),
         ordered_max_attempts=5,
     )
     attempts: list[str] = []
@@ -35,7 +37,9 @@ class AlwaysFails(Stage):
     emits = (PONGS,)
     group = "always-fails"
     retry = RetryPolicy(
-        ordered=True, in_process_attempts=1, ordered_backoff=Backoff(0.05, jitter=0),
+        ordered=True,
+        in_process_attempts=1,
+        ordered_backoff=Backoff(0.05, jitter=0),
         ordered_max_attempts=3,
     )
 

@@ -108,9 +108,11 @@ def test_a_cancelled_probe_lets_the_next_call_probe() -> None:
 
 def test_guarding_a_dependency_with_the_context_manager() -> None:
     breaker, clock, _ = make(failure_threshold=2, cooldown_s=3)
-    for _ in range(2):
-        with pytest.raises(ConnectionError), breaker:
-            raise ConnectionError("down")
+    with pytest.raises(ConnectionError), breaker:
+        raise ConnectionError("down")
+    with pytest.raises(CircuitOpenError) as opened, breaker:
+        raise ConnectionError("down again")
+    assert isinstance(opened.value.__cause__, ConnectionError), "the failure that opened it"
     with pytest.raises(CircuitOpenError) as refused, breaker:
         pass
     assert refused.value.retry_in_s == pytest.approx(3)
