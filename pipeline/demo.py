@@ -15,6 +15,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Literal
 
 from rich.console import Console
 from rich.live import Live
@@ -86,7 +87,8 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
                 video.VideoUploaded(
                     video_id=vid,
                     user_id=f"user-{i % 17}",
-                    filename=f"clip-{i}.mov",
+                    # One upload in fifty is corrupt: it goes straight to the DLQ.
+                    filename=f"clip-{i}.corrupt" if i % 50 == 7 else f"clip-{i}.mov",
                     size_bytes=rng.randint(1_000_000, 900_000_000),
                     uploaded_at=now,
                 ),
@@ -135,27 +137,30 @@ def _watch(
             stop.wait(0.5)
 
 
+COLUMNS = ("stage", "group", "done", "failed", "retried", "DLQ", "out", "breaker", "lag")
+
+
 def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[Table, int]:
+    """One row per stage. Lag counts the input and the stage's retry topics: an event waiting
+    for its retry is not drained yet."""
     table = Table(title="pipeline progress", title_justify="left")
-    for column in ("stage", "group", "processed", "failed", "retried", "DLQ", "outputs", "lag"):
-        table.add_column(
-            column, justify="left" if column in ("stage", "group") else "right", no_wrap=True
+    for column in COLUMNS:
+        justify: Literal["left", "right"] = (
+            "left" if column in ("stage", "group", "breaker") else "right"
         )
+        table.add_column(column, justify=justify, no_wrap=True)
     total_lag = 0
     for plan, runner in zip(pipeline.plans, worker.runners, strict=True):
         _, lag = monitor.lag(plan.group, list(plan.inputs))
+        if plan.retry_topics:
+            lag += monitor.lag(f"{plan.group}.retry", list(plan.retry_topics))[1]
         total_lag += lag
         s = runner.stats
-        table.add_row(
-            plan.name,
-            plan.group,
-            str(s.processed),
-            str(s.failed),
-            str(s.retried),
-            str(s.dead_lettered),
-            str(s.outputs),
-            str(lag),
+        breaker = {"open": "[red]open[/red]", "half-open": "[yellow]half-open[/yellow]"}.get(
+            s.breaker, s.breaker
         )
+        counts = (s.processed, s.failed, s.retried, s.dead_lettered, s.outputs)
+        table.add_row(plan.name, plan.group, *map(str, counts), breaker, str(lag))
     return table, total_lag
 
 

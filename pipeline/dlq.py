@@ -56,6 +56,7 @@ class Failure:
     original_topic: str | None
     original_partition: int | None
     original_offset: int | None
+    original_timestamp_ms: int | None
     stage: str | None
     group: str | None
     exception_type: str | None
@@ -77,6 +78,7 @@ class Failure:
             original_topic=text.get("original-topic"),
             original_partition=number("original-partition"),
             original_offset=number("original-offset"),
+            original_timestamp_ms=number("original-timestamp"),
             stage=text.get("stage"),
             group=text.get("group"),
             exception_type=text.get("exception-type"),
@@ -159,6 +161,37 @@ def replay_headers(record: StoredRecord, now_ms: int) -> list[Header]:
         (REPLAYED_AT_MS, str(now_ms).encode()),
         (REPLAYED_FROM, record.coordinates.encode()),
     ]
+
+
+def first_retry_topic(group: str | None, topics: Iterable[str]) -> str | None:
+    """The stage's shortest-delay retry topic (``<group>.retry.<delay>s``), if it has any."""
+    if not group:
+        return None
+    prefix = f"{group}.retry."
+    delays = {}
+    for topic in topics:
+        label = topic[len(prefix) :] if topic.startswith(prefix) else ""
+        try:
+            delays[topic] = float(label.removesuffix("s")) if label.endswith("s") else None
+        except ValueError:
+            continue
+    found = [(d, t) for t, d in delays.items() if d is not None]
+    return min(found)[1] if found else None
+
+
+def retry_entry_headers(failure: Failure, now_ms: int) -> list[Header]:
+    """``retry-*`` headers that let a replayed event enter its stage through a retry topic:
+    due now, no attempts yet, decoded with its original topic's schema."""
+    values = {
+        "retry-attempt": "0",
+        "retry-due-ms": str(now_ms),
+        "retry-first-failure-ms": str(now_ms),
+        "retry-original-topic": failure.original_topic or "",
+        "retry-original-partition": str(failure.original_partition or 0),
+        "retry-original-offset": str(failure.original_offset or 0),
+        "retry-original-timestamp": str(failure.original_timestamp_ms or now_ms),
+    }
+    return [(k, v.encode()) for k, v in values.items()]
 
 
 def _replay_count(headers: Iterable[Header]) -> int:

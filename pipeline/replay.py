@@ -3,8 +3,11 @@
 1. Read the topic as it stands at the start (``read_snapshot``): dead letters added meanwhile,
    including any a replayed event causes, are not read, so a replay cannot loop.
 2. Keep the records the ``ReplayFilter`` matches, up to ``limit``; count the others as skipped.
-3. Send each to the topic in its ``dlq-original-topic`` header with its original key and value
-   and rewritten headers (``pipeline.dlq.replay_headers``), paced by a ``RateLimiter``.
+3. Send each back to the stage that failed it, with its original key and value and rewritten
+   headers (``pipeline.dlq.replay_headers``), paced by a ``RateLimiter``: into the stage's
+   first retry topic, due at once with no attempts counted, which only that stage's group reads;
+   a stage without retry topics gets it on the topic in ``dlq-original-topic``, where every
+   group reading that topic sees it again.
 4. Wait for every acknowledgement (idempotent producer, ``acks=all``); count what failed.
 
 The dead letters are left in place; ``pipeline dlq purge`` removes them.
@@ -18,7 +21,15 @@ from contextlib import closing
 from dataclasses import dataclass
 
 from pipeline.config import Settings
-from pipeline.dlq import Failure, RateLimiter, ReplayFilter, ReplayTally, StoredRecord
+from pipeline.dlq import (
+    Failure,
+    RateLimiter,
+    ReplayFilter,
+    ReplayTally,
+    StoredRecord,
+    first_retry_topic,
+    retry_entry_headers,
+)
 from pipeline.dlq import replay_headers as rewrite
 from pipeline.errors import KafkaError
 from pipeline.kafka import KafkaAdmin
@@ -62,22 +73,31 @@ class _Replay:
 
     def send(self, record: StoredRecord) -> None:
         self.tally.matched += 1
-        target = Failure.of(record).original_topic
+        failure = Failure.of(record)
+        target = failure.original_topic
         if target is None or target not in self._existing:
             # Producing to a missing topic would only fail after message.timeout.ms.
             self.tally.failed += 1
             why = "it has no dlq-original-topic header" if target is None else f"{target} is gone"
             self._warn(f"{record.coordinates}: cannot replay, {why}")
         elif self._sink is None:
-            self._say(f"would replay {record.coordinates} -> {target}")
+            entry = first_retry_topic(failure.group, self._existing) or target
+            self._say(f"would replay {record.coordinates} -> {entry}")
         else:
-            self._send(record, target, self._sink)
+            self._send(record, failure, self._sink)
 
-    def _send(self, record: StoredRecord, target: str, sink: Republisher) -> None:
+    def _send(self, record: StoredRecord, failure: Failure, sink: Republisher) -> None:
         if self._limiter is not None:
             sink.wait(self._limiter.reserve())
+        now = _now_ms()
+        headers = rewrite(record, now)
+        target = first_retry_topic(failure.group, self._existing)
+        if target is not None:
+            headers += retry_entry_headers(failure, now)
+        else:
+            target = failure.original_topic or ""
         try:
-            sink.send(target, record.key, record.value, rewrite(record, _now_ms()))
+            sink.send(target, record.key, record.value, headers)
         except KafkaError as exc:  # refused locally (e.g. too large): the others still go
             self.tally.failed += 1
             self._warn(f"{record.coordinates}: {exc}")

@@ -6,11 +6,14 @@ Every event is keyed by ``video_id``: all events of one video stay on one partit
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
+import zlib
 from datetime import datetime
 
-from pipeline import Context, Event, Stage, Topic
+from pipeline import BreakerPolicy, Context, Event, RetryPolicy, Stage, Topic
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +62,34 @@ def _simulate_cpu(seed: str, rounds: int) -> str:
     return digest.hex()[:12]
 
 
+class EncoderBusy(Exception):
+    """The (simulated) encoder farm is saturated: worth retrying later."""
+
+
+class CorruptUpload(Exception):
+    """The file cannot be decoded: no retry will help."""
+
+
 class Transcode(Stage):
-    """Produces the renditions of an uploaded video."""
+    """Produces the renditions of an uploaded video.
+
+    About one video in twelve finds the encoder busy on its first try and goes through the
+    retry topics; corrupt uploads are dead-lettered at once.
+    """
 
     consumes = UPLOADED
     emits = (TRANSCODED,)
+    retry = RetryPolicy(in_process_attempts=1, tiers=(1.0, 5.0, 30.0), fatal=(CorruptUpload,))
+
+    def setup(self) -> None:
+        self._busy_once: set[str] = set()
 
     def handle(self, event: VideoUploaded, ctx: Context) -> None:
+        if event.filename.endswith(".corrupt"):
+            raise CorruptUpload(f"cannot demux {ctx.coordinates}")
+        if zlib.crc32(event.video_id.encode()) % 12 == 0 and event.video_id not in self._busy_once:
+            self._busy_once.add(event.video_id)
+            raise EncoderBusy("all encoders busy")
         fingerprint = _simulate_cpu(event.video_id, 200)
         renditions = [f"{event.video_id}/{r}-{fingerprint}.mp4" for r in RENDITIONS]
         duration = round(event.size_bytes / 1_000_000 * 0.8, 2)
@@ -119,15 +143,42 @@ class PublishToCdn(Stage):
         )
 
 
+class PushService:
+    """A simulated push-notification provider with one outage: starting at its 150th call it
+    refuses everything for 4 seconds."""
+
+    OUTAGE_AT_CALL = 150
+    OUTAGE_S = 4.0
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.outage_until: float | None = None
+
+    async def send(self, user_id: str, message: str) -> None:
+        self.calls += 1
+        if self.calls == self.OUTAGE_AT_CALL:
+            self.outage_until = time.monotonic() + self.OUTAGE_S
+        if self.outage_until is not None and time.monotonic() < self.outage_until:
+            raise ConnectionError("push service unavailable")
+        await asyncio.sleep(0)  # the network call
+
+
 class Notify(Stage):
-    """Tells the uploader the video is live (simulated: logs at debug level)."""
+    """Tells the uploader the video is live, through a flaky push service.
+
+    The stage's circuit breaker opens when the service goes down: the stage pauses instead of
+    sending events to the retry topics or the DLQ, probes after a cooldown, and drains once the
+    service is back.
+    """
 
     consumes = PUBLISHED
+    breaker = BreakerPolicy(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=4.0)
+
+    def setup(self) -> None:
+        self.push = PushService()
 
     async def handle(self, event: VideoPublished, ctx: Context) -> None:
-        log.debug(
-            "notify user %s: video %s is live (%s)", event.user_id, event.video_id, ctx.coordinates
-        )
+        await self.push.send(event.user_id, f"your video is live: {event.cdn_url}")
 
 
 STAGES = [Transcode, Thumbnail, PublishToCdn, Notify]

@@ -120,9 +120,9 @@ def test_show_prints_only_the_records_asked_for(kafka_bootstrap: str) -> None:
 
 
 def test_replay_sends_matching_dead_letters_back_to_be_handled(kafka_bootstrap: str) -> None:
-    """`dlq replay --error-type` republishes only the matching dead letters to their original
-    topic, without dlq-* headers and with replay-count=1, where the fixed stage handles them;
-    the DLQ keeps its records."""
+    """`dlq replay --error-type` republishes only the matching dead letters, without dlq-*
+    headers and with replay-count=1, and the fixed stage handles them; the DLQ keeps its
+    records."""
     settings = unique_settings(kafka_bootstrap)
     env, pings = settings_env(settings), settings.topic(PINGS.name)
     dlq = dead_lettered(settings)
@@ -137,8 +137,64 @@ def test_replay_sends_matching_dead_letters_back_to_be_handled(kafka_bootstrap: 
         assert not [name for name in headers if name.startswith("dlq-")]
         assert headers["replay-count"] == b"1"
         assert headers["replayed-from"].startswith(f"{dlq}[".encode())
-    assert end_offsets(settings, pings) == 4 + 2  # the other two were not replayed
+    # The fixed deployment has retry topics: the replay entered through the first one, so
+    # the input topic did not grow (the other two were not replayed at all).
+    assert end_offsets(settings, pings) == 4
+    assert end_offsets(settings, settings.topic("dlq-tool.retry.1s")) == 2
     assert end_offsets(settings, dlq) == 4
+
+
+class Recovering(Stage):
+    """Dead-letters everything until ``fixed`` is set; uses retry topics, so a replay can
+    enter through them."""
+
+    consumes = PINGS
+    group = "dlq-recovering"
+    retry = RetryPolicy(in_process_attempts=1, tiers=(0.2,), fatal=(ValueError,))
+    fixed = False
+    handled: list[str] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if not Recovering.fixed:
+            raise ValueError("bug")
+        Recovering.handled.append(event.ping_id)
+
+
+class Bystander(Stage):
+    """Another group on the same input: it must not see replays meant for Recovering."""
+
+    consumes = PINGS
+    group = "dlq-bystander"
+    handled: list[str] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        Bystander.handled.append(event.ping_id)
+
+
+def test_replay_reaches_only_the_failing_stage_through_its_retry_topic(
+    kafka_bootstrap: str,
+) -> None:
+    """A stage with retry topics gets its replayed dead letters through its first retry topic:
+    it handles them once fixed, while a fan-out peer on the same input is not disturbed and the
+    input topic does not grow."""
+    Recovering.fixed, Recovering.handled, Bystander.handled = False, [], []
+    settings = unique_settings(kafka_bootstrap)
+    pings = settings.topic(PINGS.name)
+    with running(settings, [Recovering, Bystander]) as worker, Publisher(settings) as publisher:
+        for n in range(3):
+            publisher.publish(PINGS, Ping(ping_id=f"r{n}", n=n))
+        dlq = worker.runners[0].plan.dlq_topic
+        wait_until(lambda: end_offsets(settings, dlq) == 3, 30, "three dead letters")
+        wait_until(lambda: len(Bystander.handled) == 3, 30, "the peer to see the originals")
+        Recovering.fixed = True
+        result = cli(settings_env(settings), "dlq", "replay", dlq)
+        wait_until(lambda: len(Recovering.handled) == 3, 30, "the replayed events")
+        replayed_via = worker.runners[0].plan.retry_topics[0]
+    assert result.returncode == 0, result.stderr
+    assert sorted(Recovering.handled) == ["r0", "r1", "r2"]
+    assert sorted(Bystander.handled) == ["r0", "r1", "r2"], "the peer saw the replay"
+    assert end_offsets(settings, pings) == 3
+    assert end_offsets(settings, replayed_via) == 3
 
 
 def test_replay_dry_run_reports_matches_and_sends_nothing(kafka_bootstrap: str) -> None:

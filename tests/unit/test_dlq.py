@@ -12,10 +12,12 @@ from pipeline.dlq import (
     ReplayFilter,
     StoredRecord,
     count_by_cause,
+    first_retry_topic,
     hex_preview,
     iso,
     parse_instant,
     replay_headers,
+    retry_entry_headers,
     summary,
 )
 from pipeline.errors import DeclarationError
@@ -282,3 +284,24 @@ def test_hex_preview_shows_at_most_the_limit_and_the_full_length() -> None:
     preview = hex_preview(bytes(range(100)))
     assert preview.startswith("00 01 02") and preview.endswith("… (100 bytes)")
     assert len(preview.split("…")[0].split()) == 64
+
+
+def test_replay_enters_through_the_shortest_retry_topic_of_the_failing_group() -> None:
+    topics = ["g.retry.10s", "g.retry.1s", "g.retry.0.5s", "gg.retry.0.1s", "g.dlq", "g.retry.xs"]
+    assert first_retry_topic("g", topics) == "g.retry.0.5s"
+    assert first_retry_topic("h", topics) is None
+    assert first_retry_topic(None, topics) is None
+
+
+def test_retry_entry_headers_make_the_event_due_now_with_no_attempts() -> None:
+    record = StoredRecord(
+        topic="g.dlq", partition=0, offset=5, key=b"k", value=b"v", timestamp_ms=1,
+        headers=[("dlq-original-topic", b"orders"), ("dlq-original-partition", b"2"),
+                 ("dlq-original-offset", b"41"), ("dlq-original-timestamp", b"1700"),
+                 ("dlq-group", b"g")],
+    )  # fmt: skip
+    headers = dict(retry_entry_headers(Failure.of(record), now_ms=9000))
+    assert headers["retry-attempt"] == b"0" and headers["retry-due-ms"] == b"9000"
+    assert headers["retry-original-topic"] == b"orders"
+    assert (headers["retry-original-partition"], headers["retry-original-offset"]) == (b"2", b"41")
+    assert headers["retry-original-timestamp"] == b"1700"
