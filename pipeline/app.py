@@ -62,20 +62,27 @@ class Pipeline:
     def runner(self, plan: StagePlan, worker_id: str | None = None) -> StageRunner:
         client_id = f"{plan.group}-{worker_id or _default_worker_id()}"
         s = self.settings
+        exactly_once = plan.stage.guarantee == "exactly_once"
         consumer: ConsumerPort = KafkaConsumer(kconfig.consumer(s, plan.group, client_id))
-        if plan.retry_topics:
+        # One transaction commits one group's offsets, so an exactly-once stage reads its retry
+        # topics with the same consumer; others use a second one, balanced on its own.
+        if plan.retry_topics and not exactly_once:
             retry_group = f"{plan.group}.retry"
             retry = KafkaConsumer(kconfig.consumer(s, retry_group, f"{client_id}-retry"))
             consumer = ConsumerSet(consumer, retry, plan.retry_topics)
+        producer_config = kconfig.producer(s, client_id)
+        if exactly_once:
+            producer_config["transactional.id"] = client_id
         return StageRunner(
             plan,
             consumer,
-            KafkaProducer(kconfig.producer(s, client_id)),
+            KafkaProducer(producer_config),
             self.codec,
             batch_size=s.batch_size,
             batch_timeout_s=s.batch_timeout_s,
             commit_interval_s=s.commit_interval_s,
             shutdown_timeout_s=s.shutdown_timeout_s,
+            store_url=s.idempotency_url,
         )
 
 

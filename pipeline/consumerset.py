@@ -10,6 +10,7 @@ runner sees one consumer and routes by topic without knowing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPartition
 
@@ -52,6 +53,19 @@ class ConsumerSet:
             self._main.commit(main, sync=sync)
         if retry:
             self._retry.commit(retry, sync=sync)
+
+    def committed(
+        self, partitions: list[TopicPartition], timeout_s: float = 10
+    ) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for consumer, parts in self._split(partitions):
+            out.update(consumer.committed(parts, timeout_s))
+        return out
+
+    def group_metadata(self) -> Any:
+        # Two groups cannot share one transaction's offsets: exactly-once stages are given a
+        # single consumer (see Pipeline.runner), so this is never needed.
+        raise NotImplementedError("exactly-once stages read inputs and retries with one consumer")
 
     def close(self) -> None:
         try:

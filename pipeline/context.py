@@ -8,14 +8,19 @@ Everything else is read lazily from the record, so a handler that looks at nothi
 
 from __future__ import annotations
 
-import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pipeline import headers as hdr
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
 from pipeline.ports import RawRecord
 from pipeline.stage import Topic
+
+
+class TransactionalStore(Protocol):
+    def transaction(self, group: str, event_id: str) -> AbstractContextManager[Any]: ...
 
 
 @dataclass(slots=True)
@@ -29,12 +34,21 @@ class Output:
 class Context:
     """Where the event came from, its headers, and the way to emit follow-up events."""
 
-    __slots__ = ("_allowed", "_headers", "_record", "outputs", "stage")
+    __slots__ = ("_allowed", "_group", "_headers", "_record", "_store", "outputs", "stage")
 
-    def __init__(self, stage: str, record: RawRecord, allowed_outputs: frozenset[str]) -> None:
+    def __init__(
+        self,
+        stage: str,
+        record: RawRecord,
+        allowed_outputs: frozenset[str],
+        store: TransactionalStore | None = None,
+        group: str = "",
+    ) -> None:
         self.stage = stage
         self._record = record
         self._allowed = allowed_outputs
+        self._store = store
+        self._group = group
         self._headers: hdr.Headers | None = None
         self.outputs: list[Output] = []
 
@@ -72,15 +86,25 @@ class Context:
     def event_id(self) -> str:
         """The ``event-id`` header; for records from producers that set none, a stable id
         derived from the record's coordinates (the same on every redelivery)."""
-        raw = self.headers.get(hdr.EVENT_ID)
-        if raw:
-            return raw.decode()
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{self.coordinates}"))
+        return hdr.event_id_of(self._record.headers(), self.coordinates)
 
     @property
     def correlation_id(self) -> str:
         raw = self.headers.get(hdr.CORRELATION_ID)
         return raw.decode() if raw else self.event_id
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A database transaction of the stage's idempotency store, holding this event's id.
+
+        Write your side effects through it (``tx.execute(sql, params)``): they commit together
+        with the id, once. On a redelivery the id is already recorded, so they are rolled back
+        (``tx.duplicate`` is True) while the handler still runs and emits its outputs.
+        """
+        if self._store is None:
+            raise DeclarationError(
+                f"stage {self.stage} has no idempotency store: set `idempotency = Idempotency()`"
+            )
+        return self._store.transaction(self._group, self.event_id)
 
     def emit(
         self,

@@ -17,7 +17,9 @@ The tree::
     │   └── EventValidationError    decoded fine, but the model rejects the values
     ├── KafkaError                  the broker or client reported an error (wraps confluent_kafka's)
     │   ├── TopicNotFoundError      a topic is missing and creating it is not allowed
-    │   └── DeliveryError           a produced record was not acknowledged by the broker
+    │   ├── DeliveryError           a produced record was not acknowledged by the broker
+    │   └── TransactionError        a Kafka transaction failed (exactly-once stages)
+    │       └── ProducerFencedError another instance took over this transactional id
     └── BrokerUnavailableError      no broker could be found or started
 
 Library exceptions are wrapped at the boundary (serde, kafka adapter) so callers catch ours only.
@@ -92,6 +94,19 @@ class TopicNotFoundError(KafkaError):
 
 
 class DeliveryError(KafkaError):
+    pass
+
+
+class TransactionError(KafkaError):
+    """``abortable``: abort and rewind the input, then carry on."""
+
+    def __init__(self, message: str, *, code: str | None = None, abortable: bool = False,
+                 retriable: bool = False) -> None:  # fmt: skip
+        super().__init__(message, code=code, retriable=retriable)
+        self.abortable = abortable
+
+
+class ProducerFencedError(TransactionError):
     pass
 
 

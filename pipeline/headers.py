@@ -31,6 +31,15 @@ def derived_event_id(parent_id: str, stage: str, index: int) -> str:
     return str(uuid.uuid5(namespace, f"{parent_id}/{stage}/{index}"))
 
 
+def event_id_of(raw: Sequence[tuple[str, bytes | None]] | None, coordinates: str) -> str:
+    """The ``event-id`` header, or for records from producers that set none, a stable id
+    derived from the record's coordinates (the same on every redelivery)."""
+    for key, value in raw or ():
+        if key == EVENT_ID and value:
+            return value.decode()
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{coordinates}"))
+
+
 def to_dict(raw: Sequence[tuple[str, bytes | None]] | None) -> Headers:
     """Kafka allows repeated header keys; the last one wins here, as in most frameworks."""
     if not raw:

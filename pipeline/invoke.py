@@ -21,7 +21,7 @@ from typing import Any, cast
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.breaker import CircuitOpenError
-from pipeline.context import Context
+from pipeline.context import Context, TransactionalStore
 from pipeline.failures import HandlerTimeout, RetryPolicy
 from pipeline.ports import RawRecord
 
@@ -37,8 +37,11 @@ class Invoker:
         allowed_outputs: frozenset[str],
         policy: RetryPolicy,
         timeout_s: float | None,
+        group: str = "",
     ) -> None:
         self._stage = stage
+        self._group = group
+        self.store: TransactionalStore | None = None  # set once the runner opened it
         self._handler = handler
         self._is_async = is_async
         self._allowed = allowed_outputs
@@ -89,7 +92,7 @@ class Invoker:
         return ctx
 
     async def _once(self, event: Any, record: RawRecord) -> Context:
-        ctx = Context(self._stage, record, self._allowed)
+        ctx = Context(self._stage, record, self._allowed, self.store, self._group)
         if self._timeout is None:
             result = self._handler(event, ctx)
             if self._is_async:

@@ -20,11 +20,12 @@ from collections import deque
 class Token:
     """One begun record: how many acknowledgements it still waits for."""
 
-    __slots__ = ("cancelled", "failed", "offset", "outstanding")
+    __slots__ = ("cancelled", "event_id", "failed", "offset", "outstanding")
 
-    def __init__(self, offset: int, outstanding: int) -> None:
+    def __init__(self, offset: int, outstanding: int, event_id: str | None = None) -> None:
         self.offset = offset
         self.outstanding = outstanding
+        self.event_id = event_id  # set when the stage records finished ids (idempotency)
         self.cancelled = False
         self.failed = False
 
@@ -40,22 +41,27 @@ class Token:
 class PartitionOffsets:
     """Offsets of one partition, begun in increasing order."""
 
-    __slots__ = ("_committed", "_next", "_open", "next_read")
+    __slots__ = ("_committed", "_next", "_open", "finished_ids", "next_read")
 
     def __init__(self) -> None:
         self._open: deque[Token] = deque()
+        # Event ids of records the watermark has passed, for the idempotency store: they are
+        # recorded as done before the offsets that cover them are committed.
+        self.finished_ids: list[str] = []
         self._next: int | None = None  # offset after the last finished-and-contiguous one
         self._committed: int | None = None
         # The next offset the stage should see: after the last begun one, or a rewind target.
         self.next_read: int | None = None
 
-    def begin(self, offset: int, outstanding: int = 1) -> Token:
+    def begin(self, offset: int, outstanding: int = 1, event_id: str | None = None) -> Token:
         if self._open and offset <= self._open[-1].offset:
             raise ValueError(f"offset {offset} begun after {self._open[-1].offset}")
         self.next_read = offset + 1
-        token = Token(offset, outstanding)
+        token = Token(offset, outstanding, event_id)
         if outstanding == 0 and not self._open:
             self._next = offset + 1  # fast path: nothing pending, nothing to queue
+            if event_id is not None:
+                self.finished_ids.append(event_id)
         else:
             self._open.append(token)
         return token
@@ -63,7 +69,10 @@ class PartitionOffsets:
     def committable(self) -> int | None:
         """The offset to commit (the next one to read), or None if nothing new is safe."""
         while self._open and self._open[0].done:
-            self._next = self._open.popleft().offset + 1
+            token = self._open.popleft()
+            self._next = token.offset + 1
+            if token.event_id is not None:
+                self.finished_ids.append(token.event_id)
         if self._next is None or (self._committed is not None and self._next <= self._committed):
             return None
         return self._next
@@ -110,6 +119,15 @@ class OffsetTracker:
             if offset is not None:
                 out[tp] = offset
         return out
+
+    def take_finished_ids(self) -> list[str]:
+        """Ids of records covered by the offsets ``committable`` last returned; cleared here."""
+        ids: list[str] = []
+        for part in self._parts.values():
+            if part.finished_ids:
+                ids.extend(part.finished_ids)
+                part.finished_ids = []
+        return ids
 
     def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():

@@ -31,9 +31,11 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.backoff import PauseDeadlines
 from pipeline.breaker import CircuitBreaker, State
+from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
 from pipeline.errors import (
     KafkaError,
+    PipelineError,
     SerializationError,
     TruncatedPayloadError,
     UnknownSchemaError,
@@ -48,6 +50,7 @@ from pipeline.serde import Codec
 from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.runner")
+OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 
 
 class StageRunner:
@@ -64,6 +67,7 @@ class StageRunner:
         shutdown_timeout_s: float = 30.0,
         stop: threading.Event | None = None,
         clock: Any = time.monotonic,
+        store_url: str | None = None,
     ) -> None:
         self.plan = plan
         self.stats = StageStats(plan.name, plan.group)
@@ -75,8 +79,10 @@ class StageRunner:
         policy = plan.stage.retry
         self._invoke = Invoker(
             plan.name, self._stage.handle, plan.stage.is_async(), frozenset(plan.outputs),
-            policy, plan.stage.timeout_s,
+            policy, plan.stage.timeout_s, plan.group,
         )  # fmt: skip
+        self._store: Any = None  # the idempotency store, opened in run()
+        self._store_url = store_url
         self._breaker: CircuitBreaker | None = None
         if plan.stage.breaker is not None:
             self._breaker = CircuitBreaker(plan.name, plan.stage.breaker, clock, self._on_breaker)
@@ -88,6 +94,7 @@ class StageRunner:
         self._clock = clock
         self._tracker = OffsetTracker()
         self._pauses = PauseDeadlines(clock)
+        self._committer = self._make_committer()
         self._router = Router(
             plan, policy, producer, self._tracker, self.stats, self, self._breaker
         )
@@ -97,7 +104,7 @@ class StageRunner:
         # "seek back to the first of them" (they were fetched but the partition is held).
         self._skip: dict[TopicPartition, bool] = {}
         self._assigned: set[TopicPartition] = set()
-        self._last_commit = clock()
+        self._last_commit = self._last_cleanup = clock()
         self._loop = asyncio.new_event_loop()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -106,6 +113,8 @@ class StageRunner:
         """Consume until ``stop_event`` is set, then shut down gracefully."""
         self._stage.setup()
         try:
+            self._open_store()
+            self._committer.start()
             self._consumer.subscribe(self.plan.subscriptions, self)
             self.stats.running = True
             while not self.stop_event.is_set():
@@ -116,14 +125,39 @@ class StageRunner:
             finally:
                 self.stats.running = False
                 self._invoke.close()
+                if self._store is not None:
+                    self._store.close()
                 self._loop.close()
                 self._stage.teardown()
+
+    def _open_store(self) -> None:
+        policy = self.plan.stage.idempotency
+        if policy is None:
+            return
+        from pipeline.idempotency import open_store
+
+        self._store = open_store(policy.url or self._store_url or "")
+        self._store.open()
+        self._invoke.store = self._store
+        if isinstance(self._committer, OffsetCommitter):
+            self._committer.store = self._store
+        self._last_cleanup = self._clock()
+
+    def _make_committer(self) -> OffsetCommitter | TransactionCommitter:
+        if self.plan.stage.guarantee == "exactly_once":
+            producer: Any = self._producer
+            return TransactionCommitter(
+                self._consumer, producer, self._tracker, self.stats, self._rewind_to_committed,
+                self._shutdown_timeout,
+            )  # fmt: skip
+        return OffsetCommitter(self.plan.group, self._consumer, self._tracker, self.stats)
 
     def step(self) -> None:
         self._resume_due_partitions()
         self._skip.clear()
         records = self._consumer.consume(self._batch_size, self._batch_timeout)
         if records:
+            self._committer.before_batch()
             self._loop.run_until_complete(self._process(records))
         self._producer.poll(0)
         self._rewind_failed_deliveries()
@@ -137,7 +171,7 @@ class StageRunner:
                       self.plan.name, left)  # fmt: skip
         try:
             self._commit(sync=True)
-        except KafkaError as exc:
+        except (KafkaError, PipelineError) as exc:
             log.error("%s: final commit failed (%s); records will be redelivered",
                       self.plan.name, exc)  # fmt: skip
         self._consumer.close()
@@ -147,6 +181,9 @@ class StageRunner:
 
     async def _process(self, records: Any) -> None:
         self.stats.consumed += len(records)
+        if self._store is not None:
+            await self._process_deduplicated(records)
+            return
         for record in records:
             if record.error() is not None:
                 log.warning("%s: consume error: %s", self.plan.name, record.error())
@@ -157,7 +194,26 @@ class StageRunner:
                 continue
             await self._handle(record, tp)
 
-    async def _handle(self, record: RawRecord, tp: TopicPartition) -> None:
+    async def _process_deduplicated(self, records: Any) -> None:
+        """As ``_process``, with one store query per batch for events already done."""
+        good = [r for r in records if r.error() is None]
+        ids = [
+            hdr.event_id_of(r.headers(), f"{r.topic()}[{r.partition()}]@{r.offset()}") for r in good
+        ]
+        done = self._store.completed(self.plan.group, ids)
+        for record, event_id in zip(good, ids, strict=True):
+            tp = (record.topic(), record.partition())
+            if tp in self._skip:
+                self._skipped(record, tp)
+            elif event_id in done:
+                self._tracker.partition(tp).begin(record.offset(), 0)
+                self.stats.duplicates += 1
+            else:
+                await self._handle(record, tp, event_id)
+
+    async def _handle(
+        self, record: RawRecord, tp: TopicPartition, event_id: str | None = None
+    ) -> None:
         origin: Origin | None = None
         if record.topic() in self._retry_topics:
             origin = origin_of(record, from_retry_topic=True)
@@ -178,7 +234,8 @@ class StageRunner:
             breaker.record_success()
         self._router.succeeded(tp, record.offset())
         self.stats.processed += 1
-        token = self._tracker.partition(tp).begin(record.offset(), len(payloads) if payloads else 0)
+        outstanding = len(payloads) if payloads else 0
+        token = self._tracker.partition(tp).begin(record.offset(), outstanding, event_id)
         if payloads:
             self._produce_outputs(ctx, payloads, tp, token)
 
@@ -273,6 +330,8 @@ class StageRunner:
         if not self._failed_deliveries:
             return
         failed, self._failed_deliveries = self._failed_deliveries, []
+        if self._committer.delivery_failed():
+            return  # the open transaction was aborted and every partition rewound
         for tp, token, err in failed:
             if token.cancelled or tp not in self._assigned:
                 continue
@@ -296,14 +355,30 @@ class StageRunner:
         if now - self._last_commit >= self._commit_interval:
             self._last_commit = now
             self._commit(sync=False)
+            self._maybe_clean_store(now)
 
     def _commit(self, *, sync: bool, only: set[TopicPartition] | None = None) -> None:
-        offsets = self._tracker.committable(self._assigned if only is None else only)
-        if not offsets:
+        self._committer.commit(self._assigned if only is None else only, sync=sync)
+
+    def _maybe_clean_store(self, now: float) -> None:
+        policy = self.plan.stage.idempotency
+        if self._store is None or policy is None:
             return
-        self._consumer.commit(offsets, sync=sync)
-        self._tracker.mark_committed(offsets)
-        self.stats.commits += 1
+        if now - self._last_cleanup >= policy.cleanup_interval_s:
+            self._last_cleanup = now
+            removed = self._store.cleanup(policy.retention_s)
+            log.info("%s: removed %d idempotency records past retention", self.plan.name, removed)
+
+    def _rewind_to_committed(self) -> None:
+        """After an aborted transaction: every partition goes back to its committed offset and
+        the rest of the batch is dropped (it will be read again)."""
+        assigned = list(self._assigned)
+        committed = self._consumer.committed(assigned) if assigned else {}
+        for tp in assigned:
+            offset = committed.get(tp, -1)
+            self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
+            self._skip[tp] = False
+        self._tracker.drop(assigned)
 
     # -- rebalance listener (called inside consume) ---------------------------------------
 
@@ -317,7 +392,9 @@ class StageRunner:
         # new owner does not redo work that is actually finished.
         self._producer.flush(self._shutdown_timeout)
         try:
-            self._commit(sync=True, only=set(partitions))
+            # Exactly-once: the open transaction holds every partition's work; commit it all.
+            eos = isinstance(self._committer, TransactionCommitter)
+            self._commit(sync=True, only=None if eos else set(partitions))
         except KafkaError as exc:
             log.warning("%s: commit on revoke failed (%s); records will be redelivered",
                         self.plan.name, exc)  # fmt: skip
@@ -325,6 +402,7 @@ class StageRunner:
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
+        self._committer.abandon()
         self._forget(partitions)
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 

@@ -34,6 +34,7 @@ from pipeline.breaker import BreakerPolicy
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
 from pipeline.failures import RetryPolicy
+from pipeline.guarantees import Guarantee, Idempotency
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -84,6 +85,8 @@ class Stage:
         retry: what happens to a failing event (see ``pipeline.failures.RetryPolicy``).
         breaker: a circuit breaker over the whole stage, or None.
         timeout_s: longest a handler may run; exceeding it is a retryable failure.
+        idempotency: an idempotency store for the stage (``pipeline.guarantees``), or None.
+        guarantee: "at_least_once" (default) or "exactly_once" (Kafka transactions).
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -93,6 +96,8 @@ class Stage:
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     breaker: ClassVar[BreakerPolicy | None] = None
     timeout_s: ClassVar[float | None] = None
+    idempotency: ClassVar[Idempotency | None] = None
+    guarantee: ClassVar[Guarantee] = "at_least_once"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,6 +159,12 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `retry` must be a RetryPolicy")
     if cls.breaker is not None and not isinstance(cls.breaker, BreakerPolicy):
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
+    if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
+        raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
+    if cls.guarantee not in ("at_least_once", "exactly_once"):
+        raise DeclarationError(
+            f"{where}: `guarantee` must be 'at_least_once' or 'exactly_once', not {cls.guarantee!r}"
+        )
     if cls.timeout_s is not None and not (
         isinstance(cls.timeout_s, int | float) and 0 < cls.timeout_s < MAX_TIMEOUT_S
     ):

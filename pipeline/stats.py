@@ -18,6 +18,8 @@ class StageStats:
     retried: int = 0  # records sent to a retry topic or retried in place
     dead_lettered: int = 0
     skipped: int = 0
+    duplicates: int = 0  # events the idempotency store had already seen done
+    aborts: int = 0  # aborted transactions (exactly-once stages)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     outputs: int = 0
     commits: int = 0

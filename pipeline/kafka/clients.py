@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 
-from pipeline.errors import DeliveryError, KafkaError
+from pipeline.errors import DeliveryError, KafkaError, ProducerFencedError, TransactionError
 from pipeline.kafka.errors import wrap
 from pipeline.ports import (
     DeliveryCallback,
@@ -87,6 +88,9 @@ class KafkaConsumer:
         parts = self._consumer.committed([CTopicPartition(t, p) for t, p in partitions], timeout_s)
         return {(p.topic, p.partition): p.offset for p in parts}
 
+    def group_metadata(self) -> Any:
+        return self._consumer.consumer_group_metadata()
+
     def close(self) -> None:
         # Leaves the group at once, so the partitions move to the remaining workers now
         # rather than after the session timeout.
@@ -137,8 +141,56 @@ class KafkaProducer:
     def __len__(self) -> int:
         return len(self._producer)
 
+    # -- transactions (exactly-once stages; config has transactional.id) ------------------
+
+    def init_transactions(self, timeout_s: float) -> None:
+        self._txn("init_transactions", lambda: self._producer.init_transactions(timeout_s))
+
+    def begin_transaction(self) -> None:
+        self._txn("begin_transaction", self._producer.begin_transaction)
+
+    def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float
+    ) -> None:
+        parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._txn(
+            "send_offsets_to_transaction",
+            lambda: self._producer.send_offsets_to_transaction(parts, group_metadata, timeout_s),
+        )
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self._txn("commit_transaction", lambda: self._producer.commit_transaction(timeout_s))
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        self._txn("abort_transaction", lambda: self._producer.abort_transaction(timeout_s))
+
+    def _txn(self, what: str, call: Any) -> None:
+        """Retry retriable errors a few times; classify the rest for the caller."""
+        for _ in range(5):
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                    continue
+                raise _transaction_error(what, err) from None
+        raise TransactionError(f"{what}: still failing after retries", retriable=True)
+
     def _on_error(self, err: Any) -> None:
         log.warning("producer: %s", err)
+
+
+def _transaction_error(what: str, err: Any) -> TransactionError:
+    message = f"{what}: {err.str()} ({err.name()})"
+    if err.fatal() or err.code() in _FENCED:
+        return ProducerFencedError(message, code=err.name())
+    return TransactionError(
+        message, code=err.name(), abortable=bool(err.txn_requires_abort()), retriable=False
+    )
+
+
+_FENCED = {CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH}
 
 
 def delivery_error(err: Any, topic: str) -> DeliveryError:

@@ -90,3 +90,17 @@ def test_tracker_commits_only_the_requested_partitions_and_forgets_dropped_ones(
     assert tracker.committable() == {("t", 0): 1}
     tracker.mark_committed({("t", 0): 1})
     assert tracker.committable() == {}
+
+
+def test_finished_event_ids_are_handed_over_once_the_watermark_passes_them() -> None:
+    tracker = OffsetTracker()
+    part = tracker.partition(("t", 0))
+    part.begin(0, 0, event_id="a")  # finished at once
+    slow = part.begin(1, 1, event_id="b")
+    part.begin(2, 0, event_id="c")  # finished, but behind b
+    assert tracker.committable() == {("t", 0): 1}
+    assert tracker.take_finished_ids() == ["a"]
+    slow.finish_one()
+    assert tracker.committable() == {("t", 0): 3}
+    assert tracker.take_finished_ids() == ["b", "c"]
+    assert tracker.take_finished_ids() == []

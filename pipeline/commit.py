@@ -1,0 +1,155 @@
+"""Commit policy: when input offsets become durable, for each delivery guarantee.
+
+At least once (``OffsetCommitter``), on an interval and on revoke/shutdown:
+    1. take the contiguous finished watermark of each partition (outputs acknowledged);
+    2. record the event ids it covers as done in the idempotency store, if the stage has one;
+    3. commit those offsets (asynchronously on the interval, synchronously otherwise).
+A failure in 2 skips 3: the events are redelivered rather than marked done too early.
+
+Exactly once (``TransactionCommitter``): the stage's producer is transactional. A transaction
+is opened before a batch is handled; outputs, retry and dead-letter copies go into it; on the
+interval (and on revoke/shutdown) the input positions are added with
+``send_offsets_to_transaction`` and the transaction is committed, atomically. An abortable
+error aborts and rewinds every partition to its last committed offset; a fenced producer (a
+newer instance owns the transactional id) stops the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
+from pipeline.offsets import OffsetTracker
+from pipeline.ports import ConsumerPort, TopicPartition
+from pipeline.stats import StageStats
+
+log = logging.getLogger("pipeline.commit")
+
+
+class DoneStore(Protocol):
+    def mark_completed(self, group: str, event_ids: list[str]) -> None: ...
+
+
+class OffsetCommitter:
+    def __init__(
+        self,
+        group: str,
+        consumer: ConsumerPort,
+        tracker: OffsetTracker,
+        stats: StageStats,
+    ) -> None:
+        self._group = group
+        self._consumer = consumer
+        self._tracker = tracker
+        self._stats = stats
+        self.store: DoneStore | None = None  # the stage's idempotency store, once opened
+        self._pending_ids: list[str] = []
+
+    def start(self) -> None:
+        pass
+
+    def before_batch(self) -> None:
+        pass
+
+    def commit(self, assigned: set[TopicPartition], *, sync: bool) -> None:
+        offsets = self._tracker.committable(assigned)
+        if self.store is not None:
+            self._pending_ids += self._tracker.take_finished_ids()
+            if self._pending_ids:
+                self.store.mark_completed(self._group, self._pending_ids)
+                self._pending_ids = []
+        if not offsets:
+            return
+        self._consumer.commit(offsets, sync=sync)
+        self._tracker.mark_committed(offsets)
+        self._stats.commits += 1
+
+    def delivery_failed(self) -> bool:
+        """False: the runner rewinds just the partitions concerned."""
+        return False
+
+    def abandon(self) -> None:
+        """Partitions were lost: nothing to undo (uncommitted work is simply redone)."""
+
+
+class Producerish(Protocol):
+    def init_transactions(self, timeout_s: float) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float
+    ) -> None: ...
+    def commit_transaction(self, timeout_s: float) -> None: ...
+    def abort_transaction(self, timeout_s: float) -> None: ...
+
+
+class TransactionCommitter:
+    def __init__(
+        self,
+        consumer: Any,
+        producer: Producerish,
+        tracker: OffsetTracker,
+        stats: StageStats,
+        rewind_all: Callable[[], None],
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._tracker = tracker
+        self._stats = stats
+        self._rewind_all = rewind_all
+        self._timeout = timeout_s
+        self._open = False
+
+    def start(self) -> None:
+        self._producer.init_transactions(self._timeout)
+
+    def before_batch(self) -> None:
+        if not self._open:
+            self._producer.begin_transaction()
+            self._open = True
+
+    def commit(self, assigned: set[TopicPartition], *, sync: bool) -> None:
+        if not self._open:
+            return
+        offsets = {}
+        for tp in assigned:
+            next_read = self._tracker.partition(tp).next_read
+            if next_read is not None:
+                offsets[tp] = next_read
+        try:
+            if offsets:
+                metadata = self._consumer.group_metadata()
+                self._producer.send_offsets_to_transaction(offsets, metadata, self._timeout)
+            self._producer.commit_transaction(self._timeout)
+        except ProducerFencedError:
+            self._open = False
+            raise
+        except TransactionError as exc:
+            log.warning("transaction failed (%s); aborting and rewinding", exc)
+            self.abort()
+            return
+        self._open = False
+        self._tracker.mark_committed(offsets)
+        self._stats.commits += 1
+
+    def delivery_failed(self) -> bool:
+        """An output of the open transaction failed: the transaction cannot commit."""
+        self.abort()
+        return True
+
+    def abandon(self) -> None:
+        if self._open:
+            self.abort()
+
+    def abort(self) -> None:
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except ProducerFencedError:
+            raise
+        except KafkaError as exc:
+            log.error("abort_transaction failed: %s", exc)
+        self._open = False
+        self._stats.aborts += 1
+        self._rewind_all()
