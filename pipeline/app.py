@@ -72,7 +72,13 @@ class Pipeline:
             consumer = ConsumerSet(consumer, retry, plan.retry_topics)
         producer_config = kconfig.producer(s, client_id)
         if exactly_once:
-            producer_config["transactional.id"] = client_id
+            # Unique per process, so two workers never fence each other. A crashed worker's
+            # open transaction is then aborted by the broker after transaction.timeout.ms,
+            # until which read_committed consumers wait: keep it short.
+            producer_config = {
+                "transactional.id": client_id,
+                "transaction.timeout.ms": 10_000,
+            } | producer_config
         return StageRunner(
             plan,
             consumer,

@@ -105,3 +105,18 @@ def _seen_stage(letter: str) -> type[Stage]:
 FanOutA, FanOutB, FanOutC = (_seen_stage(x) for x in "abc")
 
 STAGES = [Echo]
+
+
+class EosEcho(Stage):
+    """Echo, exactly once: outputs and input offsets commit in one Kafka transaction."""
+
+    consumes = PINGS
+    emits = (PONGS,)
+    group = "eos-echo"
+    guarantee = "exactly_once"
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        delay_ms = float(os.environ.get("TEST_DELAY_MS", "0"))
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by=_me()))

@@ -1,0 +1,88 @@
+"""Exactly-once stages: outputs and input offsets commit together in Kafka transactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from pipeline import Publisher
+from pipeline.config import Settings
+from tests.integration.app_stages import PINGS, PONGS, EosEcho, Ping
+from tests.integration.kit import (
+    prepare,
+    settings_env,
+    unique_settings,
+    wait_until,
+    worker_process,
+)
+
+SPEC = "tests.integration.app_stages:EosEcho"
+OFFSET_BEGINNING = -2
+
+
+def committed_pong_ids(settings: Settings, timeout_s: float = 1.0) -> list[str]:
+    """Every pong a read_committed consumer sees, from the start of the topic. Partitions are
+    assigned directly (no group join), so this is quick enough to poll."""
+    from confluent_kafka import TopicPartition
+
+    from pipeline.app import Pipeline
+
+    pipeline = Pipeline.build(settings)
+    binding = pipeline.catalog.bind(PONGS.model)
+    topic = settings.topic(PONGS.name)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"committed-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    ids: list[str] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in partitions]
+        # Read up to the end as it is now, not forever: outputs keep arriving while we look.
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        seen = dict.fromkeys(partitions, 0)
+        idle = 0.0
+        while idle < timeout_s and any(seen[p] < ends[p] for p in partitions):
+            batch: list[Any] = consumer.consume(500, 0.1)
+            idle = idle + 0.1 if not batch else 0.0
+            for m in batch:
+                if m.error() is None:
+                    seen[m.partition()] = m.offset() + 1
+                    ids.append(pipeline.codec.decode(m.value(), binding).ping_id)
+    finally:
+        consumer.close()
+    return ids
+
+
+def test_a_worker_killed_mid_transaction_leaves_exactly_one_output_per_input(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGKILL in the middle of a run: the open transaction is aborted by the broker, the next
+    worker resumes from the last committed transaction, and read_committed consumers see each
+    input's output exactly once."""
+    settings = unique_settings(kafka_bootstrap, topic_partitions=3, commit_interval_s=0.3)
+    prepare(settings, [EosEcho])
+    with Publisher(settings) as publisher:
+        for i in range(1500):
+            publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
+    env = settings_env(settings, TEST_DELAY_MS="5")
+    with worker_process(SPEC, env, tmp_path / "w1.log") as first:
+        wait_until(lambda: first.alive() and len(committed_pong_ids(settings, 0.2)) >= 150, 60,
+                   "some committed transactions")  # fmt: skip
+        first.kill()
+    with worker_process(SPEC, settings_env(settings), tmp_path / "w2.log") as second:
+        wait_until(lambda: len(set(committed_pong_ids(settings, 0.2))) == 1500, 90, "all outputs")
+        assert second.alive()
+        ids = committed_pong_ids(settings)
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    assert duplicates == [], f"{len(duplicates)} inputs have more than one committed output"
+    assert len(ids) == 1500
