@@ -28,6 +28,7 @@ from pipeline.errors import (
 )
 from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
+from pipeline.guarantees import Idempotency
 from pipeline.stage import Stage, Topic
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Event",
     "EventValidationError",
     "HandlerTimeout",
+    "Idempotency",
     "KafkaError",
     "Pipeline",
     "PipelineError",

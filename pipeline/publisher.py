@@ -176,7 +176,7 @@ class Publisher:
         value = self._codec.encode(event, self._binding(topic.model), physical)
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
-        event_id = hdr.new_event_id()
+        event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
         raw_headers = [(hdr.EVENT_ID, event_id.encode())]
         raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
 

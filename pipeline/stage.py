@@ -50,11 +50,15 @@ class Topic:
 
     ``key`` optionally names a model field whose value becomes the record key when an event is
     published without an explicit key, so related events stay on one partition, in order.
+    ``id_field`` optionally names the field that identifies the event; the publisher then uses
+    its value as the ``event-id`` header (otherwise a new UUID), so publishing the same business
+    event twice is recognised as a duplicate by idempotent stages.
     """
 
     name: str
     model: type[Event]
     key: str | None = None
+    id_field: str | None = None
 
     def __post_init__(self) -> None:
         if not _TOPIC_NAME.match(self.name) or self.name in {".", ".."}:
@@ -65,11 +69,12 @@ class Topic:
             raise DeclarationError(
                 f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
             )
-        if self.key is not None and self.key not in self.model.model_fields:
-            raise DeclarationError(
-                f"topic {self.name!r}: key field {self.key!r} is not a field of "
-                f"{self.model.__name__}"
-            )
+        for role, field in (("key", self.key), ("id", self.id_field)):
+            if field is not None and field not in self.model.model_fields:
+                raise DeclarationError(
+                    f"topic {self.name!r}: {role} field {field!r} is not a field of "
+                    f"{self.model.__name__}"
+                )
 
 
 class Stage:

@@ -47,3 +47,19 @@ def test_async_handler_and_async_publisher(kafka_bootstrap: str) -> None:
     assert len(set(ids)) == 20
     assert sorted(p.n for _, p in pongs) == list(range(20))
     assert {p.handled_by for _, p in pongs} == {"async"}
+
+
+def test_a_declared_id_field_becomes_the_event_id(kafka_bootstrap: str) -> None:
+    """Publishing to a topic with ``id_field`` uses that field as the event-id header, so the
+    same business event published twice carries the same id."""
+    from pipeline import Topic
+
+    by_id = Topic(PINGS.name, Ping, id_field="ping_id")
+    settings = unique_settings(kafka_bootstrap)
+    with running(settings, [Echo]), Publisher(settings) as publisher:
+        first = publisher.publish(by_id, Ping(ping_id="order-7", n=1))
+        second = publisher.publish(by_id, Ping(ping_id="order-7", n=1))
+        pongs = read_topic(settings, PONGS, count=2)
+    assert first is not None and second is not None
+    assert first.event_id == second.event_id == "order-7"
+    assert {dict(r.headers())["correlation-id"] for r, _ in pongs} == {b"order-7"}

@@ -197,3 +197,8 @@ def test_the_examples_plan_cleanly_against_the_real_schemas() -> None:
     assert len(groups) == len(set(groups)) == 8
     order_groups = [p.group for p in plans if "orders.placed" in p.inputs]
     assert len(order_groups) == 4, "the order pipeline fans out to four groups"
+
+
+def test_an_id_field_must_be_a_model_field() -> None:
+    with pytest.raises(DeclarationError, match="id field 'uid'"):
+        Topic("pings", Ping, id_field="uid")

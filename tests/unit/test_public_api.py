@@ -11,7 +11,7 @@ EXPECTED = {
     "Backoff", "BadMagicError", "BreakerPolicy", "BrokerUnavailableError", "CircuitBreaker",
     "CircuitOpenError", "ConfigError", "Context", "DeadLetter", "DecodeError",
     "DeclarationError", "Delivered", "DeliveryError", "DuplicateGroupError", "Event",
-    "EventValidationError", "HandlerTimeout", "KafkaError", "Pipeline", "PipelineError",
+    "EventValidationError", "HandlerTimeout", "Idempotency", "KafkaError", "Pipeline", "PipelineError",
     "Publisher", "RetryAfter", "RetryPolicy", "SchemaError", "SchemaMismatchError",
     "SchemaNotFoundError", "SerializationError", "Settings", "Skip", "Stage", "Topic",
     "TopicNotFoundError", "TruncatedPayloadError", "UnknownSchemaError", "Worker",
