@@ -58,7 +58,12 @@ class OffsetCommitter:
         if self.store is not None:
             self._pending_ids += self._tracker.take_finished_ids()
             if self._pending_ids:
-                self.store.mark_completed(self._group, self._pending_ids)
+                try:
+                    self.store.mark_completed(self._group, self._pending_ids)
+                except Exception as exc:  # a store outage delays commits, it does not crash
+                    log.warning("%s: idempotency store unavailable (%s); not committing yet",
+                                self._group, exc)  # fmt: skip
+                    return
                 self._pending_ids = []
         if not offsets:
             return

@@ -1,0 +1,127 @@
+"""Commit policies, with fake clients: what is committed, in which order, and on failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.commit import OffsetCommitter, TransactionCommitter
+from pipeline.errors import ProducerFencedError, TransactionError
+from pipeline.offsets import OffsetTracker
+from pipeline.stats import StageStats
+
+TP = ("in", 0)
+
+
+class Log:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+
+class FakeConsumer:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def commit(self, offsets: dict[Any, int], *, sync: bool) -> None:
+        self.log.calls.append(("commit", dict(offsets)))
+
+    def group_metadata(self) -> str:
+        return "gm"
+
+
+class FakeStore:
+    def __init__(self, log: Log, fail: bool = False) -> None:
+        self.log, self.fail = log, fail
+
+    def mark_completed(self, group: str, ids: list[str]) -> None:
+        if self.fail:
+            raise RuntimeError("database down")
+        self.log.calls.append(("done", list(ids)))
+
+
+class FakeProducer:
+    def __init__(self, log: Log, fail_commit: Exception | None = None) -> None:
+        self.log, self.fail_commit = log, fail_commit
+
+    def init_transactions(self, timeout_s: float) -> None:
+        self.log.calls.append(("init", None))
+
+    def begin_transaction(self) -> None:
+        self.log.calls.append(("begin", None))
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout_s: float) -> None:
+        self.log.calls.append(("send_offsets", dict(offsets)))
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        if self.fail_commit is not None:
+            raise self.fail_commit
+        self.log.calls.append(("commit_txn", None))
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        self.log.calls.append(("abort", None))
+
+
+def test_ids_are_recorded_done_before_their_offsets_are_committed() -> None:
+    log, tracker = Log(), OffsetTracker()
+    committer = OffsetCommitter("g", FakeConsumer(log), tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    committer.store = FakeStore(log)
+    tracker.partition(TP).begin(0, 0, event_id="a")
+    tracker.partition(TP).begin(1, 0, event_id="b")
+    committer.commit({TP}, sync=True)
+    assert log.calls == [("done", ["a", "b"]), ("commit", {TP: 2})]
+
+
+def test_a_store_failure_commits_no_offsets_and_keeps_the_ids_for_next_time() -> None:
+    log, tracker = Log(), OffsetTracker()
+    store = FakeStore(log, fail=True)
+    committer = OffsetCommitter("g", FakeConsumer(log), tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    committer.store = store
+    tracker.partition(TP).begin(0, 0, event_id="a")
+    committer.commit({TP}, sync=False)
+    assert log.calls == [], "offsets committed although their ids were not recorded"
+    store.fail = False
+    committer.commit({TP}, sync=False)
+    assert log.calls == [("done", ["a"]), ("commit", {TP: 1})]
+
+
+def test_a_transaction_commits_outputs_and_input_positions_together() -> None:
+    log, tracker = Log(), OffsetTracker()
+    committer = TransactionCommitter(
+        FakeConsumer(log), FakeProducer(log), tracker, StageStats("s", "g"), lambda: None
+    )
+    committer.start()
+    committer.before_batch()
+    committer.before_batch()  # already open: no second begin
+    tracker.partition(TP).begin(7, 1)  # its output is not acknowledged yet: irrelevant here
+    committer.commit({TP}, sync=False)
+    assert [c for c, _ in log.calls] == ["init", "begin", "send_offsets", "commit_txn"]
+    assert log.calls[2] == ("send_offsets", {TP: 8})
+
+
+def test_an_abortable_failure_aborts_and_rewinds_to_the_committed_offsets() -> None:
+    log, tracker, rewound = Log(), OffsetTracker(), []
+    producer = FakeProducer(log, fail_commit=TransactionError("x", abortable=True))
+    stats = StageStats("s", "g")
+    committer = TransactionCommitter(
+        FakeConsumer(log), producer, tracker, stats, lambda: rewound.append(True)
+    )
+    committer.before_batch()
+    tracker.partition(TP).begin(0, 0)
+    committer.commit({TP}, sync=False)
+    assert ("abort", None) in log.calls and rewound == [True] and stats.aborts == 1
+    producer.fail_commit = None
+    committer.before_batch()
+    assert log.calls[-1] == ("begin", None), "a new transaction starts after the abort"
+
+
+def test_a_fenced_producer_stops_the_stage() -> None:
+    log, tracker = Log(), OffsetTracker()
+    producer = FakeProducer(log, fail_commit=ProducerFencedError("fenced"))
+    committer = TransactionCommitter(
+        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None
+    )
+    committer.before_batch()
+    tracker.partition(TP).begin(0, 0)
+    with pytest.raises(ProducerFencedError):
+        committer.commit({TP}, sync=False)
