@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from pipeline.breaker import CircuitOpenError
 from pipeline.context import Context, TransactionalStore
@@ -47,6 +53,8 @@ class Invoker:
         self._allowed = allowed_outputs
         self._policy = policy
         self._timeout = timeout_s
+        # Sync handlers without a timeout are called straight from the consume loop.
+        self.sync = not is_async and timeout_s is None
         self._pool: ThreadPoolExecutor | None = None
         if timeout_s is not None and not is_async:
             self._pool = ThreadPoolExecutor(4, thread_name_prefix=f"{stage}-handler")
@@ -59,6 +67,21 @@ class Invoker:
             if not self._retry_in_process(exc):
                 raise
         return await self._retry(event, record)
+
+    def call_sync(self, event: Any, record: RawRecord) -> Context:
+        """``__call__`` for ``self.sync`` handlers: no event loop involved."""
+        try:
+            ctx = Context(self._stage, record, self._allowed, self.store, self._group)
+            self._handler(event, ctx)
+            return ctx
+        except Exception as exc:
+            if not self._retry_in_process(exc):
+                raise
+        for attempt in Retrying(**self._retry_args()):
+            with attempt:
+                ctx = Context(self._stage, record, self._allowed, self.store, self._group)
+                self._handler(event, ctx)
+        return ctx
 
     def close(self) -> None:
         if self._pool is not None:
@@ -73,23 +96,26 @@ class Invoker:
         )
 
     async def _retry(self, event: Any, record: RawRecord) -> Context:
-        backoff = self._policy.in_process_backoff
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.in_process_attempts - 1),
-            wait=wait_exponential_jitter(
-                multiplier=backoff.initial_s, max=backoff.max_s, jitter=backoff.initial_s
-            ),
-            retry=retry_if_exception(
-                lambda e: self._policy.is_transient(e) and not isinstance(e, CircuitOpenError)
-            ),
-            reraise=True,
-        )
         ctx: Context | None = None
-        async for attempt in retrying:
+        async for attempt in AsyncRetrying(**self._retry_args()):
             with attempt:
                 ctx = await self._once(event, record)
         assert ctx is not None
         return ctx
+
+    def _retry_args(self) -> dict[str, Any]:
+        """The remaining in-process attempts (the first call already failed)."""
+        backoff = self._policy.in_process_backoff
+        return {
+            "stop": stop_after_attempt(self._policy.in_process_attempts - 1),
+            "wait": wait_exponential_jitter(
+                multiplier=backoff.initial_s, max=backoff.max_s, jitter=backoff.initial_s
+            ),
+            "retry": retry_if_exception(
+                lambda e: self._policy.is_transient(e) and not isinstance(e, CircuitOpenError)
+            ),
+            "reraise": True,
+        }
 
     async def _once(self, event: Any, record: RawRecord) -> Context:
         ctx = Context(self._stage, record, self._allowed, self.store, self._group)

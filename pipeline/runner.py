@@ -50,6 +50,7 @@ from pipeline.serde import Codec
 from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.runner")
+EventIds = dict[tuple[TopicPartition, int], str]  # (tp, offset) -> event id
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 
 
@@ -158,7 +159,14 @@ class StageRunner:
         records = self._consumer.consume(self._batch_size, self._batch_timeout)
         if records:
             self._committer.before_batch()
-            self._loop.run_until_complete(self._process(records))
+            self.stats.consumed += len(records)
+            ids = self._event_ids_not_done(records) if self._store is not None else None
+            if self._invoke.sync:
+                # Sync handler, no timeout: a plain loop, no coroutine per record.
+                for record in records:
+                    self._handle_sync(record, ids)
+            else:
+                self._loop.run_until_complete(self._handle_async(records, ids))
         self._producer.poll(0)
         self._rewind_failed_deliveries()
         self._maybe_commit()
@@ -179,65 +187,96 @@ class StageRunner:
 
     # -- step 3: one batch ----------------------------------------------------------------
 
-    async def _process(self, records: Any) -> None:
-        self.stats.consumed += len(records)
-        if self._store is not None:
-            await self._process_deduplicated(records)
+    def _handle_sync(self, record: RawRecord, ids: EventIds | None) -> None:
+        prepared = self._prepare(record, ids)
+        if prepared is None:
             return
-        for record in records:
-            if record.error() is not None:
-                log.warning("%s: consume error: %s", self.plan.name, record.error())
-                continue
-            tp = (record.topic(), record.partition())
-            if tp in self._skip:
-                self._skipped(record, tp)
-                continue
-            await self._handle(record, tp)
-
-    async def _process_deduplicated(self, records: Any) -> None:
-        """As ``_process``, with one store query per batch for events already done."""
-        good = [r for r in records if r.error() is None]
-        ids = [
-            hdr.event_id_of(r.headers(), f"{r.topic()}[{r.partition()}]@{r.offset()}") for r in good
-        ]
-        done = self._store.completed(self.plan.group, ids)
-        for record, event_id in zip(good, ids, strict=True):
-            tp = (record.topic(), record.partition())
-            if tp in self._skip:
-                self._skipped(record, tp)
-            elif event_id in done:
-                self._tracker.partition(tp).begin(record.offset(), 0)
-                self.stats.duplicates += 1
-            else:
-                await self._handle(record, tp, event_id)
-
-    async def _handle(
-        self, record: RawRecord, tp: TopicPartition, event_id: str | None = None
-    ) -> None:
-        origin: Origin | None = None
-        if record.topic() in self._retry_topics:
-            origin = origin_of(record, from_retry_topic=True)
-            if self._hold_until_due(record, tp, origin):
-                return
-        breaker = self._breaker
+        tp, event, origin, event_id = prepared
         try:
-            event = self._decode(record, origin)
-            if breaker is not None and not breaker.allow():
-                self.hold_everything(tp, record.offset(), breaker.remaining_s())
-                return
-            ctx = await self._invoke(event, record)
+            ctx = self._invoke.call_sync(event, record)
             payloads = self._encode_outputs(ctx) if ctx.outputs else None
         except Exception as exc:
             self._router.failed(record, tp, exc, origin)
             return
-        if breaker is not None:
-            breaker.record_success()
+        self._succeeded(record, tp, ctx, payloads, event_id)
+
+    async def _handle_async(self, records: Any, ids: EventIds | None) -> None:
+        for record in records:
+            prepared = self._prepare(record, ids)
+            if prepared is None:
+                continue
+            tp, event, origin, event_id = prepared
+            try:
+                ctx = await self._invoke(event, record)
+                payloads = self._encode_outputs(ctx) if ctx.outputs else None
+            except Exception as exc:
+                self._router.failed(record, tp, exc, origin)
+                continue
+            self._succeeded(record, tp, ctx, payloads, event_id)
+
+    def _prepare(
+        self, record: RawRecord, ids: EventIds | None
+    ) -> tuple[TopicPartition, Any, Origin | None, str | None] | None:
+        """Everything before the handler: skip, dedupe, hold a retry not yet due, decode, ask
+        the breaker. None when the record is not to be handled now (its fate is settled)."""
+        if record.error() is not None:
+            log.warning("%s: consume error: %s", self.plan.name, record.error())
+            return None
+        tp = (record.topic(), record.partition())
+        if tp in self._skip:
+            self._skipped(record, tp)
+            return None
+        event_id = None
+        if ids is not None:
+            event_id = ids.get((tp, record.offset()))
+            if event_id is None:  # already done: a duplicate delivery
+                self._tracker.partition(tp).begin(record.offset(), 0)
+                self.stats.duplicates += 1
+                return None
+        origin: Origin | None = None
+        if record.topic() in self._retry_topics:
+            origin = origin_of(record, from_retry_topic=True)
+            if self._hold_until_due(record, tp, origin):
+                return None
+        try:
+            event = self._decode(record, origin)
+        except Exception as exc:
+            self._router.failed(record, tp, exc, origin)
+            return None
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            self.hold_everything(tp, record.offset(), breaker.remaining_s())
+            return None
+        return tp, event, origin, event_id
+
+    def _succeeded(
+        self,
+        record: RawRecord,
+        tp: TopicPartition,
+        ctx: Context,
+        payloads: list[bytes] | None,
+        event_id: str | None,
+    ) -> None:
+        if self._breaker is not None:
+            self._breaker.record_success()
         self._router.succeeded(tp, record.offset())
         self.stats.processed += 1
         outstanding = len(payloads) if payloads else 0
         token = self._tracker.partition(tp).begin(record.offset(), outstanding, event_id)
         if payloads:
-            self._produce_outputs(ctx, payloads, tp, token)
+            self._produce_outputs(record, ctx, payloads, tp, token)
+
+    def _event_ids_not_done(self, records: Any) -> EventIds:
+        """Event ids of the batch's records, minus those the store has seen done (one query)."""
+        ids: EventIds = {}
+        for r in records:
+            if r.error() is None:
+                coordinates = f"{r.topic()}[{r.partition()}]@{r.offset()}"
+                ids[((r.topic(), r.partition()), r.offset())] = hdr.event_id_of(
+                    r.headers(), coordinates
+                )
+        done = self._store.completed(self.plan.group, list(ids.values()))
+        return {k: v for k, v in ids.items() if v not in done} if done else ids
 
     def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
         value = record.value()
@@ -265,18 +304,27 @@ class StageRunner:
         return out
 
     def _produce_outputs(
-        self, ctx: Context, payloads: list[bytes], tp: TopicPartition, token: Token
+        self,
+        record: RawRecord,
+        ctx: Context,
+        payloads: list[bytes],
+        tp: TopicPartition,
+        token: Token,
     ) -> None:
-        parent_id = ctx.event_id
-        propagated = [(k, v) for k, v in ctx.headers.items() if k in hdr.PROPAGATED]
-        if hdr.CORRELATION_ID not in ctx.headers:
+        raw = record.headers()
+        parent_id = hdr.event_id_of(raw, ctx.coordinates) if raw else ctx.event_id
+        propagated = [(k, v) for k, v in raw or () if k in hdr.PROPAGATED]
+        if not any(k == hdr.CORRELATION_ID for k, _ in propagated):
             propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
         on_delivery = self.delivery_callback(tp, token)
+        outputs = self.plan.outputs
+        stage = self.plan.name
         for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
-            event_id = hdr.derived_event_id(parent_id, self.plan.name, index)
+            event_id = hdr.derived_event_id(parent_id, stage, index)
             headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers.items()]
-            physical = self.plan.outputs[output.topic.name][0]
-            self._producer.produce(physical, value, output.key, headers, on_delivery)
+            self._producer.produce(
+                outputs[output.topic.name][0], value, output.key, headers, on_delivery
+            )
         self.stats.outputs += len(payloads)
 
     def delivery_callback(self, tp: TopicPartition, token: Token) -> Any:
