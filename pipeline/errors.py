@@ -20,7 +20,8 @@ The tree::
     │   ├── DeliveryError           a produced record was not acknowledged by the broker
     │   └── TransactionError        a Kafka transaction failed (exactly-once stages)
     │       └── ProducerFencedError another instance took over this transactional id
-    └── BrokerUnavailableError      no broker could be found or started
+    ├── BrokerUnavailableError      no broker could be found or started
+    └── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
 
 Library exceptions are wrapped at the boundary (serde, kafka adapter) so callers catch ours only.
 """

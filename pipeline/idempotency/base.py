@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError, PipelineError
 
 DEFAULT_TABLE = "pipeline_idempotency"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
+_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 class IdempotencyStoreError(PipelineError):
@@ -34,10 +35,14 @@ class IdempotencyStoreError(PipelineError):
 class Transaction(Protocol):
     """One database transaction holding an event's id and the handler's writes.
 
-    ``execute`` takes ``?`` placeholders on every store (PostgreSQL's are translated) and
-    returns the driver's cursor. Driver errors from it propagate unwrapped: they are the
-    handler's. Never commit or roll back ``connection`` yourself: the store ends the
-    transaction when the ``with`` block ends.
+    ``execute`` takes ``?`` placeholders on every store (translated to ``%s`` for PostgreSQL)
+    and returns the driver's cursor. Driver errors from it propagate unwrapped: they are the
+    handler's. After a failed statement PostgreSQL refuses the rest of the transaction (the
+    store then raises at the end of the block); SQLite undoes just that statement.
+
+    ``connection`` is the driver's own (sqlite3, or psycopg with ``%s`` placeholders), for
+    ``executemany`` or an ORM. Never commit or roll it back: the store ends the transaction
+    when the ``with`` block ends.
     """
 
     duplicate: bool
@@ -98,6 +103,7 @@ class Dialect:
     timestamp_type: str  # the type of recorded_at
     timestamp: str  # a float epoch-seconds parameter as a recorded_at value
     id_set: str  # a one-parameter subquery yielding a set of ids as column event_id
+    id_match: str  # a one-parameter condition: event_id is one of a set of ids
     encode_ids: Callable[[list[str]], Any]  # the Python value for that parameter
 
 
@@ -122,7 +128,7 @@ class Statements:
         )
         self.completed = (
             f"SELECT event_id FROM {t} WHERE group_id = {p} AND state = 'done' "
-            f"AND event_id IN ({dialect.id_set})"
+            f"AND event_id {dialect.id_match}"
         )
         # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
         self.mark_done = (
@@ -150,16 +156,15 @@ def unique_ids(event_ids: Sequence[str]) -> list[str]:
 
 def redact_url(url: str) -> str:
     """The URL with its password, in the userinfo or a ``password=`` parameter, as ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if "password" in query.lower():
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # an unparsable port, say: keep the scheme only
+        return url.partition(":")[0] + "://…"
+    if password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        url = url.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
 
 
 class Exclusive:

@@ -43,6 +43,7 @@ POSTGRES = Dialect(
     timestamp_type="TIMESTAMPTZ",
     timestamp="to_timestamp(%s)",
     id_set="SELECT unnest(%s::text[]) AS event_id",
+    id_match="= ANY(%s::text[])",
     encode_ids=list,
 )
 
@@ -169,7 +170,8 @@ class PostgresStore:
             self._rollback_quietly(conn)
             raise IdempotencyStoreError(
                 f"{self.url}: the transaction failed or ended inside its with block (a failed "
-                "statement, a commit or a rollback); nothing was committed"
+                "statement, or a commit or rollback of tx.connection); the handler's writes and "
+                "the event's id were not committed together"
             )
         try:
             if duplicate:

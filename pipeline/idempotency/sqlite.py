@@ -35,6 +35,7 @@ SQLITE = Dialect(
     timestamp_type="REAL",  # seconds since the epoch
     timestamp="?",
     id_set="SELECT value AS event_id FROM json_each(?)",
+    id_match="IN (SELECT value FROM json_each(?))",
     encode_ids=json.dumps,
 )
 
@@ -79,12 +80,25 @@ class SqliteStore:
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")
         for statement in self._sql.create:
             conn.execute(statement)
         conn.execute("COMMIT")
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL while other processes open it can fail with SQLITE_BUSY
+        # at once, without the busy handler waiting: retry until the busy timeout.
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # ":memory:" stays "memory"
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         with self._exclusive.hold("close"):
@@ -132,8 +146,9 @@ class SqliteStore:
     def _finish(self, conn: sqlite3.Connection, duplicate: bool) -> None:
         if not conn.in_transaction:
             raise IdempotencyStoreError(
-                f"{self.url}: the transaction ended inside its with block (a commit, a rollback "
-                "or a failed statement); the event's id may not be recorded"
+                f"{self.url}: the transaction ended inside its with block (a commit or rollback "
+                "of tx.connection, or a statement that rolled it back); the handler's writes and "
+                "the event's id were not committed together"
             )
         try:
             conn.execute("ROLLBACK" if duplicate else "COMMIT")
