@@ -54,3 +54,24 @@ clean: ## Remove the virtualenv and caches (keeps the broker's jars)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 .PHONY: help install run-pipeline test test-unit lint typecheck all kafka-up kafka-down kafka-logs clean
+
+# -- benchmark: OURS vs a hand-written loop and peer frameworks (see bench/README.md) ----------
+MESSAGES ?= 200000
+ROUNDS ?= 3
+BENCH_ARGS ?=
+PEERS_VENV := bench/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+
+# Peers live in their own venv, never in the project's. A peer that fails to install is
+# reported as "not run" by the benchmark rather than failing it.
+$(PEERS_STAMP): bench/requirements-peers.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/requirements-peers.txt \
+		|| echo "bench: some peers did not install; they will be reported as not run"
+	@touch $(PEERS_STAMP)
+
+bench: $(STAMP) $(PEERS_STAMP) ## Benchmark vs raw confluent-kafka and peers (MESSAGES=200000 ROUNDS=3; quick: MESSAGES=20000 ROUNDS=1)
+	$(PY) -m bench.run --messages $(MESSAGES) --rounds $(ROUNDS) $(BENCH_ARGS)
+
+.PHONY: bench
