@@ -65,8 +65,6 @@ class Settings(BaseSettings):
     )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period on SIGTERM/SIGINT.")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    retry_backoff_initial_s: float = Field(0.5, gt=0, description="First in-place retry pause.")
-    retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest in-place retry pause.")
     idempotency_url: str = Field(
         "sqlite:///.pipeline/idempotency.db",
         description="Idempotency store for stages that declare one (sqlite:/// or postgresql://).",
