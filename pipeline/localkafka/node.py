@@ -140,7 +140,18 @@ def node_pid(node: NodeSpec) -> int | None:
 
 
 def is_ready(node: NodeSpec) -> bool:
-    return readiness.is_ready(readiness.read_log(node.server_log))
+    """Ready once its log said so since the last start. The verdict is remembered per JVM
+    (``ready.pid``): a long-running broker's log grows past what ``read_log`` scans, and the
+    ready line would scroll out of sight."""
+    pid = process.read_pid(node.pid_file)
+    marker = node.server_log.parent / "ready.pid"
+    if pid is not None and process.read_pid(marker) == pid:
+        return True
+    if not readiness.is_ready(readiness.read_log(node.server_log)):
+        return False
+    if pid is not None:
+        marker.write_text(f"{pid}\n")
+    return True
 
 
 def status(node: NodeSpec) -> NodeStatus:

@@ -347,3 +347,24 @@ def test_cli_failure_is_one_error_line_then_the_log_tail(
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "localkafka: error: node 1 exited during start-up"
     assert err[-1] == "FATAL boom"
+
+
+def test_a_long_running_node_stays_ready_after_its_log_grows_past_the_scan_window(
+    home: Path,
+) -> None:
+    """Readiness is remembered for the JVM that logged it, so megabytes of later log lines do
+    not turn a running broker back into 'starting'; a new JVM has to prove it again."""
+    (n,) = single(home).nodes
+    n.server_log.parent.mkdir(parents=True, exist_ok=True)
+    n.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    process.write_pid(n.pid_file, 4242)
+    n.server_log.write_text(
+        readiness.banner(1) + "[x] INFO [KafkaRaftServer nodeId=1] Kafka Server started\n"
+    )
+    assert node.is_ready(n)
+    with n.server_log.open("a") as log:
+        for _ in range(9_000):
+            log.write("[y] INFO group coordinator chatter " + "z" * 1000 + "\n")
+    assert node.is_ready(n), "the ready line scrolled out of the scanned window"
+    process.write_pid(n.pid_file, 4343)
+    assert not node.is_ready(n)
