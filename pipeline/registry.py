@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,12 +64,7 @@ def load(spec: str) -> list[type[Stage]]:
 
 def _load_one(spec: str) -> list[type[Stage]]:
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise DeclarationError(f"no module named {module_name!r}") from None
-        raise
+    module = _import(module_name)
     if attr:
         stage = getattr(module, attr, None)
         if not (isinstance(stage, type) and issubclass(stage, Stage)):
@@ -196,15 +192,21 @@ def _topics_of(value: object) -> tuple[Topic, ...]:
     return ()
 
 
-def _modules(name: str) -> list[typing.Any]:
-    import pkgutil
-
+def _import(name: str) -> types.ModuleType:
+    """Import a user module; a missing *named* module is a DeclarationError, while a module
+    that exists but fails on a missing dependency keeps its own ImportError."""
     try:
-        module = importlib.import_module(name)
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise DeclarationError(f"no module named {name!r}") from None
         raise
+
+
+def _modules(name: str) -> list[types.ModuleType]:
+    import pkgutil
+
+    module = _import(name)
     modules = [module]
     for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
         modules.append(importlib.import_module(f"{name}.{info.name}"))
