@@ -75,3 +75,14 @@ bench: $(STAMP) $(PEERS_STAMP) ## Benchmark vs raw confluent-kafka and peers (ME
 	$(PY) -m bench.run --messages $(MESSAGES) --rounds $(ROUNDS) $(BENCH_ARGS)
 
 .PHONY: bench
+
+# -- chaos: kill -9, SIGTERM, scaling and a broker restart under load (see chaos/__init__.py) ---
+EVENTS ?= 100000
+KILLS ?= 20
+SEED ?=
+CHAOS_ARGS ?=
+
+chaos: $(STAMP) ## Chaos run: kills/SIGTERMs/scaling/broker restart under load; 0 lost, 0 duplicate effects (EVENTS=100000 KILLS=20 SEED=)
+	$(PY) -m chaos.runner --events $(EVENTS) --kills $(KILLS) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
+
+.PHONY: chaos

@@ -47,8 +47,18 @@ class KafkaConsumer:
         )
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        """Up to ``max_records`` that are ready now; if none are, wait up to ``timeout_s`` for
+        the first and return as soon as it arrives (with whatever came with it).
+
+        ``Consumer.consume(n, timeout)`` alone would hold early records until ``n`` arrived or
+        the timeout ran out, adding up to ``timeout_s`` of latency at every stage of a chain.
+        """
         try:
-            records = self._consumer.consume(max_records, timeout_s)
+            records = self._consumer.consume(max_records, 0)
+            if not records and timeout_s > 0:
+                first = self._consumer.poll(timeout_s)
+                if first is not None:
+                    records = [first, *self._consumer.consume(max_records - 1, 0)]
         except KafkaException as exc:
             raise wrap(exc, f"consume in group {self._group}") from exc
         return cast(Sequence[RawRecord], records)

@@ -30,6 +30,9 @@ def consumer(settings: Settings, group_id: str, client_id: str) -> dict[str, Any
         # Outputs of a transactional producer are visible only once committed.
         "isolation.level": "read_committed",
         "fetch.wait.max.ms": 100,
+        # Prefetch at most 16 MB per consumer (librdkafka's default is 64 MB): plenty to keep
+        # the loop fed, and a bounded footprint with several stages per process.
+        "queued.max.messages.kbytes": 16384,
     }
     return conf | settings.consumer_config
 
