@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics we create.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of topics we create.")
     batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per consume call.")
-    batch_timeout_s: float = Field(0.1, gt=0, description="Longest wait for a record when none is ready.")
+    batch_timeout_s: float = Field(
+        0.1, gt=0, description="Longest wait for a record when none is ready."
+    )
     commit_interval_s: float = Field(
         1.0, gt=0, description="How often completed offsets are committed."
     )
