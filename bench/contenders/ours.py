@@ -1,0 +1,160 @@
+"""OURS: the same transform as a pipeline Stage, run by the framework's own StageRunner.
+
+The runner comes from ``Pipeline.runner`` itself (so it is composed as in production: retry
+consumer, settings and all), with two measuring subclasses in place of the Kafka adapter classes:
+the producer gets a librdkafka ``stats_cb`` (Produce requests), the consumer starts the meter at
+the first record and prints READY on assignment. The runner runs on its own thread, as in a
+Worker; the main thread only watches the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.contenders import common
+from pipeline import Context, Event, Stage, Topic, app
+from pipeline.app import Pipeline
+from pipeline.config import Settings
+from pipeline.kafka import KafkaConsumer, KafkaProducer
+from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
+from pipeline.runner import StageRunner
+
+
+class Order(Event, schema="bench.Order"):
+    order_id: str
+    customer_id: str
+    sku: str
+    quantity: int
+    unit_price: float
+    currency: str
+    total: float
+    country: str
+    note: str
+    hops: int
+    sent_ns: int
+
+
+class PriceOrder(Stage):
+    __abstract_stage__ = True
+
+    def handle(self, event: Order, ctx: Context) -> None:
+        ctx.emit(self.emits[0], common.transform(event))
+
+
+class SlowPriceOrder(Stage):
+    """I/O bound: awaits ``io_s`` (a remote call) before the same transform."""
+
+    __abstract_stage__ = True
+    io_s = 0.01
+
+    async def handle(self, event: Order, ctx: Context) -> None:
+        await asyncio.sleep(self.io_s)
+        ctx.emit(self.emits[0], common.transform(event))
+
+
+def stage_class(args: Any) -> type[Stage]:
+    strip = len(args.prefix)  # Settings.topic_prefix adds it back to topics and the group
+    attrs: dict[str, Any] = {
+        "consumes": Topic(args.src[strip:], Order, key="order_id"),
+        "emits": (Topic(args.dst[strip:], Order, key="order_id"),),
+        "group": args.group[strip:],
+        "name": "price_order",
+    }
+    base: type[Stage] = PriceOrder
+    if args.io_ms:
+        base, attrs["io_s"] = SlowPriceOrder, args.io_ms / 1000
+        if hasattr(Stage, "concurrency"):
+            attrs["concurrency"] = args.concurrency
+    return type("BenchPriceOrder", (base,), attrs)
+
+
+METER = common.Meter(0, 0.0)
+REQUESTS = common.ProduceRequests()
+
+
+class MeteredConsumer(KafkaConsumer):
+    """The framework's consumer; also starts the meter at the first record and says READY once
+    it owns input partitions."""
+
+    inputs: frozenset[str] = frozenset()
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        inputs = self.inputs
+
+        class Announcing:
+            def on_assign(self, partitions: list[TopicPartition]) -> None:
+                listener.on_assign(partitions)
+                if any(topic in inputs for topic, _ in partitions):
+                    common.ready()
+
+            def on_revoke(self, partitions: list[TopicPartition]) -> None:
+                listener.on_revoke(partitions)
+
+            def on_lost(self, partitions: list[TopicPartition]) -> None:
+                listener.on_lost(partitions)
+
+        super().subscribe(topics, Announcing())
+
+    def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        records = super().consume(max_records, timeout_s)
+        if records:
+            METER.start()
+        return records
+
+
+class CountingProducer(KafkaProducer):
+    """The framework's producer with a librdkafka stats_cb counting Produce requests."""
+
+    made: list[KafkaProducer] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config | REQUESTS.config())
+        self.made.append(self)
+
+
+def main(args: Any) -> None:
+    settings = Settings(
+        bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, schemas_dir=common.SCHEMAS_DIR
+    )
+    pipeline = Pipeline.build(settings, [stage_class(args)])
+    pipeline.ensure_topics()
+    plan = pipeline.plans[0]
+    METER.count, METER.time_limit_s = args.count, args.time_limit
+    MeteredConsumer.inputs = frozenset(plan.inputs)
+    # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
+    # measuring subclasses in place of the adapter classes it instantiates.
+    vars(app).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
+    runner = pipeline.runner(plan, "bench")
+    stop = common.stop_on_sigterm()
+    runner.stop_event = stop
+    thread = threading.Thread(target=runner.run, name=plan.name)
+    thread.start()
+    if args.count:
+        drain(runner, thread)
+    thread.join()
+
+
+def drain(runner: StageRunner, thread: threading.Thread) -> None:
+    """Done when ``count`` records were handled and every output acknowledged."""
+    meter, req = METER, REQUESTS
+    while thread.is_alive():
+        time.sleep(0.01)
+        meter.done = runner.stats.processed
+        meter.add(0)  # notes the RSS once warmed up
+        in_flight = sum(len(p) for p in CountingProducer.made)
+        if (meter.done >= meter.count and not in_flight) or meter.over_time:
+            break
+    result = meter.result(produce_requests=0)
+    end = time.monotonic()
+    while not req.fresh(end) and time.monotonic() - end < 3:
+        time.sleep(0.05)  # the runner thread serves stats_cb in its producer.poll
+    runner.stop_event.set()
+    common.report(result | {"produce_requests": req.total if req.updated else None})
+
+
+if __name__ == "__main__":
+    main(common.parse_args(__doc__ or ""))

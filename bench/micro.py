@@ -1,0 +1,165 @@
+"""Per-message cost of the consume loop without Kafka: the framework's StageRunner fed by an
+in-memory consumer and producer (through the same ports), next to RAW's loop body, plus the cost
+of each step on its own. Deterministic and broker-free, so it isolates Python overhead.
+
+    .venv/bin/python -m bench.micro [--messages 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Sequence
+from random import Random
+from typing import Any
+
+from bench.contenders import common, ours
+from pipeline import headers as hdr
+from pipeline.app import Pipeline
+from pipeline.config import Settings
+from pipeline.context import Context
+from pipeline.ports import RebalanceListener, TopicPartition
+from pipeline.runner import StageRunner
+
+PARTITIONS = 6
+
+
+class Record:
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_value")
+
+    def __init__(self, value: bytes, key: bytes, partition: int, offset: int) -> None:
+        self._value, self._key, self._partition, self._offset = value, key, partition, offset
+        self._headers = [("event-id", str(uuid.uuid4()).encode())]
+
+    def topic(self) -> str:
+        return "bench-micro.src"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> Any:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+    def error(self) -> None:
+        return None
+
+
+class MemoryConsumer:
+    def __init__(self, records: list[Record], batch: int) -> None:
+        self._batches = [records[i : i + batch] for i in range(0, len(records), batch)]
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        listener.on_assign([(t, p) for t in topics for p in range(PARTITIONS)])
+
+    def consume(self, max_records: int, timeout_s: float) -> Sequence[Record]:
+        return self._batches.pop(0) if self._batches else []
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemoryProducer:
+    """Acknowledges everything at the next poll, as a healthy broker would."""
+
+    def __init__(self) -> None:
+        self._pending: list[Callable[[Any, Any], None]] = []
+
+    def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
+        self._pending.append(on_delivery)
+
+    def poll(self, timeout_s: float = 0) -> int:
+        pending, self._pending = self._pending, []
+        for callback in pending:
+            callback(None, None)
+        return len(pending)
+
+    def flush(self, timeout_s: float) -> int:
+        return self.poll() and 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def records(count: int) -> list[Record]:
+    rng, out, offsets = Random(7), [], [0] * PARTITIONS
+    for i in range(count):
+        rec = common.make_record(rng)
+        p = i % PARTITIONS
+        out.append(Record(common.encode_record(rec), rec["order_id"].encode(), p, offsets[p]))
+        offsets[p] += 1
+    return out
+
+
+def runner_us(recs: list[Record]) -> float:
+    args = argparse.Namespace(prefix="", src="bench-micro.src", dst="bench-micro.out",
+                              group="bench-micro", io_ms=0, concurrency=1)  # fmt: skip
+    settings = Settings(schemas_dir=common.SCHEMAS_DIR)
+    pipeline = Pipeline.build(settings, [ours.stage_class(args)])
+    consumer, producer = MemoryConsumer(recs, settings.batch_size), MemoryProducer()
+    runner = StageRunner(pipeline.plans[0], consumer, producer, pipeline.codec)  # type: ignore[arg-type]
+    runner._consumer.subscribe(pipeline.plans[0].subscriptions, runner)
+    start = time.perf_counter()
+    while runner.stats.processed < len(recs):
+        runner.step()
+    return (time.perf_counter() - start) / len(recs) * 1e6
+
+
+def raw_us(recs: list[Record]) -> float:
+    producer = MemoryProducer()
+    start = time.perf_counter()
+    for rec in recs:
+        value = common.encode(common.transform(common.decode(rec.value())))
+        producer.produce("out", value, rec.key(), None, _ack)
+    producer.poll()
+    return (time.perf_counter() - start) / len(recs) * 1e6
+
+
+def _ack(_err: Any, _msg: Any) -> None:
+    pass
+
+
+def steps(rec: Record) -> list[tuple[str, Callable[[], Any]]]:
+    event = common.decode(rec.value())
+    parent = str(uuid.uuid4())
+    return [
+        ("decode: fastavro + pydantic validate", lambda: common.decode(rec.value())),
+        ("transform (builds the output model)", lambda: common.transform(event)),
+        ("encode: fastavro", lambda: common.encode(event)),
+        (
+            "Context(...) + ctx.headers + ctx.event_id",
+            lambda: Context("s", rec, frozenset()).event_id,
+        ),
+        ("headers.derived_event_id (per output)", lambda: hdr.derived_event_id(parent, "s", 0)),
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--messages", type=int, default=200_000)
+    recs = records(p.parse_args().messages)
+    raw, runner = raw_us(recs), runner_us(recs)
+    print(f"RAW loop body      {raw:6.1f} µs/msg")
+    print(f"StageRunner.step   {runner:6.1f} µs/msg  ({runner / raw:.2f} x RAW; no Kafka)")
+    for name, fn in steps(recs[0]):
+        print(f"  {min(timeit.repeat(fn, number=20_000, repeat=3)) / 20_000 * 1e6:6.2f} µs  {name}")
+
+
+if __name__ == "__main__":
+    main()

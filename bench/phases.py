@@ -1,0 +1,163 @@
+"""The three measurements, each in interleaved rounds (the contender order rotates every round,
+so slow drift of a shared machine does not always hit the same contender).
+
+- drain: every contender drains the same pre-filled topic in its own group;
+- chain: a 4-stage chain (4 processes) fed at a fixed rate, timed by a sink at its end;
+- io: a stage whose async handler awaits 10 ms, sequential and (where supported) concurrent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import ROOT, Proc, module, wait_exit
+from bench.topics import RunTopics
+
+PROJECT_PY = ROOT / ".venv" / "bin" / "python"
+PEERS_PY = ROOT / "bench" / ".venv-peers" / "bin" / "python"
+STAGES = 4
+WARMUP_NS = 2 * 10**9  # chain records sent in the first 2 s are not timed
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    module: str
+    python: Path
+    peer: bool = False
+
+
+RAW = Contender("raw", "bench.contenders.raw", PROJECT_PY)
+OURS = Contender("ours", "bench.contenders.ours", PROJECT_PY)
+PEERS = {
+    "faststream": Contender("faststream", "bench.contenders.faststream_peer", PEERS_PY, True),
+    "quix": Contender("quix", "bench.contenders.quix_peer", PEERS_PY, True),
+    "faust": Contender("faust", "bench.contenders.faust_peer", PEERS_PY, True),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    bootstrap: str
+    topics: RunTopics
+    time_limit_s: float
+
+    def args(self, src: str, dst: str, group: str, count: int, **extra: Any) -> list[str]:
+        argv = ["--bootstrap", self.bootstrap, "--prefix", self.topics.prefix]
+        argv += ["--src", src, "--dst", dst, "--group", group, "--count", str(count)]
+        argv += ["--time-limit", str(self.time_limit_s)]
+        for key, value in extra.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        return argv
+
+    def drain(self, c: Contender, src: str, tag: str, count: int, **extra: Any) -> dict[str, Any]:
+        t = self.topics
+        dst, group = t.name("out", c.name), t.name("g", c.name, tag)
+        proc = Proc(module(c.python, c.module, self.args(src, dst, group, count, **extra)))
+        result = proc.result(self.time_limit_s + 90)
+        wait_exit(proc)
+        return result
+
+
+def rotations(items: list[Contender], rounds: int) -> Iterator[tuple[int, list[Contender]]]:
+    for r in range(rounds):
+        shift = r % len(items)
+        yield r + 1, items[shift:] + items[:shift]
+
+
+def drain_rounds(
+    run: Run, contenders: list[Contender], src: str, count: int, rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
+    for r, order in rotations(contenders, rounds):
+        for c in order:
+            result = run.drain(c, src, f"r{r}", count)
+            results[c.name].append(result)
+            print(f"  round {r} {c.name:<10} {_brief(result)}", flush=True)
+    return results
+
+
+def chain_rounds(
+    run: Run, contenders: list[Contender], rates: dict[str, float], seconds: float, rounds: int
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``rates``: label -> records/s; results by label, then contender."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        label: {c.name: [] for c in contenders} for label in rates
+    }
+    for r, order in rotations(contenders, rounds):
+        for label, rate in rates.items():
+            for c in order:
+                result = chain(run, c, f"r{r}.x{label}", rate, seconds)
+                results[label][c.name].append(result)
+                print(f"  round {r} {c.name:<5} @{rate:>6.0f}/s {_brief(result)}", flush=True)
+    return results
+
+
+def chain(run: Run, c: Contender, tag: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Feed ``rate`` records/s for 2 s of warm-up plus ``seconds``; time them at the end."""
+    t = run.topics
+    hops = [t.name("chain", c.name, tag, i) for i in range(STAGES + 1)]
+    t.create(hops)
+
+    def stage(i: int) -> Proc:
+        group = t.name("g", c.name, tag, i)
+        return Proc(module(c.python, c.module, run.args(hops[i], hops[i + 1], group, 0)))
+
+    procs = [stage(i) for i in range(STAGES)]
+    sink_args = ["--bootstrap", run.bootstrap, "--topic", hops[-1]]
+    sink_args += ["--group", t.name("g", c.name, tag, "sink")]
+    sink = Proc(module(PROJECT_PY, "bench.contenders.sink", sink_args), stdin=True)
+    procs.append(sink)
+    try:
+        if not all(p.wait_for("READY", 90) for p in procs):
+            return {"error": "; ".join(p.describe_failure(90) for p in procs if not p.ready)}
+        window_from = time.time_ns() + WARMUP_NS
+        load_args = _load_args(run, hops[0], rate, seconds, window_from)
+        sent = Proc(module(PROJECT_PY, "bench.contenders.load", load_args)).result(seconds + 60)
+        if "error" in sent:
+            return sent
+        sink.send(f"{window_from} {sent['in_window']}\n")
+        return sink.result(60) | {"rate": rate, "sent": sent["sent"]}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _load_args(run: Run, topic: str, rate: float, seconds: float, window_from: int) -> list[str]:
+    return [
+        "--bootstrap", run.bootstrap, "--topic", topic, "--rate", f"{rate:.0f}",
+        "--seconds", f"{WARMUP_NS / 1e9 + seconds:.2f}", "--window-from-ns", str(window_from),
+    ]  # fmt: skip
+
+
+def io_rounds(
+    run: Run, cases: list[tuple[Contender, int]], src: str, count: int, io_ms: float, rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for r in range(1, rounds + 1):
+        shift = (r - 1) % len(cases)
+        for c, n in cases[shift:] + cases[:shift]:
+            key = f"{c.name}@{n}"
+            extra = {"io_ms": io_ms, "concurrency": n}
+            result = run.drain(c, src, f"io{n}.r{r}", count, **extra)
+            results.setdefault(key, []).append(result)
+            print(f"  round {r} {key:<14} {_brief(result)}", flush=True)
+    return results
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "ERROR " + str(result["error"])[:300]
+    if "p99_ms" in result:
+        saturated = "  SATURATED (backlog grew)" if result["saturated"] else ""
+        return (
+            f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
+            f"({result['received']}/{result['expected']} timed){saturated}"
+        )
+    capped = " (time limit)" if result.get("timed_out") else ""
+    done, took = result["processed"], result["seconds"]
+    return f"{result['throughput']:>9.0f} msg/s  {done} in {took:.1f}s{capped}"
