@@ -9,19 +9,30 @@ runner sees one consumer and routes by topic without knowing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPartition
 
 
 class ConsumerSet:
+    # Retry delays are a second or more: looking for due retries ten times a second is plenty,
+    # and spares a client call on every step of a busy loop.
+    RETRY_POLL_INTERVAL_S = 0.1
+
     def __init__(
-        self, main: ConsumerPort, retry: ConsumerPort, retry_topics: Sequence[str]
+        self,
+        main: ConsumerPort,
+        retry: ConsumerPort,
+        retry_topics: Sequence[str],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._main = main
         self._retry = retry
         self._retry_topics = frozenset(retry_topics)
+        self._clock = clock
+        self._next_retry_poll = 0.0
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self._main.subscribe([t for t in topics if t not in self._retry_topics], listener)
@@ -29,7 +40,11 @@ class ConsumerSet:
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         records = self._main.consume(max_records, timeout_s)
-        # Retry records are due at most once per step: never wait for them.
+        now = self._clock()
+        if now < self._next_retry_poll:
+            return records
+        self._next_retry_poll = now + self.RETRY_POLL_INTERVAL_S
+        # Never wait for retries: the main consumer's timeout already paces the loop.
         retries = self._retry.consume(max_records, 0)
         if not retries:
             return records

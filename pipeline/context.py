@@ -23,12 +23,15 @@ class TransactionalStore(Protocol):
     def transaction(self, group: str, event_id: str) -> AbstractContextManager[Any]: ...
 
 
+_NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated
+
+
 @dataclass(slots=True)
 class Output:
     topic: Topic
     event: Event
     key: bytes | None
-    headers: hdr.Headers
+    headers: list[tuple[str, bytes]]  # extra headers given to emit()
 
 
 class Context:
@@ -128,5 +131,5 @@ class Context:
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
         raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
-        extra = {k: hdr.encode(v) for k, v in (headers or {}).items()}
+        extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
         self.outputs.append(Output(topic, event, raw_key, extra))

@@ -35,9 +35,17 @@ def derived_event_id(parent_id: str, stage: str, index: int) -> str:
 def event_id_of(raw: Sequence[tuple[str, bytes | None]] | None, coordinates: str) -> str:
     """The ``event-id`` header, or for records from producers that set none, a stable id
     derived from the record's coordinates (the same on every redelivery)."""
+    return header_event_id(raw) or id_from_coordinates(coordinates)
+
+
+def header_event_id(raw: Sequence[tuple[str, bytes | None]] | None) -> str | None:
     for key, value in raw or ():
         if key == EVENT_ID and value:
             return value.decode()
+    return None
+
+
+def id_from_coordinates(coordinates: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{coordinates}"))
 
 

@@ -311,17 +311,26 @@ class StageRunner:
         tp: TopicPartition,
         token: Token,
     ) -> None:
-        raw = record.headers()
-        parent_id = hdr.event_id_of(raw, ctx.coordinates) if raw else ctx.event_id
-        propagated = [(k, v) for k, v in raw or () if k in hdr.PROPAGATED]
-        if not any(k == hdr.CORRELATION_ID for k, _ in propagated):
+        # One pass over the input's headers: its event id and what outputs carry forward.
+        parent_id = None
+        propagated = []
+        correlated = False
+        for k, v in record.headers() or ():
+            if k == hdr.EVENT_ID and v:
+                parent_id = v.decode()
+            elif k in hdr.PROPAGATED:
+                propagated.append((k, v))
+                correlated = correlated or k == hdr.CORRELATION_ID
+        if parent_id is None:
+            parent_id = hdr.id_from_coordinates(ctx.coordinates)
+        if not correlated:
             propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
         on_delivery = self.delivery_callback(tp, token)
         outputs = self.plan.outputs
         stage = self.plan.name
         for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
             event_id = hdr.derived_event_id(parent_id, stage, index)
-            headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers.items()]
+            headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers]
             self._producer.produce(
                 outputs[output.topic.name][0], value, output.key, headers, on_delivery
             )
