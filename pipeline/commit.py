@@ -54,6 +54,9 @@ class OffsetCommitter:
         pass
 
     def commit(self, assigned: set[TopicPartition], *, sync: bool) -> None:
+        # Async commits are marked done when sent; one that failed (e.g. ILLEGAL_GENERATION
+        # during a rebalance) must be sent again, or the group's offset stays behind.
+        self._tracker.commit_failed(self._consumer.take_commit_failures())
         offsets = self._tracker.committable(assigned)
         if self.store is not None:
             self._pending_ids += self._tracker.take_finished_ids()

@@ -77,6 +77,9 @@ class ConsumerSet:
             out.update(consumer.committed(parts, timeout_s))
         return out
 
+    def take_commit_failures(self) -> list[TopicPartition]:
+        return self._main.take_commit_failures() + self._retry.take_commit_failures()
+
     def group_metadata(self) -> Any:
         # Two groups cannot share one transaction's offsets: exactly-once stages are given a
         # single consumer (see Pipeline.runner), so this is never needed.

@@ -77,6 +77,10 @@ class PartitionOffsets:
             return None
         return self._next
 
+    def commit_failed(self) -> None:
+        """An asynchronous commit did not land: offer the watermark again next time."""
+        self._committed = None
+
     def committed(self, offset: int) -> None:
         if self._committed is None or offset > self._committed:
             self._committed = offset
@@ -128,6 +132,11 @@ class OffsetTracker:
                 ids.extend(part.finished_ids)
                 part.finished_ids = []
         return ids
+
+    def commit_failed(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            if tp in self._parts:
+                self._parts[tp].commit_failed()
 
     def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():

@@ -106,6 +106,7 @@ class StageRunner:
         self._skip: dict[TopicPartition, bool] = {}
         self._assigned: set[TopicPartition] = set()
         self._last_commit = self._last_cleanup = clock()
+        self._closing = False
         self._loop = asyncio.new_event_loop()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -182,6 +183,9 @@ class StageRunner:
         except (KafkaError, PipelineError) as exc:
             log.error("%s: final commit failed (%s); records will be redelivered",
                       self.plan.name, exc)  # fmt: skip
+        # close() revokes the partitions: everything was flushed and committed (or tried) just
+        # now, so the revoke callback must not block on a second round (shutdown deadline).
+        self._closing = True
         self._consumer.close()
         log.info("%s: stopped", self.plan.name)
 
@@ -445,6 +449,9 @@ class StageRunner:
         log.info("%s: assigned %s", self.plan.name, _fmt(partitions))
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            self._forget(partitions)
+            return
         # Outputs of these partitions' records may still be in flight: wait for them, so the
         # new owner does not redo work that is actually finished.
         self._producer.flush(self._shutdown_timeout)

@@ -24,9 +24,11 @@ log = logging.getLogger("pipeline.worker")
 class Worker:
     """All stages of a Pipeline, each on its own thread with its own consumer and producer."""
 
-    def __init__(self, pipeline: Pipeline, worker_id: str | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, worker_id: str | None = None, stop: threading.Event | None = None
+    ) -> None:
         self.pipeline = pipeline
-        self.stop_event = threading.Event()
+        self.stop_event = stop or threading.Event()
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -63,8 +65,15 @@ class Worker:
         return bool(self._errors)
 
     def run_until_signalled(self) -> int:
-        """Run in the foreground until SIGINT/SIGTERM; return the process exit code."""
-        _on_stop_signals(lambda: self.stop_event.set())
+        """Run in the foreground until SIGINT/SIGTERM; return the process exit code.
+
+        Callers that validate and create topics first install the handlers before doing so
+        (``stop_on_signals``) and pass their event in, so a SIGTERM during startup is a clean
+        exit too."""
+        if threading.current_thread() is threading.main_thread():
+            _on_stop_signals(self.stop_event.set)
+        if self.stop_event.is_set():
+            return 0  # asked to stop before anything started
         self.start()
         while not self.stop_event.wait(0.5):
             pass
@@ -89,17 +98,19 @@ def _on_stop_signals(callback: object) -> None:
 
 def run_workers(spec: str, settings: Settings, workers: int) -> int:
     """``pipeline run``: one worker in this process, or ``workers`` child processes."""
+    stop = threading.Event()
+    _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     pipeline.ensure_topics()
     if workers == 1:
-        return Worker(pipeline).run_until_signalled()
+        return Worker(pipeline, stop=stop).run_until_signalled()
+    if stop.is_set():
+        return 0
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_child, args=(spec, settings, i), name=f"worker-{i}")
         for i in range(workers)
     ]
-    stop = threading.Event()
-    _on_stop_signals(stop.set)
     for proc in procs:
         proc.start()
     while not stop.wait(0.5):
@@ -119,5 +130,7 @@ def _child(spec: str, settings: Settings, index: int) -> None:
     from pipeline.logs import setup_logging
 
     setup_logging()
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
     pipeline = Pipeline.from_spec(spec, settings)
-    raise SystemExit(Worker(pipeline, worker_id=f"w{index}").run_until_signalled())
+    raise SystemExit(Worker(pipeline, worker_id=f"w{index}", stop=stop).run_until_signalled())

@@ -98,6 +98,11 @@ class KafkaConsumer:
         parts = self._consumer.committed([CTopicPartition(t, p) for t, p in partitions], timeout_s)
         return {(p.topic, p.partition): p.offset for p in parts}
 
+    def take_commit_failures(self) -> list[TopicPartition]:
+        """Partitions whose asynchronous commits failed since the last call."""
+        failed, self.commit_failures = self.commit_failures, []
+        return [tp for tp, _ in failed]
+
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
 

@@ -27,6 +27,7 @@ from pipeline.kafka import config as kconfig
 log = logging.getLogger("pipeline.kafka")
 
 TOPIC = "_pipeline.schemas"
+MISS_TTL_S = 30.0
 
 
 class SchemaTopic:
@@ -36,6 +37,7 @@ class SchemaTopic:
         self._timeout = timeout_s
         self._published: set[bytes] = set()
         self._known: dict[bytes, str] = {}
+        self._misses: dict[bytes, float] = {}
         self._lock = threading.Lock()
         self._ready = False
 
@@ -61,10 +63,17 @@ class SchemaTopic:
             self._published.add(fingerprint)
 
     def lookup(self, fingerprint: bytes) -> str | None:
-        """The schema JSON for ``fingerprint``, reading the topic to its end if needed."""
+        """The schema JSON for ``fingerprint``, reading the topic to its end if needed. A miss
+        is remembered for ``MISS_TTL_S``: a burst of poison records with a bogus fingerprint
+        must not re-read the topic once per record."""
         with self._lock:
             if fingerprint not in self._known:
+                missed_at = self._misses.get(fingerprint)
+                if missed_at is not None and time.monotonic() - missed_at < MISS_TTL_S:
+                    return None
                 self._read_all()
+                if fingerprint not in self._known:
+                    self._misses[fingerprint] = time.monotonic()
             return self._known.get(fingerprint)
 
     def _read_all(self) -> None:

@@ -22,9 +22,14 @@ class Log:
 class FakeConsumer:
     def __init__(self, log: Log) -> None:
         self.log = log
+        self.failed: list[Any] = []
 
     def commit(self, offsets: dict[Any, int], *, sync: bool) -> None:
         self.log.calls.append(("commit", dict(offsets)))
+
+    def take_commit_failures(self) -> list[Any]:
+        failed, self.failed = self.failed, []
+        return failed
 
     def group_metadata(self) -> str:
         return "gm"
@@ -125,3 +130,18 @@ def test_a_fenced_producer_stops_the_stage() -> None:
     tracker.partition(TP).begin(0, 0)
     with pytest.raises(ProducerFencedError):
         committer.commit({TP}, sync=False)
+
+
+def test_an_async_commit_that_failed_is_sent_again() -> None:
+    """A commit lost to a rebalance (ILLEGAL_GENERATION) is retried on the next interval even
+    when no new record arrived on that partition."""
+    log, tracker = Log(), OffsetTracker()
+    consumer = FakeConsumer(log)
+    committer = OffsetCommitter("g", consumer, tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    tracker.partition(TP).begin(0, 0)
+    committer.commit({TP}, sync=False)
+    committer.commit({TP}, sync=False)
+    assert log.calls == [("commit", {TP: 1})], "nothing new: nothing re-sent"
+    consumer.failed = [TP]
+    committer.commit({TP}, sync=False)
+    assert log.calls == [("commit", {TP: 1}), ("commit", {TP: 1})]
