@@ -34,7 +34,7 @@ test-unit: $(STAMP) ## Run the unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Ruff (style, imports, complexity)
-	$(BIN)/ruff check pipeline stages tests
+	$(BIN)/ruff check pipeline stages tests chaos bench
 
 typecheck: $(STAMP) ## mypy --strict on the framework
 	$(BIN)/mypy
