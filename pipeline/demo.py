@@ -23,10 +23,11 @@ from rich.table import Table
 
 from pipeline.app import Pipeline
 from pipeline.config import Settings
+from pipeline.errors import KafkaError
 from pipeline.kafka import LagMonitor
 from pipeline.publisher import Publisher
-from pipeline.registry import load
-from pipeline.worker import Worker
+from pipeline.registry import StagePlan, load
+from pipeline.worker import Worker, abandon_process
 
 EXAMPLES = "stages.video,stages.orders"
 console = Console()
@@ -50,8 +51,10 @@ def run_demo(settings: Settings, *, events: int, once: bool) -> int:
     finally:
         monitor.close()
         worker.stop()
-        clean = worker.join(settings.shutdown_timeout_s + 5)
-    return 0 if clean and not worker.failed else 1
+        if not worker.join(settings.shutdown_timeout_s + 5):
+            console.print("[red]stages did not stop in time; exiting without them[/red]")
+            abandon_process(1)
+    return 1 if worker.failed else 0
 
 
 def _ensure_broker(settings: Settings) -> None:
@@ -151,17 +154,28 @@ def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[
         table.add_column(column, justify=justify, no_wrap=True)
     total_lag = 0
     for plan, runner in zip(pipeline.plans, worker.runners, strict=True):
-        _, lag = monitor.lag(plan.group, list(plan.inputs))
-        if plan.retry_topics:
-            lag += monitor.lag(f"{plan.group}.retry", list(plan.retry_topics))[1]
-        total_lag += lag
+        lag = _lag(monitor, plan)
+        total_lag += 1 if lag is None else lag  # unknown lag is not drained
         s = runner.stats
         breaker = {"open": "[red]open[/red]", "half-open": "[yellow]half-open[/yellow]"}.get(
             s.breaker, s.breaker
         )
         counts = (s.processed, s.failed, s.retried, s.dead_lettered, s.outputs)
-        table.add_row(plan.name, plan.group, *map(str, counts), breaker, str(lag))
+        shown = "?" if lag is None else str(lag)
+        table.add_row(plan.name, plan.group, *map(str, counts), breaker, shown)
     return table, total_lag
+
+
+def _lag(monitor: LagMonitor, plan: StagePlan) -> int | None:
+    """The stage's lag, or None while the broker cannot tell (e.g. a partition without a
+    leader just after a restart): the view shows '?' and keeps going."""
+    try:
+        lag = monitor.lag(plan.group, list(plan.inputs))[1]
+        if plan.retry_topics:
+            lag += monitor.lag(f"{plan.group}.retry", list(plan.retry_topics))[1]
+    except KafkaError:
+        return None
+    return lag
 
 
 def _on_interrupt(stop: threading.Event) -> None:

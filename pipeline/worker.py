@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 from types import FrameType
+from typing import NoReturn
 
 from pipeline.app import Pipeline
 from pipeline.config import Settings
@@ -79,9 +82,20 @@ class Worker:
             pass
         grace = self.pipeline.settings.shutdown_timeout_s + 5
         if not self.join(grace):
-            log.error("stages did not stop within %.0fs", grace)
-            return 1
+            log.error("stages did not stop within %.0fs; exiting without them", grace)
+            abandon_process(1)
         return 1 if self.failed else 0
+
+
+def abandon_process(code: int) -> NoReturn:
+    """Exit now, skipping interpreter shutdown. Runner threads still inside librdkafka (a flush
+    to a broker that is gone, say) would otherwise be torn down mid-call during finalization,
+    which can crash the process instead of exiting with ``code``. Nothing uncommitted is lost:
+    it is redelivered."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _on_stop_signals(callback: object) -> None:
