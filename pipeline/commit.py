@@ -139,6 +139,10 @@ class TransactionCommitter:
             self.abort()
             return
         self._open = False
+        # commit_transaction flushed every output, so their tokens are done: let the tracker
+        # drop them (it would otherwise keep one per record with outputs, forever).
+        self._tracker.committable(assigned)
+        self._tracker.take_finished_ids()
         self._tracker.mark_committed(offsets)
         self._stats.commits += 1
 

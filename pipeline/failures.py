@@ -47,6 +47,9 @@ class HandlerTimeout(PipelineError):
 NEVER_RETRY: tuple[type[BaseException], ...] = (DecodeError, SerializationError, DeclarationError)
 
 
+REQUESTS: tuple[type[BaseException], ...] = (DeadLetter, Skip, RetryAfter)
+
+
 class Outcome(enum.Enum):
     RETRY_TOPIC = "retry_topic"  # republish to a delayed retry topic; the partition moves on
     RETRY_IN_PLACE = "retry_in_place"  # pause the partition, seek back, try again after backoff
@@ -97,7 +100,10 @@ class RetryPolicy:
         return bool(self.tiers) and not self.ordered
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.transient) and not isinstance(exc, NEVER_RETRY + self.fatal)
+        """Worth another attempt. A handler's explicit request is never retried in process."""
+        return isinstance(exc, self.transient) and not isinstance(
+            exc, NEVER_RETRY + REQUESTS + self.fatal
+        )
 
 
 def decide(policy: RetryPolicy, exc: BaseException, attempts: int) -> Decision:

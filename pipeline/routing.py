@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
 from pipeline.deadletter import DeadLetterSource, headers_for
+from pipeline.errors import KafkaError
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import ProducerPort, RawRecord, TopicPartition
@@ -61,6 +62,8 @@ class Router:
     ) -> None:
         offset = record.offset()
         if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
+            if self._breaker is not None:
+                self._breaker.cancel_probe()  # the probe told us nothing about the stage
             self._stats.failed += 1
             self._runner.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
             return
@@ -147,7 +150,10 @@ class Router:
     def _copy(self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any) -> None:
         token = self._tracker.partition(tp).begin(record.offset(), 1)
         on_delivery = self._runner.delivery_callback(tp, token)
-        self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
+        try:
+            self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
+        except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
+            on_delivery(exc, None)
 
 
 def _now_ms() -> int:

@@ -52,6 +52,7 @@ from pipeline.stats import StageStats
 log = logging.getLogger("pipeline.runner")
 EventIds = dict[tuple[TopicPartition, int], str]  # (tp, offset) -> event id
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
+MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
 
 
 class StageRunner:
@@ -249,7 +250,7 @@ class StageRunner:
             return None
         breaker = self._breaker
         if breaker is not None and not breaker.allow():
-            self.hold_everything(tp, record.offset(), breaker.remaining_s())
+            self.hold_everything(tp, record.offset(), max(breaker.remaining_s(), MIN_HOLD_S))
             return None
         return tp, event, origin, event_id
 
@@ -279,7 +280,14 @@ class StageRunner:
                 ids[((r.topic(), r.partition()), r.offset())] = hdr.event_id_of(
                     r.headers(), coordinates
                 )
-        done = self._store.completed(self.plan.group, list(ids.values()))
+        try:
+            done = self._store.completed(self.plan.group, list(ids.values()))
+        except PipelineError as exc:
+            # Handle the batch anyway: at-least-once allows it, and ctx.transaction() still
+            # guards side effects (it fails too while the store is down, and is retried).
+            log.warning("%s: idempotency store unavailable (%s); not deduplicating this batch",
+                        self.plan.name, exc)  # fmt: skip
+            return ids
         return {k: v for k, v in ids.items() if v not in done} if done else ids
 
     def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
@@ -335,9 +343,13 @@ class StageRunner:
         for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
             event_id = hdr.derived_event_id(parent_id, stage, index)
             headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers]
-            self._producer.produce(
-                outputs[output.topic.name][0], value, output.key, headers, on_delivery
-            )
+            try:
+                self._producer.produce(
+                    outputs[output.topic.name][0], value, output.key, headers, on_delivery
+                )
+            except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
+                on_delivery(exc, None)
+                break
         self.stats.outputs += len(payloads)
 
     def delivery_callback(self, tp: TopicPartition, token: Token) -> Any:
@@ -376,6 +388,8 @@ class StageRunner:
         for other in self._assigned - {tp}:
             self._consumer.pause([other])
             self._pauses.pause(other, delay_s)
+            if other in self._skip:
+                continue  # already seeked back in this batch (a rewind or a hold): keep that
             next_read = self._tracker.partition(other).next_read
             if next_read is not None:
                 self._consumer.seek(other, next_read)
@@ -391,6 +405,9 @@ class StageRunner:
         if not self._failed_deliveries:
             return
         failed, self._failed_deliveries = self._failed_deliveries, []
+        failed = [f for f in failed if not f[1].cancelled]  # of work already rewound
+        if not failed:
+            return
         if self._committer.delivery_failed():
             return  # the open transaction was aborted and every partition rewound
         for tp, token, err in failed:
@@ -434,7 +451,14 @@ class StageRunner:
         """After an aborted transaction: every partition goes back to its committed offset and
         the rest of the batch is dropped (it will be read again)."""
         assigned = list(self._assigned)
-        committed = self._consumer.committed(assigned) if assigned else {}
+        try:
+            committed = self._consumer.committed(assigned) if assigned else {}
+        except Exception as exc:  # coordinator unreachable: the restart re-reads instead
+            log.error("%s: cannot read committed offsets after an abort (%s); stopping",
+                      self.plan.name, exc)  # fmt: skip
+            self._tracker.drop(assigned)
+            self.stop_event.set()
+            return
         for tp in assigned:
             offset = committed.get(tp, -1)
             self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
@@ -466,8 +490,8 @@ class StageRunner:
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
-        self._committer.abandon()
         self._forget(partitions)
+        self._committer.abandon()
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:

@@ -109,3 +109,11 @@ def test_policy_values_are_validated() -> None:
         RetryPolicy(tiers=(10, 1))
     with pytest.raises(ValueError):
         RetryPolicy(ordered_max_attempts=0)
+
+
+def test_a_handlers_explicit_request_is_never_retried_in_process() -> None:
+    policy = RetryPolicy()
+    assert not policy.is_transient(Skip("dup"))
+    assert not policy.is_transient(DeadLetter("no"))
+    assert not policy.is_transient(RetryAfter(5))
+    assert policy.is_transient(ConnectionError())

@@ -145,3 +145,16 @@ def test_an_async_commit_that_failed_is_sent_again() -> None:
     consumer.failed = [TP]
     committer.commit({TP}, sync=False)
     assert log.calls == [("commit", {TP: 1}), ("commit", {TP: 1})]
+
+
+def test_committed_transactions_release_their_tokens() -> None:
+    """The tracker does not keep a token per record forever in exactly-once mode."""
+    log, tracker = Log(), OffsetTracker()
+    committer = TransactionCommitter(
+        FakeConsumer(log), FakeProducer(log), tracker, StageStats("s", "g"), lambda: None
+    )
+    for offset in range(3):
+        committer.before_batch()
+        tracker.partition(TP).begin(offset, 1).finish_one()  # acknowledged by the commit
+        committer.commit({TP}, sync=False)
+    assert tracker.in_flight == 0
