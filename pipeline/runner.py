@@ -108,7 +108,8 @@ class StageRunner:
         self._assigned: set[TopicPartition] = set()
         self._last_commit = self._last_cleanup = clock()
         self._closing = False
-        self._loop = asyncio.new_event_loop()
+        # Async handlers (or any with a timeout) share one event loop, entered once per batch.
+        self._loop = None if self._invoke.sync else asyncio.new_event_loop()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,7 +131,8 @@ class StageRunner:
                 self._invoke.close()
                 if self._store is not None:
                     self._store.close()
-                self._loop.close()
+                if self._loop is not None:
+                    self._loop.close()
                 self._stage.teardown()
 
     def _open_store(self) -> None:
@@ -168,6 +170,7 @@ class StageRunner:
                 for record in records:
                     self._handle_sync(record, ids)
             else:
+                assert self._loop is not None
                 self._loop.run_until_complete(self._handle_async(records, ids))
         self._producer.poll(0)
         self._rewind_failed_deliveries()
