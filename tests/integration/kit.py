@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline import Event, Stage
@@ -203,3 +203,35 @@ def make_pings(n: int, start: int = 0) -> list[Event]:
     from tests.integration.app_stages import Ping
 
     return [Ping(ping_id=f"p{i}", n=i) for i in range(start, start + n)]
+
+
+def raw_produce(settings: Settings, topic: str, value: bytes) -> None:
+    """Produce bytes that did not come from our publisher (poison, foreign producers)."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer.produce(topic, value)
+    producer.flush(10)
+
+
+def raw_records(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list[Any]:
+    """The first ``count`` records of ``topic`` as the client returns them (bytes, headers)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"raw-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    try:
+        wait_until(
+            lambda: (
+                out.extend(m for m in consumer.consume(10, 0.2) if not m.error())
+                or len(out) >= count
+            ),
+            timeout_s,
+            f"{count} record(s) in {topic}",
+        )
+    finally:
+        consumer.close()
+    return out

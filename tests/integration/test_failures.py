@@ -8,7 +8,7 @@ from pipeline import Context, Publisher, RetryPolicy, Stage
 from pipeline.backoff import Backoff
 from pipeline.kafka import KafkaAdmin, LagMonitor
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
-from tests.integration.kit import read_topic, running, unique_settings, wait_until
+from tests.integration.kit import raw_records, read_topic, running, unique_settings, wait_until
 
 
 class FlakyEcho(Stage):
@@ -61,7 +61,7 @@ def test_poison_bytes_go_to_the_dlq_with_original_bytes_and_the_partition_moves_
         publisher.publish(PINGS, Ping(ping_id="after", n=2))
         [(_, pong)] = read_topic(settings, PONGS, count=1)
         dlq = worker.runners[0].plan.dlq_topic
-        records = _raw_records(settings, dlq, 1)
+        records = raw_records(settings, dlq, 1)
     assert pong.ping_id == "after"
     [record] = records
     assert record.value() == poison and record.key() == b"bad-key"
@@ -93,38 +93,12 @@ def test_exhausted_in_place_retries_dead_letter_the_event(kafka_bootstrap: str) 
     with running(settings, [AlwaysFails]) as worker, Publisher(settings) as publisher:
         publisher.publish(PINGS, Ping(ping_id="hopeless", n=1))
         dlq = worker.runners[0].plan.dlq_topic
-        [record] = _raw_records(settings, dlq, 1)
+        [record] = raw_records(settings, dlq, 1)
         wait_until(lambda: worker.runners[0].stats.commits > 0, 10, "a commit")
     headers = dict(record.headers())
     assert headers["dlq-attempts"] == b"3"
     assert headers["dlq-exception-type"] == b"builtins.ValueError"
     assert b"cannot handle this" in headers["dlq-traceback"]
-
-
-def _raw_records(settings: object, topic: str, count: int) -> list[object]:
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,  # type: ignore[attr-defined]
-            "group.id": "dlq-reader",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[object] = []
-    try:
-        wait_until(
-            lambda: (
-                out.extend(m for m in consumer.consume(10, 0.2) if not m.error())
-                or len(out) >= count
-            ),
-            30,
-            f"{count} records in {topic}",
-        )
-    finally:
-        consumer.close()
-    return out
 
 
 def test_an_output_the_broker_refuses_leaves_its_input_uncommitted_until_it_lands(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any, ClassVar
-
-from confluent_kafka import Consumer
+from typing import ClassVar
 
 from pipeline import Context, HandlerTimeout, Publisher, RetryPolicy, Stage
-from pipeline.config import Settings
 from pipeline.kafka import KafkaAdmin, LagMonitor
 from tests.integration.app_stages import PINGS, PONGS, SEEN, Ping, Pong, Seen
-from tests.integration.kit import read_topic, running, unique_settings, wait_until
+from tests.integration.kit import (
+    raw_produce,
+    raw_records,
+    read_topic,
+    running,
+    unique_settings,
+    wait_until,
+)
 
 
 class FailsTwice(Stage):
@@ -197,35 +201,3 @@ def test_a_dead_letter_that_cannot_be_published_leaves_the_input_uncommitted(
     finally:
         monitor.close()
     assert record.value() == b"\xc3\x01poison"
-
-
-def raw_produce(settings: Settings, topic: str, value: bytes) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
-    producer.produce(topic, value)
-    producer.flush(10)
-
-
-def raw_records(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"raw-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    try:
-        wait_until(
-            lambda: (
-                out.extend(m for m in consumer.consume(10, 0.2) if not m.error())
-                or len(out) >= count
-            ),
-            timeout_s,
-            f"{count} record(s) in {topic}",
-        )
-    finally:
-        consumer.close()
-    return out
