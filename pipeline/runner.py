@@ -108,6 +108,9 @@ class StageRunner:
         self._assigned: set[TopicPartition] = set()
         self._last_commit = self._last_cleanup = clock()
         self._closing = False
+        # Set when the stage must stop because of an error it cannot recover from in place
+        # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
+        self._fatal: KafkaError | None = None
         # Async handlers (or any with a timeout) share one event loop, entered once per batch.
         self._loop = None if self._invoke.sync else asyncio.new_event_loop()
 
@@ -123,6 +126,8 @@ class StageRunner:
             self.stats.running = True
             while not self.stop_event.is_set():
                 self.step()
+            if self._fatal is not None:
+                raise self._fatal  # after the graceful shutdown below: the worker exits 1
         finally:
             try:
                 self._shutdown()
@@ -460,6 +465,7 @@ class StageRunner:
             log.error("%s: cannot read committed offsets after an abort (%s); stopping",
                       self.plan.name, exc)  # fmt: skip
             self._tracker.drop(assigned)
+            self._fatal = KafkaError(f"{self.plan.name}: no rewind after an abort: {exc}")
             self.stop_event.set()
             return
         for tp in assigned:
