@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import registry
+from pipeline.concurrent_runner import ConcurrentStageRunner
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
@@ -79,7 +80,8 @@ class Pipeline:
                 "transactional.id": client_id,
                 "transaction.timeout.ms": 10_000,
             } | producer_config
-        return StageRunner(
+        kind = ConcurrentStageRunner if plan.stage.concurrency > 1 else StageRunner
+        return kind(
             plan,
             consumer,
             KafkaProducer(producer_config),

@@ -33,6 +33,12 @@ class Token:
         if self.outstanding > 0:
             self.outstanding -= 1
 
+    def settle(self, acknowledgements: int) -> None:
+        """The handler's own unit is done; wait for ``acknowledgements`` more instead (its
+        outputs, or the retry / dead-letter copy). For records begun before their handler ran
+        (concurrent stages), with ``outstanding=1`` standing for the handler."""
+        self.outstanding += acknowledgements - 1
+
     @property
     def done(self) -> bool:
         return self.outstanding == 0 and not self.failed

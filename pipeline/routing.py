@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
 from pipeline.deadletter import DeadLetterSource, headers_for
 from pipeline.errors import KafkaError
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
-from pipeline.offsets import OffsetTracker
-from pipeline.ports import ProducerPort, RawRecord, TopicPartition
+from pipeline.offsets import OffsetTracker, Token
+from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of, retry_headers
 from pipeline.stats import StageStats
@@ -37,6 +38,7 @@ class Router:
         stats: StageStats,
         runner: StageRunner,
         breaker: CircuitBreaker | None,
+        delivery_callback: Callable[[TopicPartition, Token], DeliveryCallback],
     ) -> None:
         self._plan = plan
         self._policy = policy
@@ -45,6 +47,7 @@ class Router:
         self._stats = stats
         self._runner = runner
         self._breaker = breaker
+        self._callback = delivery_callback
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
@@ -58,8 +61,15 @@ class Router:
             self._in_place.pop(tp, None)
 
     def failed(
-        self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin | None
+        self,
+        record: RawRecord,
+        tp: TopicPartition,
+        exc: Exception,
+        origin: Origin | None,
+        token: Token | None = None,
     ) -> None:
+        """Route a failed record. ``token`` is its offset token if it was begun before the
+        handler ran (concurrent stages); otherwise one is begun here for the copy it needs."""
         offset = record.offset()
         if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
             if self._breaker is not None:
@@ -73,7 +83,7 @@ class Router:
         self._stats.failed += decision.counts_for_breaker
         if self._outage(decision, tp, offset):
             return
-        self._route(decision, record, tp, exc, origin, attempts, first_ms)
+        self._route(decision, record, tp, exc, origin, attempts, first_ms, token)
 
     def _outage(self, decision: Decision, tp: TopicPartition, offset: int) -> bool:
         """Feed the stage breaker; True when it is (now) open and the record must wait."""
@@ -100,7 +110,7 @@ class Router:
 
     def _route(
         self, decision: Decision, record: RawRecord, tp: TopicPartition, exc: Exception,
-        origin: Origin, attempts: int, first_ms: int,
+        origin: Origin, attempts: int, first_ms: int, token: Token | None,
     ) -> None:  # fmt: skip
         offset = record.offset()
         where = f"{tp[0]}[{tp[1]}]@{offset}"
@@ -129,7 +139,7 @@ class Router:
             )
             due_ms = _now_ms() + int(decision.delay_s * 1000)
             headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
-            self._copy(record, tp, topic, headers)
+            self._copy(record, tp, topic, headers, token)
             self._stats.retried += 1
         elif decision.outcome is Outcome.DEAD_LETTER:
             log.error(
@@ -141,15 +151,23 @@ class Router:
                 type(exc).__name__,
             )
             headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
-            self._copy(record, tp, self._dlq.topic, headers)
+            self._copy(record, tp, self._dlq.topic, headers, token)
             self._stats.dead_lettered += 1
         else:  # SKIP
-            self._tracker.partition(tp).begin(offset, 0)
+            if token is None:
+                self._tracker.partition(tp).begin(offset, 0)
+            else:
+                token.settle(0)
             self._stats.skipped += 1
 
-    def _copy(self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any) -> None:
-        token = self._tracker.partition(tp).begin(record.offset(), 1)
-        on_delivery = self._runner.delivery_callback(tp, token)
+    def _copy(
+        self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token | None
+    ) -> None:
+        if token is None:
+            token = self._tracker.partition(tp).begin(record.offset(), 1)
+        else:
+            token.settle(1)
+        on_delivery = self._callback(tp, token)
         try:
             self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
         except KafkaError as exc:  # refused locally: as a failed delivery, the input waits

@@ -36,12 +36,12 @@ from pipeline.context import Context
 from pipeline.errors import (
     KafkaError,
     PipelineError,
-    SerializationError,
     TruncatedPayloadError,
     UnknownSchemaError,
 )
 from pipeline.invoke import Invoker
 from pipeline.offsets import OffsetTracker, Token
+from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
@@ -97,11 +97,12 @@ class StageRunner:
         self._tracker = OffsetTracker()
         self._pauses = PauseDeadlines(clock)
         self._committer = self._make_committer()
+        self._outputs = OutputWriter(plan, codec, producer, self.stats)
         self._router = Router(
-            plan, policy, producer, self._tracker, self.stats, self, self._breaker
-        )
+            plan, policy, producer, self._tracker, self.stats, self, self._breaker,
+            self._outputs.callback,
+        )  # fmt: skip
         self._retry_topics = frozenset(plan.retry_topics)
-        self._failed_deliveries: list[tuple[TopicPartition, Token, Any]] = []
         # Partitions whose remaining records in this batch must not be handled; True means
         # "seek back to the first of them" (they were fetched but the partition is held).
         self._skip: dict[TopicPartition, bool] = {}
@@ -207,7 +208,7 @@ class StageRunner:
         tp, event, origin, event_id = prepared
         try:
             ctx = self._invoke.call_sync(event, record)
-            payloads = self._encode_outputs(ctx) if ctx.outputs else None
+            payloads = self._outputs.encode(ctx) if ctx.outputs else None
         except Exception as exc:
             self._router.failed(record, tp, exc, origin)
             return
@@ -221,7 +222,7 @@ class StageRunner:
             tp, event, origin, event_id = prepared
             try:
                 ctx = await self._invoke(event, record)
-                payloads = self._encode_outputs(ctx) if ctx.outputs else None
+                payloads = self._outputs.encode(ctx) if ctx.outputs else None
             except Exception as exc:
                 self._router.failed(record, tp, exc, origin)
                 continue
@@ -269,15 +270,21 @@ class StageRunner:
         ctx: Context,
         payloads: list[bytes] | None,
         event_id: str | None,
+        token: Token | None = None,
     ) -> None:
+        """The handler succeeded: produce its outputs, tied to the input's offset token (begun
+        now, or before the handler ran for concurrent stages)."""
         if self._breaker is not None:
             self._breaker.record_success()
         self._router.succeeded(tp, record.offset())
         self.stats.processed += 1
         outstanding = len(payloads) if payloads else 0
-        token = self._tracker.partition(tp).begin(record.offset(), outstanding, event_id)
+        if token is None:
+            token = self._tracker.partition(tp).begin(record.offset(), outstanding, event_id)
+        else:
+            token.settle(outstanding)
         if payloads:
-            self._produce_outputs(record, ctx, payloads, tp, token)
+            self._outputs.produce(record, ctx, payloads, tp, token)
 
     def _event_ids_not_done(self, records: Any) -> EventIds:
         """Event ids of the batch's records, minus those the store has seen done (one query)."""
@@ -307,68 +314,6 @@ class StageRunner:
         if binding is None:
             raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
         return self._codec.decode(value, binding)
-
-    def _encode_outputs(self, ctx: Context) -> list[bytes]:
-        # Encode all before producing any: an output that cannot be encoded must not leave
-        # its siblings half published.
-        out = []
-        for output in ctx.outputs:
-            physical, binding = self.plan.outputs[output.topic.name]
-            try:
-                out.append(self._codec.encode(output.event, binding, physical))
-            except SerializationError:
-                raise
-            except Exception as exc:
-                name = type(output.event).__name__
-                raise SerializationError(f"cannot encode {name}: {exc}") from exc
-        return out
-
-    def _produce_outputs(
-        self,
-        record: RawRecord,
-        ctx: Context,
-        payloads: list[bytes],
-        tp: TopicPartition,
-        token: Token,
-    ) -> None:
-        # One pass over the input's headers: its event id and what outputs carry forward.
-        parent_id = None
-        propagated = []
-        correlated = False
-        for k, v in record.headers() or ():
-            if k == hdr.EVENT_ID and v:
-                parent_id = v.decode()
-            elif k in hdr.PROPAGATED:
-                propagated.append((k, v))
-                correlated = correlated or k == hdr.CORRELATION_ID
-        if parent_id is None:
-            parent_id = hdr.id_from_coordinates(ctx.coordinates)
-        if not correlated:
-            propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
-        on_delivery = self.delivery_callback(tp, token)
-        outputs = self.plan.outputs
-        stage = self.plan.name
-        for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
-            event_id = hdr.derived_event_id(parent_id, stage, index)
-            headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers]
-            try:
-                self._producer.produce(
-                    outputs[output.topic.name][0], value, output.key, headers, on_delivery
-                )
-            except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
-                on_delivery(exc, None)
-                break
-        self.stats.outputs += len(payloads)
-
-    def delivery_callback(self, tp: TopicPartition, token: Token) -> Any:
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is None:
-                token.finish_one()
-            elif not token.failed:
-                token.failed = True
-                self._failed_deliveries.append((tp, token, err))
-
-        return delivered
 
     # -- holding partitions (retry due times, backoff, open breaker) ----------------------
 
@@ -410,10 +355,10 @@ class StageRunner:
             self._skip[tp] = False
 
     def _rewind_failed_deliveries(self) -> None:
-        if not self._failed_deliveries:
+        if not self._outputs.failed:
             return
-        failed, self._failed_deliveries = self._failed_deliveries, []
-        failed = [f for f in failed if not f[1].cancelled]  # of work already rewound
+        # Failures of work already rewound are stale: that work will be redone anyway.
+        failed = [f for f in self._outputs.take_failed() if not f[1].cancelled]
         if not failed:
             return
         if self._committer.delivery_failed():
@@ -429,7 +374,10 @@ class StageRunner:
     def _resume_due_partitions(self) -> None:
         due = [tp for tp in self._pauses.due() if tp in self._assigned]
         if due:
-            self._consumer.resume(due)
+            self._resume(due)
+
+    def _resume(self, partitions: list[TopicPartition]) -> None:
+        self._consumer.resume(partitions)
 
     def _on_breaker(self, _name: str, _old: State, new: State) -> None:
         self.stats.breaker = new.value

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 # Well under librdkafka's default max.poll.interval.ms (300 s).
 MAX_TIMEOUT_S = 240.0
+MAX_CONCURRENCY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,10 @@ class Stage:
         timeout_s: longest a handler may run; exceeding it is a retryable failure.
         idempotency: an idempotency store for the stage (``pipeline.guarantees``), or None.
         guarantee: "at_least_once" (default) or "exactly_once" (Kafka transactions).
+        concurrency: how many events an async handler works on at once in one worker (default
+            1). Events with the same key are still handled one after another, in offset order;
+            offsets are committed at each partition's contiguous low watermark. For I/O-bound
+            handlers; CPU-bound stages scale with worker processes (``pipeline run --workers``).
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -103,6 +108,7 @@ class Stage:
     timeout_s: ClassVar[float | None] = None
     idempotency: ClassVar[Idempotency | None] = None
     guarantee: ClassVar[Guarantee] = "at_least_once"
+    concurrency: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -170,12 +176,38 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(
             f"{where}: `guarantee` must be 'at_least_once' or 'exactly_once', not {cls.guarantee!r}"
         )
+    _check_concurrency(cls, where)
     if cls.timeout_s is not None and not (
         isinstance(cls.timeout_s, int | float) and 0 < cls.timeout_s < MAX_TIMEOUT_S
     ):
         raise DeclarationError(
             f"{where}: `timeout_s` must be between 0 and {MAX_TIMEOUT_S:g}s: the consume loop "
             "waits for the handler, and a longer wait would exceed max.poll.interval.ms"
+        )
+
+
+def _check_concurrency(cls: type[Stage], where: str) -> None:
+    n = cls.concurrency
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CONCURRENCY:
+        raise DeclarationError(
+            f"{where}: `concurrency` must be an int from 1 to {MAX_CONCURRENCY}, not {n!r}"
+        )
+    if n == 1:
+        return
+    if not cls.is_async():
+        raise DeclarationError(
+            f"{where}: `concurrency = {n}` needs `async def handle`; a sync handler holds the "
+            "consume loop, so scale it with worker processes (`pipeline run --workers N`)"
+        )
+    if cls.guarantee == "exactly_once":
+        raise DeclarationError(
+            f"{where}: `concurrency` > 1 is not supported with guarantee='exactly_once' (a "
+            "transaction commits every offset it read, so it cannot leave unfinished work behind)"
+        )
+    if cls.retry.ordered:
+        raise DeclarationError(
+            f"{where}: `concurrency` > 1 cannot be combined with RetryPolicy(ordered=True), "
+            "which holds the whole partition on a failure; use retry topics, or concurrency = 1"
         )
 
 

@@ -235,3 +235,14 @@ def raw_records(settings: Settings, topic: str, count: int, timeout_s: float = 3
     finally:
         consumer.close()
     return out
+
+
+def committed_total(settings: Settings, group: str, topic: str) -> int:
+    """The sum over ``topic``'s partitions of ``group``'s committed offsets (0 where none)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    finally:
+        consumer.close()

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import Context, DeclarationError, DuplicateGroupError, Event, Settings, Stage, Topic
+from pipeline import (
+    Context,
+    DeclarationError,
+    DuplicateGroupError,
+    Event,
+    RetryPolicy,
+    Settings,
+    Stage,
+    Topic,
+)
 from pipeline.registry import load, plan
 from pipeline.serde import SchemaCatalog
 
@@ -202,3 +211,34 @@ def test_the_examples_plan_cleanly_against_the_real_schemas() -> None:
 def test_an_id_field_must_be_a_model_field() -> None:
     with pytest.raises(DeclarationError, match="id field 'uid'"):
         Topic("pings", Ping, id_field="uid")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "is_async", "message"),
+    [
+        ({"concurrency": 0}, True, "an int from 1 to"),
+        ({"concurrency": "8"}, True, "an int from 1 to"),
+        ({"concurrency": True}, True, "an int from 1 to"),
+        ({"concurrency": 4}, False, "needs `async def handle`"),
+        ({"concurrency": 4, "guarantee": "exactly_once"}, True, "exactly_once"),
+        ({"concurrency": 4, "retry": RetryPolicy(ordered=True)}, True, "ordered=True"),
+    ],
+)
+def test_concurrency_is_validated(attrs: dict[str, object], is_async: bool, message: str) -> None:
+    async def handle_async(self: Stage, event: Ping, ctx: Context) -> None: ...
+
+    def handle_sync(self: Stage, event: Ping, ctx: Context) -> None: ...
+
+    body = {"consumes": PINGS, "handle": handle_async if is_async else handle_sync, **attrs}
+    with pytest.raises(DeclarationError, match=message):
+        type("Concurrent", (Stage,), body)
+
+
+def test_an_async_stage_may_set_concurrency() -> None:
+    class Fetcher(Stage):
+        consumes = PINGS
+        concurrency = 64
+
+        async def handle(self, event: Ping, ctx: Context) -> None: ...
+
+    assert Fetcher.concurrency == 64

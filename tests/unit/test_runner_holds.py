@@ -3,93 +3,15 @@ never skipped when several holds and rewinds happen in one batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline.app import Pipeline
 from pipeline.backoff import Backoff
 from tests.integration.app_stages import PINGS, Ping
+from tests.unit.fakes import FakeConsumer, FakeProducer, Record
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-
-
-class Record:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def headers(self) -> list[tuple[str, bytes | None]]:
-        return [("event-id", f"id-{self._p}-{self._o}".encode())]
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
-
-    def error(self) -> None:
-        return None
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.batches: list[list[Record]] = []
-        self.seeks: list[tuple[Any, int]] = []
-        self.paused: set[Any] = set()
-
-    def subscribe(self, topics: list[str], listener: Any) -> None: ...
-
-    def consume(self, max_records: int, timeout_s: float) -> Sequence[Record]:
-        return self.batches.pop(0) if self.batches else []
-
-    def pause(self, partitions: list[Any]) -> None:
-        self.paused.update(partitions)
-
-    def resume(self, partitions: list[Any]) -> None:
-        self.paused.difference_update(partitions)
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def commit(self, offsets: dict[Any, int], *, sync: bool) -> None: ...
-
-    def committed(self, partitions: list[Any], timeout_s: float = 10) -> dict[Any, int]:
-        return {}
-
-    def group_metadata(self) -> Any:
-        return None
-
-    def take_commit_failures(self) -> list[Any]:
-        return []
-
-    def close(self) -> None: ...
-
-
-class FakeProducer:
-    def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
-        on_delivery(None, None)
-
-    def poll(self, timeout_s: float = 0) -> int:
-        return 0
-
-    def flush(self, timeout_s: float) -> int:
-        return 0
-
-    def __len__(self) -> int:
-        return 0
 
 
 class FailsOnN10AndN5(Stage):

@@ -1,0 +1,185 @@
+"""The consume loop of an async stage with ``concurrency`` > 1.
+
+The steps are the sequential loop's (``pipeline.runner``), with the handler calls moved onto a
+``KeyedDispatcher``:
+
+1. resume partitions whose pause is over, unless backpressure holds them;
+2. fetch, but only as many records as there are free slots (``concurrency`` minus in flight);
+3. dispatch each record: the same checks as the sequential loop (dedupe, retry due time,
+   decode, breaker), then its offset token is begun *before* the handler runs, and the handler
+   is scheduled behind the previous record with the same key;
+4. run the event loop until a handler completes (a few ms at most while there is room to fetch
+   more), then turn completions into outputs, retries or dead letters;
+5. serve delivery reports, rewind refused outputs, commit each partition's contiguous low
+   watermark on the interval: a record that finished early waits for the ones before it.
+
+Backpressure: while every slot is taken nothing is fetched. If that lasts longer than
+``SATURATED_PAUSE_S`` the assigned partitions are paused, so the consumer can keep polling for
+the group (rebalances) without taking records; they are resumed as soon as a slot frees up.
+
+On revoke the revoked partitions' handlers are awaited (up to the shutdown timeout) and their
+outputs flushed before committing, so the next owner does not redo finished work; on shutdown
+every handler is; handlers still running at the deadline are cancelled and stay uncommitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.dispatch import Completion, KeyedDispatcher
+from pipeline.ports import RawRecord, TopicPartition
+from pipeline.runner import StageRunner
+
+log = logging.getLogger("pipeline.runner")
+# While there is room to fetch more, handlers get this long before the consumer is asked again;
+# new records therefore wait at most this long behind handlers that are still running.
+FETCH_GAP_S = 0.005
+# Saturated this long: pause the partitions (the consumer keeps polling for the group only).
+SATURATED_PAUSE_S = 0.5
+
+
+class ConcurrentStageRunner(StageRunner):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert self._loop is not None, "concurrent stages have async handlers"
+        self._dispatcher = KeyedDispatcher(self.plan.stage.concurrency, self._invoke, self._loop)
+        self._saturated_since: float | None = None
+        self._held_back: set[TopicPartition] = set()  # paused for backpressure
+
+    def step(self) -> None:
+        self._resume_due_partitions()
+        self._skip.clear()
+        records = self._fetch()
+        if records:
+            self._dispatch(records)
+        dispatcher = self._dispatcher
+        if dispatcher.in_flight or dispatcher.completed:
+            assert self._loop is not None
+            wait = FETCH_GAP_S if dispatcher.room > 0 else self._batch_timeout
+            self._loop.run_until_complete(dispatcher.settle(wait))
+            self._complete(dispatcher.take())
+        self.stats.in_flight = dispatcher.in_flight
+        self._producer.poll(0)
+        self._rewind_failed_deliveries()
+        self._maybe_commit()
+
+    # -- step 2: fetch within the free slots ----------------------------------------------
+
+    def _fetch(self) -> Sequence[RawRecord]:
+        room = self._dispatcher.room
+        if room > 0:
+            self._saturated_since = None
+            if self._held_back:
+                self._release_backpressure()
+            timeout = 0 if self._dispatcher.in_flight else self._batch_timeout
+            return self._consumer.consume(min(room, self._batch_size), timeout)
+        now = self._clock()
+        if self._saturated_since is None:
+            self._saturated_since = now
+        if now - self._saturated_since < SATURATED_PAUSE_S:
+            return ()  # a slot frees up soon: just let the handlers run
+        self._apply_backpressure()
+        # Serves the group (rebalance callbacks); records of partitions assigned meanwhile are
+        # handed back by _dispatch, since there is no room for them.
+        return self._consumer.consume(self._batch_size, 0)
+
+    def _apply_backpressure(self) -> None:
+        fresh = [
+            tp
+            for tp in self._assigned
+            if tp not in self._held_back and not self._pauses.is_paused(tp)
+        ]
+        if fresh:
+            self._consumer.pause(fresh)
+            self._held_back.update(fresh)
+            log.debug("%s: %d handlers in flight; paused %d partitions",
+                      self.plan.name, self._dispatcher.in_flight, len(fresh))  # fmt: skip
+
+    def _release_backpressure(self) -> None:
+        # A partition whose hold (retry due time, breaker) is still running stays paused.
+        ready = [
+            tp for tp in self._held_back if tp in self._assigned and not self._pauses.is_paused(tp)
+        ]
+        self._held_back.clear()
+        if ready:
+            self._consumer.resume(ready)
+
+    def _resume(self, partitions: list[TopicPartition]) -> None:
+        if self._held_back:
+            self._held_back.update(partitions)  # resumed when the backpressure ends
+        else:
+            super()._resume(partitions)
+
+    # -- step 3: dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, records: Sequence[RawRecord]) -> None:
+        self._committer.before_batch()
+        self.stats.consumed += len(records)
+        ids = self._event_ids_not_done(records) if self._store is not None else None
+        dispatcher = self._dispatcher
+        begin = self._tracker.partition
+        for record in records:
+            if dispatcher.room <= 0:
+                # No slot: hand this record and the rest of its partition back (seek there).
+                self._skip.setdefault((record.topic(), record.partition()), True)
+            prepared = self._prepare(record, ids)
+            if prepared is None:
+                continue
+            tp, event, origin, event_id = prepared
+            # Begun now, in offset order, with one unit for the handler itself: the watermark
+            # cannot pass this record until its handler and outputs are done.
+            token = begin(tp).begin(record.offset(), 1, event_id)
+            dispatcher.submit(record, tp, event, origin, token)
+
+    # -- step 4: completions --------------------------------------------------------------
+
+    def _complete(self, completions: list[Completion]) -> None:
+        for c in completions:
+            if c.token.cancelled:
+                continue  # its partition was rewound or revoked: it will be read again
+            error = c.error
+            if error is None:
+                assert c.ctx is not None
+                try:
+                    payloads = self._outputs.encode(c.ctx) if c.ctx.outputs else None
+                except Exception as exc:
+                    error = exc
+                else:
+                    self._succeeded(c.record, c.tp, c.ctx, payloads, None, c.token)
+                    continue
+            self._router.failed(c.record, c.tp, error, c.origin, c.token)
+
+    # -- rebalance and shutdown: wait for handlers in flight ------------------------------
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if not self._closing:
+            self._await_handlers(set(partitions))
+        super().on_revoke(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        self._held_back.difference_update(partitions)
+        super()._forget(partitions)
+
+    def _shutdown(self) -> None:
+        if not self._await_handlers(None):
+            left = self._dispatcher.in_flight
+            log.warning("%s: %d handlers still running at shutdown; cancelled, their events "
+                        "stay uncommitted", self.plan.name, left)  # fmt: skip
+            assert self._loop is not None
+            self._loop.run_until_complete(self._dispatcher.cancel_all())
+        super()._shutdown()
+
+    def _await_handlers(self, partitions: set[TopicPartition] | None) -> bool:
+        """Let the handlers of ``partitions`` (all if None) finish, and act on their results;
+        False if some were still running at the shutdown timeout."""
+        dispatcher = self._dispatcher
+        if partitions is not None and not dispatcher.in_flight_for(partitions):
+            return True
+        assert self._loop is not None
+        finished = self._loop.run_until_complete(
+            dispatcher.drain(self._shutdown_timeout, partitions)
+        )
+        self._complete(dispatcher.take())
+        return finished

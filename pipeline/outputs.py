@@ -1,0 +1,107 @@
+"""A stage's outputs: encoding them, producing them, and tying their acknowledgements to the
+input's offset token.
+
+Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
+hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
+the copies; and the input's correlation headers, so one business flow can be followed across
+stages. A delivery report that fails marks the token failed once and queues it for the runner,
+which rewinds the partition (or aborts the transaction) on its own thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline import headers as hdr
+from pipeline.context import Context
+from pipeline.errors import KafkaError, SerializationError
+from pipeline.offsets import Token
+from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
+from pipeline.registry import StagePlan
+from pipeline.serde import Codec
+from pipeline.stats import StageStats
+
+FailedDelivery = tuple[TopicPartition, Token, Any]
+
+
+class OutputWriter:
+    def __init__(
+        self, plan: StagePlan, codec: Codec, producer: ProducerPort, stats: StageStats
+    ) -> None:
+        self._stage = plan.name
+        self._outputs = plan.outputs
+        self._codec = codec
+        self._producer = producer
+        self._stats = stats
+        self.failed: list[FailedDelivery] = []  # filled by delivery reports, drained by the runner
+
+    def encode(self, ctx: Context) -> list[bytes]:
+        """Encode every output before producing any: one that cannot be encoded must not leave
+        its siblings half published."""
+        out = []
+        for output in ctx.outputs:
+            physical, binding = self._outputs[output.topic.name]
+            try:
+                out.append(self._codec.encode(output.event, binding, physical))
+            except SerializationError:
+                raise
+            except Exception as exc:
+                name = type(output.event).__name__
+                raise SerializationError(f"cannot encode {name}: {exc}") from exc
+        return out
+
+    def produce(
+        self,
+        record: RawRecord,
+        ctx: Context,
+        payloads: list[bytes],
+        tp: TopicPartition,
+        token: Token,
+    ) -> None:
+        # One pass over the input's headers: its event id and what outputs carry forward.
+        parent_id = None
+        propagated = []
+        correlated = False
+        for k, v in record.headers() or ():
+            if k == hdr.EVENT_ID and v:
+                parent_id = v.decode()
+            elif k in hdr.PROPAGATED:
+                propagated.append((k, v))
+                correlated = correlated or k == hdr.CORRELATION_ID
+        if parent_id is None:
+            parent_id = hdr.id_from_coordinates(ctx.coordinates)
+        if not correlated:
+            propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
+        on_delivery = self.callback(tp, token)
+        outputs = self._outputs
+        stage = self._stage
+        for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
+            event_id = hdr.derived_event_id(parent_id, stage, index)
+            headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers]
+            try:
+                self._producer.produce(
+                    outputs[output.topic.name][0], value, output.key, headers, on_delivery
+                )
+            except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
+                on_delivery(exc, None)
+                break
+        self._stats.outputs += len(payloads)
+
+    def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
+        """The delivery report handler for one input's outputs (or its retry/DLQ copy)."""
+        failed = self.failed
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is None:
+                token.finish_one()
+            elif not token.failed:
+                token.failed = True
+                failed.append((tp, token, err))
+
+        return delivered
+
+    def take_failed(self) -> list[FailedDelivery]:
+        # Emptied in place: callbacks made earlier hold this very list.
+        failed = self.failed[:]
+        self.failed.clear()
+        return failed
