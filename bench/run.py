@@ -41,7 +41,7 @@ def parse() -> argparse.Namespace:
         "--chain-fractions", default="0.25,0.05",
         help="chain rates as fractions of RAW's throughput; the first is the headline",
     )  # fmt: skip
-    p.add_argument("--io-messages", type=int, default=400)
+    p.add_argument("--io-messages", type=int, default=2000)
     p.add_argument("--io-ms", type=float, default=10.0)
     p.add_argument("--concurrency", default="1,8,32", help="I/O concurrency sweep")
     p.add_argument("--peers", default="faststream,quix,faust")
