@@ -124,13 +124,16 @@ class Thumbnail(Stage):
 
 
 class PublishToCdn(Stage):
-    """Pushes renditions and thumbnail to the (simulated) CDN."""
+    """Pushes renditions and thumbnail to the (simulated) CDN: an upload that mostly waits on
+    the network, so one worker keeps up to 16 of them going (one at a time per video)."""
 
     consumes = THUMBNAILED
     emits = (PUBLISHED,)
     name = "cdn"
+    concurrency = 16
 
     async def handle(self, event: ThumbnailReady, ctx: Context) -> None:
+        await asyncio.sleep(0.005)  # the upload
         base = f"https://cdn.example.com/v/{event.video_id}"
         ctx.emit(
             PUBLISHED,
