@@ -69,7 +69,7 @@ class Pipeline:
         # topics with the same consumer; others use a second one, balanced on its own.
         if plan.retry_topics and not exactly_once:
             retry_group = f"{plan.group}.retry"
-            retry = KafkaConsumer(kconfig.consumer(s, retry_group, f"{client_id}-retry"))
+            retry = KafkaConsumer(kconfig.retry_consumer(s, retry_group, f"{client_id}-retry"))
             consumer = ConsumerSet(consumer, retry, plan.retry_topics)
         producer_config = kconfig.producer(s, client_id)
         if exactly_once:

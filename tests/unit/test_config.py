@@ -52,3 +52,13 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_json_librdkafka_overrides_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_CONSUMER_CONFIG", '{"fetch.min.bytes": 1024}')
     assert load_settings().consumer_config == {"fetch.min.bytes": "1024"}
+
+
+def test_the_retry_consumer_waits_longer_on_empty_fetches_unless_overridden() -> None:
+    from pipeline.kafka import config as kconfig
+
+    settings = load_settings()
+    assert kconfig.consumer(settings, "g", "c")["fetch.wait.max.ms"] == 100
+    assert kconfig.retry_consumer(settings, "g.retry", "c-retry")["fetch.wait.max.ms"] == 500
+    mine = load_settings(consumer_config={"fetch.wait.max.ms": "50"})
+    assert kconfig.retry_consumer(mine, "g.retry", "c-retry")["fetch.wait.max.ms"] == "50"
