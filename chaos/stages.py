@@ -1,7 +1,7 @@
 """The pipeline under test: two stages, each in its own group, on one input topic.
 
-``Effects`` (at least once, with the idempotency store) writes one side-effect row per event
-inside ``ctx.transaction()`` and logs every handler call to a delivery file outside it.
+``Effects`` (at least once, with the idempotency store, concurrent) writes one side-effect row
+per event inside ``ctx.transaction()`` and logs every handler call to a delivery file outside it.
 ``EosCopy`` (exactly once) emits one ``Copy`` per input to ``chaos.copies``.
 
 Poison records (bytes that are not our Avro) reach both stages' dead-letter topics as decode
@@ -12,6 +12,7 @@ to ``<run dir>/deliveries``) and ``CHAOS_EFFECTS_TABLE``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -44,12 +45,15 @@ COPIES = Topic("chaos.copies", Copy, key="key")
 
 
 class Effects(Stage):
-    """A side effect per event, exactly once thanks to the idempotency store."""
+    """A side effect per event, exactly once thanks to the idempotency store. Async, with
+    ``CHAOS_CONCURRENCY`` events in flight per worker (8 by default; 1 runs it sequentially):
+    kills then land with handlers of many keys in flight and finished ones past the watermark."""
 
     consumes = WORK
     group = "chaos.effects"
     idempotency = Idempotency()
     retry = POLICY
+    concurrency = int(os.environ.get("CHAOS_CONCURRENCY", "8"))
 
     def setup(self) -> None:
         self._pid = os.getpid()
@@ -59,9 +63,10 @@ class Effects(Stage):
     def teardown(self) -> None:
         self._deliveries.close()
 
-    def handle(self, event: Work, ctx: Context) -> None:
+    async def handle(self, event: Work, ctx: Context) -> None:
         self._deliveries.record(event.eid)
         via_retry = int(ATTEMPT in ctx.headers)
+        await asyncio.sleep(0)  # other events' handlers run here, as behind a real await
         # Executed on a redelivery too: the store must roll it back (tx.duplicate).
         with ctx.transaction() as tx:
             row = (event.eid, event.key, event.seq, self._pid, via_retry, time.time())
