@@ -67,19 +67,23 @@ class Worker:
     def failed(self) -> bool:
         return bool(self._errors)
 
-    def run_until_signalled(self) -> int:
+    def run_until_signalled(self, parent_pid: int | None = None) -> int:
         """Run in the foreground until SIGINT/SIGTERM; return the process exit code.
 
         Callers that validate and create topics first install the handlers before doing so
         (``stop_on_signals``) and pass their event in, so a SIGTERM during startup is a clean
-        exit too."""
+        exit too. With ``parent_pid`` (a child of ``pipeline run --workers N``), the worker also
+        stops gracefully when that process is gone (killed with -9, say), instead of running on
+        as an orphan nobody supervises."""
         if threading.current_thread() is threading.main_thread():
             _on_stop_signals(self.stop_event.set)
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
         self.start()
         while not self.stop_event.wait(0.5):
-            pass
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.error("supervisor (pid %d) is gone: shutting down", parent_pid)
+                self.stop_event.set()
         grace = self.pipeline.settings.shutdown_timeout_s + 5
         if not self.join(grace):
             log.error("stages did not stop within %.0fs; exiting without them", grace)
@@ -144,7 +148,9 @@ def _child(spec: str, settings: Settings, index: int) -> None:
     from pipeline.logs import setup_logging
 
     setup_logging()
+    parent = os.getppid()
     stop = threading.Event()
     _on_stop_signals(stop.set)
     pipeline = Pipeline.from_spec(spec, settings)
-    raise SystemExit(Worker(pipeline, worker_id=f"w{index}", stop=stop).run_until_signalled())
+    worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
+    raise SystemExit(worker.run_until_signalled(parent_pid=parent))

@@ -91,3 +91,18 @@ def test_sigterm_finishes_work_in_flight_commits_and_exits_zero(
     finally:
         monitor.close()
     assert (done, lag) == (30, 0)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`pipeline run --workers 2` killed with -9: its children notice, shut down gracefully and
+    leave the group, rather than run on as orphans nobody supervises."""
+    settings = unique_settings(kafka_bootstrap)
+    log = tmp_path / "w.log"
+    group = settings.topic(GROUP)
+    with worker_process(SPEC, settings_env(settings), log, workers=2) as w:
+        wait_until(lambda: w.alive() and group_members(settings, group) == 2, 60, "two members")
+        w.kill()
+        wait_until(lambda: log.read_text().count("is gone: shutting down") == 2, 30,
+                   "both children saw their supervisor go")  # fmt: skip
+        wait_until(lambda: group_members(settings, group) == 0, 30, "the children left the group")
+        wait_until(lambda: log.read_text().count(": stopped") >= 2, 30, "graceful stops")
