@@ -15,6 +15,7 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
+from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, derived_id
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
@@ -33,6 +34,7 @@ class OutputWriter:
         self._codec = codec
         self._producer = producer
         self._stats = stats
+        self._suffixes: list[bytes] = []
         self.failed: list[FailedDelivery] = []  # filled by delivery reports, drained by the runner
 
     def encode(self, ctx: Context) -> list[bytes]:
@@ -59,33 +61,40 @@ class OutputWriter:
         token: Token,
     ) -> None:
         # One pass over the input's headers: its event id and what outputs carry forward.
-        parent_id = None
+        parent = None
         propagated = []
         correlated = False
         for k, v in record.headers() or ():
-            if k == hdr.EVENT_ID and v:
-                parent_id = v.decode()
-            elif k in hdr.PROPAGATED:
+            if k == EVENT_ID and v:
+                parent = v
+            elif k in PROPAGATED:
                 propagated.append((k, v))
-                correlated = correlated or k == hdr.CORRELATION_ID
-        if parent_id is None:
-            parent_id = hdr.id_from_coordinates(ctx.coordinates)
+                correlated = correlated or k == CORRELATION_ID
+        if parent is None:
+            parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
-            propagated.append((hdr.CORRELATION_ID, parent_id.encode()))
+            propagated.append((CORRELATION_ID, parent))
         on_delivery = self.callback(tp, token)
+        produce = self._producer.produce
         outputs = self._outputs
-        stage = self._stage
-        for index, (output, value) in enumerate(zip(ctx.outputs, payloads, strict=True)):
-            event_id = hdr.derived_event_id(parent_id, stage, index)
-            headers = [(hdr.EVENT_ID, event_id.encode()), *propagated, *output.headers]
+        for index, output in enumerate(ctx.outputs):
+            event_id = derived_id(parent + self._seed_suffix(index))
+            headers = [(EVENT_ID, event_id.encode()), *propagated, *output.headers]
             try:
-                self._producer.produce(
-                    outputs[output.topic.name][0], value, output.key, headers, on_delivery
-                )
+                produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
+                        on_delivery)  # fmt: skip
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break
         self._stats.outputs += len(payloads)
+
+    def _seed_suffix(self, index: int) -> bytes:
+        """``b"/<stage>/<index>"``: the part of a derived id's seed after the parent's id."""
+        suffixes = self._suffixes
+        if index < len(suffixes):
+            return suffixes[index]
+        suffixes.extend(f"/{self._stage}/{i}".encode() for i in range(len(suffixes), index + 1))
+        return suffixes[index]
 
     def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
         """The delivery report handler for one input's outputs (or its retry/DLQ copy)."""

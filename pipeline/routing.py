@@ -52,9 +52,13 @@ class Router:
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
 
+    @property
+    def stuck(self) -> bool:
+        """Whether some partition is retrying a record in place (``succeeded`` then matters)."""
+        return bool(self._in_place)
+
     def succeeded(self, tp: TopicPartition, offset: int) -> None:
-        if self._in_place and tp in self._in_place:
-            del self._in_place[tp]
+        self._in_place.pop(tp, None)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

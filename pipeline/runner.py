@@ -236,7 +236,8 @@ class StageRunner:
         if record.error() is not None:
             log.warning("%s: consume error: %s", self.plan.name, record.error())
             return None
-        tp = (record.topic(), record.partition())
+        topic = record.topic()
+        tp = (topic, record.partition())
         if tp in self._skip:
             self._skipped(record, tp)
             return None
@@ -248,7 +249,7 @@ class StageRunner:
                 self.stats.duplicates += 1
                 return None
         origin: Origin | None = None
-        if record.topic() in self._retry_topics:
+        if topic in self._retry_topics:
             origin = origin_of(record, from_retry_topic=True)
             if self._hold_until_due(record, tp, origin):
                 return None
@@ -276,7 +277,8 @@ class StageRunner:
         now, or before the handler ran for concurrent stages)."""
         if self._breaker is not None:
             self._breaker.record_success()
-        self._router.succeeded(tp, record.offset())
+        if self._router.stuck:
+            self._router.succeeded(tp, record.offset())
         self.stats.processed += 1
         outstanding = len(payloads) if payloads else 0
         if token is None:
