@@ -19,7 +19,13 @@ the group (rebalances) without taking records; they are resumed as soon as a slo
 
 On revoke the revoked partitions' handlers are awaited (up to the shutdown timeout) and their
 outputs flushed before committing, so the next owner does not redo finished work; on shutdown
-every handler is; handlers still running at the deadline are cancelled and stay uncommitted.
+every handler is (for half the shutdown timeout, the other half is for flushing and
+committing). Handlers still running at the deadline, and those of lost partitions, are
+cancelled; their events stay uncommitted.
+
+Circuit breaker: while the half-open probe runs nothing else is taken (it would only be held);
+if the probe's result is dropped (its partition rewound, revoked or lost) the breaker is told to
+let the next record probe instead.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.breaker import State
 from pipeline.dispatch import Completion, KeyedDispatcher
+from pipeline.offsets import Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.runner import StageRunner
 
@@ -38,6 +46,8 @@ log = logging.getLogger("pipeline.runner")
 FETCH_GAP_S = 0.005
 # Saturated this long: pause the partitions (the consumer keeps polling for the group only).
 SATURATED_PAUSE_S = 0.5
+# How long cancelled handlers get to unwind (their finally blocks) before we move on.
+MIN_CANCEL_WAIT_S = 1.0
 
 
 class ConcurrentStageRunner(StageRunner):
@@ -47,6 +57,9 @@ class ConcurrentStageRunner(StageRunner):
         self._dispatcher = KeyedDispatcher(self.plan.stage.concurrency, self._invoke, self._loop)
         self._saturated_since: float | None = None
         self._held_back: set[TopicPartition] = set()  # paused for backpressure
+        # The half-open breaker's probe, while it runs: nothing else is taken meanwhile, and
+        # if its result is dropped (rewound, revoked) the breaker is told to probe again.
+        self._probe: tuple[TopicPartition, Token] | None = None
 
     def step(self) -> None:
         self._resume_due_partitions()
@@ -57,7 +70,7 @@ class ConcurrentStageRunner(StageRunner):
         dispatcher = self._dispatcher
         if dispatcher.in_flight or dispatcher.completed:
             assert self._loop is not None
-            wait = FETCH_GAP_S if dispatcher.room > 0 else self._batch_timeout
+            wait = FETCH_GAP_S if self._room() > 0 else self._batch_timeout
             self._loop.run_until_complete(dispatcher.settle(wait))
             self._complete(dispatcher.take())
         self.stats.in_flight = dispatcher.in_flight
@@ -67,8 +80,12 @@ class ConcurrentStageRunner(StageRunner):
 
     # -- step 2: fetch within the free slots ----------------------------------------------
 
+    def _room(self) -> int:
+        # While the breaker's probe runs, every other record would only be held: take none.
+        return 0 if self._probe is not None else self._dispatcher.room
+
     def _fetch(self) -> Sequence[RawRecord]:
-        room = self._dispatcher.room
+        room = self._room()
         if room > 0:
             self._saturated_since = None
             if self._held_back:
@@ -132,12 +149,18 @@ class ConcurrentStageRunner(StageRunner):
             # cannot pass this record until its handler and outputs are done.
             token = begin(tp).begin(record.offset(), 1, event_id)
             dispatcher.submit(record, tp, event, origin, token)
+            if self._breaker is not None and self._breaker.state is State.HALF_OPEN:
+                self._probe = (tp, token)  # allow() let exactly this one through
 
     # -- step 4: completions --------------------------------------------------------------
 
     def _complete(self, completions: list[Completion]) -> None:
         for c in completions:
-            if c.token.cancelled:
+            if self._probe is not None and c.token is self._probe[1]:
+                self._probe = None
+                if c.token.cancelled or not c.started:
+                    self._release_probe()
+            if c.token.cancelled or not c.started:
                 continue  # its partition was rewound or revoked: it will be read again
             error = c.error
             if error is None:
@@ -155,31 +178,54 @@ class ConcurrentStageRunner(StageRunner):
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         if not self._closing:
-            self._await_handlers(set(partitions))
+            revoked = set(partitions)
+            if not self._await_handlers(revoked, self._shutdown_timeout):
+                log.warning("%s: handlers of revoked partitions still running; cancelled",
+                            self.plan.name)  # fmt: skip
+                self._cancel_handlers(revoked)
         super().on_revoke(partitions)
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        # Another member owns them already: their handlers must not run on beside it.
+        self._cancel_handlers(set(partitions))
+        super().on_lost(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self._held_back.difference_update(partitions)
+        if self._probe is not None and self._probe[0] in partitions:
+            self._probe = None
+            self._release_probe()
         super()._forget(partitions)
 
-    def _shutdown(self) -> None:
-        if not self._await_handlers(None):
-            left = self._dispatcher.in_flight
-            log.warning("%s: %d handlers still running at shutdown; cancelled, their events "
-                        "stay uncommitted", self.plan.name, left)  # fmt: skip
-            assert self._loop is not None
-            self._loop.run_until_complete(self._dispatcher.cancel_all())
-        super()._shutdown()
+    def _release_probe(self) -> None:
+        """The probe's result will never come: let the next record probe instead."""
+        if self._breaker is not None:
+            self._breaker.cancel_probe()
 
-    def _await_handlers(self, partitions: set[TopicPartition] | None) -> bool:
+    def _shutdown(self) -> None:
+        # Half the shutdown timeout for handlers, the rest for flushing outputs and committing.
+        try:
+            if not self._await_handlers(None, self._shutdown_timeout / 2):
+                log.warning("%s: %d handlers still running at shutdown; cancelled, their "
+                            "events stay uncommitted", self.plan.name,
+                            self._dispatcher.in_flight)  # fmt: skip
+                assert self._loop is not None
+                self._loop.run_until_complete(self._dispatcher.cancel_all(MIN_CANCEL_WAIT_S))
+        finally:
+            super()._shutdown()
+
+    def _await_handlers(self, partitions: set[TopicPartition] | None, timeout_s: float) -> bool:
         """Let the handlers of ``partitions`` (all if None) finish, and act on their results;
-        False if some were still running at the shutdown timeout."""
+        False if some were still running at ``timeout_s``."""
         dispatcher = self._dispatcher
         if partitions is not None and not dispatcher.in_flight_for(partitions):
             return True
         assert self._loop is not None
-        finished = self._loop.run_until_complete(
-            dispatcher.drain(self._shutdown_timeout, partitions)
-        )
+        finished = self._loop.run_until_complete(dispatcher.drain(timeout_s, partitions))
         self._complete(dispatcher.take())
         return finished
+
+    def _cancel_handlers(self, partitions: set[TopicPartition]) -> None:
+        if self._dispatcher.in_flight_for(partitions):
+            assert self._loop is not None
+            self._loop.run_until_complete(self._dispatcher.cancel(partitions, MIN_CANCEL_WAIT_S))

@@ -39,16 +39,20 @@ class ConsumerSet:
         self._retry.subscribe([t for t in topics if t in self._retry_topics], listener)
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
-        records = self._main.consume(max_records, timeout_s)
+        """Due retries first, then inputs up to ``max_records`` in all: retries are never
+        crowded out by a backlog of inputs (a concurrent stage asks for its free slots only)."""
+        retries: Sequence[RawRecord] = ()
         now = self._clock()
-        if now < self._next_retry_poll:
-            return records
-        self._next_retry_poll = now + self.RETRY_POLL_INTERVAL_S
-        # Never wait for retries: the main consumer's timeout already paces the loop.
-        retries = self._retry.consume(max_records, 0)
+        if now >= self._next_retry_poll:
+            self._next_retry_poll = now + self.RETRY_POLL_INTERVAL_S
+            retries = self._retry.consume(max_records, 0)  # never waits: inputs pace the loop
+        room = max_records - len(retries)
+        if room <= 0:
+            return retries
+        records = self._main.consume(room, 0 if retries else timeout_s)
         if not retries:
             return records
-        return [*records, *retries]
+        return [*retries, *records]
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         for consumer, parts in self._split(partitions):

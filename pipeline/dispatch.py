@@ -7,9 +7,10 @@ sequential stage would give. Keyless records carry no order and run as soon as t
 
 Results are not acted on here: a finished task appends a ``Completion`` that the runner collects
 between polls, on its own thread, and turns into outputs, retries or dead letters. A record
-whose offset token was cancelled (its partition was rewound or revoked) is not started if it is
-still waiting for its predecessor; one already running finishes and its result is dropped by the
-runner, because the record will be read again.
+whose offset token was cancelled (its partition was rewound) is not started if it is still
+waiting for its predecessor; one already running finishes and its result is dropped by the
+runner, because the record will be read again. Tasks of partitions this worker no longer owns
+are cancelled (``cancel``): they must not run on beside the partitions' new owner.
 
 No Kafka here, and no clock: the event loop is the runner's, run only while it waits.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.context import Context
+from pipeline.failures import HandlerCancelled
 from pipeline.offsets import Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
@@ -34,7 +36,8 @@ Call = Callable[[Any, RawRecord], Awaitable[Context]]
 
 @dataclass(slots=True)
 class Completion:
-    """One handler call that ended: its Context when it succeeded, else the exception."""
+    """One record's task that ended: its Context when the handler succeeded, else the
+    exception; ``started`` is False when its token was cancelled before the handler ran."""
 
     record: RawRecord
     tp: TopicPartition
@@ -42,6 +45,7 @@ class Completion:
     origin: Origin | None
     ctx: Context | None
     error: Exception | None
+    started: bool = True
 
 
 class KeyedDispatcher:
@@ -103,13 +107,9 @@ class KeyedDispatcher:
         _, pending = await asyncio.wait(tasks, timeout=timeout_s)
         return not pending
 
-    async def cancel_all(self) -> None:
+    async def cancel_all(self, timeout_s: float) -> None:
         """Shutdown after the drain deadline: stop what is left (it stays uncommitted)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self.cancel(set(self._tasks.values()), timeout_s)
 
     async def _run(
         self,
@@ -122,15 +122,31 @@ class KeyedDispatcher:
     ) -> None:
         if before is not None and not before.done():
             await asyncio.wait((before,))
-        if token.cancelled:
-            return  # rewound or revoked while waiting for its key: it will be read again
-        try:
-            ctx = await self._call(event, record)
-        except Exception as exc:
-            self.completed.append(Completion(record, tp, token, origin, None, exc))
-        else:
-            self.completed.append(Completion(record, tp, token, origin, ctx, None))
+        ctx: Context | None = None
+        error: Exception | None = None
+        started = not token.cancelled  # rewound or revoked while waiting: it will be read again
+        if started:
+            try:
+                ctx = await self._call(event, record)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the stage is cancelling this task (shutdown, partitions gone)
+                error = HandlerCancelled(f"handler raised CancelledError on {_where(record)}")
+                error.__cause__ = exc
+            except Exception as exc:
+                error = exc
+        self.completed.append(Completion(record, tp, token, origin, ctx, error, started))
         self._wakeup.set()
+
+    async def cancel(self, partitions: set[TopicPartition], timeout_s: float) -> None:
+        """Cancel the tasks of ``partitions`` (no longer ours): they must not run on beside
+        the partitions' new owner. Waits up to ``timeout_s`` for them to unwind."""
+        tasks = [t for t, tp in self._tasks.items() if tp in partitions]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     def _ended(self, task: asyncio.Task[None], chain: tuple[TopicPartition, bytes] | None) -> None:
         del self._tasks[task]
@@ -139,3 +155,7 @@ class KeyedDispatcher:
         if not task.cancelled() and task.exception() is not None:
             # Not an Exception (those become Completions): KeyboardInterrupt, SystemExit...
             log.error("handler task ended abnormally: %r", task.exception())
+
+
+def _where(record: RawRecord) -> str:
+    return f"{record.topic()}[{record.partition()}]@{record.offset()}"

@@ -42,6 +42,11 @@ class HandlerTimeout(PipelineError):
     """The handler ran longer than the stage's ``timeout_s``. Retryable."""
 
 
+class HandlerCancelled(PipelineError):
+    """The handler raised ``asyncio.CancelledError`` on its own (say, an awaited future that a
+    client library cancelled), not because the stage cancelled it. Retryable."""
+
+
 # Failures no retry can fix: bytes we cannot decode, events the model rejects, and a stage
 # emitting something it did not declare or cannot encode.
 NEVER_RETRY: tuple[type[BaseException], ...] = (DecodeError, SerializationError, DeclarationError)

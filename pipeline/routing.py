@@ -58,7 +58,11 @@ class Router:
         return bool(self._in_place)
 
     def succeeded(self, tp: TopicPartition, offset: int) -> None:
-        self._in_place.pop(tp, None)
+        # Only the stuck record's own success unsticks it: in a concurrent stage an earlier
+        # record of the partition may finish after it failed.
+        stuck = self._in_place.get(tp)
+        if stuck is not None and stuck[0] == offset:
+            del self._in_place[tp]
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

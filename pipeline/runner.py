@@ -402,7 +402,12 @@ class StageRunner:
             return
         if now - self._last_cleanup >= policy.cleanup_interval_s:
             self._last_cleanup = now
-            removed = self._store.cleanup(policy.retention_s)
+            try:
+                removed = self._store.cleanup(policy.retention_s)
+            except PipelineError as exc:  # an outage delays the cleanup, it does not stop us
+                log.warning("%s: idempotency cleanup failed (%s); will try again",
+                            self.plan.name, exc)  # fmt: skip
+                return
             log.info("%s: removed %d idempotency records past retention", self.plan.name, removed)
 
     def _rewind_to_committed(self) -> None:

@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipeline import Context, RetryPolicy, Settings, Stage
+from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline import concurrent_runner as cr
 from pipeline.app import Pipeline
+from pipeline.breaker import State
 from pipeline.concurrent_runner import ConcurrentStageRunner
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.unit.fakes import FakeConsumer, FakeProducer, Record
@@ -53,11 +54,13 @@ class Clock:
 
 
 class Loop:
-    def __init__(self, consumer: FakeConsumer | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, consumer: FakeConsumer | None = None, stage: type[Stage] | None = None, **kwargs: Any
+    ) -> None:
         Gated.gates.clear()
         Gated.started.clear()
         Gated.running[:] = [0, 0]
-        self.pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [Gated])
+        self.pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [stage or Gated])
         self.plan = self.pipeline.plans[0]
         self.consumer = consumer or FakeConsumer()
         self.producer = FakeProducer()
@@ -94,7 +97,7 @@ class Loop:
 
     def close(self) -> None:
         assert self.runner._loop is not None
-        self.runner._loop.run_until_complete(self.runner._dispatcher.cancel_all())
+        self.runner._loop.run_until_complete(self.runner._dispatcher.cancel_all(1.0))
         self.runner._loop.close()
 
 
@@ -252,3 +255,54 @@ def test_shutdown_cancels_handlers_past_the_deadline_and_commits_only_finished(
     assert h.committed() == 1, "offset 1 never finished: it stays uncommitted"
     assert "1 handlers still running at shutdown" in caplog.text
     assert h.runner._loop is not None and h.runner._loop.is_closed()
+
+
+class Probed(Gated):
+    """Gated, with a breaker that opens on one failure; ``fail…`` pings fail only once."""
+
+    group = "probed"
+    breaker = BreakerPolicy(failure_threshold=1, cooldown_s=5)
+    failed: ClassVar[set[int]] = set()
+
+    async def handle(self, event: Ping, ctx: Context) -> None:
+        if event.ping_id.startswith("fail") and event.n not in self.failed:
+            self.failed.add(event.n)
+            await self.gates.setdefault(event.n, asyncio.Event()).wait()
+            raise ConnectionError("remote down")
+        await super().handle(Ping(ping_id=f"p{event.n}", n=event.n), ctx)
+
+
+def test_the_breaker_probe_runs_alone_and_is_released_when_its_partition_is_lost() -> None:
+    Probed.failed.clear()
+    h = Loop(stage=Probed)
+    breaker = h.runner._breaker
+    assert breaker is not None
+    try:
+        h.consumer.batches = [h.records((0, b"fail"))]
+        h.step()
+        h.open(0)
+        h.step(2)
+        assert breaker.state is State.OPEN and TP in h.consumer.paused
+        h.clock.now += 6  # past the cooldown: the next record is the probe
+        Gated.gates.clear()
+        h.consumer.batches = [h.records((0, b"a")), h.records((1, b"b"))]
+        h.step()
+        assert breaker.state is State.HALF_OPEN and Gated.started == [0]
+        asked = len(h.consumer.asked)
+        h.step(3)
+        assert len(h.consumer.asked) == asked, "nothing is fetched while the probe runs"
+        h.runner.on_lost([TP])
+        assert breaker.allow(), "the lost probe was released: the next record may probe"
+        assert h.runner._dispatcher.in_flight == 0, "the lost partition's handler was cancelled"
+    finally:
+        h.close()
+
+
+def test_lost_partitions_handlers_are_cancelled_and_report_nothing(loop: Loop) -> None:
+    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"))]
+    loop.step()
+    loop.runner.on_lost([TP])
+    assert loop.runner._dispatcher.in_flight == 0
+    loop.open(0, 1)
+    loop.step(2)
+    assert loop.producer.produced == [] and loop.committed() is None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.dispatch import KeyedDispatcher
+from pipeline.failures import HandlerCancelled
 from pipeline.offsets import Token
 from tests.unit.fakes import Record
 
@@ -60,7 +61,7 @@ class Harness:
 def h() -> Iterator[Harness]:
     harness = Harness(limit=4)
     yield harness
-    harness.loop.run_until_complete(harness.d.cancel_all())
+    harness.loop.run_until_complete(harness.d.cancel_all(1.0))
     harness.loop.close()
 
 
@@ -115,7 +116,7 @@ def test_a_cancelled_record_waiting_for_its_key_is_never_started(h: Harness) -> 
     later.cancelled = True  # its partition was rewound
     h.open(0, 1)
     assert h.started == [0]
-    assert h.completed() == [0]
+    assert [(c.record.offset(), c.started) for c in h.d.take()] == [(0, True), (1, False)]
     assert h.d.in_flight == 0
 
 
@@ -129,7 +130,7 @@ def test_drain_of_some_partitions_and_its_deadline(h: Harness) -> None:
     finished = h.loop.run_until_complete(h.d.drain(5.0, {TP}))
     assert finished and h.completed() == [0]
     assert h.loop.run_until_complete(h.d.drain(0.0)) is False, "u@5 is still running"
-    h.loop.run_until_complete(h.d.cancel_all())
+    h.loop.run_until_complete(h.d.cancel_all(1.0))
     assert h.d.in_flight == 0 and h.completed() == []
 
 
@@ -150,3 +151,26 @@ def test_limit_must_be_positive() -> None:
             KeyedDispatcher(0, Harness.call, loop)  # type: ignore[arg-type]
     finally:
         loop.close()
+
+
+def test_a_handler_raising_cancelled_error_itself_completes_as_a_failure(h: Harness) -> None:
+    """Not our cancellation (the task is not being cancelled): a retryable failure, not a
+    silent end that would leave the record's offset unfinished forever."""
+
+    async def cancelled_inside(event: Any, record: Any) -> Any:
+        raise asyncio.CancelledError()
+
+    d = KeyedDispatcher(2, cancelled_inside, h.loop)
+    d.submit(Record("t", 0, 0, b""), TP, None, None, Token(0, 1))
+    h.loop.run_until_complete(d.drain(5.0))
+    (c,) = d.take()
+    assert isinstance(c.error, HandlerCancelled) and c.started
+
+
+def test_cancel_stops_the_tasks_of_some_partitions_only(h: Harness) -> None:
+    h.submit(0, None)
+    h.d.submit(Record("u", 0, 5, b""), ("u", 0), None, None, Token(5, 1))
+    h.turns()
+    h.loop.run_until_complete(h.d.cancel({("u", 0)}, 1.0))
+    assert h.d.in_flight == 1 and h.d.in_flight_for({TP}) == 1
+    assert h.d.take() == [], "a task we cancelled reports nothing: its token stays open"

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline.app import Pipeline
 from pipeline.backoff import Backoff
+from pipeline.guarantees import Idempotency
+from pipeline.idempotency.base import IdempotencyStoreError
 from tests.integration.app_stages import PINGS, Ping
 from tests.unit.fakes import FakeConsumer, FakeProducer, Record
 
@@ -52,3 +56,38 @@ def test_a_breaker_hold_keeps_an_earlier_rewind_in_the_same_batch() -> None:
     seeks_of_a = [offset for tp, offset in consumer.seeks if tp == a]
     assert seeks_of_a[-1] == 10, f"A was last seeked to {seeks_of_a[-1]}: offset 10 would be lost"
     assert {a, b} <= consumer.paused
+
+
+class Remembers(Stage):
+    consumes = PINGS
+    group = "remembers"
+    idempotency = Idempotency(cleanup_interval_s=1)
+
+    def handle(self, event: Ping, ctx: Context) -> None: ...
+
+
+def test_an_idempotency_cleanup_failure_is_logged_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.runner import StageRunner
+
+    settings = Settings(schemas_dir=SCHEMAS, idempotency_url=f"sqlite:///{tmp_path}/ids.db")
+    pipeline = Pipeline.build(settings, [Remembers])
+    now = [100.0]
+    runner = StageRunner(
+        pipeline.plans[0], FakeConsumer(), FakeProducer(), pipeline.codec,  # type: ignore[arg-type]
+        clock=lambda: now[0], store_url=settings.idempotency_url, commit_interval_s=0,
+    )  # fmt: skip
+    runner._open_store()
+    try:
+
+        def down(_older_than_s: float) -> int:
+            raise IdempotencyStoreError("database is locked")
+
+        monkeypatch.setattr(runner._store, "cleanup", down)
+        now[0] += 5
+        runner.step()  # commits on the interval, then tries the cleanup: must not raise
+        assert runner._last_cleanup == now[0]
+    finally:
+        runner._store.close()
+        runner._invoke.close()
