@@ -134,7 +134,7 @@ class ConcurrentStageRunner(StageRunner):
     def _dispatch(self, records: Sequence[RawRecord]) -> None:
         self._committer.before_batch()
         self.stats.consumed += len(records)
-        ids = self._event_ids_not_done(records) if self._store is not None else None
+        ids = self._dedupe.ids_not_done(records) if self._dedupe is not None else None
         dispatcher = self._dispatcher
         begin = self._tracker.partition
         for record in records:

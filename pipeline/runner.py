@@ -28,11 +28,11 @@ import threading
 import time
 from typing import Any
 
-from pipeline import headers as hdr
 from pipeline.backoff import PauseDeadlines
 from pipeline.breaker import CircuitBreaker, State
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
+from pipeline.dedupe import Deduper, EventIds
 from pipeline.errors import (
     KafkaError,
     PipelineError,
@@ -50,7 +50,6 @@ from pipeline.serde import Codec
 from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.runner")
-EventIds = dict[tuple[TopicPartition, int], str]  # (tp, offset) -> event id
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
 
@@ -83,7 +82,7 @@ class StageRunner:
             plan.name, self._stage.handle, plan.stage.is_async(), frozenset(plan.outputs),
             policy, plan.stage.timeout_s, plan.group,
         )  # fmt: skip
-        self._store: Any = None  # the idempotency store, opened in run()
+        self._dedupe: Deduper | None = None  # the idempotency store, opened in run()
         self._store_url = store_url
         self._breaker: CircuitBreaker | None = None
         if plan.stage.breaker is not None:
@@ -107,7 +106,7 @@ class StageRunner:
         # "seek back to the first of them" (they were fetched but the partition is held).
         self._skip: dict[TopicPartition, bool] = {}
         self._assigned: set[TopicPartition] = set()
-        self._last_commit = self._last_cleanup = clock()
+        self._last_commit = clock()
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
@@ -135,8 +134,8 @@ class StageRunner:
             finally:
                 self.stats.running = False
                 self._invoke.close()
-                if self._store is not None:
-                    self._store.close()
+                if self._dedupe is not None:
+                    self._dedupe.close()
                 if self._loop is not None:
                     self._loop.close()
                 self._stage.teardown()
@@ -145,14 +144,11 @@ class StageRunner:
         policy = self.plan.stage.idempotency
         if policy is None:
             return
-        from pipeline.idempotency import open_store
-
-        self._store = open_store(policy.url or self._store_url or "")
-        self._store.open()
-        self._invoke.store = self._store
+        url = policy.url or self._store_url or ""
+        self._dedupe = Deduper(self.plan.name, self.plan.group, policy, url, self._clock)
+        self._invoke.store = self._dedupe.store
         if isinstance(self._committer, OffsetCommitter):
-            self._committer.store = self._store
-        self._last_cleanup = self._clock()
+            self._committer.store = self._dedupe.store
 
     def _make_committer(self) -> OffsetCommitter | TransactionCommitter:
         if self.plan.stage.guarantee == "exactly_once":
@@ -170,7 +166,7 @@ class StageRunner:
         if records:
             self._committer.before_batch()
             self.stats.consumed += len(records)
-            ids = self._event_ids_not_done(records) if self._store is not None else None
+            ids = self._dedupe.ids_not_done(records) if self._dedupe is not None else None
             if self._invoke.sync:
                 # Sync handler, no timeout: a plain loop, no coroutine per record.
                 for record in records:
@@ -288,25 +284,6 @@ class StageRunner:
         if payloads:
             self._outputs.produce(record, ctx, payloads, tp, token)
 
-    def _event_ids_not_done(self, records: Any) -> EventIds:
-        """Event ids of the batch's records, minus those the store has seen done (one query)."""
-        ids: EventIds = {}
-        for r in records:
-            if r.error() is None:
-                coordinates = f"{r.topic()}[{r.partition()}]@{r.offset()}"
-                ids[((r.topic(), r.partition()), r.offset())] = hdr.event_id_of(
-                    r.headers(), coordinates
-                )
-        try:
-            done = self._store.completed(self.plan.group, list(ids.values()))
-        except PipelineError as exc:
-            # Handle the batch anyway: at-least-once allows it, and ctx.transaction() still
-            # guards side effects (it fails too while the store is down, and is retried).
-            log.warning("%s: idempotency store unavailable (%s); not deduplicating this batch",
-                        self.plan.name, exc)  # fmt: skip
-            return ids
-        return {k: v for k, v in ids.items() if v not in done} if done else ids
-
     def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
         value = record.value()
         if value is None:
@@ -391,24 +368,11 @@ class StageRunner:
         if now - self._last_commit >= self._commit_interval:
             self._last_commit = now
             self._commit(sync=False)
-            self._maybe_clean_store(now)
+            if self._dedupe is not None:
+                self._dedupe.maybe_clean()
 
     def _commit(self, *, sync: bool, only: set[TopicPartition] | None = None) -> None:
         self._committer.commit(self._assigned if only is None else only, sync=sync)
-
-    def _maybe_clean_store(self, now: float) -> None:
-        policy = self.plan.stage.idempotency
-        if self._store is None or policy is None:
-            return
-        if now - self._last_cleanup >= policy.cleanup_interval_s:
-            self._last_cleanup = now
-            try:
-                removed = self._store.cleanup(policy.retention_s)
-            except PipelineError as exc:  # an outage delays the cleanup, it does not stop us
-                log.warning("%s: idempotency cleanup failed (%s); will try again",
-                            self.plan.name, exc)  # fmt: skip
-                return
-            log.info("%s: removed %d idempotency records past retention", self.plan.name, removed)
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and

@@ -84,10 +84,12 @@ def test_an_idempotency_cleanup_failure_is_logged_not_fatal(
         def down(_older_than_s: float) -> int:
             raise IdempotencyStoreError("database is locked")
 
-        monkeypatch.setattr(runner._store, "cleanup", down)
+        assert runner._dedupe is not None
+        monkeypatch.setattr(runner._dedupe.store, "cleanup", down)
         now[0] += 5
         runner.step()  # commits on the interval, then tries the cleanup: must not raise
-        assert runner._last_cleanup == now[0]
+        assert runner._dedupe.last_cleanup == now[0]
     finally:
-        runner._store.close()
+        assert runner._dedupe is not None
+        runner._dedupe.close()
         runner._invoke.close()
