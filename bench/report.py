@@ -85,14 +85,17 @@ def _round_cell(result: dict[str, Any]) -> str:
 
 def chain_table(by_rate: dict[str, dict[str, Rounds]], rates: dict[str, float]) -> list[str]:
     lines = [
-        "| rate | chain | p50 ms | p99 ms | p99 vs RAW | saturated rounds | timed / expected |",
-        "|---|---|---:|---:|---:|---|---|",
+        "| rate | chain | p50 ms | p99 ms | p99 vs RAW | p99 ms, 2nd half | vs RAW "
+        "| saturated rounds | timed / expected |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for label, results in by_rate.items():
         raw_p99 = median_of(results.get("raw", []), lambda r: r["p99_ms"])
+        raw_late = median_of(results.get("raw", []), _late)
         for name, rounds in results.items():
             p50 = median_of(rounds, lambda r: r["p50_ms"])
             p99 = median_of(rounds, lambda r: r["p99_ms"])
+            late = median_of(rounds, _late)
             ok = [r for r in rounds if "error" not in r]
             saturated = f"{sum(r['saturated'] for r in ok)}/{len(ok)}"
             counts = ", ".join(
@@ -100,14 +103,19 @@ def chain_table(by_rate: dict[str, dict[str, Rounds]], rates: dict[str, float]) 
             )
             lines.append(
                 f"| {float(label):.0%} of RAW = {rates[label]:,.0f}/s | {name} | {_f(p50, 1)} "
-                f"| {_f(p99, 1)} | {_f(p99 / raw_p99)} | {saturated} | {counts} |"
+                f"| {_f(p99, 1)} | {_f(p99 / raw_p99)} | {_f(late, 1)} | {_f(late / raw_late)} "
+                f"| {saturated} | {counts} |"
             )
     return lines
 
 
-def p99_ratio(results: dict[str, Rounds]) -> float | None:
-    p99 = {name: median_of(rounds, lambda r: r["p99_ms"]) for name, rounds in results.items()}
+def p99_ratio(results: dict[str, Rounds], key: str = "p99_ms") -> float | None:
+    p99 = {name: median_of(rounds, lambda r: r[key]) for name, rounds in results.items()}
     return _r(p99["ours"] / p99["raw"])
+
+
+def _late(result: dict[str, Any]) -> float:
+    return float(result["p99_late_ms"])
 
 
 def saturated(results: dict[str, Rounds]) -> dict[str, bool]:
@@ -144,6 +152,9 @@ def headline(
         "rss_growth_mb_raw": _r(rss_growth(drain["raw"])),
         "produce_requests_per_message": _r(requests_per_message(drain["ours"]), 4),
         "chain_p99_ours_vs_raw": {label: p99_ratio(chain[label]) for label in labels},
+        "chain_p99_second_half_ours_vs_raw": {
+            label: p99_ratio(chain[label], "p99_late_ms") for label in labels
+        },
         "chain_saturated": {label: saturated(chain[label]) for label in labels},
     }
 
