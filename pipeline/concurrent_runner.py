@@ -63,7 +63,7 @@ class ConcurrentStageRunner(StageRunner):
 
     def step(self) -> None:
         self._resume_due_partitions()
-        self._skip.clear()
+        self._holds.new_batch()
         records = self._fetch()
         if records:
             self._dispatch(records)
@@ -106,7 +106,7 @@ class ConcurrentStageRunner(StageRunner):
         fresh = [
             tp
             for tp in self._assigned
-            if tp not in self._held_back and not self._pauses.is_paused(tp)
+            if tp not in self._held_back and not self._holds.pauses.is_paused(tp)
         ]
         if fresh:
             self._consumer.pause(fresh)
@@ -116,9 +116,8 @@ class ConcurrentStageRunner(StageRunner):
 
     def _release_backpressure(self) -> None:
         # A partition whose hold (retry due time, breaker) is still running stays paused.
-        ready = [
-            tp for tp in self._held_back if tp in self._assigned and not self._pauses.is_paused(tp)
-        ]
+        held = self._holds.pauses.is_paused
+        ready = [tp for tp in self._held_back if tp in self._assigned and not held(tp)]
         self._held_back.clear()
         if ready:
             self._consumer.resume(ready)
@@ -140,7 +139,7 @@ class ConcurrentStageRunner(StageRunner):
         for record in records:
             if dispatcher.room <= 0:
                 # No slot: hand this record and the rest of its partition back (seek there).
-                self._skip.setdefault((record.topic(), record.partition()), True)
+                self._holds.skip.setdefault((record.topic(), record.partition()), True)
             prepared = self._prepare(record, ids)
             if prepared is None:
                 continue

@@ -23,7 +23,7 @@ from pipeline.retrytopics import Origin, origin_of, retry_headers
 from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
-    from pipeline.runner import StageRunner
+    from pipeline.holds import Holds
 
 log = logging.getLogger("pipeline.runner")
 
@@ -36,7 +36,7 @@ class Router:
         producer: ProducerPort,
         tracker: OffsetTracker,
         stats: StageStats,
-        runner: StageRunner,
+        holds: Holds,
         breaker: CircuitBreaker | None,
         delivery_callback: Callable[[TopicPartition, Token], DeliveryCallback],
     ) -> None:
@@ -45,7 +45,7 @@ class Router:
         self._producer = producer
         self._tracker = tracker
         self._stats = stats
-        self._runner = runner
+        self._holds = holds
         self._breaker = breaker
         self._callback = delivery_callback
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
@@ -83,7 +83,7 @@ class Router:
             if self._breaker is not None:
                 self._breaker.cancel_probe()  # the probe told us nothing about the stage
             self._stats.failed += 1
-            self._runner.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
+            self._holds.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
             return
         origin = origin or origin_of(record, from_retry_topic=False)
         attempts, first_ms = self._count(tp, offset, origin)
@@ -104,7 +104,7 @@ class Router:
         breaker.record_failure()
         if breaker.state is not State.OPEN:
             return False
-        self._runner.hold_everything(tp, offset, breaker.remaining_s())
+        self._holds.hold_everything(tp, offset, breaker.remaining_s())
         return True
 
     def _count(self, tp: TopicPartition, offset: int, origin: Origin) -> tuple[int, int]:
@@ -134,7 +134,7 @@ class Router:
                 decision.delay_s,
             )
             self._stats.retried += 1
-            self._runner.rewind(tp, offset, decision.delay_s)
+            self._holds.rewind(tp, offset, decision.delay_s)
         elif decision.outcome is Outcome.RETRY_TOPIC:
             topic = self._plan.retry_topics[decision.tier]
             log.warning(

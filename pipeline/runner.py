@@ -2,7 +2,8 @@
 
 Each step, in order:
 
-1. resume partitions whose pause is over (retry backoff, retry-topic due time, open breaker);
+1. resume partitions whose hold is over (retry backoff, retry-topic due time, open breaker;
+   the pause / seek-back bookkeeping is ``pipeline.holds``);
 2. poll a batch (one ``consume`` call, up to ``batch_size`` records);
 3. for each record: hold it if it is a retry not yet due → decode → handle (``Invoker``:
    timeout, in-process attempts) → emit outputs; or route the failure (``Router``): retry
@@ -28,7 +29,6 @@ import threading
 import time
 from typing import Any
 
-from pipeline.backoff import PauseDeadlines
 from pipeline.breaker import CircuitBreaker, State
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
@@ -39,6 +39,7 @@ from pipeline.errors import (
     TruncatedPayloadError,
     UnknownSchemaError,
 )
+from pipeline.holds import Holds
 from pipeline.invoke import Invoker
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import OutputWriter
@@ -94,18 +95,15 @@ class StageRunner:
         self._shutdown_timeout = shutdown_timeout_s
         self._clock = clock
         self._tracker = OffsetTracker()
-        self._pauses = PauseDeadlines(clock)
+        self._assigned: set[TopicPartition] = set()
+        self._holds = Holds(consumer, self._tracker, self._assigned, clock)
         self._committer = self._make_committer()
         self._outputs = OutputWriter(plan, codec, producer, self.stats)
         self._router = Router(
-            plan, policy, producer, self._tracker, self.stats, self, self._breaker,
+            plan, policy, producer, self._tracker, self.stats, self._holds, self._breaker,
             self._outputs.callback,
         )  # fmt: skip
         self._retry_topics = frozenset(plan.retry_topics)
-        # Partitions whose remaining records in this batch must not be handled; True means
-        # "seek back to the first of them" (they were fetched but the partition is held).
-        self._skip: dict[TopicPartition, bool] = {}
-        self._assigned: set[TopicPartition] = set()
         self._last_commit = clock()
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
@@ -161,7 +159,7 @@ class StageRunner:
 
     def step(self) -> None:
         self._resume_due_partitions()
-        self._skip.clear()
+        self._holds.new_batch()
         records = self._consumer.consume(self._batch_size, self._batch_timeout)
         if records:
             self._committer.before_batch()
@@ -234,8 +232,8 @@ class StageRunner:
             return None
         topic = record.topic()
         tp = (topic, record.partition())
-        if tp in self._skip:
-            self._skipped(record, tp)
+        if tp in self._holds.skip:
+            self._holds.skipped(record, tp)
             return None
         event_id = None
         if ids is not None:
@@ -247,7 +245,7 @@ class StageRunner:
         origin: Origin | None = None
         if topic in self._retry_topics:
             origin = origin_of(record, from_retry_topic=True)
-            if self._hold_until_due(record, tp, origin):
+            if self._holds.until_due(record, tp, origin):
                 return None
         try:
             event = self._decode(record, origin)
@@ -256,7 +254,7 @@ class StageRunner:
             return None
         breaker = self._breaker
         if breaker is not None and not breaker.allow():
-            self.hold_everything(tp, record.offset(), max(breaker.remaining_s(), MIN_HOLD_S))
+            self._holds.hold_everything(tp, record.offset(), max(breaker.remaining_s(), MIN_HOLD_S))
             return None
         return tp, event, origin, event_id
 
@@ -294,44 +292,7 @@ class StageRunner:
             raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
         return self._codec.decode(value, binding)
 
-    # -- holding partitions (retry due times, backoff, open breaker) ----------------------
-
-    def _hold_until_due(self, record: RawRecord, tp: TopicPartition, origin: Origin) -> bool:
-        wait_ms = origin.due_ms - int(time.time() * 1000)
-        if wait_ms <= 0:
-            return False
-        # Records in a retry topic are in due order: hold the partition, not just the record.
-        self.rewind(tp, record.offset(), wait_ms / 1000)
-        return True
-
-    def rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
-        """Re-read ``tp`` from ``offset`` after ``delay_s``, without sleeping: the partition is
-        paused while the consumer keeps polling (and so keeps its group membership)."""
-        self._tracker.partition(tp).rewind(offset)
-        self._consumer.pause([tp])
-        self._consumer.seek(tp, offset)
-        self._pauses.pause(tp, delay_s)
-        self._skip[tp] = False
-
-    def hold_everything(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
-        """The breaker is open: pause every partition and come back to the first unprocessed
-        record of each after ``delay_s``. Nothing is retried, dead-lettered or dropped."""
-        self.rewind(tp, offset, delay_s)
-        for other in self._assigned - {tp}:
-            self._consumer.pause([other])
-            self._pauses.pause(other, delay_s)
-            if other in self._skip:
-                continue  # already seeked back in this batch (a rewind or a hold): keep that
-            next_read = self._tracker.partition(other).next_read
-            if next_read is not None:
-                self._consumer.seek(other, next_read)
-            self._skip[other] = True  # and seek to a later-fetched record, if one comes
-
-    def _skipped(self, record: RawRecord, tp: TopicPartition) -> None:
-        if self._skip[tp]:
-            self._consumer.seek(tp, record.offset())
-            self._tracker.partition(tp).rewind(record.offset())
-            self._skip[tp] = False
+    # -- holds: failed deliveries, due partitions ---------------------------------------
 
     def _rewind_failed_deliveries(self) -> None:
         if not self._outputs.failed:
@@ -348,10 +309,10 @@ class StageRunner:
             log.error("%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
                       self.plan.name, tp[0], tp[1], token.offset, err)  # fmt: skip
             self.stats.retried += 1
-            self.rewind(tp, token.offset, self.plan.stage.retry.ordered_backoff.delay(1))
+            self._holds.rewind(tp, token.offset, self.plan.stage.retry.ordered_backoff.delay(1))
 
     def _resume_due_partitions(self) -> None:
-        due = [tp for tp in self._pauses.due() if tp in self._assigned]
+        due = self._holds.due()
         if due:
             self._resume(due)
 
@@ -390,7 +351,7 @@ class StageRunner:
         for tp in assigned:
             offset = committed.get(tp, -1)
             self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
-            self._skip[tp] = False
+            self._holds.skip[tp] = False
         self._tracker.drop(assigned)
 
     # -- rebalance listener (called inside consume) ---------------------------------------
@@ -423,11 +384,9 @@ class StageRunner:
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._skip[tp] = False  # records of this poll belong to the next owner now
-            self._assigned.discard(tp)
+        self._assigned.difference_update(partitions)
+        self._holds.forget(partitions)
         self._tracker.drop(partitions)
-        self._pauses.forget(partitions)
         self._router.forget(partitions)
         self.stats.assigned = len(self._assigned)
 

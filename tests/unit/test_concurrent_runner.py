@@ -202,7 +202,7 @@ def test_a_hold_survives_the_end_of_backpressure(loop: Loop) -> None:
     loop.step()
     loop.clock.now += cr.SATURATED_PAUSE_S + 0.1
     loop.step()
-    loop.runner.rewind(TP, 3, 30.0)  # e.g. a retry not due for 30 s
+    loop.runner._holds.rewind(TP, 3, 30.0)  # e.g. a retry not due for 30 s
     loop.open(0)
     loop.step(2)
     assert TP in loop.consumer.paused, "the hold is not over: backpressure must not resume it"

@@ -1,0 +1,90 @@
+"""Holding partitions without sleeping: pause, seek back, resume at a deadline.
+
+A partition is *held* when its next record must wait: a retry that is not due yet, an in-place
+retry's backoff, an output the broker refused, or an open circuit breaker (then every partition
+is held). The partition is paused and seeked back to the record that must wait, and its deadline
+noted; the consumer keeps polling (and so keeps its group membership) and the partition is
+resumed when the deadline passes. Records of a held partition already fetched in the current
+batch are skipped (``skip``); the first of them is seeked back to if the seek has not been made.
+
+Pure bookkeeping over the consumer port and the offset tracker; the deadlines take the runner's
+injectable clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pipeline.backoff import PauseDeadlines
+from pipeline.offsets import OffsetTracker
+from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
+from pipeline.retrytopics import Origin
+
+
+class Holds:
+    def __init__(
+        self,
+        consumer: ConsumerPort,
+        tracker: OffsetTracker,
+        assigned: set[TopicPartition],
+        clock: Callable[[], float],
+    ) -> None:
+        self._consumer = consumer
+        self._tracker = tracker
+        self._assigned = assigned  # the runner's own set: assignment changes show here
+        self.pauses = PauseDeadlines(clock)
+        # Partitions whose remaining records in this batch must not be handled; True means "seek
+        # back to the first of them" (they were fetched but the partition is held).
+        self.skip: dict[TopicPartition, bool] = {}
+
+    def new_batch(self) -> None:
+        self.skip.clear()
+
+    def until_due(self, record: RawRecord, tp: TopicPartition, origin: Origin) -> bool:
+        """Hold a retry-topic partition whose next record is not due yet; False if it is."""
+        wait_ms = origin.due_ms - int(time.time() * 1000)
+        if wait_ms <= 0:
+            return False
+        # Records in a retry topic are in due order: hold the partition, not just the record.
+        self.rewind(tp, record.offset(), wait_ms / 1000)
+        return True
+
+    def rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
+        """Re-read ``tp`` from ``offset`` after ``delay_s``."""
+        self._tracker.partition(tp).rewind(offset)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp, offset)
+        self.pauses.pause(tp, delay_s)
+        self.skip[tp] = False
+
+    def hold_everything(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
+        """The breaker is open: pause every partition and come back to the first unprocessed
+        record of each after ``delay_s``. Nothing is retried, dead-lettered or dropped."""
+        self.rewind(tp, offset, delay_s)
+        for other in self._assigned - {tp}:
+            self._consumer.pause([other])
+            self.pauses.pause(other, delay_s)
+            if other in self.skip:
+                continue  # already seeked back in this batch (a rewind or a hold): keep that
+            next_read = self._tracker.partition(other).next_read
+            if next_read is not None:
+                self._consumer.seek(other, next_read)
+            self.skip[other] = True  # and seek to a later-fetched record, if one comes
+
+    def skipped(self, record: RawRecord, tp: TopicPartition) -> None:
+        """``record`` belongs to a partition skipped in this batch: seek back to it if the
+        partition still needs a seek."""
+        if self.skip[tp]:
+            self._consumer.seek(tp, record.offset())
+            self._tracker.partition(tp).rewind(record.offset())
+            self.skip[tp] = False
+
+    def due(self) -> list[TopicPartition]:
+        """Assigned partitions whose hold is over (forgotten here: the caller resumes them)."""
+        return [tp for tp in self.pauses.due() if tp in self._assigned]
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.skip[tp] = False  # records of this poll belong to the next owner now
+        self.pauses.forget(partitions)
