@@ -17,6 +17,7 @@ newer instance owns the transactional id) stops the stage.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from pipeline.ports import ConsumerPort, TopicPartition
 from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.commit")
+MIN_CALL_TIMEOUT_S = 0.5
 
 
 class DoneStore(Protocol):
@@ -53,7 +55,9 @@ class OffsetCommitter:
     def before_batch(self) -> None:
         pass
 
-    def commit(self, assigned: set[TopicPartition], *, sync: bool) -> None:
+    def commit(
+        self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
         # Async commits are marked done when sent; one that failed (e.g. ILLEGAL_GENERATION
         # during a rebalance) must be sent again, or the group's offset stays behind.
         self._tracker.commit_failed(self._consumer.take_commit_failures())
@@ -101,6 +105,7 @@ class TransactionCommitter:
         stats: StageStats,
         rewind_all: Callable[[], None],
         timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -108,6 +113,7 @@ class TransactionCommitter:
         self._stats = stats
         self._rewind_all = rewind_all
         self._timeout = timeout_s
+        self._clock = clock
         self._open = False
 
     def start(self) -> None:
@@ -118,9 +124,14 @@ class TransactionCommitter:
             self._producer.begin_transaction()
             self._open = True
 
-    def commit(self, assigned: set[TopicPartition], *, sync: bool) -> None:
+    def commit(
+        self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s`` bounds the whole commit (offsets, commit, and an abort if it fails),
+        not each call: at shutdown every step shares one deadline."""
         if not self._open:
             return
+        deadline = self._clock() + (self._timeout if timeout_s is None else timeout_s)
         offsets = {}
         for tp in assigned:
             next_read = self._tracker.partition(tp).next_read
@@ -129,14 +140,14 @@ class TransactionCommitter:
         try:
             if offsets:
                 metadata = self._consumer.group_metadata()
-                self._producer.send_offsets_to_transaction(offsets, metadata, self._timeout)
-            self._producer.commit_transaction(self._timeout)
+                self._producer.send_offsets_to_transaction(offsets, metadata, self._left(deadline))
+            self._producer.commit_transaction(self._left(deadline))
         except ProducerFencedError:
             self._open = False
             raise
         except TransactionError as exc:
             log.warning("transaction failed (%s); aborting and rewinding", exc)
-            self.abort()
+            self.abort(self._left(deadline))
             return
         self._open = False
         # commit_transaction flushed every output, so their tokens are done: let the tracker
@@ -145,6 +156,10 @@ class TransactionCommitter:
         self._tracker.take_finished_ids()
         self._tracker.mark_committed(offsets)
         self._stats.commits += 1
+
+    def _left(self, deadline: float) -> float:
+        # Never 0: librdkafka would then not even try.
+        return max(MIN_CALL_TIMEOUT_S, deadline - self._clock())
 
     def delivery_failed(self) -> bool:
         """An output of the open transaction failed: the transaction cannot commit."""
@@ -155,9 +170,9 @@ class TransactionCommitter:
         if self._open:
             self.abort()
 
-    def abort(self) -> None:
+    def abort(self, timeout_s: float | None = None) -> None:
         try:
-            self._producer.abort_transaction(self._timeout)
+            self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
         except ProducerFencedError:
             raise
         except KafkaError as exc:

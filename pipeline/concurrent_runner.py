@@ -31,6 +31,7 @@ let the next record probe instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,8 +202,9 @@ class ConcurrentStageRunner(StageRunner):
         if self._breaker is not None:
             self._breaker.cancel_probe()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, budget_s: float | None = None) -> None:
         # Half the shutdown timeout for handlers, the rest for flushing outputs and committing.
+        started = time.monotonic()
         try:
             if not self._await_handlers(None, self._shutdown_timeout / 2):
                 log.warning("%s: %d handlers still running at shutdown; cancelled, their "
@@ -211,7 +213,7 @@ class ConcurrentStageRunner(StageRunner):
                 assert self._loop is not None
                 self._loop.run_until_complete(self._dispatcher.cancel_all(MIN_CANCEL_WAIT_S))
         finally:
-            super()._shutdown()
+            super()._shutdown(self._shutdown_timeout - (time.monotonic() - started))
 
     def _await_handlers(self, partitions: set[TopicPartition] | None, timeout_s: float) -> bool:
         """Let the handlers of ``partitions`` (all if None) finish, and act on their results;

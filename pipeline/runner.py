@@ -176,14 +176,18 @@ class StageRunner:
         self._rewind_failed_deliveries()
         self._maybe_commit()
 
-    def _shutdown(self) -> None:
-        """Stop fetching, wait for outputs in flight, commit, leave the group."""
-        left = self._producer.flush(self._shutdown_timeout)
+    def _shutdown(self, budget_s: float | None = None) -> None:
+        """Stop fetching, wait for outputs in flight, commit, leave the group: all within
+        ``budget_s`` (the shutdown timeout), so the worker's grace period is enough."""
+        budget = self._shutdown_timeout if budget_s is None else max(budget_s, 1.0)
+        started = time.monotonic()
+        left = self._producer.flush(budget)
         if left:
             log.error("%s: %d outputs unacknowledged at shutdown; inputs stay uncommitted",
                       self.plan.name, left)  # fmt: skip
         try:
-            self._commit(sync=True)
+            remaining = budget - (time.monotonic() - started)
+            self._committer.commit(self._assigned, sync=True, timeout_s=max(remaining, 1.0))
         except (KafkaError, PipelineError) as exc:
             log.error("%s: final commit failed (%s); records will be redelivered",
                       self.plan.name, exc)  # fmt: skip

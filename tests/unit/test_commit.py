@@ -158,3 +158,35 @@ def test_committed_transactions_release_their_tokens() -> None:
         tracker.partition(TP).begin(offset, 1).finish_one()  # acknowledged by the commit
         committer.commit({TP}, sync=False)
     assert tracker.in_flight == 0
+
+
+def test_a_commit_with_a_timeout_shares_one_deadline_across_its_calls() -> None:
+    """At shutdown the whole commit (offsets, commit, and the abort when it fails) must fit the
+    shutdown timeout, not take the timeout once per call."""
+    now = [0.0]
+
+    class SlowProducer(FakeProducer):
+        timeouts: list[tuple[str, float]] = []
+
+        def send_offsets_to_transaction(self, offsets: Any, meta: Any, timeout_s: float) -> None:
+            self.timeouts.append(("send_offsets", timeout_s))
+            now[0] += 4.0  # the coordinator is slow after a broker restart
+
+        def commit_transaction(self, timeout_s: float) -> None:
+            self.timeouts.append(("commit", timeout_s))
+            now[0] += timeout_s
+            raise TransactionError("timed out", abortable=True)
+
+        def abort_transaction(self, timeout_s: float) -> None:
+            self.timeouts.append(("abort", timeout_s))
+
+    log, tracker = Log(), OffsetTracker()
+    producer = SlowProducer(log)
+    committer = TransactionCommitter(
+        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None,
+        timeout_s=30.0, clock=lambda: now[0],
+    )  # fmt: skip
+    committer.before_batch()
+    tracker.partition(TP).begin(0, 0)
+    committer.commit({TP}, sync=True, timeout_s=10.0)
+    assert producer.timeouts == [("send_offsets", 10.0), ("commit", 6.0), ("abort", 0.5)]
