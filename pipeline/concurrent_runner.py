@@ -40,6 +40,7 @@ from pipeline.dispatch import Completion, KeyedDispatcher
 from pipeline.offsets import Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.runner import StageRunner
+from pipeline.stop import seconds_since_stop
 
 log = logging.getLogger("pipeline.runner")
 # While there is room to fetch more, handlers get this long before the consumer is asked again;
@@ -176,14 +177,16 @@ class ConcurrentStageRunner(StageRunner):
 
     # -- rebalance and shutdown: wait for handlers in flight ------------------------------
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[TopicPartition], budget_s: float | None = None) -> None:
+        budget = self._in_loop_budget if budget_s is None else budget_s
+        started = time.monotonic()
         if not self._closing:
             revoked = set(partitions)
-            if not self._await_handlers(revoked, self._shutdown_timeout):
+            if not self._await_handlers(revoked, budget / 2):
                 log.warning("%s: handlers of revoked partitions still running; cancelled",
                             self.plan.name)  # fmt: skip
                 self._cancel_handlers(revoked)
-        super().on_revoke(partitions)
+        super().on_revoke(partitions, budget - (time.monotonic() - started))
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
         # Another member owns them already: their handlers must not run on beside it.
@@ -203,17 +206,19 @@ class ConcurrentStageRunner(StageRunner):
             self._breaker.cancel_probe()
 
     def _shutdown(self, budget_s: float | None = None) -> None:
-        # Half the shutdown timeout for handlers, the rest for flushing outputs and committing.
+        # Half the time left for handlers, the rest for flushing outputs and committing.
+        if budget_s is None:
+            budget_s = self._shutdown_timeout - seconds_since_stop(self.stop_event)
         started = time.monotonic()
         try:
-            if not self._await_handlers(None, self._shutdown_timeout / 2):
+            if not self._await_handlers(None, max(budget_s / 2, 0.0)):
                 log.warning("%s: %d handlers still running at shutdown; cancelled, their "
                             "events stay uncommitted", self.plan.name,
                             self._dispatcher.in_flight)  # fmt: skip
                 assert self._loop is not None
                 self._loop.run_until_complete(self._dispatcher.cancel_all(MIN_CANCEL_WAIT_S))
         finally:
-            super()._shutdown(self._shutdown_timeout - (time.monotonic() - started))
+            super()._shutdown(budget_s - (time.monotonic() - started))
 
     def _await_handlers(self, partitions: set[TopicPartition] | None, timeout_s: float) -> bool:
         """Let the handlers of ``partitions`` (all if None) finish, and act on their results;

@@ -27,6 +27,7 @@ from pipeline.errors import KafkaError
 from pipeline.kafka import LagMonitor
 from pipeline.publisher import Publisher
 from pipeline.registry import StagePlan, load
+from pipeline.stop import StopEvent
 from pipeline.worker import Worker, abandon_process
 
 EXAMPLES = "stages.video,stages.orders"
@@ -40,7 +41,7 @@ def run_demo(settings: Settings, *, events: int, once: bool) -> int:
     if created:
         console.print(f"created {len(created)} topics")
     worker = Worker(pipeline, worker_id="demo")
-    stop = threading.Event()
+    stop = StopEvent()
     _on_interrupt(stop)
     worker.start()
     published = _publish_demo_events(pipeline, events)

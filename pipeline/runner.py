@@ -49,10 +49,12 @@ from pipeline.retrytopics import Origin, origin_of
 from pipeline.routing import Router
 from pipeline.serde import Codec
 from pipeline.stats import StageStats
+from pipeline.stop import StopEvent, seconds_since_stop
 
 log = logging.getLogger("pipeline.runner")
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
+MIN_SHUTDOWN_STEP_S = 1.0  # flush and final commit always get a try, even past the deadline
 
 
 class StageRunner:
@@ -73,7 +75,7 @@ class StageRunner:
     ) -> None:
         self.plan = plan
         self.stats = StageStats(plan.name, plan.group)
-        self.stop_event = stop or threading.Event()
+        self.stop_event = stop or StopEvent()
         self._consumer = consumer
         self._producer = producer
         self._codec = codec
@@ -93,6 +95,9 @@ class StageRunner:
         self._batch_timeout = batch_timeout_s
         self._commit_interval = commit_interval_s
         self._shutdown_timeout = shutdown_timeout_s
+        # Blocking work inside the loop (a revoke's flush and commit, a transaction commit) gets
+        # half the shutdown timeout: one in progress when a stop comes leaves shutdown the rest.
+        self._in_loop_budget = shutdown_timeout_s / 2
         self._clock = clock
         self._tracker = OffsetTracker()
         self._assigned: set[TopicPartition] = set()
@@ -153,7 +158,7 @@ class StageRunner:
             producer: Any = self._producer
             return TransactionCommitter(
                 self._consumer, producer, self._tracker, self.stats, self._rewind_to_committed,
-                self._shutdown_timeout,
+                self._in_loop_budget,
             )  # fmt: skip
         return OffsetCommitter(self.plan.group, self._consumer, self._tracker, self.stats)
 
@@ -179,15 +184,10 @@ class StageRunner:
     def _shutdown(self, budget_s: float | None = None) -> None:
         """Stop fetching, wait for outputs in flight, commit, leave the group: all within
         ``budget_s`` (the shutdown timeout), so the worker's grace period is enough."""
-        budget = self._shutdown_timeout if budget_s is None else max(budget_s, 1.0)
-        started = time.monotonic()
-        left = self._producer.flush(budget)
-        if left:
-            log.error("%s: %d outputs unacknowledged at shutdown; inputs stay uncommitted",
-                      self.plan.name, left)  # fmt: skip
+        if budget_s is None:  # what is left since the stop request (a step may have blocked)
+            budget_s = self._shutdown_timeout - seconds_since_stop(self.stop_event)
         try:
-            remaining = budget - (time.monotonic() - started)
-            self._committer.commit(self._assigned, sync=True, timeout_s=max(remaining, 1.0))
+            self._flush_and_commit(self._assigned, budget_s)
         except (KafkaError, PipelineError) as exc:
             log.error("%s: final commit failed (%s); records will be redelivered",
                       self.plan.name, exc)  # fmt: skip
@@ -196,6 +196,17 @@ class StageRunner:
         self._closing = True
         self._consumer.close()
         log.info("%s: stopped", self.plan.name)
+
+    def _flush_and_commit(self, partitions: set[TopicPartition], budget_s: float) -> None:
+        """Wait for outputs in flight, then commit what finished: both within ``budget_s``."""
+        budget = max(budget_s, MIN_SHUTDOWN_STEP_S)
+        started = time.monotonic()
+        left = self._producer.flush(budget)
+        if left:
+            log.error("%s: %d outputs unacknowledged; their inputs stay uncommitted",
+                      self.plan.name, left)  # fmt: skip
+        remaining = max(budget - (time.monotonic() - started), MIN_SHUTDOWN_STEP_S)
+        self._committer.commit(partitions, sync=True, timeout_s=remaining)
 
     # -- step 3: one batch ----------------------------------------------------------------
 
@@ -332,12 +343,9 @@ class StageRunner:
         now = self._clock()
         if now - self._last_commit >= self._commit_interval:
             self._last_commit = now
-            self._commit(sync=False)
+            self._committer.commit(self._assigned, sync=False)
             if self._dedupe is not None:
                 self._dedupe.maybe_clean()
-
-    def _commit(self, *, sync: bool, only: set[TopicPartition] | None = None) -> None:
-        self._committer.commit(self._assigned if only is None else only, sync=sync)
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
@@ -365,17 +373,19 @@ class StageRunner:
         self.stats.assigned = len(self._assigned)
         log.info("%s: assigned %s", self.plan.name, _fmt(partitions))
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[TopicPartition], budget_s: float | None = None) -> None:
         if self._closing:
             self._forget(partitions)
             return
         # Outputs of these partitions' records may still be in flight: wait for them, so the
-        # new owner does not redo work that is actually finished.
-        self._producer.flush(self._shutdown_timeout)
+        # new owner does not redo work that is actually finished. Exactly-once: the open
+        # transaction holds every partition's work, so it all commits.
+        eos = isinstance(self._committer, TransactionCommitter)
         try:
-            # Exactly-once: the open transaction holds every partition's work; commit it all.
-            eos = isinstance(self._committer, TransactionCommitter)
-            self._commit(sync=True, only=None if eos else set(partitions))
+            self._flush_and_commit(
+                self._assigned if eos else set(partitions),
+                self._in_loop_budget if budget_s is None else budget_s,
+            )
         except KafkaError as exc:
             log.warning("%s: commit on revoke failed (%s); records will be redelivered",
                         self.plan.name, exc)  # fmt: skip

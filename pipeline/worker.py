@@ -20,6 +20,7 @@ from typing import NoReturn
 from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.runner import StageRunner
+from pipeline.stop import StopEvent
 
 log = logging.getLogger("pipeline.worker")
 
@@ -31,7 +32,7 @@ class Worker:
         self, pipeline: Pipeline, worker_id: str | None = None, stop: threading.Event | None = None
     ) -> None:
         self.pipeline = pipeline
-        self.stop_event = stop or threading.Event()
+        self.stop_event = stop or StopEvent()
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -116,7 +117,7 @@ def _on_stop_signals(callback: object) -> None:
 
 def run_workers(spec: str, settings: Settings, workers: int) -> int:
     """``pipeline run``: one worker in this process, or ``workers`` child processes."""
-    stop = threading.Event()
+    stop = StopEvent()
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     pipeline.ensure_topics()
@@ -149,7 +150,7 @@ def _child(spec: str, settings: Settings, index: int) -> None:
 
     setup_logging()
     parent = os.getppid()
-    stop = threading.Event()
+    stop = StopEvent()
     _on_stop_signals(stop.set)
     pipeline = Pipeline.from_spec(spec, settings)
     worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)

@@ -91,6 +91,7 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, Any]] = []
+        self.flushes: list[float] = []  # the timeout of each flush
 
     def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
         self.produced.append((topic, key))
@@ -100,6 +101,7 @@ class FakeProducer:
         return 0
 
     def flush(self, timeout_s: float) -> int:
+        self.flushes.append(timeout_s)
         return 0
 
     def __len__(self) -> int:

@@ -12,6 +12,7 @@ from pipeline.app import Pipeline
 from pipeline.backoff import Backoff
 from pipeline.guarantees import Idempotency
 from pipeline.idempotency.base import IdempotencyStoreError
+from pipeline.stop import StopEvent
 from tests.integration.app_stages import PINGS, Ping
 from tests.unit.fakes import FakeConsumer, FakeProducer, Record
 
@@ -93,3 +94,37 @@ def test_an_idempotency_cleanup_failure_is_logged_not_fatal(
         assert runner._dedupe is not None
         runner._dedupe.close()
         runner._invoke.close()
+
+
+def test_shutdown_gets_what_is_left_of_its_timeout_since_the_stop_request() -> None:
+    """A step blocked in a client call when the stop came (25 s of a 30 s timeout): flushing
+    and committing get the 5 s left, so the worker still exits within its timeout."""
+    from pipeline.runner import StageRunner
+
+    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [FailsOnN10AndN5])
+    producer = FakeProducer()
+    runner = StageRunner(
+        pipeline.plans[0], FakeConsumer(), producer, pipeline.codec,  # type: ignore[arg-type]
+        shutdown_timeout_s=30.0,
+    )  # fmt: skip
+    stop = runner.stop_event
+    assert isinstance(stop, StopEvent)
+    stop.set()
+    assert stop.set_at is not None
+    stop.set_at -= 25.0
+    runner.run()
+    assert len(producer.flushes) == 1 and 4.0 < producer.flushes[0] <= 5.0
+
+
+def test_a_revoke_flushes_and_commits_within_half_the_shutdown_timeout() -> None:
+    from pipeline.runner import StageRunner
+
+    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [FailsOnN10AndN5])
+    producer = FakeProducer()
+    runner = StageRunner(
+        pipeline.plans[0], FakeConsumer(), producer, pipeline.codec,  # type: ignore[arg-type]
+        shutdown_timeout_s=30.0,
+    )  # fmt: skip
+    runner.on_assign([(PINGS.name, 0)])
+    runner.on_revoke([(PINGS.name, 0)])
+    assert producer.flushes == [15.0]
