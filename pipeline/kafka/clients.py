@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -21,6 +22,8 @@ from pipeline.ports import (
 )
 
 log = logging.getLogger("pipeline.kafka")
+MIN_TXN_CALL_S = 0.5  # a transaction call past its deadline still gets one short try
+_clock = time.monotonic  # a module attribute, so a test can stand in for it
 
 
 def _tps(partitions: list[CTopicPartition]) -> list[TopicPartition]:
@@ -159,10 +162,10 @@ class KafkaProducer:
     # -- transactions (exactly-once stages; config has transactional.id) ------------------
 
     def init_transactions(self, timeout_s: float) -> None:
-        self._txn("init_transactions", lambda: self._producer.init_transactions(timeout_s))
+        self._txn("init_transactions", self._producer.init_transactions, timeout_s)
 
     def begin_transaction(self) -> None:
-        self._txn("begin_transaction", self._producer.begin_transaction)
+        self._txn("begin_transaction", lambda _t: self._producer.begin_transaction(), 1.0)
 
     def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float
@@ -170,25 +173,31 @@ class KafkaProducer:
         parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self._txn(
             "send_offsets_to_transaction",
-            lambda: self._producer.send_offsets_to_transaction(parts, group_metadata, timeout_s),
+            lambda t: self._producer.send_offsets_to_transaction(parts, group_metadata, t),
+            timeout_s,
         )
 
     def commit_transaction(self, timeout_s: float) -> None:
-        self._txn("commit_transaction", lambda: self._producer.commit_transaction(timeout_s))
+        self._txn("commit_transaction", self._producer.commit_transaction, timeout_s)
 
     def abort_transaction(self, timeout_s: float) -> None:
-        self._txn("abort_transaction", lambda: self._producer.abort_transaction(timeout_s))
+        self._txn("abort_transaction", self._producer.abort_transaction, timeout_s)
 
-    def _txn(self, what: str, call: Any) -> None:
-        """Retry retriable errors a few times; classify the rest for the caller."""
+    def _txn(self, what: str, call: Callable[[float], Any], timeout_s: float) -> None:
+        """Retry retriable errors (a coordinator still loading, say) while ``timeout_s`` lasts:
+        the timeout bounds all the attempts together, not each one. Classify the rest."""
+        deadline = _clock() + timeout_s
         for _ in range(5):
             try:
-                call()
+                call(max(deadline - _clock(), MIN_TXN_CALL_S))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                retry = err.retriable() and not err.txn_requires_abort() and not err.fatal()
+                if retry and _clock() < deadline:
                     continue
+                if retry:
+                    break
                 raise _transaction_error(what, err) from None
         raise TransactionError(f"{what}: still failing after retries", retriable=True)
 
