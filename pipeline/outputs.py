@@ -96,6 +96,17 @@ class OutputWriter:
         suffixes.extend(f"/{self._stage}/{i}".encode() for i in range(len(suffixes), index + 1))
         return suffixes[index]
 
+    def copy(
+        self, record: RawRecord, topic: str, headers: Any, tp: TopicPartition, token: Token
+    ) -> None:
+        """Produce ``record`` unchanged to ``topic`` (a retry or dead-letter copy), tied to
+        ``token``."""
+        on_delivery = self.callback(tp, token)
+        try:
+            self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
+        except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
+            on_delivery(exc, None)
+
     def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
         """The delivery report handler for one input's outputs (or its retry/DLQ copy)."""
         failed = self.failed

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
 from pipeline.deadletter import DeadLetterSource, headers_for
-from pipeline.errors import KafkaError
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
 from pipeline.offsets import OffsetTracker, Token
-from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
+from pipeline.ports import RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of, retry_headers
 from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     from pipeline.holds import Holds
+    from pipeline.outputs import OutputWriter
 
 log = logging.getLogger("pipeline.runner")
 
@@ -33,21 +32,19 @@ class Router:
         self,
         plan: StagePlan,
         policy: RetryPolicy,
-        producer: ProducerPort,
+        writer: OutputWriter,
         tracker: OffsetTracker,
         stats: StageStats,
         holds: Holds,
         breaker: CircuitBreaker | None,
-        delivery_callback: Callable[[TopicPartition, Token], DeliveryCallback],
     ) -> None:
         self._plan = plan
         self._policy = policy
-        self._producer = producer
+        self._writer = writer
         self._tracker = tracker
         self._stats = stats
         self._holds = holds
         self._breaker = breaker
-        self._callback = delivery_callback
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
@@ -175,11 +172,7 @@ class Router:
             token = self._tracker.partition(tp).begin(record.offset(), 1)
         else:
             token.settle(1)
-        on_delivery = self._callback(tp, token)
-        try:
-            self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
-        except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
-            on_delivery(exc, None)
+        self._writer.copy(record, topic, headers, tp, token)
 
 
 def _now_ms() -> int:

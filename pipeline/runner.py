@@ -105,9 +105,8 @@ class StageRunner:
         self._committer = self._make_committer()
         self._outputs = OutputWriter(plan, codec, producer, self.stats)
         self._router = Router(
-            plan, policy, producer, self._tracker, self.stats, self._holds, self._breaker,
-            self._outputs.callback,
-        )  # fmt: skip
+            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker
+        )
         self._retry_topics = frozenset(plan.retry_topics)
         self._last_commit = clock()
         self._closing = False
