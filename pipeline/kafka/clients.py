@@ -187,19 +187,22 @@ class KafkaProducer:
         """Retry retriable errors (a coordinator still loading, say) while ``timeout_s`` lasts:
         the timeout bounds all the attempts together, not each one. Classify the rest."""
         deadline = _clock() + timeout_s
+        last = None
         for _ in range(5):
             try:
                 call(max(deadline - _clock(), MIN_TXN_CALL_S))
                 return
             except KafkaException as exc:
-                err = exc.args[0]
-                retry = err.retriable() and not err.txn_requires_abort() and not err.fatal()
-                if retry and _clock() < deadline:
-                    continue
-                if retry:
+                last = exc.args[0]
+                if not (last.retriable() and not last.txn_requires_abort() and not last.fatal()):
+                    raise _transaction_error(what, last) from None
+                if _clock() >= deadline:
                     break
-                raise _transaction_error(what, err) from None
-        raise TransactionError(f"{what}: still failing after retries", retriable=True)
+        cause = f"{last.str()} ({last.name()})" if last is not None else "no answer"
+        raise TransactionError(
+            f"{what}: still failing after retries: {cause}", code=last.name() if last else None,
+            retriable=True,
+        )  # fmt: skip
 
     def _on_error(self, err: Any) -> None:
         log.warning("producer: %s", err)

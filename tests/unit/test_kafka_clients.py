@@ -32,7 +32,7 @@ def test_retries_share_the_calls_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
     producer = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
     inner: Any = SlowCoordinator(now)
     producer._producer = inner
-    with pytest.raises(TransactionError, match="still failing"):
+    with pytest.raises(TransactionError, match="still failing after retries: timed out"):
         producer.commit_transaction(10.0)
     assert inner.timeouts == [10.0, 7.0, 4.0, 1.0]
     assert now[0] == 12.0, "retries went on past the timeout"
