@@ -75,7 +75,6 @@ class ConcurrentStageRunner(StageRunner):
             wait = FETCH_GAP_S if self._room() > 0 else self._batch_timeout
             self._loop.run_until_complete(dispatcher.settle(wait))
             self._complete(dispatcher.take())
-        self.stats.in_flight = dispatcher.in_flight
         self._producer.poll(0)
         self._rewind_failed_deliveries()
         self._maybe_commit()
@@ -137,7 +136,7 @@ class ConcurrentStageRunner(StageRunner):
         self.stats.consumed += len(records)
         ids = self._dedupe.ids_not_done(records) if self._dedupe is not None else None
         dispatcher = self._dispatcher
-        begin = self._tracker.partition
+        partition = self._tracker.partition
         for record in records:
             if dispatcher.room <= 0:
                 # No slot: hand this record and the rest of its partition back (seek there).
@@ -148,7 +147,7 @@ class ConcurrentStageRunner(StageRunner):
             tp, event, origin, event_id = prepared
             # Begun now, in offset order, with one unit for the handler itself: the watermark
             # cannot pass this record until its handler and outputs are done.
-            token = begin(tp).begin(record.offset(), 1, event_id)
+            token = partition(tp).begin(record.offset(), 1, event_id)
             dispatcher.submit(record, tp, event, origin, token)
             if self._breaker is not None and self._breaker.state is State.HALF_OPEN:
                 self._probe = (tp, token)  # allow() let exactly this one through

@@ -24,5 +24,4 @@ class StageStats:
     outputs: int = 0
     commits: int = 0
     assigned: int = 0
-    in_flight: int = 0  # events taken by a concurrent stage and not yet completed
     running: bool = False
