@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from pipeline import Publisher
+from pipeline import Context, Publisher
 from tests.integration.app_stages import PINGS, PONGS, SEEN, Echo, FanOutA, FanOutB, FanOutC, Ping
 from tests.integration.kit import (
     group_members,
@@ -59,23 +60,48 @@ def test_three_groups_on_one_topic_each_get_every_event(kafka_bootstrap: str) ->
     assert len({(s.stage, s.ping_id) for _, s in seen}) == 180
 
 
+class PacedEcho(Echo):
+    """Echo that slows to one event per PACE_S once it has handled UNPACED events, until the test
+    says the newcomer has partitions: the first worker cannot drain the backlog before the second
+    joins, however the machine is loaded (the pace bounds it, no luck involved)."""
+
+    group = "paced-echo"
+    handled = 0
+    newcomer_assigned = threading.Event()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        cls = type(self)
+        cls.handled += 1
+        if cls.handled > UNPACED and not cls.newcomer_assigned.is_set():
+            cls.newcomer_assigned.wait(PACE_S)
+        super().handle(event, ctx)
+
+
+UNPACED = 50
+PACE_S = 0.1  # 550 paced events: a join has 55 s before the first worker could drain them
+
+
 def test_a_worker_joining_mid_stream_causes_no_duplicates(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second member joins while the first is busy: the first commits what it finished when
     its partitions are revoked, so the newcomer starts exactly there and nothing is redone."""
-    monkeypatch.setenv("TEST_DELAY_MS", "5")
+    monkeypatch.setattr(PacedEcho, "handled", 0)
+    monkeypatch.setattr(PacedEcho, "newcomer_assigned", threading.Event())
     # Periodic commits are made rare, so only the commit on revoke can prevent duplicates.
     settings = unique_settings(
         kafka_bootstrap, topic_partitions=6, batch_size=20, commit_interval_s=60
     )
-    prepare(settings, [Echo])
+    prepare(settings, [PacedEcho])
     with Publisher(settings) as publisher:
         for i in range(600):
             publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
-    with running(settings, [Echo]) as first:
+    with running(settings, [PacedEcho]) as first:
         wait_until(lambda: first.runners[0].stats.processed >= 50, 30, "the first worker to start")
-        with running(settings, [Echo]) as second:
+        with running(settings, [PacedEcho]) as second:
+            newcomer = second.runners[0].stats
+            wait_until(lambda: newcomer.assigned > 0, 60, "the newcomer's partitions")
+            PacedEcho.newcomer_assigned.set()
             read_topic(settings, PONGS, count=600, timeout_s=60)
             pongs = read_topic(settings, PONGS, count=601, timeout_s=2)  # catch any extra
     per_ping = Counter(p.ping_id for _, p in pongs)
