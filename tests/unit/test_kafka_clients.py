@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
+from confluent_kafka import TopicPartition as CTopicPartition
 
 from pipeline.errors import TransactionError
 from pipeline.kafka import clients
@@ -36,3 +38,45 @@ def test_retries_share_the_calls_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
         producer.commit_transaction(10.0)
     assert inner.timeouts == [10.0, 7.0, 4.0, 1.0]
     assert now[0] == 12.0, "retries went on past the timeout"
+
+
+class CommitError:
+    """What librdkafka hands on_commit: an error with a name."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def __str__(self) -> str:
+        return f"KafkaError{{code={self._name}}}"
+
+
+def test_a_burst_of_failed_async_commits_is_logged_once_per_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a peer dies every commit in flight fails with ILLEGAL_GENERATION at once: one
+    warning, every failure still kept to be sent again, and one line when commits recover."""
+    consumer = clients.KafkaConsumer(
+        {"bootstrap.servers": "127.0.0.1:1", "group.id": "g", "log_level": 0}
+    )
+    parts = [CTopicPartition("in", 0, 5), CTopicPartition("in", 1, 7)]
+    try:
+        with caplog.at_level(logging.INFO, logger="pipeline.kafka"):
+            for _ in range(5):
+                consumer._on_commit(CommitError("ILLEGAL_GENERATION"), parts)
+            consumer._on_commit(CommitError("REBALANCE_IN_PROGRESS"), parts)
+            consumer._on_commit(None, parts)
+            consumer._on_commit(None, parts)
+            consumer._on_commit(CommitError("ILLEGAL_GENERATION"), parts)
+    finally:
+        consumer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.kafka"]
+    assert [("ILLEGAL" in m, "REBALANCE" in m, "succeed again" in m) for m in lines] == [
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, False, False),
+    ], lines
+    assert len(consumer.take_commit_failures()) == 7 * 2
