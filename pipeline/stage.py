@@ -19,7 +19,7 @@ groups on the same topic each receive every event (fan-out).
 Declaring a class has no side effect beyond a shape check in ``__init_subclass__``; a stage runs
 only when a module lists it in ``STAGES`` and ``pipeline run`` is pointed at that module.
 Everything that needs the schema catalog (model/schema agreement, topic without schema) is
-checked by ``pipeline.registry.validate`` at startup.
+checked by ``pipeline.registry.plan`` at startup.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class KafkaAdmin:
         self._settings = settings
         self._timeout = timeout_s
         self._all_down_since: float | None = None
-        self._transport_error: str | None = None
+        self._last_error: str | None = None
         conf = kconfig.admin(settings) | {"error_cb": self._on_error}
         self._admin = kconfig.create(AdminClient, conf, "admin")
 
@@ -76,27 +76,34 @@ class KafkaAdmin:
         while True:
             try:
                 left = max(min(METADATA_SLICE_S, deadline - _clock()), 0.1)
-                return self._admin.list_topics(timeout=left)
+                meta = self._admin.list_topics(timeout=left)
             except KafkaException as exc:
-                reason = self._transport_error or exc.args[0].str()
+                failure = exc.args[0].str()
+            else:
+                self._all_down_since = self._last_error = None
+                return meta
             finally:
                 self._admin.poll(0)
             now = _clock()
             down = self._all_down_since is not None and now - self._all_down_since >= ALL_DOWN_FOR_S
             if down or now >= deadline:
+                reason = self._last_error or failure
                 raise BrokerUnavailableError(
                     f"cannot reach Kafka at {self._settings.bootstrap_servers}: {reason}"
                 )
 
     def _on_error(self, err: Any) -> None:
         # Served by poll() in _metadata, on this thread. The per-connection errors are what a
-        # user can act on ("Connection refused", "Name or service not known").
+        # user can act on ("Connection refused", "Name or service not known"), more than the
+        # "Failed to get metadata" that list_topics raises.
         if err.code() == CKafkaError._ALL_BROKERS_DOWN:
             if self._all_down_since is None:
                 self._all_down_since = _clock()
-        elif err.code() in (CKafkaError._TRANSPORT, CKafkaError._RESOLVE):
-            self._transport_error = err.str()
-        else:
+            return
+        self._last_error = err.str()
+        if err.code() not in (CKafkaError._TRANSPORT, CKafkaError._RESOLVE):
+            # Not a plain "cannot connect" (which the final error says): a non-Kafka listener,
+            # an authentication failure...
             kconfig.CLIENT_ERRORS_LOG.warning("admin client: %s", err)
 
     def ensure(self, names: list[str]) -> list[str]:

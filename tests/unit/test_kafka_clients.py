@@ -11,8 +11,9 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka import TopicPartition as CTopicPartition
 
-from pipeline.errors import TransactionError
-from pipeline.kafka import clients
+from pipeline.config import Settings
+from pipeline.errors import BrokerUnavailableError, TransactionError
+from pipeline.kafka import admin, clients
 
 
 class SlowCoordinator:
@@ -80,3 +81,28 @@ def test_a_burst_of_failed_async_commits_is_logged_once_per_change(
         (True, False, False),
     ], lines
     assert len(consumer.take_commit_failures()) == 7 * 2
+
+
+def test_the_admin_gives_up_once_every_broker_has_been_down_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused connections end in a clear error after ALL_DOWN_FOR_S, not the full timeout,
+    and the error names the connection failure rather than 'Failed to get metadata'."""
+    now = [0.0]
+    monkeypatch.setattr(admin, "_clock", lambda: now[0])
+    client = admin.KafkaAdmin(Settings(bootstrap_servers="127.0.0.1:1"), timeout_s=15.0)
+
+    class Refusing:
+        def list_topics(self, timeout: float) -> None:
+            now[0] += timeout
+            raise KafkaException(CKafkaError(CKafkaError._TRANSPORT, "Failed to get metadata"))
+
+        def poll(self, _timeout: float) -> None:  # serves the error callback
+            client._on_error(CKafkaError(CKafkaError._TRANSPORT, "Connection refused"))
+            client._on_error(CKafkaError(CKafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+
+    inner: Any = Refusing()
+    client._admin = inner
+    with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1: Connection refused"):
+        client.topics()
+    assert now[0] == 1.0 + admin.ALL_DOWN_FOR_S
