@@ -84,7 +84,8 @@ def config_drift() -> list[str]:
     except ImportError as exc:  # the framework is mid-change: OURS will fail and say why
         return [f"cannot compare RAW's settings with OURS': {exc}"]
 
-    s, ids = Settings(), {"bootstrap.servers", "group.id", "client.id"}
+    # Identity, and where librdkafka's log lines go: not settings that change performance.
+    s, ids = Settings(), {"bootstrap.servers", "group.id", "client.id", "logger"}
     notes = []
     for name, ours, raw in (
         ("consumer", kconfig.consumer(s, "g", "c"), common.CONSUMER_CONFIG),

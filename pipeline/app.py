@@ -39,6 +39,7 @@ class Pipeline:
 
     @classmethod
     def build(cls, settings: Settings, stages: Iterable[type[Stage]] = ()) -> Pipeline:
+        kconfig.check(settings)  # librdkafka options, before any topic is created
         catalog = load_catalog(settings)
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         codec, announce = build_codec(settings, catalog)

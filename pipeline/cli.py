@@ -104,6 +104,7 @@ def publish(
             names = ", ".join(sorted(known)) or "none"
             raise DeclarationError(f"unknown topic {topic!r}; topics declared in {stages}: {names}")
         declared = known[topic]
+        declared.check()  # a misspelt key/id field, found while importing the stage modules
         data = _read_payload(payload)
         try:
             event = declared.model.model_validate(data)

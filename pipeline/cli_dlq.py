@@ -48,12 +48,15 @@ TopicArg = Annotated[
 ]
 TRACEBACK_LINES = 20
 REPLAY_HELP = (
-    "Re-publish matching dead letters to their original topic, then report matched, replayed, "
-    "skipped and failed counts (exit 1 if any failed).\n\n"
+    "Re-publish matching dead letters to the stage that failed them, then report matched, "
+    "replayed, skipped and failed counts (exit 1 if any failed).\n\n"
+    "They go into that stage's first retry topic, due at once with the attempts reset, so only "
+    "its group sees them again; a stage without retry topics gets them on its original input "
+    "topic, where every group reading it does.\n\n"
     "Key, value and headers are kept byte for byte, minus dlq-* and retry-* headers, plus "
-    "replay-count, replayed-at-ms and replayed-from. Every group reading the original topic "
-    "gets the event again, with the same event-id. Only records present when the replay starts "
-    "are read, and every send is acknowledged before the report.\n\n"
+    "replay-count, replayed-at-ms and replayed-from, with the same event-id. Only records "
+    "present when the replay starts are read, and every send is acknowledged before the "
+    "report.\n\n"
     "The dead letters are NOT deleted: run `pipeline dlq purge` once the replay is handled."
 )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipeline.errors import ConfigError
 
@@ -115,6 +115,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file)) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON, say
+        raise ConfigError(_describe_source_error(exc)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -154,6 +156,19 @@ def _hint(key: str, *, env: bool = False) -> str:
     if not match:
         return ""
     return f" (did you mean {ENV_PREFIX + match[0].upper() if env else match[0]!r}?)"
+
+
+def _describe_source_error(exc: SettingsError) -> str:
+    # pydantic-settings parses dict-valued variables as JSON, and reports a failure as 'error
+    # parsing value for field "x" from source "..."', with the JSONDecodeError as the cause.
+    reason = f": {exc.__cause__}" if exc.__cause__ else ""
+    for name in Settings.model_fields:
+        if f'field "{name}"' in str(exc):
+            return (
+                f"environment variable {ENV_PREFIX + name.upper()} is not valid JSON{reason} "
+                '(expected an object, e.g. {"client.rack": "eu-1a"})'
+            )
+    return f"invalid settings: {exc}{reason}"
 
 
 def _describe(exc: ValidationError, source: Path | None) -> str:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# librdkafka says how long a failed connection took and how many identical errors it dropped;
+# neither makes a message different for the reader.
+_DURATION = re.compile(r"\b\d+ms\b")
+_SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -12,3 +21,47 @@ def setup_logging(level: str | None = None) -> None:
         level=level,
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
     )
+
+
+@dataclass(slots=True)
+class _Seen:
+    since: float
+    suppressed: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a message through once per ``window_s``; identical ones within the window are
+    dropped and counted, and the next one let through says how many were.
+
+    "Identical" means same logger, level and text once durations ("after 3ms") and
+    librdkafka's own suppression counts are ignored. A client that cannot reach its broker
+    retries every few milliseconds and says so each time: this keeps one line per window.
+    The count of the last window is reported only if the message comes again (there is no
+    timer); a message that stops is not followed by a summary.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], _Seen] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        key = (record.name, record.levelno, _SUPPRESSED.sub("", _DURATION.sub("#ms", message)))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen.since < self._window:
+            seen.suppressed += 1
+            return False
+        if seen is not None and seen.suppressed:
+            record.msg = "%s (repeated %d times in the last %.0fs)"
+            record.args = (message, seen.suppressed, now - seen.since)
+        self._forget_old(now)
+        self._seen[key] = _Seen(now)
+        return True
+
+    def _forget_old(self, now: float) -> None:
+        # Bounded memory: entries past their window go (with any count they still held).
+        if len(self._seen) > 1000:
+            self._seen = {k: s for k, s in self._seen.items() if now - s.since < self._window}

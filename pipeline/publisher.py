@@ -96,6 +96,7 @@ class Publisher:
     ) -> Delivered | None:
         """Encode and send ``event``. With ``wait`` (default) block until acknowledged and
         return where it was stored; otherwise return None and report to ``on_delivery``."""
+        _require_topic(topic)
         if not wait:
             self._send(topic, event, key, headers, on_delivery or self._remember_failure)
             return None
@@ -120,6 +121,7 @@ class Publisher:
         headers: dict[str, str | bytes] | None = None,
     ) -> Delivered:
         """Send ``event`` and await its acknowledgement without blocking the event loop."""
+        _require_topic(topic)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered | DeliveryError] = loop.create_future()
 
@@ -216,6 +218,18 @@ class Publisher:
     def _serve_reports(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.1)
+
+
+def _require_topic(topic: object) -> None:
+    # A bare name is refused rather than looked up: the Topic declaration says which model
+    # (schema), key field and id field the record gets, and guessing them from the event would
+    # silently change its key, hence its partition.
+    if not isinstance(topic, Topic):
+        raise TypeError(
+            f"publish() takes a Topic, not {type(topic).__name__} {topic!r}: pass the Topic "
+            "declared for it, e.g. UPLOADED = Topic('video.uploaded', VideoUploaded)"
+        )
+    topic.check()
 
 
 def _settle(

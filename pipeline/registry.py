@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import traceback
 import types
 import typing
 from collections.abc import Iterable
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
-from pipeline.errors import DeclarationError, DuplicateGroupError, SchemaError
+from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
-from pipeline.stage import Stage, Topic
+from pipeline.stage import Stage, Topic, deferred_field_checks
 
 STAGES_ATTR = "STAGES"
 
@@ -138,6 +139,8 @@ def _bind_topics(
                     f"topic {topic.name!r} is declared with two models: "
                     f"{seen.model.__name__} and {topic.model.__name__}"
                 )
+    for topic in topics.values():
+        problems.extend(topic.problems)
     bindings = {}
     for name, topic in topics.items():
         try:
@@ -193,14 +196,32 @@ def _topics_of(value: object) -> tuple[Topic, ...]:
 
 
 def _import(name: str) -> types.ModuleType:
-    """Import a user module; a missing *named* module is a DeclarationError, while a module
-    that exists but fails on a missing dependency keeps its own ImportError."""
+    """Import a user module. Whatever stops the import (a syntax error, a missing dependency,
+    an exception at module level) becomes one DeclarationError naming the file and line."""
     try:
-        return importlib.import_module(name)
+        with deferred_field_checks():
+            return importlib.import_module(name)
+    except PipelineError:
+        raise  # ours already says what is wrong (a stage declaration, say)
     except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise DeclarationError(f"no module named {name!r}") from None
-        raise
+        raise DeclarationError(f"cannot import {name}: {_where(exc)}{exc}") from None
+    except SyntaxError as exc:  # IndentationError too
+        where = f"{exc.filename}, line {exc.lineno}: " if exc.filename else ""
+        raise DeclarationError(f"cannot import {name}: {where}{exc.msg}") from None
+    except Exception as exc:
+        raise DeclarationError(
+            f"cannot import {name}: {_where(exc)}{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _where(exc: BaseException) -> str:
+    """'file, line N: ' of the innermost frame outside the import machinery, or ''."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")
+    ]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
 
 
 def _modules(name: str) -> list[types.ModuleType]:
@@ -209,5 +230,5 @@ def _modules(name: str) -> list[types.ModuleType]:
     module = _import(name)
     modules = [module]
     for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-        modules.append(importlib.import_module(f"{name}.{info.name}"))
+        modules.append(_import(f"{name}.{info.name}"))
     return modules

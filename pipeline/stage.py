@@ -19,15 +19,17 @@ groups on the same topic each receive every event (fan-out).
 Declaring a class has no side effect beyond a shape check in ``__init_subclass__``; a stage runs
 only when a module lists it in ``STAGES`` and ``pipeline run`` is pointed at that module.
 Everything that needs the schema catalog (model/schema agreement, topic without schema) is
-checked by ``pipeline.registry.validate`` at startup.
+checked by ``pipeline.registry.plan`` at startup.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.breaker import BreakerPolicy
@@ -43,6 +45,25 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 # Well under librdkafka's default max.poll.interval.ms (300 s).
 MAX_TIMEOUT_S = 240.0
 MAX_CONCURRENCY = 10_000
+# Set while pipeline.registry imports user modules: see deferred_field_checks.
+_DEFER_FIELD_CHECKS: ContextVar[bool] = ContextVar("defer_topic_field_checks", default=False)
+
+
+@contextmanager
+def deferred_field_checks() -> Iterator[None]:
+    """Within this block a Topic whose ``key``/``id_field`` is not a model field is created
+    with the problem in ``Topic.problems`` instead of raising.
+
+    ``pipeline.registry`` imports user modules inside it, so that ``plan`` reports such a typo
+    together with every other problem of the module (a schema name that does not exist, say),
+    rather than hiding them behind an import that stops at the first one. Elsewhere the check
+    raises at once.
+    """
+    token = _DEFER_FIELD_CHECKS.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_FIELD_CHECKS.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +81,8 @@ class Topic:
     model: type[Event]
     key: str | None = None
     id_field: str | None = None
+    # Declaration problems found while field checks were deferred (see deferred_field_checks).
+    problems: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _TOPIC_NAME.match(self.name) or self.name in {".", ".."}:
@@ -70,12 +93,19 @@ class Topic:
             raise DeclarationError(
                 f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
             )
-        for role, field in (("key", self.key), ("id", self.id_field)):
-            if field is not None and field not in self.model.model_fields:
-                raise DeclarationError(
-                    f"topic {self.name!r}: {role} field {field!r} is not a field of "
-                    f"{self.model.__name__}"
-                )
+        problems = tuple(
+            f"topic {self.name!r}: {role} field {name!r} is not a field of {self.model.__name__}"
+            for role, name in (("key", self.key), ("id", self.id_field))
+            if name is not None and name not in self.model.model_fields
+        )
+        if problems and not _DEFER_FIELD_CHECKS.get():
+            raise DeclarationError("; ".join(problems))
+        object.__setattr__(self, "problems", problems)  # frozen: set once, here
+
+    def check(self) -> None:
+        """Raise DeclarationError if the declaration has problems (see ``problems``)."""
+        if self.problems:
+            raise DeclarationError("; ".join(self.problems))
 
 
 class Stage:

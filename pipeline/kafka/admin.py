@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -15,6 +18,11 @@ from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
 
 log = logging.getLogger("pipeline.kafka")
+# Every broker refusing connections for this long is an answer: no need to wait for the full
+# timeout (a broker that is restarting is back well within it, or the caller retries).
+ALL_DOWN_FOR_S = 5.0
+METADATA_SLICE_S = 1.0
+_clock = time.monotonic  # a module attribute, so a test can stand in for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +35,13 @@ class KafkaAdmin:
     def __init__(self, settings: Settings, timeout_s: float = 15.0) -> None:
         self._settings = settings
         self._timeout = timeout_s
-        self._admin = AdminClient(kconfig.admin(settings))
+        self._all_down_since: float | None = None
+        self._last_error: str | None = None
+        conf = kconfig.admin(settings) | {"error_cb": self._on_error}
+        self._admin = kconfig.create(AdminClient, conf, "admin")
 
     def topics(self) -> dict[str, TopicInfo]:
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException as exc:
-            raise BrokerUnavailableError(
-                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc.args[0]}"
-            ) from None
+        meta = self._metadata()
         return {
             name: TopicInfo(name, len(t.partitions))
             for name, t in meta.topics.items()
@@ -59,6 +65,46 @@ class KafkaAdmin:
                     raise wrap(exc, f"create topic {name}") from None
         log.info("created topics %s with %d partitions", ", ".join(missing), count)
         return missing
+
+    def _metadata(self) -> Any:
+        """Cluster metadata, asked for in short slices so that the error callback (and the
+        log lines of librdkafka, see ``pipeline.kafka.config``) are served in between.
+
+        Gives up with BrokerUnavailableError after ``timeout_s``, or once every broker has
+        been down for ``ALL_DOWN_FOR_S`` (a refused connection is known at once)."""
+        deadline = _clock() + self._timeout
+        while True:
+            try:
+                left = max(min(METADATA_SLICE_S, deadline - _clock()), 0.1)
+                meta = self._admin.list_topics(timeout=left)
+            except KafkaException as exc:
+                failure = exc.args[0].str()
+            else:
+                self._all_down_since = self._last_error = None
+                return meta
+            finally:
+                self._admin.poll(0)
+            now = _clock()
+            down = self._all_down_since is not None and now - self._all_down_since >= ALL_DOWN_FOR_S
+            if down or now >= deadline:
+                reason = self._last_error or failure
+                raise BrokerUnavailableError(
+                    f"cannot reach Kafka at {self._settings.bootstrap_servers}: {reason}"
+                )
+
+    def _on_error(self, err: Any) -> None:
+        # Served by poll() in _metadata, on this thread. The per-connection errors are what a
+        # user can act on ("Connection refused", "Name or service not known"), more than the
+        # "Failed to get metadata" that list_topics raises.
+        if err.code() == CKafkaError._ALL_BROKERS_DOWN:
+            if self._all_down_since is None:
+                self._all_down_since = _clock()
+            return
+        self._last_error = err.str()
+        if err.code() not in (CKafkaError._TRANSPORT, CKafkaError._RESOLVE):
+            # Not a plain "cannot connect" (which the final error says): a non-Kafka listener,
+            # an authentication failure...
+            kconfig.CLIENT_ERRORS_LOG.warning("admin client: %s", err)
 
     def ensure(self, names: list[str]) -> list[str]:
         """Create missing topics if allowed, else raise one error naming every missing one."""
@@ -91,9 +137,11 @@ class LagMonitor:
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._timeout = timeout_s
         self._admin = AdminClient(kconfig.admin(settings))
-        self._consumer = Consumer(
+        self._consumer = kconfig.create(
+            Consumer,
             kconfig.common(settings)
-            | {"group.id": "pipeline-lag-monitor", "enable.auto.commit": False}
+            | {"group.id": "pipeline-lag-monitor", "enable.auto.commit": False},
+            "lag monitor consumer",
         )
 
     def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
@@ -119,6 +167,10 @@ class LagMonitor:
             return done, lag
         except KafkaException as exc:
             raise KafkaError(f"lag of group {group}: {exc}") from None
+        finally:
+            # Neither client is otherwise polled: serve their queued log lines and errors.
+            self._admin.poll(0)
+            self._consumer.poll(0)
 
     def close(self) -> None:
         self._consumer.close()

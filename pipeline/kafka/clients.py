@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 
 from pipeline.errors import DeliveryError, KafkaError, ProducerFencedError, TransactionError
+from pipeline.kafka.config import CLIENT_ERRORS_LOG, create
 from pipeline.kafka.errors import wrap
 from pipeline.ports import (
     DeliveryCallback,
@@ -36,10 +37,13 @@ class KafkaConsumer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._group = config.get("group.id")
-        self._consumer = Consumer(
-            config | {"error_cb": self._on_error, "on_commit": self._on_commit}
-        )
         self.commit_failures: list[tuple[TopicPartition, str]] = []
+        self._commit_error: str | None = None  # what async commits last failed with
+        self._consumer = create(
+            Consumer,
+            config | {"error_cb": self._on_error, "on_commit": self._on_commit},
+            "consumer",
+        )
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self._consumer.subscribe(
@@ -115,12 +119,23 @@ class KafkaConsumer:
         self._consumer.close()
 
     def _on_error(self, err: Any) -> None:
-        log.warning("consumer %s: %s", self._group, err)
+        CLIENT_ERRORS_LOG.warning("consumer %s: %s", self._group, err)
 
     def _on_commit(self, err: Any, partitions: list[CTopicPartition]) -> None:
-        if err is not None:
-            self.commit_failures.extend(((p.topic, p.partition), str(err)) for p in partitions)
-            log.warning("async commit in group %s failed: %s", self._group, err)
+        """Failures are kept for ``take_commit_failures`` (they are sent again) and logged once
+        per change of state: after a peer leaves, every commit in flight fails with the same
+        ILLEGAL_GENERATION at once, which says nothing new after the first."""
+        if err is None:
+            if self._commit_error is not None:
+                log.info("async commits in group %s succeed again", self._group)
+                self._commit_error = None
+            return
+        self.commit_failures.extend(((p.topic, p.partition), str(err)) for p in partitions)
+        name = err.name() if hasattr(err, "name") else str(err)
+        if name != self._commit_error:
+            log.warning("async commit in group %s failed: %s; the offsets are sent again "
+                        "with the next commit", self._group, err)  # fmt: skip
+            self._commit_error = name
 
 
 class KafkaProducer:
@@ -128,7 +143,7 @@ class KafkaProducer:
     by serving delivery reports and the call is retried."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config | {"error_cb": self._on_error})
+        self._producer = create(Producer, config | {"error_cb": self._on_error}, "producer")
 
     def produce(
         self,
@@ -205,7 +220,7 @@ class KafkaProducer:
         )  # fmt: skip
 
     def _on_error(self, err: Any) -> None:
-        log.warning("producer: %s", err)
+        CLIENT_ERRORS_LOG.warning("producer: %s", err)
 
 
 def _transaction_error(what: str, err: Any) -> TransactionError:

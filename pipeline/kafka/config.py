@@ -1,17 +1,41 @@
 """librdkafka configuration built from Settings. User overrides (``consumer_config`` /
-``producer_config``) are applied last, so any librdkafka option can be set or changed."""
+``producer_config``) are applied last, so any librdkafka option can be set or changed.
+
+librdkafka's own log lines go to the ``pipeline.kafka.librdkafka`` logger (not straight to
+stderr), through a ``RepeatFilter``: a client that cannot reach its broker says so every few
+milliseconds, which would bury the one clear error. confluent-kafka queues them and hands them
+over in ``poll``/``consume``/``flush``, on the caller's thread.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.logs import RepeatFilter
+
+LIBRDKAFKA_LOG = logging.getLogger("pipeline.kafka.librdkafka")
+LIBRDKAFKA_LOG.addFilter(RepeatFilter())
+# What the clients' error callbacks report ("1/1 brokers are down", again at every reconnect).
+CLIENT_ERRORS_LOG = logging.getLogger("pipeline.kafka.errors")
+CLIENT_ERRORS_LOG.addFilter(RepeatFilter())
+
+Client = TypeVar("Client")
 
 
 def common(settings: Settings) -> dict[str, Any]:
     # log_level 5 (notice): librdkafka's info lines (e.g. BGQUEUE on every client teardown)
     # are noise in a worker's log; warnings and errors still show.
-    return {"bootstrap.servers": settings.bootstrap_servers, "log_level": 5}
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "log_level": 5,
+        "logger": LIBRDKAFKA_LOG,
+    }
 
 
 def consumer(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -61,3 +85,30 @@ def producer(settings: Settings, client_id: str) -> dict[str, Any]:
 
 def admin(settings: Settings) -> dict[str, Any]:
     return common(settings)
+
+
+def create(factory: Callable[[dict[str, Any]], Client], conf: dict[str, Any], role: str) -> Client:
+    """``factory(conf)``, with librdkafka's refusal of the options (an unknown property, a bad
+    value, options that contradict each other) as a ConfigError naming the client ``role``."""
+    try:
+        return factory(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        reason = err.str() if hasattr(err, "str") else str(err)
+        raise ConfigError(f"librdkafka refused the {role} options: {reason}") from None
+
+
+def check(settings: Settings) -> None:
+    """Raise ConfigError now if librdkafka would refuse the options of a stage's clients.
+
+    It would otherwise say so only when the first runner starts, after topics were created.
+    The throwaway clients get no bootstrap servers, so they connect to nothing; they are
+    created and destroyed in about a millisecond.
+    """
+    for role, factory, conf in (
+        ("consumer_config", Consumer, consumer(settings, "pipeline-config-check", "check")),
+        ("producer_config", Producer, producer(settings, "pipeline-config-check")),
+    ):
+        client = create(factory, {**conf, "bootstrap.servers": ""}, role)
+        if isinstance(client, Consumer):
+            client.close()

@@ -96,3 +96,23 @@ def test_run_refuses_missing_topics_when_creation_is_off(kafka_bootstrap: str) -
     result = cli(env, "run", "tests.integration.app_stages")
     assert result.returncode == 1
     assert settings.topic(PINGS.name) in result.stderr and "create_topics is off" in result.stderr
+
+
+def test_an_unknown_librdkafka_option_is_refused_before_any_topic_is_created(
+    kafka_bootstrap: str,
+) -> None:
+    """A consumer or producer option librdkafka refuses exits 2 at startup, leaving no topic
+    behind (it used to surface only when the first stage started, after topic creation)."""
+    settings = unique_settings(kafka_bootstrap)
+    for name, option in (
+        ("PIPELINE_PRODUCER_CONFIG", '{"no.such.option": "1"}'),
+        ("PIPELINE_CONSUMER_CONFIG", '{"fetch.wait.max.ms": "soon"}'),
+    ):
+        result = cli(
+            settings_env(settings, **{name: option}), "run", "tests.integration.app_stages"
+        )
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "librdkafka refused" in result.stderr
+    left = [t for t in KafkaAdmin(settings).topics() if t.startswith(settings.topic_prefix)]
+    assert left == []

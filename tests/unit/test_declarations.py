@@ -19,6 +19,7 @@ from pipeline import (
 )
 from pipeline.registry import load, plan
 from pipeline.serde import SchemaCatalog
+from pipeline.stage import deferred_field_checks
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -168,6 +169,28 @@ def test_all_problems_are_reported_together() -> None:
         _plan(Bad1, Bad2)
     message = str(info.value)
     assert "topic 'a'" in message and "topic 'b'" in message and "share group" in message
+
+
+def test_a_key_typo_found_while_importing_is_reported_with_the_schema_problems() -> None:
+    """While registry imports a module, a Topic's bad key field is kept, not raised, so the
+    plan reports it together with an unknown schema elsewhere in the module."""
+    with deferred_field_checks():
+        typo = Topic("pings", Ping, key="pingid", id_field="uid")
+        unknown = Topic("a", Unschema)
+    assert len(typo.problems) == 2
+
+    class Uses(Stage):
+        consumes = (typo, unknown)
+
+        def handle(self, event: Ping | Unschema, ctx: Context) -> None: ...
+
+    with pytest.raises(DeclarationError) as info:
+        _plan(Uses)
+    message = str(info.value)
+    assert "key field 'pingid'" in message and "id field 'uid'" in message
+    assert "'test.DoesNotExist'" in message
+    with pytest.raises(DeclarationError, match="key field 'pingid'"):
+        typo.check()
 
 
 def test_the_topic_prefix_applies_to_topics_groups_and_dlq() -> None:
