@@ -52,6 +52,10 @@ class Pipeline:
     def topics(self) -> list[str]:
         return list(dict.fromkeys(t for plan in self.plans for t in plan.topics))
 
+    def close(self) -> None:
+        """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
+        self.codec.close()
+
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
@@ -121,7 +125,8 @@ def build_codec(settings: Settings, catalog: SchemaCatalog) -> tuple[Codec, Anno
     def announce(binding: Binding[Any]) -> None:
         schemas.publish(binding.fingerprint, binding.schema.json)
 
-    return SingleObjectCodec(catalog, resolver=schemas.lookup), announce
+    # The codec owns the reader (one consumer of the schema topic, opened at the first miss).
+    return SingleObjectCodec(catalog, resolver=schemas.reader()), announce
 
 
 def _no_announce(_binding: Binding[Any]) -> None:

@@ -155,7 +155,7 @@ def show(
         if partition is not None and partition not in watermarks(settings, physical):
             raise DeclarationError(f"{physical} has no partition {partition}")
         records = read_snapshot(settings, physical, partition=partition, start_offset=offset)
-        with closing(records):
+        with closing(decoder), closing(records):
             for record in islice(records, limit):
                 typer.echo(_describe(record, decoder, traceback))
     except PipelineError as exc:
@@ -173,6 +173,9 @@ class _Decoder:
         self._stages = stages
         self._pipeline = Pipeline.build(settings)
         self._prefix = settings.topic_prefix
+
+    def close(self) -> None:
+        self._pipeline.close()
 
     def render(self, original_topic: str | None, value: bytes | None) -> list[str]:
         logical = (original_topic or "").removeprefix(self._prefix)

@@ -63,6 +63,7 @@ class Publisher:
     ) -> None:
         self.settings = settings
         self._catalog = catalog or load_catalog(settings)
+        self._owns_codec = codec is None
         if codec is None:
             codec, announce = build_codec(settings, self._catalog)
         self._codec = codec
@@ -150,6 +151,8 @@ class Publisher:
         finally:
             self._closed.set()
             self._poller.join(2)
+            if self._owns_codec:
+                self._codec.close()
 
     def __enter__(self) -> Publisher:
         return self

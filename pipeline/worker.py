@@ -122,7 +122,10 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     pipeline.ensure_topics()
     if workers == 1:
-        return Worker(pipeline, stop=stop).run_until_signalled()
+        try:
+            return Worker(pipeline, stop=stop).run_until_signalled()
+        finally:
+            pipeline.close()
     if stop.is_set():
         return 0
     ctx = multiprocessing.get_context("spawn")
@@ -154,4 +157,8 @@ def _child(spec: str, settings: Settings, index: int) -> None:
     _on_stop_signals(stop.set)
     pipeline = Pipeline.from_spec(spec, settings)
     worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
-    raise SystemExit(worker.run_until_signalled(parent_pid=parent))
+    try:
+        code = worker.run_until_signalled(parent_pid=parent)
+    finally:
+        pipeline.close()
+    raise SystemExit(code)

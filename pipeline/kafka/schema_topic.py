@@ -7,27 +7,35 @@ schemas it writes with (key: fingerprint, value: the full, self-contained schema
 canonical form, which drops defaults and logical types) to this topic once at
 startup, and a reader that meets an unknown fingerprint reads the topic to find it. This is the
 role a schema registry plays in the Confluent format, with nothing to run but Kafka.
+
+A reader keeps one consumer per codec (so one per process), opened at its first miss and kept
+until the codec is closed. A miss then costs one query of the end offsets, plus reading what
+was published since the last read (see ``pipeline.serde.catalog.WriterSchemas``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.config import Settings
 from pipeline.errors import KafkaError
 from pipeline.kafka import config as kconfig
+from pipeline.kafka.errors import is_partition_eof, wrap
+from pipeline.serde.catalog import WriterSchemas
 
 log = logging.getLogger("pipeline.kafka")
 
 TOPIC = "_pipeline.schemas"
-MISS_TTL_S = 30.0
+# A reader's metadata and end-offset queries happen while a stage decodes a batch: bounded well
+# below max.poll.interval.ms even when a few in a row time out.
+QUERY_TIMEOUT_S = 5.0
 
 
 class SchemaTopic:
@@ -36,8 +44,6 @@ class SchemaTopic:
         self.topic = settings.topic(TOPIC)
         self._timeout = timeout_s
         self._published: set[bytes] = set()
-        self._known: dict[bytes, str] = {}
-        self._misses: dict[bytes, float] = {}
         self._lock = threading.Lock()
         self._ready = False
 
@@ -62,54 +68,11 @@ class SchemaTopic:
                 )
             self._published.add(fingerprint)
 
-    def lookup(self, fingerprint: bytes) -> str | None:
-        """The schema JSON for ``fingerprint``, reading the topic to its end if needed. A miss
-        is remembered for ``MISS_TTL_S``: a burst of poison records with a bogus fingerprint
-        must not re-read the topic once per record."""
-        with self._lock:
-            if fingerprint not in self._known:
-                missed_at = self._misses.get(fingerprint)
-                if missed_at is not None and time.monotonic() - missed_at < MISS_TTL_S:
-                    return None
-                self._read_all()
-                if fingerprint not in self._known:
-                    self._misses[fingerprint] = time.monotonic()
-            return self._known.get(fingerprint)
-
-    def _read_all(self) -> None:
-        consumer = Consumer(
-            kconfig.common(self._settings)
-            | {"group.id": f"schema-reader-{uuid.uuid4()}", "enable.auto.commit": False}
-        )
-        try:
-            meta = consumer.list_topics(self.topic, timeout=self._timeout).topics.get(self.topic)
-            if meta is None or meta.error is not None:
-                return
-            for partition in meta.partitions:
-                self._read_partition(consumer, CTopicPartition(self.topic, partition))
-        except KafkaException as exc:
-            raise KafkaError(f"cannot read writer schemas from {self.topic}: {exc}") from None
-        finally:
-            consumer.close()
-
-    def _read_partition(self, consumer: Consumer, tp: CTopicPartition) -> None:
-        low, high = consumer.get_watermark_offsets(tp, timeout=self._timeout)
-        if high <= low:
-            return
-        tp.offset = low
-        consumer.assign([tp])
-        position = low
-        deadline = time.monotonic() + self._timeout
-        while position < high:
-            if time.monotonic() > deadline:
-                raise KafkaError(f"reading {self.topic} stalled at offset {position} of {high}")
-            # consume() waits for a full batch or its timeout: keep the timeout short.
-            for msg in consumer.consume(500, 0.2):
-                key, value, offset = msg.key(), msg.value(), msg.offset()
-                if msg.error() is None and key and value:
-                    self._known[key] = value.decode()
-                if offset is not None:
-                    position = offset + 1
+    def reader(self) -> WriterSchemas:
+        """The resolver of writer schemas for one codec: it owns one consumer of the topic,
+        opened at its first miss and kept until ``close()``."""
+        log_ = _TopicLog(self._settings, self.topic, min(self._timeout, QUERY_TIMEOUT_S))
+        return WriterSchemas(log_, catch_up_s=self._timeout)
 
     def _ensure_topic(self) -> None:
         if self._ready:
@@ -124,3 +87,125 @@ class SchemaTopic:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise KafkaError(f"cannot create {self.topic}: {exc}") from None
         self._ready = True
+
+
+class _TopicLog:
+    """The schema topic as a ``SchemaLog``: one consumer, opened on first use and kept, that
+    assigns itself (no group membership, so no rebalances and no poll deadline) to the topic's
+    partitions while catching up, and unassigns when asked for the end offsets.
+
+    Why not stay assigned: the broker answers one request per connection at a time, so an
+    end-offsets query would wait behind a fetch long-polling an idle partition (0.5 s with
+    librdkafka's defaults). Pausing instead of unassigning costs about 1 s at each resume, and
+    assigning at ``OFFSET_BEGINNING`` 0.5 s, so partitions are assigned at explicit offsets.
+    """
+
+    def __init__(self, settings: Settings, topic: str, timeout_s: float) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._timeout = timeout_s
+        self._consumer: Consumer | None = None
+        self._positions: dict[int, int | None] = {}  # next offset to read; None: not known yet
+        self._assigned = False
+        self._closed = False
+
+    def discover(self) -> bool:
+        consumer = self._open()
+        try:
+            meta = consumer.list_topics(self._topic, timeout=self._timeout).topics.get(self._topic)
+        except KafkaException as exc:
+            raise wrap(exc, f"cannot read writer schemas from {self._topic}") from None
+        if meta is None or meta.error is not None:
+            return False
+        for partition in meta.partitions:
+            self._positions.setdefault(partition, None)
+        return True
+
+    def ends(self) -> dict[int, int]:
+        consumer = self._open()
+        self._assign(False)
+        ends = {}
+        for partition, position in sorted(self._positions.items()):
+            tp = CTopicPartition(self._topic, partition)
+            try:
+                # cached=False: the broker's high watermark now, not the last fetch's.
+                low, high = consumer.get_watermark_offsets(tp, self._timeout, cached=False)
+            except KafkaException as exc:
+                raise wrap(exc, f"cannot read the end offsets of {self._topic}") from None
+            if position is None:
+                self._positions[partition] = low
+            ends[partition] = high
+        return ends
+
+    def read(self, timeout_s: float) -> tuple[dict[bytes, str], dict[int, int]]:
+        schemas: dict[bytes, str] = {}
+        positions: dict[int, int] = {}
+        for msg in self._take(timeout_s):
+            partition, offset, err = msg.partition(), msg.offset(), msg.error()
+            if partition is None or offset is None:
+                continue
+            if err is not None:
+                if is_partition_eof(err):  # the end, even if compaction left a gap before it
+                    positions[partition] = offset
+                else:
+                    log.warning("reading %s[%d]: %s", self._topic, partition, err)
+                continue
+            key, value = msg.key(), msg.value()
+            if key and value:  # a tombstone removes nothing: schemas are immutable
+                # A foreign value that is not UTF-8 stays findable, and is refused by the
+                # codec's fingerprint check like any schema that does not hash to its key.
+                schemas[bytes(key)] = value.decode(errors="replace")
+            positions[partition] = offset + 1
+        self._positions.update(positions)
+        return schemas, positions
+
+    def close(self) -> None:
+        self._closed = True
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()
+
+    def _take(self, timeout_s: float) -> list[Message]:
+        """What has arrived; else, with a timeout, fetch and wait for the first message (or end
+        of partition) and take what came with it. consume() alone would wait out its timeout
+        for a full batch."""
+        consumer = self._open()
+        msgs = consumer.consume(500, 0)
+        if msgs or timeout_s <= 0:
+            return msgs
+        self._assign(True)
+        first = consumer.poll(timeout_s)
+        return [] if first is None else [first, *consumer.consume(500, 0)]
+
+    def _assign(self, on: bool) -> None:
+        consumer = self._consumer
+        if on == self._assigned or consumer is None:
+            return
+        known = {p: o for p, o in sorted(self._positions.items()) if o is not None}
+        try:
+            if on:
+                consumer.assign([CTopicPartition(self._topic, p, o) for p, o in known.items()])
+            else:
+                consumer.unassign()  # drops what was fetched and not taken: read again later
+        except KafkaException as exc:
+            raise wrap(exc, f"cannot {'assign' if on else 'unassign'} {self._topic}") from None
+        self._assigned = on
+
+    def _open(self) -> Consumer:
+        if self._closed:
+            raise KafkaError(f"the reader of {self._topic} is closed")
+        if self._consumer is None:
+            self._consumer = Consumer(self._config())
+        return self._consumer
+
+    def _config(self) -> dict[str, Any]:
+        return kconfig.common(self._settings) | {
+            "group.id": f"schema-reader-{uuid.uuid4()}",  # required, but never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            # The fetch at the end of a catch-up holds the connection for at most this long.
+            "fetch.wait.max.ms": 20,
+            # Schemas are small and few: a small prefetch buffer is plenty.
+            "queued.max.messages.kbytes": 1024,
+        }

@@ -38,6 +38,10 @@ class Codec(Protocol):
         """Read bytes written with any schema that resolves to the binding's; raise DecodeError."""
         ...
 
+    def close(self) -> None:
+        """Release what the codec holds open to find writer schemas (idempotent)."""
+        ...
+
 
 def write_body(out: BytesIO, event: Event, binding: Binding[Any]) -> None:
     """Append ``event``'s Avro binary encoding (no framing) to ``out``."""

@@ -52,6 +52,9 @@ class ConfluentCodec:
         write_body(out, event, binding)
         return out.getvalue()
 
+    def close(self) -> None:
+        pass  # nothing of its own: the registry client is shared for the process's life
+
     def decode(self, data: bytes, binding: Binding[E]) -> E:
         if data[:1] != MAGIC:
             raise self._bad_magic(data)

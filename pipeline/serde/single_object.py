@@ -5,17 +5,17 @@ Wire format (Avro spec, "Single-object encoding")::
     C3 01 | CRC-64-AVRO fingerprint of the writer schema, 8 bytes little-endian | Avro binary body
 
 A reader finds the writer schema by fingerprint: first among the catalog's schemas, then
-through an optional ``resolver``. The catalog holds one version of each full name, so records
-written with another version of the bound type need the resolver. The body is then resolved
-from the writer schema onto the binding's schema, so a defaulted field added on either side
-is filled in or skipped.
+through an optional ``resolver`` (in a pipeline, a ``WriterSchemas`` reading the schema topic).
+The catalog holds one version of each full name, so records written with another version of
+the bound type need the resolver. The body is then resolved from the writer schema onto the
+binding's schema, so a defaulted field added on either side is filled in or skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pipeline.errors import BadMagicError, SchemaError, TruncatedPayloadError, UnknownSchemaError
 from pipeline.events import Event
@@ -32,12 +32,18 @@ HEADER_SIZE = len(MAGIC) + 8
 SchemaResolver = Callable[[bytes], str | None]
 
 
+@runtime_checkable
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
 class SingleObjectCodec:
     """Encodes with the binding's schema; decodes anything whose writer schema can be found.
 
     Schemas found through the resolver are parsed once and cached by fingerprint. Unknown
     fingerprints are not cached (a schema may be published later), so each such record asks
-    the resolver again.
+    the resolver again: a resolver must answer a repeated miss cheaply. The codec owns its
+    resolver: ``close()`` closes it, if it has a ``close``.
     """
 
     def __init__(self, catalog: SchemaCatalog, resolver: SchemaResolver | None = None) -> None:
@@ -62,6 +68,10 @@ class SingleObjectCodec:
         fingerprint = data[2:HEADER_SIZE]
         writer = binding.schema if fingerprint == binding.fingerprint else self._writer(fingerprint)
         return read_event(data, HEADER_SIZE, writer, binding)
+
+    def close(self) -> None:
+        if isinstance(self._resolver, _Closeable):
+            self._resolver.close()
 
     def _writer(self, fingerprint: bytes) -> AvroSchema:
         schema = self._catalog.by_fingerprint(fingerprint) or self._resolved.get(fingerprint)

@@ -85,6 +85,7 @@ def running(settings: Settings, stages: Sequence[type[Stage]]) -> Iterator[Worke
     finally:
         worker.stop()
         assert worker.join(30), "worker did not stop within 30s"
+        pipeline.close()
     assert not worker.failed, "a stage crashed"
 
 
@@ -159,6 +160,7 @@ def read_topic(
                     out.append((msg, codec.decode(msg.value(), binding)))
     finally:
         consumer.close()
+        pipeline.close()
     return out
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import SchemaError, SchemaNotFoundError
+from pipeline.errors import KafkaError, SchemaError, SchemaNotFoundError
 from pipeline.serde import SchemaCatalog
+from pipeline.serde.catalog import WriterSchemas
 from pipeline.serde.schema import from_json
 
 THUMB = {
@@ -158,3 +159,186 @@ def test_a_missing_schema_suggests_close_names(tmp_path: Path) -> None:
         match=r"no schema named 'video\.thumbnails' .*did you mean 'video\.Thumbnail'\?",
     ):
         catalog.get("video.thumbnails")
+
+
+# -- WriterSchemas: writer schemas found at run time, on a fake clock and an in-memory log ----
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeLog:
+    """A schema log in memory. Its "fetcher" delivers what was published only when ``prefetched``
+    is on or the reader waits (``read`` with a timeout); ``stalled`` delivers nothing, letting
+    the fake clock run out the wait; ``broken`` makes every broker call fail."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.partitions: dict[int, list[tuple[bytes, str]]] | None = {0: []}
+        self.assigned: set[int] = set()
+        self.delivered: dict[int, int] = {}
+        self.prefetched = False
+        self.stalled = False
+        self.broken = False
+        self.closed = False
+        self.calls: dict[str, int] = {"discover": 0, "ends": 0, "wait": 0}
+
+    def publish(self, fingerprint: bytes, partition: int = 0) -> None:
+        assert self.partitions is not None
+        self.partitions.setdefault(partition, []).append((fingerprint, f"schema {fingerprint!r}"))
+
+    def discover(self) -> bool:
+        self._call("discover")
+        if self.partitions is None:
+            return False
+        self.assigned |= set(self.partitions)
+        return True
+
+    def ends(self) -> dict[int, int]:
+        self._call("ends")
+        assert self.partitions is not None
+        return {p: len(self.partitions[p]) for p in self.assigned}
+
+    def read(self, timeout_s: float) -> tuple[dict[bytes, str], dict[int, int]]:
+        if timeout_s > 0:
+            self.calls["wait"] += 1
+        if self.stalled:
+            self.clock.now += timeout_s
+            return {}, {}
+        if (timeout_s == 0 and not self.prefetched) or self.partitions is None:
+            return {}, {}
+        schemas, positions = {}, {}
+        for p in self.assigned:
+            records = self.partitions[p]
+            schemas.update(records[self.delivered.get(p, 0) :])
+            self.delivered[p] = positions[p] = len(records)
+        return schemas, positions
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.broken:
+            self.clock.now += 5.0  # the query's timeout
+            raise KafkaError("broker down", retriable=True)
+
+
+def reader(**options: float) -> tuple[WriterSchemas, FakeLog, FakeClock]:
+    clock = FakeClock()
+    log = FakeLog(clock)
+    return WriterSchemas(log, clock=clock, **options), log, clock
+
+
+def test_a_published_schema_is_found_and_then_answered_from_memory() -> None:
+    """The first lookup reads the log to its end; a known fingerprint never asks again."""
+    schemas, log, _ = reader()
+    log.publish(b"fp-1")
+    assert schemas(b"fp-1") == "schema b'fp-1'"
+    before = dict(log.calls)
+    assert schemas(b"fp-1") == "schema b'fp-1'"
+    assert log.calls == before
+
+
+def test_misses_on_an_unchanged_log_cost_one_end_query_each_and_no_read() -> None:
+    """200 bogus fingerprints: the log is read once, then each miss is one end-offsets query
+    answered from what was already read (the negative cache), with no time passing."""
+    schemas, log, _ = reader()
+    log.publish(b"fp-1")
+    for i in range(200):
+        assert schemas(b"bogus-%d" % i) is None
+    assert log.calls == {"discover": 1, "ends": 200, "wait": 1}
+    assert schemas.misses == 200
+
+
+def test_a_schema_published_right_after_a_miss_is_found_at_once() -> None:
+    """A writer that publishes after the reader missed its fingerprint, then produces, is
+    found on the very next lookup: the log has grown, so the reader catches up (no miss TTL)."""
+    schemas, log, _ = reader()
+    assert schemas(b"fp-new") is None
+    log.publish(b"fp-new")  # not yet prefetched: only the end offsets show it
+    assert schemas(b"fp-new") == "schema b'fp-new'"
+
+
+def test_a_prefetched_schema_is_found_without_asking_the_broker() -> None:
+    """What the reader has already fetched is looked at before any end-offsets query."""
+    schemas, log, _ = reader()
+    assert schemas(b"other") is None
+    log.prefetched = True
+    log.publish(b"fp-new")
+    ends = log.calls["ends"]
+    assert schemas(b"fp-new") == "schema b'fp-new'"
+    assert log.calls["ends"] == ends
+
+
+def test_a_log_that_does_not_exist_yet_is_looked_for_at_each_miss() -> None:
+    """Before any writer published, every miss looks for the log, so its first schema is found."""
+    schemas, log, _ = reader()
+    log.partitions = None
+    assert schemas(b"fp-1") is None
+    assert schemas(b"fp-1") is None
+    assert log.calls["discover"] == 2
+    log.partitions = {0: []}
+    log.publish(b"fp-1")
+    assert schemas(b"fp-1") == "schema b'fp-1'"
+
+
+def test_new_partitions_are_looked_for_only_every_rediscover_s() -> None:
+    """Once the log exists, its partition list is refreshed at most every rediscover_s."""
+    schemas, log, clock = reader(rediscover_s=30.0)
+    assert schemas(b"x") is None
+    log.publish(b"fp-2", partition=1)
+    clock.now = 29.9
+    assert schemas(b"fp-2") is None
+    assert log.calls["discover"] == 1
+    clock.now = 30.0
+    assert schemas(b"fp-2") == "schema b'fp-2'"
+    assert log.calls["discover"] == 2
+
+
+def test_catching_up_is_bounded_by_catch_up_s() -> None:
+    """A reader that cannot reach the end offsets gives up after catch_up_s with a retriable
+    error (the record is not at fault), waiting in short reads."""
+    schemas, log, clock = reader(catch_up_s=15.0)
+    log.publish(b"fp-1")
+    log.stalled = True
+    with pytest.raises(KafkaError, match=r"stalled within 15s .*\{0: '0/1'\}") as caught:
+        schemas(b"fp-1")
+    assert caught.value.retriable
+    assert clock.now == pytest.approx(15.0)
+    assert log.calls["wait"] == pytest.approx(15.0 / WriterSchemas.READ_WAIT_S, abs=1)
+
+
+def test_after_a_failure_unknown_fingerprints_fail_fast_until_retry_after_s() -> None:
+    """When the broker cannot be asked, one lookup waits out the query; the next ones within
+    retry_after_s fail at once without asking, and known fingerprints are still answered."""
+    schemas, log, clock = reader(retry_after_s=10.0)
+    log.publish(b"known")
+    assert schemas(b"known") is not None
+    log.broken = True
+    with pytest.raises(KafkaError, match="broker down"):
+        schemas(b"a")
+    calls = dict(log.calls)
+    for fingerprint in (b"b", b"c", b"d"):
+        with pytest.raises(KafkaError, match=r"unavailable \(broker down\); asking again in"):
+            schemas(fingerprint)
+    assert log.calls == calls
+    assert schemas(b"known") is not None
+    log.broken = False
+    clock.now += 10.0
+    assert schemas(b"b") is None
+    assert log.calls["ends"] == calls["ends"] + 1
+
+
+def test_close_closes_the_log_once_and_later_lookups_fail() -> None:
+    schemas, log, _ = reader()
+    schemas.close()
+    schemas.close()
+    assert log.closed
+    with pytest.raises(KafkaError, match="closed"):
+        schemas(b"fp-1")

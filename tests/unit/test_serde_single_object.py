@@ -343,6 +343,27 @@ def test_resolved_schemas_are_cached(tmp_path: Path) -> None:
     assert asked == [v1.get("evo.Profile").fingerprint]
 
 
+def test_closing_the_codec_closes_a_resolver_that_can_be_closed(tmp_path: Path) -> None:
+    """The codec owns its resolver: close() releases one with a close (a schema-topic reader);
+    a plain function is left alone."""
+    catalog = load(tmp_path, PROFILE_V1)
+
+    class Reader:
+        closed = 0
+
+        def __call__(self, fingerprint: bytes) -> str | None:
+            return None
+
+        def close(self) -> None:
+            self.closed += 1
+
+    reader = Reader()
+    SingleObjectCodec(catalog, resolver=reader).close()
+    assert reader.closed == 1
+    SingleObjectCodec(catalog, resolver=lambda fp: None).close()
+    SingleObjectCodec(catalog).close()
+
+
 def test_a_resolver_answer_with_the_wrong_fingerprint_is_refused(tmp_path: Path) -> None:
     """A resolver returning a schema that does not hash to the asked fingerprint is not trusted."""
     v1, v2 = load(tmp_path / "v1", PROFILE_V1), load(tmp_path / "v2", PROFILE_V2)
