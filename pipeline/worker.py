@@ -23,6 +23,8 @@ from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent
 
 log = logging.getLogger("pipeline.worker")
+# Once its stages stopped, a worker process exits within this long, whatever threads remain.
+EXIT_GRACE_S = 3.0
 
 
 class Worker:
@@ -103,6 +105,23 @@ def abandon_process(code: int) -> NoReturn:
     os._exit(code)
 
 
+def exit_within(code: int, grace_s: float = EXIT_GRACE_S) -> int:
+    """Return ``code`` for a normal exit, and make sure it happens: should the interpreter's
+    shutdown still wait ``grace_s`` later (a non-daemon thread the stage's code started, stuck
+    in a call that never returns), the process exits with ``code`` anyway."""
+
+    def force() -> None:
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t.is_alive()]
+        log.warning("still exiting %.0fs after the stages stopped (waiting for threads: %s); "
+                    "exiting now", grace_s, ", ".join(stuck))  # fmt: skip
+        abandon_process(code)
+
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True
+    timer.start()
+    return code
+
+
 def _on_stop_signals(callback: object) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info(
@@ -122,7 +141,7 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     pipeline.ensure_topics()
     if workers == 1:
-        return Worker(pipeline, stop=stop).run_until_signalled()
+        return exit_within(Worker(pipeline, stop=stop).run_until_signalled())
     if stop.is_set():
         return 0
     ctx = multiprocessing.get_context("spawn")
@@ -154,4 +173,4 @@ def _child(spec: str, settings: Settings, index: int) -> None:
     _on_stop_signals(stop.set)
     pipeline = Pipeline.from_spec(spec, settings)
     worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
-    raise SystemExit(worker.run_until_signalled(parent_pid=parent))
+    raise SystemExit(exit_within(worker.run_until_signalled(parent_pid=parent)))
