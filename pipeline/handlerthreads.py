@@ -29,8 +29,10 @@ from pipeline.errors import TooManyHungCalls
 from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.invoke")
-# Abandoned calls still running at once, per stage and worker, before the stage stops.
-MAX_HUNG_CALLS = 8
+# Abandoned calls still running at once, per stage and worker, before the stage stops. One event
+# that hangs on every attempt costs in_process_attempts x (1 + retry tiers) threads (12 with the
+# default policy): this leaves room for a few such events before the stage gives up.
+MAX_HUNG_CALLS = 32
 # Idle threads kept for reuse; more are started when needed, and end once idle beyond this.
 IDLE_THREADS = 4
 

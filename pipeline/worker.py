@@ -153,19 +153,19 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
     ctx = multiprocessing.get_context("spawn")
 
     def spawn(index: int) -> BaseProcess:
-        return ctx.Process(
-            target=_child, args=(spec, settings, index, workers), name=f"worker-{index}"
-        )
+        # Our pid, not the child's getppid(): if we die before the child looks, that would
+        # already be init's, and the child would never notice it was orphaned.
+        args = (spec, settings, index, workers, os.getpid())
+        return ctx.Process(target=_child, args=args, name=f"worker-{index}")
 
     return Supervisor(spawn, workers, stop, settings.shutdown_timeout_s).run()
 
 
-def _child(spec: str, settings: Settings, index: int, workers: int) -> None:
+def _child(spec: str, settings: Settings, index: int, workers: int, parent: int) -> None:
     from pipeline.logs import setup_logging
 
     set_process_title(f"pipeline worker {index}/{workers} {spec}")
     setup_logging()
-    parent = os.getppid()
     stop = StopEvent()
     _on_stop_signals(stop.set)
     try:
