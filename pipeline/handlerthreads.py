@@ -81,11 +81,6 @@ class HandlerThreads:
         self._started = 0
         self._closed = False
 
-    @property
-    def hung(self) -> int:
-        """Abandoned calls still running."""
-        return len(self._hung)
-
     def submit(self, coordinates: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Start ``fn(*args)`` now on a free thread. Raises ``TooManyHungCalls`` instead once
         ``max_hung`` abandoned calls are still running."""
@@ -143,8 +138,8 @@ class HandlerThreads:
                 self._idle.append(thread)
         if was_hung:
             log.info("%s: abandoned handler call on %s returned after %.1fs (%d still hung)",
-                        self._stage, thread.coordinates, time.monotonic() - thread.started_at,
-                        hung)  # fmt: skip
+                     self._stage, thread.coordinates, time.monotonic() - thread.started_at,
+                     hung)  # fmt: skip
         if not keep:
             thread.inbox.put(None)
 

@@ -142,6 +142,7 @@ class HangsAlways(Stage):
 def test_too_many_hung_calls_stop_the_stage_and_leave_the_rest_uncommitted() -> None:
     """Every call hangs: the first three time out (their events go to the retry topic), the
     fourth is refused; the stage stops with TooManyHungCalls and commits only up to it."""
+    RELEASE.clear()
     pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [HangsAlways])
     plan = pipeline.plans[0]
     binding = plan.inputs[PINGS.name]
