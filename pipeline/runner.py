@@ -248,12 +248,11 @@ class StageRunner:
     def _abandoned(self, exc: CallAbandoned, record: RawRecord) -> None:
         """No outcome for ``record``: it is not begun, so nothing from it on is committed."""
         where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
-        if isinstance(exc, TooManyHungCalls):
-            log.error("%s: stopping the stage: %s; %s and after stay uncommitted",
-                      self.plan.name, exc, where)  # fmt: skip
+        if isinstance(exc, TooManyHungCalls):  # its message names the stage
+            log.error("%s; stopping the stage (%s and after stay uncommitted)", exc, where)
             self._fatal = exc
         else:
-            log.warning("%s: %s", self.plan.name, exc)
+            log.warning("%s", exc)
         self.stop_event.set()
 
     def _prepare(
