@@ -1,14 +1,16 @@
-"""A worker whose sync handler hangs forever still exits promptly on SIGTERM (within
-``shutdown_timeout_s`` plus a small grace), and the hung event stays uncommitted."""
+"""Sync handlers that hang: healthy events behind them are still handled at once, and a worker
+whose handler hangs forever still exits promptly on SIGTERM (within ``shutdown_timeout_s`` plus a
+small grace), the hung event uncommitted."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
-from pipeline import Publisher
-from tests.integration.app_stages import PINGS, Ping
+from pipeline import Context, Publisher, Stage
+from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.integration.hang_stages import HangsInFlight, HangsPastTimeout
 from tests.integration.kit import (
     WorkerProcess,
@@ -16,6 +18,8 @@ from tests.integration.kit import (
     end_offsets,
     marks,
     prepare,
+    read_topic,
+    running,
     settings_env,
     unique_settings,
     wait_until,
@@ -74,3 +78,36 @@ def test_sigterm_with_an_abandoned_call_still_hanging_exits_in_time(
         code, took = _stop_and_time(worker)
     assert code == 0, worker.output()
     assert took < SHUTDOWN_S + GRACE_S, f"exited {took:.1f}s after SIGTERM"
+
+
+RELEASE = threading.Event()
+
+
+class HangsOnSome(Stage):
+    consumes = PINGS
+    emits = (PONGS,)
+    group = "hangs-on-some"
+    timeout_s = 0.5
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.ping_id.startswith("hang"):
+            RELEASE.wait()
+        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="sync"))
+
+
+def test_healthy_events_behind_two_hanging_ones_are_all_handled(kafka_bootstrap: str) -> None:
+    """Two events hang on every attempt (3 in-process attempts each, then their retry tier):
+    more hung calls than the old 4-thread pool had, yet all 54 healthy events come out."""
+    RELEASE.clear()
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    try:
+        with running(settings, [HangsOnSome]) as worker, Publisher(settings) as publisher:
+            for i in range(2):
+                publisher.publish(PINGS, Ping(ping_id=f"hang{i}", n=i))
+            for i in range(54):
+                publisher.publish(PINGS, Ping(ping_id=f"ok{i}", n=i), wait=False)
+            pongs = read_topic(settings, PONGS, count=54, timeout_s=60)
+            assert sorted(p.ping_id for _, p in pongs) == sorted(f"ok{i}" for i in range(54))
+            assert worker.runners[0].stats.hung_calls >= 6
+    finally:
+        RELEASE.set()
