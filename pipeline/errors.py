@@ -21,7 +21,9 @@ The tree::
     │   └── TransactionError        a Kafka transaction failed (exactly-once stages)
     │       └── ProducerFencedError another instance took over this transactional id
     ├── BrokerUnavailableError      no broker could be found or started
-    └── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
+    ├── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
+    └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
+        └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
 
 Library exceptions are wrapped at the boundary (serde, kafka adapter) so callers catch ours only.
 """
@@ -113,3 +115,14 @@ class ProducerFencedError(TransactionError):
 
 class BrokerUnavailableError(PipelineError):
     pass
+
+
+class CallAbandoned(PipelineError):
+    """A handler call was given up without an outcome for its event (the stage is stopping, or
+    cannot start the call): the event is neither retried nor dead-lettered, it stays
+    uncommitted and is redelivered."""
+
+
+class TooManyHungCalls(CallAbandoned):
+    """Too many of a stage's sync handler calls ran past their timeout and are still running
+    (``pipeline.handlerthreads.MAX_HUNG_CALLS``): the stage stops instead of starting more."""

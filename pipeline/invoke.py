@@ -5,17 +5,22 @@ tenacity, for the remaining in-process attempts of a transient error, each with 
 so outputs buffered by a failed attempt are never published.
 
 Timeouts: an async handler is cancelled at its timeout. A sync handler with a timeout runs on a
-small thread pool; at the timeout the consume loop moves on and the event is retried, but the
-thread itself cannot be interrupted (no Python thread can be) and runs to completion in the
-background, its outputs discarded. CPU-bound sync handlers should therefore be sized to finish,
-and scaled with worker processes, rather than relying on the timeout.
+thread of its own (``pipeline.handlerthreads``: always a free one, so the clock starts when the
+call does); at the timeout the consume loop moves on and the event is retried, but the thread
+itself cannot be interrupted (no Python thread can be) and runs to completion in the
+background, its outputs discarded. Such hung calls are counted; too many at once stop the
+stage. When the stage is stopping, a sync call still running after half the shutdown timeout
+is abandoned too, and its event stays uncommitted (``CallAbandoned``). CPU-bound sync handlers
+should therefore be sized to finish, and scaled with worker processes, rather than relying on
+the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from tenacity import (
@@ -28,10 +33,16 @@ from tenacity import (
 
 from pipeline.breaker import CircuitOpenError
 from pipeline.context import Context, TransactionalStore
+from pipeline.errors import CallAbandoned
 from pipeline.failures import HandlerTimeout, RetryPolicy
+from pipeline.handlerthreads import HandlerThreads
 from pipeline.ports import RawRecord
+from pipeline.stats import StageStats
+from pipeline.stop import seconds_since_stop
 
 Handler = Callable[[Any, Context], Awaitable[None] | None]
+# How often a sync call in its thread checks whether the stage is stopping.
+STOP_CHECK_S = 0.2
 
 
 class Invoker:
@@ -44,6 +55,7 @@ class Invoker:
         policy: RetryPolicy,
         timeout_s: float | None,
         group: str = "",
+        stats: StageStats | None = None,
     ) -> None:
         self._stage = stage
         self._group = group
@@ -55,9 +67,13 @@ class Invoker:
         self._timeout = timeout_s
         # Sync handlers without a timeout are called straight from the consume loop.
         self.sync = not is_async and timeout_s is None
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: HandlerThreads | None = None
         if timeout_s is not None and not is_async:
-            self._pool = ThreadPoolExecutor(4, thread_name_prefix=f"{stage}-handler")
+            self._threads = HandlerThreads(stage, stats)
+        # Set by the runner: once this is set, a sync call in a thread gets ``stop_budget_s``
+        # more to finish (it may have waited part of that already), then is abandoned.
+        self.stop_event: threading.Event | None = None
+        self.stop_budget_s = 15.0
 
     async def __call__(self, event: Any, record: RawRecord) -> Context:
         """Run the handler; return the Context of the attempt that succeeded, or raise."""
@@ -84,15 +100,17 @@ class Invoker:
         return ctx
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.close()
 
     def _retry_in_process(self, exc: Exception) -> bool:
-        # An open dependency breaker will refuse again at once: no point retrying here.
-        return (
-            self._policy.in_process_attempts > 1
-            and self._policy.is_transient(exc)
-            and not isinstance(exc, CircuitOpenError)
+        return self._policy.in_process_attempts > 1 and self._retryable(exc)
+
+    def _retryable(self, exc: BaseException) -> bool:
+        # An open dependency breaker will refuse again at once: no point retrying here. An
+        # abandoned call has no outcome to retry: the stage is stopping or cannot run it.
+        return self._policy.is_transient(exc) and not isinstance(
+            exc, CircuitOpenError | CallAbandoned
         )
 
     async def _retry(self, event: Any, record: RawRecord) -> Context:
@@ -111,9 +129,7 @@ class Invoker:
             "wait": wait_exponential_jitter(
                 multiplier=backoff.initial_s, max=backoff.max_s, jitter=backoff.initial_s
             ),
-            "retry": retry_if_exception(
-                lambda e: self._policy.is_transient(e) and not isinstance(e, CircuitOpenError)
-            ),
+            "retry": retry_if_exception(self._retryable),
             "reraise": True,
         }
 
@@ -130,11 +146,41 @@ class Invoker:
                     cast(Awaitable[None], self._handler(event, ctx)), self._timeout
                 )
             else:
-                loop = asyncio.get_running_loop()
-                call = loop.run_in_executor(self._pool, self._handler, event, ctx)
-                await asyncio.wait_for(call, self._timeout)
+                await self._in_thread(event, ctx, self._timeout)
         except TimeoutError:
             raise HandlerTimeout(
                 f"{self._stage}: handler exceeded {self._timeout}s on {ctx.coordinates}"
             ) from None
         return ctx
+
+    async def _in_thread(self, event: Any, ctx: Context, timeout_s: float) -> None:
+        """Run a sync handler on its own thread; raise TimeoutError past ``timeout_s``, or
+        ``CallAbandoned`` once the stop budget is spent. Either way the call is left running
+        (``HandlerThreads`` counts it) and its outputs are never used."""
+        assert self._threads is not None
+        self._check_stop(ctx)
+        future = self._threads.submit(ctx.coordinates, self._handler, event, ctx)
+        waiter = asyncio.wrap_future(future)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({waiter}, timeout=min(left, STOP_CHECK_S))
+                if done:
+                    waiter.result()
+                    return
+                self._check_stop(ctx)
+        except BaseException:
+            self._threads.abandon(future)
+            waiter.cancel()  # it must not call back into this loop when the call returns
+            raise
+
+    def _check_stop(self, ctx: Context) -> None:
+        stop = self.stop_event
+        if stop is not None and stop.is_set() and seconds_since_stop(stop) >= self.stop_budget_s:
+            raise CallAbandoned(
+                f"{self._stage}: stopping; the handler call on {ctx.coordinates} is abandoned "
+                "after the shutdown budget and its event stays uncommitted"
+            )

@@ -34,8 +34,10 @@ from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
 from pipeline.dedupe import Deduper, EventIds
 from pipeline.errors import (
+    CallAbandoned,
     KafkaError,
     PipelineError,
+    TooManyHungCalls,
     TruncatedPayloadError,
     UnknownSchemaError,
 )
@@ -83,7 +85,7 @@ class StageRunner:
         policy = plan.stage.retry
         self._invoke = Invoker(
             plan.name, self._stage.handle, plan.stage.is_async(), frozenset(plan.outputs),
-            policy, plan.stage.timeout_s, plan.group,
+            policy, plan.stage.timeout_s, plan.group, self.stats,
         )  # fmt: skip
         self._dedupe: Deduper | None = None  # the idempotency store, opened in run()
         self._store_url = store_url
@@ -112,7 +114,7 @@ class StageRunner:
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
-        self._fatal: KafkaError | None = None
+        self._fatal: PipelineError | None = None
         # Async handlers (or any with a timeout) share one event loop, entered once per batch.
         self._loop = None if self._invoke.sync else asyncio.new_event_loop()
 
@@ -125,6 +127,10 @@ class StageRunner:
             self._open_store()
             self._committer.start()
             self._consumer.subscribe(self.plan.subscriptions, self)
+            # A handler call still running at a stop gets half the shutdown timeout, like the
+            # concurrent stages' handlers; flushing and committing get the rest.
+            self._invoke.stop_event = self.stop_event
+            self._invoke.stop_budget_s = self._in_loop_budget
             self.stats.running = True
             while not self.stop_event.is_set():
                 self.step()
@@ -231,10 +237,23 @@ class StageRunner:
             try:
                 ctx = await self._invoke(event, record)
                 payloads = self._outputs.encode(ctx) if ctx.outputs else None
+            except CallAbandoned as exc:
+                self._abandoned(exc, record)
+                return  # the rest of the batch is not begun either: it is all re-read
             except Exception as exc:
                 self._router.failed(record, tp, exc, origin)
                 continue
             self._succeeded(record, tp, ctx, payloads, event_id)
+
+    def _abandoned(self, exc: CallAbandoned, record: RawRecord) -> None:
+        """No outcome for ``record``: it is not begun, so nothing from it on is committed."""
+        where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
+        if isinstance(exc, TooManyHungCalls):  # its message names the stage
+            log.error("%s; stopping the stage (%s and after stay uncommitted)", exc, where)
+            self._fatal = exc
+        else:
+            log.warning("%s", exc)
+        self.stop_event.set()
 
     def _prepare(
         self, record: RawRecord, ids: EventIds | None

@@ -20,6 +20,7 @@ class StageStats:
     skipped: int = 0
     duplicates: int = 0  # events the idempotency store had already seen done
     aborts: int = 0  # aborted transactions (exactly-once stages)
+    hung_calls: int = 0  # sync handler calls past their timeout still running (abandoned)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     outputs: int = 0
     commits: int = 0

@@ -14,15 +14,20 @@ import os
 import signal
 import sys
 import threading
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import NoReturn
 
 from pipeline.app import Pipeline
 from pipeline.config import Settings
+from pipeline.errors import ConfigError, DeclarationError, SchemaError
 from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent
+from pipeline.supervisor import Supervisor, set_process_title
 
 log = logging.getLogger("pipeline.worker")
+# Once its stages stopped, a worker process exits within this long, whatever threads remain.
+EXIT_GRACE_S = 3.0
 
 
 class Worker:
@@ -103,6 +108,23 @@ def abandon_process(code: int) -> NoReturn:
     os._exit(code)
 
 
+def exit_within(code: int, grace_s: float = EXIT_GRACE_S) -> int:
+    """Return ``code`` for a normal exit, and make sure it happens: should the interpreter's
+    shutdown still wait ``grace_s`` later (a non-daemon thread the stage's code started, stuck
+    in a call that never returns), the process exits with ``code`` anyway."""
+
+    def force() -> None:
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t.is_alive()]
+        log.warning("still exiting %.0fs after the stages stopped (waiting for threads: %s); "
+                    "exiting now", grace_s, ", ".join(stuck))  # fmt: skip
+        abandon_process(code)
+
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True
+    timer.start()
+    return code
+
+
 def _on_stop_signals(callback: object) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info(
@@ -116,49 +138,48 @@ def _on_stop_signals(callback: object) -> None:
 
 
 def run_workers(spec: str, settings: Settings, workers: int) -> int:
-    """``pipeline run``: one worker in this process, or ``workers`` child processes."""
+    """``pipeline run``: one worker in this process, or ``workers`` supervised child processes
+    (``pipeline.supervisor``: restarted when they die)."""
     stop = StopEvent()
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     pipeline.ensure_topics()
     if workers == 1:
+        set_process_title(f"pipeline worker {spec}")
         try:
-            return Worker(pipeline, stop=stop).run_until_signalled()
+            code = Worker(pipeline, stop=stop).run_until_signalled()
         finally:
             pipeline.close()
+        return exit_within(code)
     if stop.is_set():
         return 0
+    set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_child, args=(spec, settings, i), name=f"worker-{i}")
-        for i in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    while not stop.wait(0.5):
-        if all(not p.is_alive() for p in procs):
-            break
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            proc.terminate()  # SIGTERM: the child shuts down gracefully
-    for proc in procs:
-        proc.join(settings.shutdown_timeout_s + 10)
-    codes = [p.exitcode for p in procs]
-    log.info("workers exited with %s", codes)
-    return 0 if all(c == 0 for c in codes) else 1
+
+    def spawn(index: int) -> BaseProcess:
+        # Our pid, not the child's getppid(): if we die before the child looks, that would
+        # already be init's, and the child would never notice it was orphaned.
+        args = (spec, settings, index, workers, os.getpid())
+        return ctx.Process(target=_child, args=args, name=f"worker-{index}")
+
+    return Supervisor(spawn, workers, stop, settings.shutdown_timeout_s).run()
 
 
-def _child(spec: str, settings: Settings, index: int) -> None:
+def _child(spec: str, settings: Settings, index: int, workers: int, parent: int) -> None:
     from pipeline.logs import setup_logging
 
+    set_process_title(f"pipeline worker {index}/{workers} {spec}")
     setup_logging()
-    parent = os.getppid()
     stop = StopEvent()
     _on_stop_signals(stop.set)
-    pipeline = Pipeline.from_spec(spec, settings)
+    try:
+        pipeline = Pipeline.from_spec(spec, settings)
+    except (ConfigError, DeclarationError, SchemaError) as exc:  # the supervisor gives up on 2
+        log.error("worker %d: %s", index, exc)
+        raise SystemExit(2) from None
     worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
     try:
         code = worker.run_until_signalled(parent_pid=parent)
     finally:
         pipeline.close()
-    raise SystemExit(code)
+    raise SystemExit(exit_within(code))
