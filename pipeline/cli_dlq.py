@@ -52,7 +52,8 @@ REPLAY_HELP = (
     "skipped and failed counts (exit 1 if any failed).\n\n"
     "Key, value and headers are kept byte for byte, minus dlq-* and retry-* headers, plus "
     "replay-count, replayed-at-ms and replayed-from. Every group reading the original topic "
-    "gets the event again, with the same event-id. Only records present when the replay starts "
+    "gets the event again, with the same event-id (for an event that came without one, the id "
+    "its stage gave it). Only records present when the replay starts "
     "are read, and every send is acknowledged before the report.\n\n"
     "The dead letters are NOT deleted: run `pipeline dlq purge` once the replay is handled."
 )

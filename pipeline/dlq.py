@@ -7,7 +7,10 @@ Nothing here talks to Kafka: records arrive as ``StoredRecord`` values, built by
 A replayed record carries the original key, value and headers byte for byte and in order, minus
 every ``dlq-*`` header (the failure it had is over) and every ``retry-*`` header (attempts start
 again), plus ``replay-count`` (incremented on every replay), ``replayed-at-ms`` and
-``replayed-from`` (``topic[partition]@offset`` of the dead letter it came from).
+``replayed-from`` (``topic[partition]@offset`` of the dead letter it came from). Its
+``event-id`` is the dead letter's, which its stage set if the event came without one; a dead
+letter written before stages did so gets the id its stage gave it (from its original
+coordinates), so the stage's idempotency store recognises the replayed event.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pipeline import headers as hdr
 from pipeline.deadletter import PREFIX as DLQ_PREFIX
 from pipeline.errors import DeclarationError
 
@@ -157,10 +161,25 @@ def replay_headers(record: StoredRecord, now_ms: int) -> list[Header]:
     ]
     return [
         *kept,
+        *_first_sight_id(record, kept),
         (REPLAY_COUNT, str(count).encode()),
         (REPLAYED_AT_MS, str(now_ms).encode()),
         (REPLAYED_FROM, record.coordinates.encode()),
     ]
+
+
+def _first_sight_id(record: StoredRecord, kept: list[Header]) -> list[Header]:
+    """For a dead letter without an ``event-id`` (written before dead letters carried the id
+    their stage gave them), that id: the one of its original coordinates."""
+    if hdr.has_event_id(kept):
+        return []
+    failure = Failure.of(record)
+    partition, offset = failure.original_partition, failure.original_offset
+    if not failure.original_topic or partition is None or offset is None:
+        return []
+    if partition < 0 or offset < 0:  # coordinates its stage could not read
+        return []
+    return [(hdr.EVENT_ID, hdr.id_from_coordinates(failure.original_coordinates).encode())]
 
 
 def first_retry_topic(group: str | None, topics: Iterable[str]) -> str | None:

@@ -2,7 +2,8 @@
 
 A failed event is republished (original key, value and headers) to ``<group>.retry.<delay>s``
 with ``retry-*`` headers saying when it is due, how many attempts it has had, when it first
-failed and where it originally came from. The stage's own consumer (same group, so fan-out
+failed and where it originally came from, and with an ``event-id`` (the one the stage gave the
+event if it came without one). The stage's own consumer (same group, so fan-out
 peers never see it) reads the retry topic and holds each record until it is due by pausing the
 partition, never by sleeping. Pure functions, no Kafka.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import headers as hdr
 from pipeline.ports import RawHeaders, RawRecord
 
 PREFIX = "retry-"
@@ -82,4 +84,4 @@ def retry_headers(
         ORIGINAL_TIMESTAMP: str(origin.timestamp_ms),
         LAST_ERROR: message,
     }
-    return kept + [(k, v.encode()) for k, v in ours.items()]
+    return hdr.with_event_id(kept, record) + [(k, v.encode()) for k, v in ours.items()]

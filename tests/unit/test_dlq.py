@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from pipeline import headers as hdr
 from pipeline.dlq import (
     Failure,
     RateLimiter,
@@ -305,3 +306,15 @@ def test_retry_entry_headers_make_the_event_due_now_with_no_attempts() -> None:
     assert headers["retry-original-topic"] == b"orders"
     assert (headers["retry-original-partition"], headers["retry-original-offset"]) == (b"2", b"41")
     assert headers["retry-original-timestamp"] == b"1700"
+
+
+def test_a_legacy_dead_letter_without_an_id_is_replayed_with_the_id_its_stage_gave_it() -> None:
+    """Dead letters written before copies carried the id: the replay adds the id the stage
+    derived from the original coordinates (orders.placed[2]@41), the id it first saw."""
+    record = dead_letter()
+    legacy = StoredRecord(record.topic, record.partition, record.offset, record.key,
+                          record.value, record.headers[1:], record.timestamp_ms)  # fmt: skip
+    headers = replay_headers(legacy, now_ms=T0)
+    expected = hdr.id_from_coordinates("orders.placed[2]@41").encode()
+    assert [v for k, v in headers if k == "event-id"] == [expected]
+    assert [v for k, v in replay_headers(record, T0) if k == "event-id"] == [b"e-1"]

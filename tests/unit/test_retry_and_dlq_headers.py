@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline import headers as hdr
 from pipeline.deadletter import DeadLetterSource, headers_for
 from pipeline.retrytopics import Origin, origin_of, retry_headers, topic_name
 
@@ -102,3 +103,27 @@ def test_a_second_trip_to_the_dlq_replaces_the_error_headers() -> None:
     names = [k for k, _ in second]
     assert names.count("dlq-exception-type") == 1
     assert dict(second)["dlq-exception-type"] == b"builtins.KeyError"
+
+
+# -- event ids of records that came without one ----------------------------------------------
+
+
+def test_retry_and_dead_letter_copies_carry_the_id_a_header_less_record_was_given() -> None:
+    """A record from a producer that set no event-id: both copies carry the id of its
+    coordinates, so the retry-topic copy and a replay keep the id the stage gave it."""
+    rec = Rec(h=[("trace", b"abc")])
+    given = hdr.event_id_of(rec.h, "orders[2]@41")
+    retry = retry_headers(rec, origin_of(rec, False), 1, 5000, 4000, OSError("x"))
+    dead = headers_for(
+        rec, DeadLetterSource("st", "g", "g.dlq"), OSError("x"), origin_of(rec, False), 1
+    )
+    for headers in (retry, dead):
+        assert [v for k, v in headers if k == "event-id"] == [given.encode()]
+    retried = Rec(t="g.retry.1s", p=0, o=3, h=list(retry))
+    assert hdr.event_id_of(retried.h, "g.retry.1s[0]@3") == given
+
+
+def test_copies_of_a_record_with_an_id_keep_it_unchanged() -> None:
+    rec = Rec(h=[("event-id", b"\xff\xfe"), ("trace", b"abc")])
+    retry = retry_headers(rec, origin_of(rec, False), 1, 5000, 4000, OSError("x"))
+    assert [(k, v) for k, v in retry if not k.startswith("retry-")] == rec.h
