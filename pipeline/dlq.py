@@ -32,6 +32,7 @@ REPLAYED_AT_MS = "replayed-at-ms"
 REPLAYED_FROM = "replayed-from"
 _REPLAY_HEADERS = (REPLAY_COUNT, REPLAYED_AT_MS, REPLAYED_FROM)
 UNKNOWN = "(unknown)"
+MAX_DIGITS = 20  # "-" and the 19 digits of an int64
 
 Header = tuple[str, bytes | None]
 
@@ -75,8 +76,7 @@ class Failure:
         text = _error_headers(record)
 
         def number(name: str) -> int | None:
-            value = text.get(name)
-            return int(value) if value is not None and value.lstrip("-").isdigit() else None
+            return _integer(text.get(name))
 
         return cls(
             original_topic=text.get("original-topic"),
@@ -96,6 +96,16 @@ class Failure:
     @property
     def original_coordinates(self) -> str:
         return f"{self.original_topic}[{self.original_partition}]@{self.original_offset}"
+
+
+def _integer(value: str | None) -> int | None:
+    """A decimal integer (ASCII digits, optional minus sign, at most an int64), or None: header
+    values come from any producer, and ``str.isdigit`` alone also accepts digits ``int`` does
+    not (superscripts) and lengths it refuses."""
+    if value is None or len(value) > MAX_DIGITS:
+        return None
+    digits = value.removeprefix("-")
+    return int(value) if digits.isascii() and digits.isdigit() else None
 
 
 def _error_headers(record: StoredRecord) -> dict[str, str]:
@@ -216,7 +226,8 @@ def retry_entry_headers(failure: Failure, now_ms: int) -> list[Header]:
 def _replay_count(headers: Iterable[Header]) -> int:
     counts = [v for k, v in headers if k == REPLAY_COUNT and v is not None]
     # An unreadable count (not written by us) counts as no previous replay.
-    return int(counts[-1]) if counts and counts[-1].isdigit() else 0
+    count = _integer(counts[-1].decode("ascii", "replace")) if counts else None
+    return count if count is not None and count >= 0 else 0
 
 
 # -- pacing ----------------------------------------------------------------------------------
