@@ -74,10 +74,11 @@ def id_text(value: bytes) -> str:
     try:
         text = value.decode()
     except UnicodeDecodeError:
-        pass
-    else:
-        if "\x00" not in text:
-            return text
+        return _binary_id(value)
+    return text if "\x00" not in text else _binary_id(value)
+
+
+def _binary_id(value: bytes) -> str:
     return str(uuid.UUID(bytes=value)) if len(value) == 16 else value.hex()
 
 
