@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from pipeline import headers as hdr
+from pipeline.context import Context
 from tests.unit.test_retry_and_dlq_headers import Rec
 
 JAVA_UUID = uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479")
@@ -68,3 +69,10 @@ def test_a_copy_of_a_record_without_an_id_carries_the_id_it_was_given() -> None:
 def test_a_copy_of_a_record_with_an_id_keeps_it_byte_for_byte(raw: bytes) -> None:
     rec = Rec(h=[("event-id", raw), ("trace", b"abc")])
     assert hdr.with_event_id(list(rec.h), rec) == rec.h
+
+
+def test_the_context_reads_binary_event_and_correlation_ids_without_raising() -> None:
+    rec = Rec(h=[("event-id", JAVA_UUID.bytes), ("correlation-id", b"\xff\x01")])
+    ctx = Context("st", rec, frozenset())
+    assert (ctx.event_id, ctx.correlation_id) == (str(JAVA_UUID), "ff01")
+    assert Context("st", Rec(h=[("event-id", b"\xfe")]), frozenset()).correlation_id == "fe"
