@@ -54,9 +54,9 @@ REPLAY_HELP = (
     "its group sees them again; a stage without retry topics gets them on its original input "
     "topic, where every group reading it does.\n\n"
     "Key, value and headers are kept byte for byte, minus dlq-* and retry-* headers, plus "
-    "replay-count, replayed-at-ms and replayed-from, with the same event-id. Only records "
-    "present when the replay starts are read, and every send is acknowledged before the "
-    "report.\n\n"
+    "replay-count, replayed-at-ms and replayed-from, with the same event-id (for an event that "
+    "came without one, the id its stage gave it). Only records present when the replay starts "
+    "are read, and every send is acknowledged before the report.\n\n"
     "The dead letters are NOT deleted: run `pipeline dlq purge` once the replay is handled."
 )
 

@@ -93,8 +93,10 @@ class Context:
 
     @property
     def correlation_id(self) -> str:
+        """The ``correlation-id`` header as text (read like the event id: bytes that are not
+        UTF-8 never raise), or the event id when there is none."""
         raw = self.headers.get(hdr.CORRELATION_ID)
-        return raw.decode() if raw else self.event_id
+        return hdr.id_text(raw) if raw else self.event_id
 
     def transaction(self) -> AbstractContextManager[Any]:
         """A database transaction of the stage's idempotency store, holding this event's id.

@@ -3,7 +3,8 @@
 Error headers all start with ``dlq-``. A record dead-lettered a second time (after a replay)
 has its previous ``dlq-*`` headers replaced, not piled up; retry bookkeeping (``retry-*``) is
 dropped too, and the original coordinates are those of the event's first appearance, so a
-replay sends it back to the stage's input topic.
+replay sends it back to the stage's input topic. A record that came without an ``event-id``
+gets the one the stage gave it, so a replay keeps the event's id.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from pipeline import headers as hdr
 from pipeline import retrytopics
 from pipeline.ports import RawHeaders, RawRecord
 from pipeline.retrytopics import Origin
@@ -61,7 +63,8 @@ def headers_for(
         "first-failure-ms": str(first_failure_ms or now_ms),
         "last-failure-ms": str(now_ms),
     }
-    return kept + [(PREFIX + k, v.encode()) for k, v in error.items()]
+    ours = [(PREFIX + k, v.encode()) for k, v in error.items()]
+    return hdr.with_event_id(kept, record) + ours
 
 
 def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:

@@ -7,7 +7,10 @@ Nothing here talks to Kafka: records arrive as ``StoredRecord`` values, built by
 A replayed record carries the original key, value and headers byte for byte and in order, minus
 every ``dlq-*`` header (the failure it had is over) and every ``retry-*`` header (attempts start
 again), plus ``replay-count`` (incremented on every replay), ``replayed-at-ms`` and
-``replayed-from`` (``topic[partition]@offset`` of the dead letter it came from).
+``replayed-from`` (``topic[partition]@offset`` of the dead letter it came from). Its
+``event-id`` is the dead letter's, which its stage set if the event came without one; a dead
+letter written before stages did so gets the id its stage gave it (from its original
+coordinates), so the stage's idempotency store recognises the replayed event.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pipeline import headers as hdr
 from pipeline.deadletter import PREFIX as DLQ_PREFIX
 from pipeline.errors import DeclarationError
 
@@ -28,6 +32,7 @@ REPLAYED_AT_MS = "replayed-at-ms"
 REPLAYED_FROM = "replayed-from"
 _REPLAY_HEADERS = (REPLAY_COUNT, REPLAYED_AT_MS, REPLAYED_FROM)
 UNKNOWN = "(unknown)"
+MAX_DIGITS = 20  # "-" and the 19 digits of an int64
 
 Header = tuple[str, bytes | None]
 
@@ -71,8 +76,7 @@ class Failure:
         text = _error_headers(record)
 
         def number(name: str) -> int | None:
-            value = text.get(name)
-            return int(value) if value is not None and value.lstrip("-").isdigit() else None
+            return _integer(text.get(name))
 
         return cls(
             original_topic=text.get("original-topic"),
@@ -92,6 +96,16 @@ class Failure:
     @property
     def original_coordinates(self) -> str:
         return f"{self.original_topic}[{self.original_partition}]@{self.original_offset}"
+
+
+def _integer(value: str | None) -> int | None:
+    """A decimal integer (ASCII digits, optional minus sign, at most an int64), or None: header
+    values come from any producer, and ``str.isdigit`` alone also accepts digits ``int`` does
+    not (superscripts) and lengths it refuses."""
+    if value is None or len(value) > MAX_DIGITS:
+        return None
+    digits = value.removeprefix("-")
+    return int(value) if digits.isascii() and digits.isdigit() else None
 
 
 def _error_headers(record: StoredRecord) -> dict[str, str]:
@@ -157,10 +171,25 @@ def replay_headers(record: StoredRecord, now_ms: int) -> list[Header]:
     ]
     return [
         *kept,
+        *_first_sight_id(record, kept),
         (REPLAY_COUNT, str(count).encode()),
         (REPLAYED_AT_MS, str(now_ms).encode()),
         (REPLAYED_FROM, record.coordinates.encode()),
     ]
+
+
+def _first_sight_id(record: StoredRecord, kept: list[Header]) -> list[Header]:
+    """For a dead letter without an ``event-id`` (written before dead letters carried the id
+    their stage gave them), that id: the one of its original coordinates."""
+    if hdr.has_event_id(kept):
+        return []
+    failure = Failure.of(record)
+    partition, offset = failure.original_partition, failure.original_offset
+    if not failure.original_topic or partition is None or offset is None:
+        return []
+    if partition < 0 or offset < 0:  # coordinates its stage could not read
+        return []
+    return [(hdr.EVENT_ID, hdr.id_from_coordinates(failure.original_coordinates).encode())]
 
 
 def first_retry_topic(group: str | None, topics: Iterable[str]) -> str | None:
@@ -197,7 +226,8 @@ def retry_entry_headers(failure: Failure, now_ms: int) -> list[Header]:
 def _replay_count(headers: Iterable[Header]) -> int:
     counts = [v for k, v in headers if k == REPLAY_COUNT and v is not None]
     # An unreadable count (not written by us) counts as no previous replay.
-    return int(counts[-1]) if counts and counts[-1].isdigit() else 0
+    count = _integer(counts[-1].decode("ascii", "replace")) if counts else None
+    return count if count is not None and count >= 0 else 0
 
 
 # -- pacing ----------------------------------------------------------------------------------

@@ -4,6 +4,13 @@ Every event carries an ``event-id``. Outputs get a *deterministic* id derived fr
 id, the stage and the output's position, so an input that is redelivered (at-least-once) yields
 outputs with the same ids and downstream dedupe recognises them as duplicates.
 ``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged.
+
+Ids of records from other producers: a record without an ``event-id`` header is given uuid5 of
+its coordinates by the first stage that meets it, and every copy that stage makes (retry copy,
+dead letter, and so a replay) carries that id as its ``event-id`` header, so the idempotency
+store recognises the event across the hop. Header values are bytes and may come from any
+producer: an id that is not UTF-8 text (a raw 16-byte UUID, as Java producers often write) is
+read as bytes (``id_text``), never decoded blindly.
 """
 
 from __future__ import annotations
@@ -11,6 +18,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.ports import RawRecord
 
 EVENT_ID = "event-id"
 CORRELATION_ID = "correlation-id"
@@ -19,6 +30,7 @@ TRACESTATE = "tracestate"
 PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
 
 Headers = dict[str, bytes]
+HeaderList = list[tuple[str, bytes | None]]
 _blake2b = hashlib.blake2b
 
 
@@ -40,16 +52,47 @@ def derived_id(seed: bytes) -> str:
 
 
 def event_id_of(raw: Sequence[tuple[str, bytes | None]] | None, coordinates: str) -> str:
-    """The ``event-id`` header, or for records from producers that set none, a stable id
-    derived from the record's coordinates (the same on every redelivery)."""
+    """The ``event-id`` header as text, or for records from producers that set none, a stable
+    id derived from the record's coordinates (the same on every redelivery). Never raises."""
     return header_event_id(raw) or id_from_coordinates(coordinates)
 
 
 def header_event_id(raw: Sequence[tuple[str, bytes | None]] | None) -> str | None:
+    """The last non-empty ``event-id`` header as text (the last one, as outputs derive their
+    ids from it), or None."""
+    found = None
     for key, value in raw or ():
         if key == EVENT_ID and value:
-            return value.decode()
-    return None
+            found = value
+    return None if found is None else id_text(found)
+
+
+def id_text(value: bytes) -> str:
+    """An id header's bytes as text: UTF-8 text as it is; other bytes (and text with a NUL,
+    which no SQL text column holds) as binary: 16 bytes as the UUID they encode (big-endian,
+    as Java's ``UUID`` writes them), any other length as lowercase hex. Never raises."""
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return _binary_id(value)
+    return text if "\x00" not in text else _binary_id(value)
+
+
+def _binary_id(value: bytes) -> str:
+    return str(uuid.UUID(bytes=value)) if len(value) == 16 else value.hex()
+
+
+def has_event_id(raw: Sequence[tuple[str, bytes | None]] | None) -> bool:
+    return any(key == EVENT_ID and value for key, value in raw or ())
+
+
+def with_event_id(headers: HeaderList, record: RawRecord) -> HeaderList:
+    """``headers`` of a copy (retry, dead letter) of ``record``, plus, if they carry no
+    ``event-id``, the id the stage gave that record (``event_id_of``): the copy keeps its id."""
+    if not has_event_id(headers):
+        coordinates = f"{record.topic()}[{record.partition()}]@{record.offset()}"
+        headers.append((EVENT_ID, id_from_coordinates(coordinates).encode()))
+    return headers
 
 
 def id_from_coordinates(coordinates: str) -> str:

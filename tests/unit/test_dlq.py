@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from pipeline import headers as hdr
 from pipeline.dlq import (
     Failure,
     RateLimiter,
@@ -305,3 +306,30 @@ def test_retry_entry_headers_make_the_event_due_now_with_no_attempts() -> None:
     assert headers["retry-original-topic"] == b"orders"
     assert (headers["retry-original-partition"], headers["retry-original-offset"]) == (b"2", b"41")
     assert headers["retry-original-timestamp"] == b"1700"
+
+
+@pytest.mark.parametrize("count", [b"\xff", b"9" * 5000, b"-3", "\u00b2".encode(), b""])
+def test_a_garbled_replay_count_starts_again_at_one(count: bytes) -> None:
+    headers = replay_headers(dead_letter(extra=(("replay-count", count),)), now_ms=T0)
+    assert dict(headers)["replay-count"] == b"1"
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"9" * 5000, "\u00b2".encode(), b"-", b"4x"])
+def test_a_garbled_dlq_number_reads_as_unknown(bad: bytes) -> None:
+    record = dead_letter(extra=(("dlq-attempts", bad), ("dlq-original-offset", bad)))
+    failure = Failure.of(record)  # the extra headers come first: the later good ones win
+    assert (failure.attempts, failure.original_offset) == (3, 41)
+    alone = StoredRecord("g.dlq", 0, 0, None, None, (("dlq-attempts", bad),), T0)
+    assert Failure.of(alone).attempts is None
+
+
+def test_a_legacy_dead_letter_without_an_id_is_replayed_with_the_id_its_stage_gave_it() -> None:
+    """Dead letters written before copies carried the id: the replay adds the id the stage
+    derived from the original coordinates (orders.placed[2]@41), the id it first saw."""
+    record = dead_letter()
+    legacy = StoredRecord(record.topic, record.partition, record.offset, record.key,
+                          record.value, record.headers[1:], record.timestamp_ms)  # fmt: skip
+    headers = replay_headers(legacy, now_ms=T0)
+    expected = hdr.id_from_coordinates("orders.placed[2]@41").encode()
+    assert [v for k, v in headers if k == "event-id"] == [expected]
+    assert [v for k, v in replay_headers(record, T0) if k == "event-id"] == [b"e-1"]

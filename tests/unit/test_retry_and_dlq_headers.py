@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
+from pipeline import headers as hdr
 from pipeline.deadletter import DeadLetterSource, headers_for
-from pipeline.retrytopics import Origin, origin_of, retry_headers, topic_name
+from pipeline.retrytopics import (
+    DUE_SLACK_MS,
+    Origin,
+    delay_of,
+    origin_of,
+    retry_headers,
+    topic_name,
+)
 
 
 @dataclass
@@ -102,3 +112,86 @@ def test_a_second_trip_to_the_dlq_replaces_the_error_headers() -> None:
     names = [k for k, _ in second]
     assert names.count("dlq-exception-type") == 1
     assert dict(second)["dlq-exception-type"] == b"builtins.KeyError"
+
+
+# -- event ids of records that came without one ----------------------------------------------
+
+
+def test_retry_and_dead_letter_copies_carry_the_id_a_header_less_record_was_given() -> None:
+    """A record from a producer that set no event-id: both copies carry the id of its
+    coordinates, so the retry-topic copy and a replay keep the id the stage gave it."""
+    rec = Rec(h=[("trace", b"abc")])
+    given = hdr.event_id_of(rec.h, "orders[2]@41")
+    retry = retry_headers(rec, origin_of(rec, False), 1, 5000, 4000, OSError("x"))
+    dead = headers_for(
+        rec, DeadLetterSource("st", "g", "g.dlq"), OSError("x"), origin_of(rec, False), 1
+    )
+    for headers in (retry, dead):
+        assert [v for k, v in headers if k == "event-id"] == [given.encode()]
+    retried = Rec(t="g.retry.1s", p=0, o=3, h=list(retry))
+    assert hdr.event_id_of(retried.h, "g.retry.1s[0]@3") == given
+
+
+def test_copies_of_a_record_with_an_id_keep_it_unchanged() -> None:
+    rec = Rec(h=[("event-id", b"\xff\xfe"), ("trace", b"abc")])
+    retry = retry_headers(rec, origin_of(rec, False), 1, 5000, 4000, OSError("x"))
+    assert [(k, v) for k, v in retry if not k.startswith("retry-")] == rec.h
+
+
+# -- garbled retry headers -------------------------------------------------------------------
+
+
+def retry_copy(**changed: bytes) -> Rec:
+    """A copy in ``g.retry.1s`` written at T (1_700_000_000_000) by us, with ``changed`` headers
+    (names without the ``retry-`` prefix, underscores for dashes) replaced."""
+    rec = Rec()
+    headers = dict(
+        retry_headers(rec, origin_of(rec, False), 2, rec.ts + 1000, rec.ts - 50, OSError())
+    )
+    for name, value in changed.items():
+        headers["retry-" + name.replace("_", "-")] = value
+    return Rec(t="g.retry.1s", p=0, o=3, h=list(headers.items()))
+
+
+@pytest.mark.parametrize(
+    "bad", [b"", b"\xff", b"x1", b"-3", b"1.5", b"9" * 5000, "\u00b2".encode()]
+)
+def test_a_garbled_retry_number_degrades_instead_of_raising(bad: bytes) -> None:
+    """Not an integer, negative, empty, not UTF-8 or too long: the attempt count is unknown
+    (0, the ladder starts again), the event is due now, the coordinates are unknown (-1)."""
+    origin = origin_of(retry_copy(attempt=bad, due_ms=bad, original_offset=bad,
+                                  first_failure_ms=bad), from_retry_topic=True)  # fmt: skip
+    assert origin == Origin("orders", 2, -1, 1_700_000_000_000, attempts=0,
+                            first_failure_ms=None, due_ms=0)  # fmt: skip
+
+
+def test_the_other_retry_headers_survive_one_garbled_value() -> None:
+    origin = origin_of(retry_copy(original_partition=b"\xff"), from_retry_topic=True)
+    assert (origin.topic, origin.partition, origin.offset, origin.attempts) == ("orders", -1, 41, 2)
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b""])
+def test_an_unreadable_original_topic_makes_the_record_a_fresh_event_of_the_retry_topic(
+    bad: bytes,
+) -> None:
+    """Without its original topic the schema is unknown: the record is dead-lettered as
+    undecodable (the runner finds no input binding for the retry topic)."""
+    origin = origin_of(retry_copy(original_topic=bad), from_retry_topic=True)
+    assert (origin.topic, origin.attempts, origin.due_ms) == ("g.retry.1s", 0, 0)
+
+
+def test_a_due_time_beyond_the_topics_delay_is_clipped_to_it() -> None:
+    """A garbled far-future due time must not hold the partition for centuries: a copy in
+    ``g.retry.1s`` is due at most 1 s (plus a little slack) after it was written."""
+    origin = origin_of(retry_copy(due_ms=b"9999999999999"), from_retry_topic=True)
+    assert origin.due_ms == 1_700_000_000_000 + 1000 + DUE_SLACK_MS
+    assert origin_of(retry_copy(), from_retry_topic=True).due_ms == 1_700_000_001_000
+
+
+@pytest.mark.parametrize(
+    ("topic", "delay"),
+    [("p.g.retry.1s", 1.0), ("g.retry.0.5s", 0.5), ("g.retry.1e+06s", 1e6), ("g.retry.xs", None),
+     ("orders", None), ("g.retry.infs", None), ("g.retry.-1s", None)],
+)  # fmt: skip
+def test_the_delay_is_read_from_the_retry_topics_name(topic: str, delay: float | None) -> None:
+    assert delay_of(topic) == delay
