@@ -23,7 +23,7 @@ branch is not looked into: which branch fastavro picks depends on the data.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,14 +89,14 @@ class _Compiler:
     def _record(self, schema: Definition) -> Check | None:
         name = schema["name"]
         if name not in self._records:
-            fields = _Fields([], [])
+            fields = _Fields()
             self._records[name] = (_record_check(fields), fields)
             for schema_field in schema.get("fields", ()):
                 fields.add(schema_field["name"], schema_field["type"], self)
             self._done.add(name)
         # A reference from inside the record itself (recursion) gets the check being built.
         check, fields = self._records[name]
-        return check if fields.ints or fields.others or name not in self._done else None
+        return check if fields or name not in self._done else None
 
     def _array(self, items: Any) -> Check | None:
         avro_type = _plain_int(items, optional=False)
@@ -138,49 +138,63 @@ def _plain_int(schema: Any, optional: bool = True) -> str | None:
 
 @dataclass(slots=True)
 class _Fields:
-    """A record's fields that need a check: plain integers are checked inline (the common case,
-    and a function call per field would cost more than the comparison), the rest by their check."""
+    """A record's fields that need a check. Plain integers (the common case) are checked inline,
+    by name: a call per field would cost more than the comparison."""
 
-    ints: list[tuple[str, str, int, int]]  # name, Avro type, bounds
-    others: list[tuple[str, Check]]
+    ints: list[str] = field(default_factory=list)
+    longs: list[str] = field(default_factory=list)
+    others: list[tuple[str, Check]] = field(default_factory=list)
 
     def add(self, name: str, schema: Any, compiler: _Compiler) -> None:
         avro_type = _plain_int(schema)
         if avro_type is not None:
-            self.ints.append((name, avro_type, *_RANGES[avro_type]))
+            (self.ints if avro_type == "int" else self.longs).append(name)
             return
         check = compiler.compile(schema)
         if check is not None:
             self.others.append((name, check))
 
+    def __bool__(self) -> bool:
+        return bool(self.ints or self.longs or self.others)
+
 
 def _record_check(fields: _Fields) -> Check:
     """Checks the fields that need it; copies the record only if one of them was replaced.
     ``fields`` may still be filled after this returns (a recursive record)."""
-    ints, others = fields.ints, fields.others
+    ints, longs, others = fields.ints, fields.longs, fields.others
+    (int_low, int_high), (long_low, long_high) = _RANGES["int"], _RANGES["long"]
 
     def check(record: Any) -> Any:
         if not isinstance(record, dict):
             return record  # not a record: fastavro refuses it with its own error
-        for name, avro_type, low, high in ints:
-            value = record.get(name)
-            if isinstance(value, int) and not low <= value <= high:
-                raise OutOfRange(avro_type, name)
-        replaced = None
-        for name, field_check in others:
-            value = record.get(name)
-            try:
-                new = field_check(value)
-            except OutOfRange as exc:
-                exc.segments.append(name)
-                raise
-            if new is not value:
-                if replaced is None:
-                    replaced = dict(record)
-                replaced[name] = new
-        return record if replaced is None else replaced
+        get = record.get
+        for name in ints:
+            value = get(name)
+            if isinstance(value, int) and not int_low <= value <= int_high:
+                raise OutOfRange("int", name)
+        for name in longs:
+            value = get(name)
+            if isinstance(value, int) and not long_low <= value <= long_high:
+                raise OutOfRange("long", name)
+        return _check_others(record, others) if others else record
 
     return check
+
+
+def _check_others(record: dict[str, Any], others: list[tuple[str, Check]]) -> dict[str, Any]:
+    replaced = None
+    for name, field_check in others:
+        value = record.get(name)
+        try:
+            new = field_check(value)
+        except OutOfRange as exc:
+            exc.segments.append(name)
+            raise
+        if new is not value:
+            if replaced is None:
+                replaced = dict(record)
+            replaced[name] = new
+    return record if replaced is None else replaced
 
 
 def _int_check(avro_type: str) -> Check:
