@@ -1,6 +1,7 @@
 """Encoding refuses integers their Avro type cannot hold, naming the field and not the value, and
 writes a naive datetime in a timestamp field as UTC whatever the process's time zone: with both
-wire formats, at any depth (nested and optional records, arrays, maps, recursive types)."""
+wire formats, at any depth (nested and optional records, arrays, maps, recursive types), and
+through the Publisher."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
+from pipeline.config import Settings
 from pipeline.errors import SerializationError
 from pipeline.events import Event
+from pipeline.publisher import Publisher
 from pipeline.serde import (
     Codec,
     ConfluentCodec,
@@ -24,6 +27,7 @@ from pipeline.serde import (
     SchemaCatalog,
     SingleObjectCodec,
 )
+from pipeline.stage import Topic
 
 TIMESTAMP_MICROS = {"type": "long", "logicalType": "timestamp-micros"}
 MEDIA = {
@@ -271,3 +275,15 @@ def test_encoding_leaves_the_event_unchanged(
     codec.encode(event, catalog.bind(Stamped), "stamps")
     assert event.model_dump() == before
     assert event.at_ms.tzinfo is None and event.by_name["first"].tzinfo is None
+
+
+def test_the_publisher_refuses_an_out_of_range_event_before_sending(
+    catalog: SchemaCatalog, tmp_path: Path
+) -> None:
+    """Publisher.publish raises the codec's SerializationError; nothing is queued for the broker
+    (an unroutable bootstrap: a send attempt would fail the flush on close)."""
+    settings = Settings(bootstrap_servers="127.0.0.1:1", schemas_dir=tmp_path)
+    media_topic = Topic("test.media", Media)
+    publisher = Publisher(settings, catalog, SingleObjectCodec(catalog), check_topics=False)
+    with publisher, pytest.raises(SerializationError, match=r"field 'video\.width' does not fit"):
+        publisher.publish(media_topic, media(video=Video(width=2**31)), timeout_s=1)
