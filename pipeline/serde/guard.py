@@ -16,8 +16,9 @@ keeps only the fields that need a check:
 
 The guard never mutates its input (for flat models that is the event's own ``__dict__``): a
 record, list or map is copied only when a naive datetime inside it must be replaced. Values of
-the wrong Python type are left for fastavro to refuse. A union with more than one record or map
-branch is not looked into: which branch fastavro picks depends on the data.
+the wrong Python type are left for fastavro to refuse. A union with several branches that are
+dicts in Python (records, maps), or several array branches, is not looked into below that level:
+which branch fastavro picks depends on the data.
 """
 
 from __future__ import annotations
