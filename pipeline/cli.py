@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,7 +22,12 @@ from pipeline.errors import (
     DeclarationError,
     PipelineError,
     SchemaError,
+    SerializationError,
 )
+
+if TYPE_CHECKING:
+    from pipeline.events import Event
+    from pipeline.serde import SchemaCatalog
 
 app = typer.Typer(
     help="Reliable Avro event pipelines on Apache Kafka.",
@@ -94,6 +99,7 @@ def publish(
     """Validate PAYLOAD against TOPIC's schema, Avro-encode and publish it (waits for the ack)."""
     from pydantic import ValidationError
 
+    from pipeline.app import load_catalog
     from pipeline.publisher import Publisher
     from pipeline.registry import discover_topics
 
@@ -107,12 +113,15 @@ def publish(
         declared.check()  # a misspelt key/id field, found while importing the stage modules
         data = _read_payload(payload)
         try:
-            event = declared.model.model_validate(data)
+            # Strict: JSON has types, so "12" for an int field is a mistake, not a number.
+            event = declared.model.model_validate_json(data, strict=True)
         except ValidationError as exc:
             raise DeclarationError(
-                f"invalid {declared.model.__name__} for {topic}:\n{_summarise(exc)}"
+                f"invalid {declared.model.__name__} for {topic}: {_summarise(exc)}"
             ) from None
-        with Publisher(settings) as publisher:
+        catalog = load_catalog(settings)
+        _check_encodes(event, catalog)
+        with Publisher(settings, catalog=catalog) as publisher:
             where = publisher.publish(declared, event, key=key)
     except PipelineError as exc:
         raise _fail(exc) from None
@@ -122,7 +131,19 @@ def publish(
     )
 
 
-def _read_payload(payload: str) -> Any:
+def _check_encodes(event: Event, catalog: SchemaCatalog) -> None:
+    """Encode once without sending: a value Avro cannot hold (an int beyond 32 bits) is the
+    payload's fault, so it exits 2 before any client is created."""
+    from pipeline.serde import SingleObjectCodec
+
+    try:
+        SingleObjectCodec(catalog).encode(event, catalog.bind(type(event)), "")
+    except SerializationError as exc:
+        raise DeclarationError(str(exc)) from None
+
+
+def _read_payload(payload: str) -> str:
+    """The payload's JSON text (from the argument or @file), checked to be JSON."""
     text = payload
     if payload.startswith("@"):
         path = Path(payload[1:])
@@ -130,14 +151,16 @@ def _read_payload(payload: str) -> Any:
             raise DeclarationError(f"payload file {path} does not exist")
         text = path.read_text()
     try:
-        return json.loads(text)
+        json.loads(text)  # for this message; pydantic's would be about the model
     except json.JSONDecodeError as exc:
         raise DeclarationError(f"payload is not valid JSON: {exc}") from None
+    return text
 
 
 def _summarise(exc: Any) -> str:
-    return "\n".join(
-        f"  {'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+    """Every error on one line: ``size_bytes: Input should be a valid integer; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
     )
 
 

@@ -13,6 +13,7 @@ from typing_extensions import TypeVar
 from pipeline.errors import SchemaMismatchError
 from pipeline.events import Event
 from pipeline.serde.conformance import check_model
+from pipeline.serde.guard import Check, compile_guard
 from pipeline.serde.schema import AvroSchema, ParsedSchema
 
 E = TypeVar("E", bound=Event, default=Event)
@@ -25,6 +26,10 @@ class Binding(Generic[E]):
     ``to_record`` turns an event into what fastavro writes. For a flat model (no nested models,
     aliases or custom serializers) it is the instance ``__dict__`` itself, with no copy; otherwise
     ``model_dump(by_alias=True)``.
+
+    ``guard`` (None when the schema has no ``int``, ``long`` or timestamp field) then checks that
+    record against what the Avro writer does not (``pipeline.serde.guard``): it raises
+    ``OutOfRange`` for an integer its type cannot hold, and hands naive datetimes over as UTC.
     """
 
     model: type[E]
@@ -32,6 +37,7 @@ class Binding(Generic[E]):
     parsed: ParsedSchema  # = schema.parsed, one attribute lookup closer
     fingerprint: bytes  # = schema.fingerprint
     to_record: Callable[[E], Mapping[str, Any]]
+    guard: Check | None
 
     @property
     def name(self) -> str:
@@ -54,6 +60,7 @@ def bind(model: type[E], schema: AvroSchema) -> Binding[E]:
         parsed=schema.parsed,
         fingerprint=schema.fingerprint,
         to_record=attrgetter("__dict__") if _is_flat(model) else _dump,
+        guard=compile_guard(schema),
     )
 
 

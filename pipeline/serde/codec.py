@@ -26,7 +26,10 @@ from pipeline.errors import (
 )
 from pipeline.events import Event
 from pipeline.serde.binding import Binding, E
+from pipeline.serde.guard import OutOfRange
 from pipeline.serde.schema import AvroSchema
+
+_BITS = {"int": 32, "long": 64}
 
 
 class Codec(Protocol):
@@ -50,7 +53,15 @@ def write_body(out: BytesIO, event: Event, binding: Binding[Any]) -> None:
             f"cannot encode a {type(event).__name__} with the binding for {binding.model.__name__}"
         )
     try:
-        schemaless_writer(out, binding.parsed, binding.to_record(event))
+        record = binding.to_record(event)
+        if binding.guard is not None:
+            record = binding.guard(record)
+        schemaless_writer(out, binding.parsed, record)
+    except OutOfRange as exc:  # names the field, never its value
+        raise SerializationError(
+            f"cannot encode {type(event).__name__} as {binding.name}: field {exc.path!r} "
+            f"does not fit an Avro {exc.avro_type} ({_BITS[exc.avro_type]}-bit signed)"
+        ) from None
     except Exception as exc:  # fastavro raises many types (ValueError, TypeError, OverflowError...)
         raise SerializationError(
             f"cannot encode {type(event).__name__} as {binding.name}: {type(exc).__name__}"

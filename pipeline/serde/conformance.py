@@ -10,14 +10,15 @@ Every problem is collected (not just the first), so one startup shows them all. 
   ======================================  ================================================
   string                                  str, a str Enum, a Literal of str
   string [uuid]                           UUID, str
-  int, long                               int
+  int, long                               int (32/64-bit range checked on encode)
   float, double                           float
   boolean                                 bool
   bytes, fixed                            bytes
   bytes/fixed [decimal]                   Decimal
   int [date]                              date
   int [time-millis], long [time-micros]   time
-  long [timestamp-millis/micros]          datetime, AwareDatetime (read back UTC-aware)
+  long [timestamp-millis/micros]          datetime (naive is written as UTC), AwareDatetime
+                                          (read back UTC-aware either way)
   long [local-timestamp-millis/micros]    datetime, NaiveDatetime
   enum                                    a str Enum or Literal with exactly its symbols, or str
   array<T>                                list[T]
