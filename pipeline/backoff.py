@@ -78,8 +78,8 @@ class Streaks:
     def recovered(
         self, progress: Callable[[tuple[str, int]], int | None]
     ) -> list[tuple[tuple[str, int], int]]:
-        """Partitions whose streak is over: ``progress(tp)`` (the next offset not yet finished)
-        passed the offset that failed. Forgotten here, with their streak's failure count."""
+        """Partitions whose streak is over: ``progress(tp)`` (say, the committed offset) passed
+        the offset that failed. Forgotten here, with their streak's failure count."""
         over = []
         for tp, (offset, count) in list(self._failures.items()):
             done_to = progress(tp)

@@ -124,10 +124,10 @@ class PartitionOffsets:
         while self._open:
             self._open.pop().cancelled = True
 
-    def watermark(self) -> int | None:
-        """The first offset not finished yet (None before anything finished)."""
-        self.committable()
-        return self._next
+    @property
+    def committed_to(self) -> int | None:
+        """The offset last committed (or sent to a transaction that committed)."""
+        return self._committed
 
     @property
     def in_flight(self) -> int:
@@ -164,9 +164,9 @@ class OffsetTracker:
             self.keeping.discard(tp)
         return resumed
 
-    def watermark(self, tp: TopicPartition) -> int | None:
+    def committed_to(self, tp: TopicPartition) -> int | None:
         part = self._parts.get(tp)
-        return None if part is None else part.watermark()
+        return None if part is None else part.committed_to
 
     def committable(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         out = {}

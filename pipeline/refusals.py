@@ -5,7 +5,8 @@ it into a bounded outcome for the input:
 
 - *retriable* (a broker or topic unavailable, the local queue full): the partition is re-read
   from the input after a backoff that grows with every failure in a row on that partition and
-  is reset once the partition gets past it. Logged when the partition starts failing and when
+  is reset once the partition is committed past it (an exactly-once transaction holding the
+  input's outputs may still abort before). Logged when the partition starts failing and when
   it recovers, not at every attempt. A dead letter that cannot be written is always retried
   this way: its input stays uncommitted, never lost.
 - *permanent* (too large, invalid, not authorised): no retry can fix it, so the input is
@@ -140,14 +141,15 @@ class Refusals:
         return True
 
     def check(self) -> None:
-        """Forget what partitions that got past their refused input no longer need."""
-        for tp, attempts in self._streaks.recovered(self._tracker.watermark):
+        """Forget what partitions committed past their refused input no longer need."""
+        # Past it means committed past it: a transaction holding its outputs may still abort.
+        for tp, attempts in self._streaks.recovered(self._tracker.committed_to):
             log.warning("%s: %s[%d] delivering again after %d failed attempt(s)",
                         self._stage, tp[0], tp[1], attempts)  # fmt: skip
         if self.verdicts or self._tried_alone:
-            watermark = self._tracker.watermark
-            self.verdicts = {k: v for k, v in self.verdicts.items() if not _past(k, watermark)}
-            self._tried_alone = {k for k in self._tried_alone if not _past(k, watermark)}
+            done = self._tracker.committed_to
+            self.verdicts = {k: v for k, v in self.verdicts.items() if not _past(k, done)}
+            self._tried_alone = {k for k in self._tried_alone if not _past(k, done)}
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self._streaks.forget(partitions)
@@ -157,7 +159,7 @@ class Refusals:
 
 
 def _past(
-    key: tuple[TopicPartition, int], watermark: Callable[[TopicPartition], int | None]
+    key: tuple[TopicPartition, int], committed: Callable[[TopicPartition], int | None]
 ) -> bool:
-    done_to = watermark(key[0])
+    done_to = committed(key[0])
     return done_to is not None and done_to > key[1]

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline.runner")
 
 
+def _now(claim: Callable[[], None]) -> None:
+    claim()
+
+
 class Router:
     def __init__(
         self,
@@ -38,6 +42,7 @@ class Router:
         stats: StageStats,
         holds: Holds,
         breaker: CircuitBreaker | None,
+        claim: Callable[[Callable[[], None]], None] = _now,
     ) -> None:
         self._plan = plan
         self._policy = policy
@@ -46,6 +51,9 @@ class Router:
         self._stats = stats
         self._holds = holds
         self._breaker = breaker
+        # Claims an outcome (counts, logs) when it is final: at once, or at the transaction's
+        # commit for an exactly-once stage (an acknowledged copy may still be aborted).
+        self._claim = claim
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
@@ -173,15 +181,22 @@ class Router:
         name, dlq = self._plan.name, self._dlq.topic
         kind = type(exc).__name__
 
-        def written() -> None:  # the outcome is claimed once the broker has the dead letter
+        def written() -> None:  # claimed once the broker has the dead letter
             self._stats.dead_lettered += 1
             log.error("%s: %s dead-lettered to %s after %d attempt(s): %s",
                       name, where, dlq, attempts, kind)  # fmt: skip
 
         headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
-        self._copy(record, tp, self._dlq.topic, headers, token, written, dead_letter=True)
+
+        def acked() -> None:
+            self._claim(written)
+
+        self._copy(record, tp, self._dlq.topic, headers, token, acked, dead_letter=True)
 
     def _count_retry(self) -> None:
+        self._claim(self._count_retried)
+
+    def _count_retried(self) -> None:
         self._stats.retried += 1
 
     def _copy(

@@ -107,8 +107,9 @@ class StageRunner:
         self._committer = self._make_committer()
         self._outputs = OutputWriter(plan, codec, producer, self.stats)
         self._router = Router(
-            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker
-        )
+            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker,
+            self._committer.after_commit,
+        )  # fmt: skip
         self._refusals = Refusals(
             plan.name, self._holds, self._tracker, self._router, self._assigned, self.stats,
             policy.ordered_backoff,

@@ -116,3 +116,13 @@ def test_delivery_errors_are_classified_at_the_boundary() -> None:
     assert denied.permanent and not denied.batch_wide
     timed_out = delivery_error(CKafkaError(CKafkaError._MSG_TIMED_OUT), "t")
     assert not timed_out.permanent
+
+
+def test_a_record_over_message_max_bytes_is_refused_locally_as_permanent() -> None:
+    """librdkafka refuses it in produce() itself: the error concerns this record alone."""
+    producer = clients.KafkaProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "log_level": 0, "message.max.bytes": 1000}
+    )
+    with pytest.raises(KafkaError, match="MSG_SIZE_TOO_LARGE") as caught:
+        producer.produce("t", b"x" * 5000, None, None, lambda *_: None)
+    assert caught.value.permanent and not caught.value.batch_wide
