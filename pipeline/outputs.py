@@ -38,7 +38,9 @@ class OutputWriter:
         self._producer = producer
         self._stats = stats
         self._suffixes: list[bytes] = []
-        self.failed: list[FailedDelivery] = []  # filled by delivery reports, drained by the runner
+        # Filled by delivery reports (error, record as the client gave them), drained by the
+        # runner with take_failed.
+        self._failed: list[tuple[TopicPartition, Token, Any, Any, bool]] = []
 
     def encode(self, ctx: Context) -> list[bytes]:
         """Encode every output before producing any: one that cannot be encoded must not leave
@@ -105,34 +107,47 @@ class OutputWriter:
     ) -> None:  # fmt: skip
         """Produce ``record`` unchanged to ``topic`` (a retry or dead-letter copy), tied to
         ``token``; ``acked`` is called once the broker has it (the outcome happened)."""
-        on_delivery = self.callback(tp, token, acked, dead_letter=dead_letter)
-        try:
-            self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
-        except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
-            on_delivery(exc, None)
+        failed = self._failed
 
-    def callback(
-        self, tp: TopicPartition, token: Token, acked: Callable[[], None] | None = None,
-        *, dead_letter: bool = False,
-    ) -> DeliveryCallback:  # fmt: skip
-        """The delivery report handler for one input's outputs (or its retry/DLQ copy)."""
-        failed = self.failed
-        ours = self._producer.delivery_error
-
-        def delivered(err: Any, msg: Any) -> None:
+        def on_delivery(err: Any, msg: Any) -> None:
             if err is None:
                 token.finish_one()
                 if acked is not None:  # written, even if its input was rewound meanwhile
                     acked()
             elif not token.failed:
                 token.failed = True
-                topic = msg.topic() if msg is not None else "?"
-                failed.append((tp, token, ours(err, topic), dead_letter))
+                failed.append((tp, token, err, msg, dead_letter))
+
+        try:
+            self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
+        except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
+            on_delivery(exc, None)
+
+    def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
+        """The delivery report handler for one input's outputs."""
+        failed = self._failed
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                token.finish_one()
+            elif not token.failed:
+                token.failed = True
+                failed.append((tp, token, err, msg, False))
 
         return delivered
 
+    @property
+    def failed(self) -> bool:
+        return bool(self._failed)
+
     def take_failed(self) -> list[FailedDelivery]:
+        """Refused deliveries since the last call, their errors as ours (classified by the
+        adapter: done here, on the failure path, not in every delivery callback)."""
         # Emptied in place: callbacks made earlier hold this very list.
-        failed = self.failed[:]
-        self.failed.clear()
-        return failed
+        failed = self._failed[:]
+        self._failed.clear()
+        ours = self._producer.delivery_error
+        return [
+            (tp, token, ours(err, msg.topic() if msg is not None else "?"), dead_letter)
+            for tp, token, err, msg, dead_letter in failed
+        ]
