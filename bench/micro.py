@@ -83,6 +83,7 @@ class MemoryProducer:
 
     def __init__(self) -> None:
         self._pending: list[Callable[[Any, Any], None]] = []
+        self.stop: Any = None
 
     def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
         self._pending.append(on_delivery)
@@ -98,6 +99,9 @@ class MemoryProducer:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def delivery_error(self, err: Any, topic: str) -> Any:
+        return err
 
 
 def records(count: int) -> list[Record]:

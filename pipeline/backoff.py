@@ -55,3 +55,42 @@ class PauseDeadlines:
 
     def is_paused(self, tp: tuple[str, int]) -> bool:
         return tp in self._until
+
+
+class Streaks:
+    """Consecutive failures per partition, each waiting longer (``backoff``), reset on success.
+
+    ``failed`` answers the attempt number (1 = the first failure since the partition last
+    succeeded: a change of state worth logging) and the delay before the next attempt.
+    """
+
+    def __init__(self, backoff: Backoff, rand: Callable[[], float] = random.random) -> None:
+        self._backoff = backoff
+        self._rand = rand
+        self._failures: dict[tuple[str, int], tuple[int, int]] = {}  # tp -> (offset, count)
+
+    def failed(self, tp: tuple[str, int], offset: int) -> tuple[int, float]:
+        first, count = self._failures.get(tp, (offset, 0))
+        # The earliest offset failing in the streak: success means the partition got past it.
+        self._failures[tp] = (min(first, offset), count + 1)
+        return count + 1, self._backoff.delay(count + 1, self._rand)
+
+    def recovered(
+        self, progress: Callable[[tuple[str, int]], int | None]
+    ) -> list[tuple[tuple[str, int], int]]:
+        """Partitions whose streak is over: ``progress(tp)`` (say, the committed offset) passed
+        the offset that failed. Forgotten here, with their streak's failure count."""
+        over = []
+        for tp, (offset, count) in list(self._failures.items()):
+            done_to = progress(tp)
+            if done_to is not None and done_to > offset:
+                del self._failures[tp]
+                over.append((tp, count))
+        return over
+
+    def __bool__(self) -> bool:
+        return bool(self._failures)
+
+    def forget(self, tps: list[tuple[str, int]]) -> None:
+        for tp in tps:
+            self._failures.pop(tp, None)

@@ -82,6 +82,10 @@ class OffsetCommitter:
         """False: the runner rewinds just the partitions concerned."""
         return False
 
+    def after_commit(self, claim: Callable[[], None]) -> None:
+        """Run ``claim`` (count or log an outcome) once it is final: an acknowledged record is."""
+        claim()
+
     def abandon(self) -> None:
         """Partitions were lost: nothing to undo (uncommitted work is simply redone)."""
 
@@ -115,6 +119,7 @@ class TransactionCommitter:
         self._timeout = timeout_s
         self._clock = clock
         self._open = False
+        self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
 
     def start(self) -> None:
         self._producer.init_transactions(self._timeout)
@@ -150,6 +155,9 @@ class TransactionCommitter:
             self.abort(self._left(deadline))
             return
         self._open = False
+        claims, self._claims = self._claims, []
+        for claim in claims:
+            claim()
         # commit_transaction flushed every output, so their tokens are done: let the tracker
         # drop them (it would otherwise keep one per record with outputs, forever).
         self._tracker.committable(assigned)
@@ -160,6 +168,11 @@ class TransactionCommitter:
     def _left(self, deadline: float) -> float:
         # Never 0: librdkafka would then not even try.
         return max(MIN_CALL_TIMEOUT_S, deadline - self._clock())
+
+    def after_commit(self, claim: Callable[[], None]) -> None:
+        """Run ``claim`` once the open transaction commits (never if it aborts): an
+        acknowledged record in it is not final before."""
+        self._claims.append(claim)
 
     def delivery_failed(self) -> bool:
         """An output of the open transaction failed: the transaction cannot commit."""
@@ -178,5 +191,6 @@ class TransactionCommitter:
         except KafkaError as exc:
             log.error("abort_transaction failed: %s", exc)
         self._open = False
+        self._claims = []
         self._stats.aborts += 1
         self._rewind_all()

@@ -84,12 +84,22 @@ class EventValidationError(DecodeError):
 
 
 class KafkaError(PipelineError):
-    """A broker or client error. `code` is librdkafka's error name when there is one."""
+    """A broker or client error. `code` is librdkafka's error name when there is one.
 
-    def __init__(self, message: str, *, code: str | None = None, retriable: bool = False) -> None:
+    ``permanent``: no retry can fix it for this record (too large, invalid, not authorised),
+    as classified by the Kafka adapter. ``batch_wide``: the broker reports it for a whole batch,
+    so it may belong to another record produced alongside this one.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retriable: bool = False,
+        permanent: bool = False, batch_wide: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.code = code
         self.retriable = retriable
+        self.permanent = permanent
+        self.batch_wide = batch_wide
 
 
 class TopicNotFoundError(KafkaError):

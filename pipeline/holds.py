@@ -21,6 +21,8 @@ from pipeline.offsets import OffsetTracker
 from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
 
+OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
+
 
 class Holds:
     def __init__(
@@ -52,7 +54,7 @@ class Holds:
 
     def rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
         """Re-read ``tp`` from ``offset`` after ``delay_s``."""
-        self._tracker.partition(tp).rewind(offset)
+        self._tracker.rewind(tp, offset)
         self._consumer.pause([tp])
         self._consumer.seek(tp, offset)
         self.pauses.pause(tp, delay_s)
@@ -72,12 +74,23 @@ class Holds:
                 self._consumer.seek(other, next_read)
             self.skip[other] = True  # and seek to a later-fetched record, if one comes
 
+    def rewind_to_committed(self) -> None:
+        """Every assigned partition back to its committed offset, nothing begun kept (an
+        aborted transaction). Raises if the committed offsets cannot be read."""
+        assigned = list(self._assigned)
+        committed = self._consumer.committed(assigned) if assigned else {}
+        for tp in assigned:
+            offset = committed.get(tp, -1)
+            self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
+            self.skip[tp] = False
+        self._tracker.drop(assigned)
+
     def skipped(self, record: RawRecord, tp: TopicPartition) -> None:
         """``record`` belongs to a partition skipped in this batch: seek back to it if the
         partition still needs a seek."""
         if self.skip[tp]:
             self._consumer.seek(tp, record.offset())
-            self._tracker.partition(tp).rewind(record.offset())
+            self._tracker.rewind(tp, record.offset())
             self.skip[tp] = False
 
     def due(self) -> list[TopicPartition]:

@@ -7,7 +7,9 @@ partition is the first one not yet finished: the contiguous low watermark. It on
 
 ``rewind`` forgets everything from an offset on (the partition was seeked back there, so those
 records will be read again); tokens handed out before are cancelled, so a late delivery report
-for the old attempt cannot finish the new one.
+for the old attempt cannot finish the new one. Records past the offset that had already
+finished (handled, every output acknowledged) are *kept* instead: when the re-read reaches them
+``resume_kept`` puts them back as finished, so their outputs are not emitted a second time.
 
 Pure data structures: no Kafka, no clock.
 """
@@ -47,7 +49,7 @@ class Token:
 class PartitionOffsets:
     """Offsets of one partition, begun in increasing order."""
 
-    __slots__ = ("_committed", "_next", "_open", "finished_ids", "next_read")
+    __slots__ = ("_committed", "_next", "_open", "finished_ids", "kept", "next_read")
 
     def __init__(self) -> None:
         self._open: deque[Token] = deque()
@@ -58,6 +60,8 @@ class PartitionOffsets:
         self._committed: int | None = None
         # The next offset the stage should see: after the last begun one, or a rewind target.
         self.next_read: int | None = None
+        # Finished tokens past a rewind, in offset order (all after every open one).
+        self.kept: deque[Token] = deque()
 
     def begin(self, offset: int, outstanding: int = 1, event_id: str | None = None) -> Token:
         if self._open and offset <= self._open[-1].offset:
@@ -92,13 +96,38 @@ class PartitionOffsets:
             self._committed = offset
 
     def rewind(self, offset: int) -> None:
+        kept = self.kept
         while self._open and self._open[-1].offset >= offset:
-            self._open.pop().cancelled = True
+            token = self._open.pop()
+            if token.done:
+                kept.appendleft(token)
+            else:
+                token.cancelled = True
         self.next_read = offset
 
+    def resume_kept(self, offset: int) -> bool:
+        """True if the record at ``offset`` (read again after a rewind) had finished before it:
+        it is finished again now, without being handled."""
+        kept = self.kept
+        while kept and kept[0].offset < offset:
+            kept.popleft()  # not read again (gone from the log): nothing left to skip there
+        if not kept or kept[0].offset != offset:
+            return False
+        if self._open and offset <= self._open[-1].offset:
+            raise ValueError(f"kept offset {offset} resumed after {self._open[-1].offset}")
+        self._open.append(kept.popleft())
+        self.next_read = offset + 1
+        return True
+
     def cancel_all(self) -> None:
+        self.kept.clear()
         while self._open:
             self._open.pop().cancelled = True
+
+    @property
+    def committed_to(self) -> int | None:
+        """The offset last committed (or sent to a transaction that committed)."""
+        return self._committed
 
     @property
     def in_flight(self) -> int:
@@ -113,12 +142,31 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        self.keeping: set[TopicPartition] = set()  # partitions with kept tokens (see rewind)
 
     def partition(self, tp: TopicPartition) -> PartitionOffsets:
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = PartitionOffsets()
         return part
+
+    def rewind(self, tp: TopicPartition, offset: int) -> None:
+        part = self.partition(tp)
+        part.rewind(offset)
+        if part.kept:
+            self.keeping.add(tp)
+
+    def resume_kept(self, tp: TopicPartition, offset: int) -> bool:
+        """See ``PartitionOffsets.resume_kept``; for partitions in ``keeping`` only."""
+        part = self._parts.get(tp)
+        resumed = part is not None and part.resume_kept(offset)
+        if part is None or not part.kept:
+            self.keeping.discard(tp)
+        return resumed
+
+    def committed_to(self, tp: TopicPartition) -> int | None:
+        part = self._parts.get(tp)
+        return None if part is None else part.committed_to
 
     def committable(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         out = {}
@@ -152,6 +200,7 @@ class OffsetTracker:
     def drop(self, tps: list[TopicPartition]) -> None:
         """Forget partitions we no longer own (revoked or lost); their tokens are cancelled."""
         for tp in tps:
+            self.keeping.discard(tp)
             part = self._parts.pop(tp, None)
             if part is not None:
                 part.cancel_all()

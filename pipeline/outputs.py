@@ -4,12 +4,14 @@ input's offset token.
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
 the copies; and the input's correlation headers, so one business flow can be followed across
-stages. A delivery report that fails marks the token failed once and queues it for the runner,
-which rewinds the partition (or aborts the transaction) on its own thread.
+stages. A delivery report that fails marks the token failed once and queues it for the runner
+(with the error as ours, classified by the Kafka adapter), which rewinds the partition,
+dead-letters the input, or aborts the transaction, on its own thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import headers as hdr
@@ -22,7 +24,8 @@ from pipeline.registry import StagePlan
 from pipeline.serde import Codec
 from pipeline.stats import StageStats
 
-FailedDelivery = tuple[TopicPartition, Token, Any]
+# (partition, the input's token, the error, whether the record was the input's dead letter)
+FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
 
 class OutputWriter:
@@ -35,7 +38,9 @@ class OutputWriter:
         self._producer = producer
         self._stats = stats
         self._suffixes: list[bytes] = []
-        self.failed: list[FailedDelivery] = []  # filled by delivery reports, drained by the runner
+        # Filled by delivery reports (error, record as the client gave them), drained by the
+        # runner with take_failed.
+        self._failed: list[tuple[TopicPartition, Token, Any, Any, bool]] = []
 
     def encode(self, ctx: Context) -> list[bytes]:
         """Encode every output before producing any: one that cannot be encoded must not leave
@@ -97,31 +102,52 @@ class OutputWriter:
         return suffixes[index]
 
     def copy(
-        self, record: RawRecord, topic: str, headers: Any, tp: TopicPartition, token: Token
-    ) -> None:
+        self, record: RawRecord, topic: str, headers: Any, tp: TopicPartition, token: Token,
+        acked: Callable[[], None] | None = None, *, dead_letter: bool = False,
+    ) -> None:  # fmt: skip
         """Produce ``record`` unchanged to ``topic`` (a retry or dead-letter copy), tied to
-        ``token``."""
-        on_delivery = self.callback(tp, token)
+        ``token``; ``acked`` is called once the broker has it (the outcome happened)."""
+        failed = self._failed
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                token.finish_one()
+                if acked is not None:  # written, even if its input was rewound meanwhile
+                    acked()
+            elif not token.failed:
+                token.failed = True
+                failed.append((tp, token, err, msg, dead_letter))
+
         try:
             self._producer.produce(topic, record.value(), record.key(), headers, on_delivery)
         except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
             on_delivery(exc, None)
 
     def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
-        """The delivery report handler for one input's outputs (or its retry/DLQ copy)."""
-        failed = self.failed
+        """The delivery report handler for one input's outputs."""
+        failed = self._failed
 
-        def delivered(err: Any, _msg: Any) -> None:
+        def delivered(err: Any, msg: Any) -> None:
             if err is None:
                 token.finish_one()
             elif not token.failed:
                 token.failed = True
-                failed.append((tp, token, err))
+                failed.append((tp, token, err, msg, False))
 
         return delivered
 
+    @property
+    def failed(self) -> bool:
+        return bool(self._failed)
+
     def take_failed(self) -> list[FailedDelivery]:
+        """Refused deliveries since the last call, their errors as ours (classified by the
+        adapter: done here, on the failure path, not in every delivery callback)."""
         # Emptied in place: callbacks made earlier hold this very list.
-        failed = self.failed[:]
-        self.failed.clear()
-        return failed
+        failed = self._failed[:]
+        self._failed.clear()
+        ours = self._producer.delivery_error
+        return [
+            (tp, token, ours(err, msg.topic() if msg is not None else "?"), dead_letter)
+            for tp, token, err, msg, dead_letter in failed
+        ]

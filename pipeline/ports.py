@@ -7,8 +7,11 @@ objects (no per-record copy); the runner touches them only through ``RawRecord``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+from pipeline.errors import KafkaError
 
 TopicPartition = tuple[str, int]
 RawHeaders = Sequence[tuple[str, bytes | None]] | None
@@ -50,6 +53,9 @@ class ConsumerPort(Protocol):
 
 
 class ProducerPort(Protocol):
+    # The stage's stop request: a produce waiting for room in a full local queue gives up on it.
+    stop: threading.Event | None
+
     def produce(
         self,
         topic: str,
@@ -61,3 +67,6 @@ class ProducerPort(Protocol):
     def poll(self, timeout_s: float = 0) -> int: ...
     def flush(self, timeout_s: float) -> int: ...
     def __len__(self) -> int: ...
+    def delivery_error(self, err: Any, topic: str) -> KafkaError:
+        """Ours for a ``DeliveryCallback`` error: ``permanent`` when no retry can fix it."""
+        ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline.runner")
 
 
+def _now(claim: Callable[[], None]) -> None:
+    claim()
+
+
 class Router:
     def __init__(
         self,
@@ -37,6 +42,7 @@ class Router:
         stats: StageStats,
         holds: Holds,
         breaker: CircuitBreaker | None,
+        claim: Callable[[Callable[[], None]], None] = _now,
     ) -> None:
         self._plan = plan
         self._policy = policy
@@ -45,6 +51,9 @@ class Router:
         self._stats = stats
         self._holds = holds
         self._breaker = breaker
+        # Claims an outcome (counts, logs) when it is final: at once, or at the transaction's
+        # commit for an exactly-once stage (an acknowledged copy may still be aborted).
+        self._claim = claim
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
@@ -135,7 +144,7 @@ class Router:
         elif decision.outcome is Outcome.RETRY_TOPIC:
             topic = self._plan.retry_topics[decision.tier]
             log.warning(
-                "%s: %s failed (attempt %d, %s); retry via %s",
+                "%s: %s failed (attempt %d, %s); sending it to %s",
                 self._plan.name,
                 where,
                 attempts,
@@ -144,20 +153,9 @@ class Router:
             )
             due_ms = _now_ms() + int(decision.delay_s * 1000)
             headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
-            self._copy(record, tp, topic, headers, token)
-            self._stats.retried += 1
+            self._copy(record, tp, topic, headers, token, self._count_retry)
         elif decision.outcome is Outcome.DEAD_LETTER:
-            log.error(
-                "%s: %s dead-lettered to %s after %d attempt(s): %s",
-                self._plan.name,
-                where,
-                self._dlq.topic,
-                attempts,
-                type(exc).__name__,
-            )
-            headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
-            self._copy(record, tp, self._dlq.topic, headers, token)
-            self._stats.dead_lettered += 1
+            self._dead_letter(record, tp, exc, origin, attempts, first_ms, token)
         else:  # SKIP
             if token is None:
                 self._tracker.partition(tp).begin(offset, 0)
@@ -165,14 +163,51 @@ class Router:
                 token.settle(0)
             self._stats.skipped += 1
 
-    def _copy(
-        self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token | None
+    def dead_letter(
+        self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin | None
     ) -> None:
+        """Dead-letter ``record`` now, whatever the policy: no retry can fix ``exc`` (an
+        output the broker will never take, say)."""
+        origin = origin or origin_of(record, from_retry_topic=False)
+        self._in_place.pop(tp, None)
+        attempts = origin.attempts + 1 if origin.attempts else 1
+        self._dead_letter(record, tp, exc, origin, attempts, origin.first_failure_ms, None)
+
+    def _dead_letter(
+        self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin,
+        attempts: int, first_ms: int | None, token: Token | None,
+    ) -> None:  # fmt: skip
+        where = f"{tp[0]}[{tp[1]}]@{record.offset()}"
+        name, dlq = self._plan.name, self._dlq.topic
+        kind = type(exc).__name__
+
+        def written() -> None:  # claimed once the broker has the dead letter
+            self._stats.dead_lettered += 1
+            log.error("%s: %s dead-lettered to %s after %d attempt(s): %s",
+                      name, where, dlq, attempts, kind)  # fmt: skip
+
+        headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
+
+        def acked() -> None:
+            self._claim(written)
+
+        self._copy(record, tp, self._dlq.topic, headers, token, acked, dead_letter=True)
+
+    def _count_retry(self) -> None:
+        self._claim(self._count_retried)
+
+    def _count_retried(self) -> None:
+        self._stats.retried += 1
+
+    def _copy(
+        self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token | None,
+        acked: Callable[[], None], *, dead_letter: bool = False,
+    ) -> None:  # fmt: skip
         if token is None:
             token = self._tracker.partition(tp).begin(record.offset(), 1)
         else:
             token.settle(1)
-        self._writer.copy(record, topic, headers, tp, token)
+        self._writer.copy(record, topic, headers, tp, token, acked, dead_letter=dead_letter)
 
 
 def _now_ms() -> int:

@@ -9,7 +9,9 @@ Each step, in order:
    timeout, in-process attempts) → emit outputs; or route the failure (``Router``): retry
    topic, retry in place, dead letter, skip, or pause everything while the breaker is open;
 4. serve delivery reports: an input *finishes* when all its outputs are acknowledged;
-5. rewind partitions whose outputs the broker refused (nothing is committed past them);
+5. act on outputs the broker refused (``pipeline.refusals``): re-read the partition from the
+   input after a growing backoff, or dead-letter the input if no retry can help; nothing is
+   committed past it, and what finished after it is not redone;
 6. commit the contiguous finished watermark of each partition, on an interval.
 
 Guarantee: an offset is committed only after its handler succeeded and every output (or its
@@ -46,6 +48,7 @@ from pipeline.invoke import Invoker
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
+from pipeline.refusals import ALONE_FLUSH_S, Refusals
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
 from pipeline.routing import Router
@@ -54,7 +57,6 @@ from pipeline.stats import StageStats
 from pipeline.stop import StopEvent, seconds_since_stop
 
 log = logging.getLogger("pipeline.runner")
-OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
 MIN_SHUTDOWN_STEP_S = 1.0  # flush and final commit always get a try, even past the deadline
 
@@ -107,8 +109,13 @@ class StageRunner:
         self._committer = self._make_committer()
         self._outputs = OutputWriter(plan, codec, producer, self.stats)
         self._router = Router(
-            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker
-        )
+            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker,
+            self._committer.after_commit,
+        )  # fmt: skip
+        self._refusals = Refusals(
+            plan.name, self._holds, self._tracker, self._router, self._assigned, self.stats,
+            policy.ordered_backoff,
+        )  # fmt: skip
         self._retry_topics = frozenset(plan.retry_topics)
         self._last_commit = clock()
         self._closing = False
@@ -126,6 +133,7 @@ class StageRunner:
         try:
             self._open_store()
             self._committer.start()
+            self._producer.stop = self.stop_event  # a produce waiting for queue room gives up
             self._consumer.subscribe(self.plan.subscriptions, self)
             # A handler call still running at a stop gets half the shutdown timeout, like the
             # concurrent stages' handlers; flushing and committing get the rest.
@@ -280,6 +288,10 @@ class StageRunner:
             origin = origin_of(record, from_retry_topic=True)
             if self._holds.until_due(record, tp, origin):
                 return None
+        if (self._tracker.keeping or self._refusals.verdicts) and self._refusals.settled(
+            record, tp, origin
+        ):
+            return None  # finished before a rewind, or its output can never be produced
         try:
             event = self._decode(record, origin)
         except Exception as exc:
@@ -313,7 +325,12 @@ class StageRunner:
         else:
             token.settle(outstanding)
         if payloads:
-            self._outputs.produce(record, ctx, payloads, tp, token)
+            if self._refusals.verdicts and self._refusals.take_alone(tp, record.offset()):
+                self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
+                self._outputs.produce(record, ctx, payloads, tp, token)
+                self._producer.flush(ALONE_FLUSH_S)
+            else:
+                self._outputs.produce(record, ctx, payloads, tp, token)
 
     def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
         value = record.value()
@@ -328,21 +345,12 @@ class StageRunner:
     # -- holds: failed deliveries, due partitions ---------------------------------------
 
     def _rewind_failed_deliveries(self) -> None:
-        if not self._outputs.failed:
-            return
-        # Failures of work already rewound are stale: that work will be redone anyway.
-        failed = [f for f in self._outputs.take_failed() if not f[1].cancelled]
-        if not failed:
-            return
-        if self._committer.delivery_failed():
-            return  # the open transaction was aborted and every partition rewound
-        for tp, token, err in failed:
-            if token.cancelled or tp not in self._assigned:
-                continue
-            log.error("%s: output of %s[%d]@%d not delivered (%s); re-reading from there",
-                      self.plan.name, tp[0], tp[1], token.offset, err)  # fmt: skip
-            self.stats.retried += 1
-            self._holds.rewind(tp, token.offset, self.plan.stage.retry.ordered_backoff.delay(1))
+        if self._refusals.active:
+            self._refusals.check()
+        if self._outputs.failed and self._refusals.serve(self._outputs.take_failed()):
+            # Exactly-once: the open transaction cannot commit; it is aborted and every
+            # partition rewound to its committed offset (refused ones stay held meanwhile).
+            self._committer.delivery_failed()
 
     def _resume_due_partitions(self) -> None:
         due = self._holds.due()
@@ -368,21 +376,14 @@ class StageRunner:
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
         the rest of the batch is dropped (it will be read again)."""
-        assigned = list(self._assigned)
         try:
-            committed = self._consumer.committed(assigned) if assigned else {}
+            self._holds.rewind_to_committed()
         except Exception as exc:  # coordinator unreachable: the restart re-reads instead
             log.error("%s: cannot read committed offsets after an abort (%s); stopping",
                       self.plan.name, exc)  # fmt: skip
-            self._tracker.drop(assigned)
+            self._tracker.drop(list(self._assigned))
             self._fatal = KafkaError(f"{self.plan.name}: no rewind after an abort: {exc}")
             self.stop_event.set()
-            return
-        for tp in assigned:
-            offset = committed.get(tp, -1)
-            self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
-            self._holds.skip[tp] = False
-        self._tracker.drop(assigned)
 
     # -- rebalance listener (called inside consume) ---------------------------------------
 
@@ -420,6 +421,7 @@ class StageRunner:
         self._holds.forget(partitions)
         self._tracker.drop(partitions)
         self._router.forget(partitions)
+        self._refusals.forget(partitions)
         self.stats.assigned = len(self._assigned)
 
 

@@ -2,7 +2,8 @@
 
 from pipeline.kafka import config
 from pipeline.kafka.admin import KafkaAdmin, LagMonitor, TopicInfo
-from pipeline.kafka.clients import KafkaConsumer, KafkaProducer, delivery_error
+from pipeline.kafka.clients import KafkaConsumer, KafkaProducer
+from pipeline.kafka.errors import delivery_error
 
 __all__ = [
     "KafkaAdmin",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -11,9 +12,9 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 
-from pipeline.errors import DeliveryError, KafkaError, ProducerFencedError, TransactionError
+from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
 from pipeline.kafka.config import CLIENT_ERRORS_LOG, create
-from pipeline.kafka.errors import wrap
+from pipeline.kafka.errors import delivery_error, wrap
 from pipeline.ports import (
     DeliveryCallback,
     RawHeaders,
@@ -25,6 +26,10 @@ from pipeline.ports import (
 log = logging.getLogger("pipeline.kafka")
 MIN_TXN_CALL_S = 0.5  # a transaction call past its deadline still gets one short try
 _clock = time.monotonic  # a module attribute, so a test can stand in for it
+QUEUE_FULL = "_QUEUE_FULL"
+QUEUE_WAIT_S = 30.0  # how long produce waits for room in a full local queue
+QUEUE_POLL_S = 0.05
+DEFAULT_QUEUE_KBYTES = 1_048_576  # librdkafka's queue.buffering.max.kbytes
 
 
 def _tps(partitions: list[CTopicPartition]) -> list[TopicPartition]:
@@ -139,11 +144,17 @@ class KafkaConsumer:
 
 
 class KafkaProducer:
-    """An idempotent producer. ``produce`` never drops a record: a full local queue is drained
-    by serving delivery reports and the call is retried."""
+    """An idempotent producer. ``produce`` never drops a record silently: while the local queue
+    is full it serves delivery reports (which frees room) and tries again, for up to
+    ``queue_wait_s`` or until ``stop`` is set; then, or for a record that can never fit the
+    queue, it raises ``KafkaError`` (code ``_QUEUE_FULL``; ``permanent`` for the latter)."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], queue_wait_s: float = QUEUE_WAIT_S) -> None:
         self._producer = create(Producer, config | {"error_cb": self._on_error}, "producer")
+        kbytes = config.get("queue.buffering.max.kbytes", DEFAULT_QUEUE_KBYTES)
+        self._queue_bytes = int(kbytes) * 1024
+        self._queue_wait_s = queue_wait_s
+        self.stop: threading.Event | None = None  # the stage's stop request, set by its runner
 
     def produce(
         self,
@@ -153,6 +164,7 @@ class KafkaProducer:
         headers: RawHeaders,
         on_delivery: DeliveryCallback,
     ) -> None:
+        deadline = None
         while True:
             try:
                 self._producer.produce(
@@ -160,10 +172,35 @@ class KafkaProducer:
                 )
                 return
             except BufferError:
-                # Queue full: serve callbacks (which frees room), then try again.
-                self._producer.poll(0.05)
+                # librdkafka counts the value alone against the queue's size (not key, headers)
+                deadline = self._queue_full(topic, len(value or b""), deadline)
             except KafkaException as exc:
                 raise wrap(exc, f"produce to {topic}") from exc
+
+    def _queue_full(self, topic: str, size: int, deadline: float | None) -> float:
+        """Wait a little for room in the local queue; the deadline of the wait, or raise."""
+        now = _clock()
+        if size > self._queue_bytes or (deadline is not None and len(self._producer) == 0):
+            # Bigger than the whole queue (librdkafka refuses it even when the queue is empty).
+            raise KafkaError(
+                f"produce to {topic}: a {size}-byte record can never fit the producer's local "
+                f"queue (queue.buffering.max.kbytes={self._queue_bytes // 1024})",
+                code=QUEUE_FULL, permanent=True,
+            )  # fmt: skip
+        if deadline is None:
+            deadline = now + self._queue_wait_s
+        elif now >= deadline or (self.stop is not None and self.stop.is_set()):
+            why = "stopping" if now < deadline else f"still full after {self._queue_wait_s:g}s"
+            raise KafkaError(
+                f"produce to {topic}: the producer's local queue is full ({why})",
+                code=QUEUE_FULL, retriable=True,
+            )  # fmt: skip
+        self._producer.poll(QUEUE_POLL_S)
+        return deadline
+
+    def delivery_error(self, err: Any, topic: str) -> KafkaError:
+        """Ours for a delivery report's error (ours already when produce refused the record)."""
+        return err if isinstance(err, KafkaError) else delivery_error(err, topic)
 
     def poll(self, timeout_s: float = 0) -> int:
         return int(self._producer.poll(timeout_s))
@@ -233,11 +270,3 @@ def _transaction_error(what: str, err: Any) -> TransactionError:
 
 
 _FENCED = {CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH}
-
-
-def delivery_error(err: Any, topic: str) -> DeliveryError:
-    return DeliveryError(
-        f"delivery to {topic} failed: {err.str()} ({err.name()})",
-        code=err.name(),
-        retriable=bool(err.retriable()),
-    )

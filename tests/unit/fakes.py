@@ -92,6 +92,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.produced: list[tuple[str, Any]] = []
         self.flushes: list[float] = []  # the timeout of each flush
+        self.stop: Any = None
 
     def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
         self.produced.append((topic, key))
@@ -106,3 +107,6 @@ class FakeProducer:
 
     def __len__(self) -> int:
         return 0
+
+    def delivery_error(self, err: Any, topic: str) -> Any:
+        return err

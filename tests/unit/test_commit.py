@@ -190,3 +190,22 @@ def test_a_commit_with_a_timeout_shares_one_deadline_across_its_calls() -> None:
     tracker.partition(TP).begin(0, 0)
     committer.commit({TP}, sync=True, timeout_s=10.0)
     assert producer.timeouts == [("send_offsets", 10.0), ("commit", 6.0), ("abort", 0.5)]
+
+
+def test_outcomes_in_a_transaction_are_claimed_when_it_commits_never_if_it_aborts() -> None:
+    """A dead letter acknowledged inside a transaction is not final: it is counted and logged
+    only once the transaction commits; an aborted one forgets it (it will be redone)."""
+    log, tracker, claimed = Log(), OffsetTracker(), []
+    producer = FakeProducer(log, fail_commit=TransactionError("x", abortable=True))
+    committer = TransactionCommitter(
+        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None
+    )
+    committer.before_batch()
+    committer.after_commit(lambda: claimed.append("aborted"))
+    committer.commit({TP}, sync=False)
+    producer.fail_commit = None
+    committer.before_batch()
+    committer.after_commit(lambda: claimed.append("committed"))
+    assert claimed == []
+    committer.commit({TP}, sync=False)
+    assert claimed == ["committed"]

@@ -306,3 +306,33 @@ def test_lost_partitions_handlers_are_cancelled_and_report_nothing(loop: Loop) -
     loop.open(0, 1)
     loop.step(2)
     assert loop.producer.produced == [] and loop.committed() is None
+
+
+def test_a_refused_output_rewinds_without_rerunning_later_records_that_finished(
+    loop: Loop,
+) -> None:
+    """Records 1 and 2 (other keys) finish, outputs acknowledged, before record 0's output is
+    refused: the partition is re-read from 0 and only record 0 runs again."""
+    from pipeline.errors import DeliveryError
+
+    produced: list[str] = []
+
+    def produce(topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
+        produced.append(topic)
+        refused = DeliveryError("timed out", code="_MSG_TIMED_OUT", retriable=True)
+        on_delivery(refused if len(produced) == 3 else None, None)
+
+    loop.producer.produce = produce  # type: ignore[method-assign]
+    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
+    loop.step()
+    loop.open(1, 2)
+    loop.step(2)
+    loop.open(0)
+    loop.step(2)
+    assert loop.consumer.seeks[-1] == (TP, 0)
+    loop.clock.now += 5
+    loop.consumer.batches.append(loop.records((0, b"a"), (1, b"b"), (2, b"c")))
+    loop.step(3)
+    assert Gated.started == [0, 1, 2, 0]
+    assert len(produced) == 4
+    assert loop.committed() == 3

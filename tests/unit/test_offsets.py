@@ -104,3 +104,39 @@ def test_finished_event_ids_are_handed_over_once_the_watermark_passes_them() -> 
     assert tracker.committable() == {("t", 0): 3}
     assert tracker.take_finished_ids() == ["b", "c"]
     assert tracker.take_finished_ids() == []
+
+
+def test_a_rewind_keeps_what_finished_after_it_and_resumes_it_when_read_again() -> None:
+    """Records past the rewind that had finished are not redone: re-read, they are finished
+    again at once; unfinished ones are cancelled as before."""
+    part = PartitionOffsets()
+    failed, done, pending = part.begin(0), part.begin(1), part.begin(2)
+    done.finish_one()
+    failed.failed = True
+    part.rewind(0)
+    assert failed.cancelled and pending.cancelled and not done.cancelled
+    retry = part.begin(0)
+    assert part.resume_kept(1)
+    assert not part.resume_kept(2)
+    part.begin(2, outstanding=0)
+    assert part.committable() is None
+    retry.finish_one()
+    assert part.committable() == 3
+
+
+def test_kept_offsets_not_read_again_are_dropped_and_a_drop_forgets_them() -> None:
+    tracker = OffsetTracker()
+    tp = ("t", 0)
+    part = tracker.partition(tp)
+    part.begin(0)
+    part.begin(1, outstanding=0)
+    part.begin(2, outstanding=0)
+    tracker.rewind(tp, 0)
+    assert tracker.keeping == {tp}
+    part.begin(0, outstanding=0)
+    assert tracker.resume_kept(tp, 2)  # 1 is gone from the log (compacted): dropped
+    assert tracker.keeping == set() and not part.kept
+    tracker.rewind(tp, 0)
+    assert tracker.keeping == {tp}
+    tracker.drop([tp])
+    assert tracker.keeping == set()
