@@ -34,6 +34,8 @@ With a ``FakeClock`` nothing blocks: a ``consume`` or ``poll`` with nothing read
 once, and time moves only when the test advances it.
 """
 
+from typing import TYPE_CHECKING
+
 from pipeline.testing.broker import GroupMetadata, MemoryBroker, TopicInfo
 from pipeline.testing.clock import Clock, FakeClock, SystemClock
 from pipeline.testing.consumer import MemoryConsumer
@@ -56,3 +58,13 @@ __all__ = [
     "murmur2",
     "murmur2_partition",
 ]
+
+if TYPE_CHECKING:
+    from pipeline.commit import Producerish
+    from pipeline.ports import ConsumerPort, ProducerPort, RawRecord
+
+    def _implements(
+        consumer: MemoryConsumer, producer: MemoryProducer, record: Record
+    ) -> tuple[ConsumerPort, ProducerPort, Producerish, RawRecord]:
+        """mypy proves here that the clients implement the ports the runner uses."""
+        return consumer, producer, producer, record

@@ -57,4 +57,4 @@ class BrokerError:
         return self.txn_requires_abort_
 
     def __str__(self) -> builtins.str:
-        return f"KafkaError{{code={self.name_},val={self.code()},str=\"{self.reason}\"}}"
+        return f'KafkaError{{code={self.name_},val={self.code()},str="{self.reason}"}}'

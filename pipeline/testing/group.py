@@ -25,9 +25,7 @@ _ids = count(1)
 
 def matches(subscription: list[str], topic: str) -> bool:
     """A subscription names topics, or patterns starting with ``^`` as librdkafka's do."""
-    return any(
-        re.match(s, topic) if s.startswith("^") else s == topic for s in subscription
-    )
+    return any(re.match(s, topic) if s.startswith("^") else s == topic for s in subscription)
 
 
 @dataclass(eq=False)

@@ -130,9 +130,7 @@ class PartitionLog:
         if self._open.pop(txn, None) is not None:
             self.entries.append(Entry(None, txn))
 
-    def read(
-        self, position: int, limit: int, read_committed: bool
-    ) -> tuple[list[Record], int]:
+    def read(self, position: int, limit: int, read_committed: bool) -> tuple[list[Record], int]:
         """Up to ``limit`` visible records from ``position``, and the position after them
         (past any markers and aborted records skipped on the way)."""
         bound = self.stable_end() if read_committed else self.end
