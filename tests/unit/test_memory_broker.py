@@ -495,3 +495,30 @@ def test_the_assignors_share_partitions_as_kafkas_do() -> None:
     sticky = sticky_assign(three, {"a": 4}, owned)
     assert sorted(len(s) for s in sticky.values()) == [1, 1, 2]
     assert sticky["m1"] <= owned["m1"] and sticky["m2"] <= owned["m2"]
+
+
+def test_a_blocking_fake_clock_makes_a_threaded_consume_wait_for_fake_time_or_a_record() -> None:
+    """A consume in another thread neither returns early nor waits for real time: it ends
+    when a record arrives, or when the test advances the clock past its timeout."""
+    clock = FakeClock(blocking=True)
+    broker = MemoryBroker(clock)
+    broker.create_topic(T, 1)
+    consumer, _ = member(broker)
+    result: list[Any] = []
+
+    def consume_once() -> None:
+        result.append(values(consumer.consume(10, 5)))
+
+    first = threading.Thread(target=consume_once)
+    first.start()
+    assert clock.await_waiters(1)
+    clock.advance(4)  # not yet past the deadline: still waiting
+    assert clock.await_waiters(1)
+    produce(broker, T, [b"a"])
+    first.join(10)
+    second = threading.Thread(target=consume_once)
+    second.start()
+    assert clock.await_waiters(1)
+    clock.advance(5)
+    second.join(10)
+    assert result == [[b"a"], []]
