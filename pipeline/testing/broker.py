@@ -137,7 +137,10 @@ class MemoryBroker:
     ) -> None:
         """The next ``n`` records produced to ``topic`` are not written; their delivery
         reports carry ``code`` (by default ``_MSG_TIMED_OUT`` if retriable, else
-        ``INVALID_RECORD``)."""
+        ``INVALID_RECORD``) and answer ``retriable()`` as asked. Beware: confluent-kafka's
+        own delivery-report errors answer ``retriable()`` False whatever the code (measured
+        with 2.x: a ``_MSG_TIMED_OUT`` report), so code that must also work on Kafka should
+        not rely on it."""
         with self.condition:
             t = self._topic(topic)
             t.fail_next = n

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import KafkaError
 from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
+from pipeline.testing.broker import GroupMetadata
 from pipeline.testing.group import Member, Step
 
 if TYPE_CHECKING:
-    from pipeline.testing.broker import GroupMetadata, MemoryBroker
+    from pipeline.testing.broker import MemoryBroker
     from pipeline.testing.log import PartitionLog
 
 log = logging.getLogger("pipeline.testing")
@@ -56,7 +57,10 @@ class MemoryConsumer:
         return sorted(self._assigned)
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        """Join the group (again, if subscribed before: the old assignment is revoked)."""
         self._check_open()
+        if self.member is not None and self.member.alive and self._assigned:
+            self._revoke(sorted(self._assigned))
         with self._broker.condition:
             if self.member is not None:
                 self._broker.leave(self.member)  # a new subscription: join afresh
@@ -64,8 +68,8 @@ class MemoryConsumer:
             self.member = self._broker.join(self.group_id, self._strategy, list(topics))
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
-        """Up to ``max_records`` ready now; if none, wait up to ``timeout_s`` (on the
-        broker's clock: a ``FakeClock`` never waits) and return as soon as one arrives."""
+        """Up to ``max_records`` ready now; if none, wait up to ``timeout_s`` on the broker's
+        clock (a non-blocking ``FakeClock`` does not wait) and return as soon as one arrives."""
         self._check_open()
         clock = self._broker.clock
         deadline = clock.monotonic() + timeout_s
@@ -128,8 +132,6 @@ class MemoryConsumer:
         return failed
 
     def group_metadata(self) -> GroupMetadata:
-        from pipeline.testing.broker import GroupMetadata
-
         member = self.member
         return GroupMetadata(
             id(self._broker),

@@ -14,6 +14,7 @@ CODES: dict[str, int] = {
     "_MSG_TIMED_OUT": -192,
     "_UNKNOWN_TOPIC": -188,
     "_STATE": -172,
+    "_PURGE_QUEUE": -152,
     "_FENCED": -144,
     "UNKNOWN_TOPIC_OR_PART": 3,
     "MSG_SIZE_TOO_LARGE": 10,

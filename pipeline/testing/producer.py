@@ -83,8 +83,8 @@ class MemoryProducer:
         return self._serve()
 
     def flush(self, timeout_s: float) -> int:
-        """Serve every report; returns how many are still waiting (0: a callback produced
-        more is served too)."""
+        """Serve every report, also those of records the callbacks produce; returns 0, the
+        number still waiting."""
         while self._reports:
             self._serve()
         return len(self._reports)
@@ -153,10 +153,13 @@ class MemoryProducer:
             self._txn = None
 
     def abort_transaction(self, timeout_s: float) -> None:
+        """As librdkafka: reports not yet served fail with ``_PURGE_QUEUE``."""
         with self._broker.condition:
             txn = self._open_txn("abort_transaction")
             self._broker.end_txn(txn, TxnState.ABORTED, {})
             self._txn = None
+            purged = BrokerError("_PURGE_QUEUE", "Local: Purged in queue", False)
+            self._reports = deque((cb, err or purged, msg) for cb, err, msg in self._reports)
         self.flush(timeout_s)
 
     def _open_txn(self, what: str) -> Txn:

@@ -522,3 +522,25 @@ def test_a_blocking_fake_clock_makes_a_threaded_consume_wait_for_fake_time_or_a_
     clock.advance(5)
     second.join(10)
     assert result == [[b"a"], []]
+
+
+def test_aborting_a_transaction_fails_its_reports_not_yet_served(broker: MemoryBroker) -> None:
+    """As librdkafka purges them: the callback hears _PURGE_QUEUE, not success."""
+    broker.create_topic(T, 1)
+    producer = broker.producer({"transactional.id": "tx"})
+    producer.init_transactions(1)
+    producer.begin_transaction()
+    reports = Reports()
+    producer.produce(T, b"a", None, None, reports)
+    producer.abort_transaction(1)
+    assert [err.name() for err, _ in reports.got] == ["_PURGE_QUEUE"]
+
+
+def test_subscribing_again_revokes_the_old_assignment_first(broker: MemoryBroker) -> None:
+    broker.create_topic(T, 1)
+    broker.create_topic("other", 1)
+    consumer, events = member(broker)
+    consumer.consume(10, 0)
+    consumer.subscribe(["other"], events)
+    consumer.consume(10, 0)
+    assert events.events == [("assign", [(T, 0)]), ("revoke", [(T, 0)]), ("assign", [("other", 0)])]
