@@ -197,7 +197,7 @@ class MemoryConsumer:
             self._forget(partitions)
             with self._broker.condition:
                 if self.member is not None:
-                    self._broker.group(self.group_id).release(self.member, set(partitions))
+                    self._broker.group(self.group_id).revoked(self.member, set(partitions))
                 self._broker.condition.notify_all()
 
     def _forget(self, partitions: list[TopicPartition]) -> None:

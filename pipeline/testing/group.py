@@ -4,7 +4,9 @@ group's committed offsets.
 A partition has at most one owner at a time. A partition moving from one member to another
 is released by the old owner only after its revoke callback has returned (so a commit made in
 ``on_revoke`` lands before the new owner reads the committed offset), and the new owner takes
-it at its next ``consume`` after that, as in Kafka's rebalance protocols. A member that never
+it at its next ``consume`` after that, as in Kafka's rebalance protocols. The sequence of
+callbacks each member hears was checked against librdkafka 2.x with the Kafka adapter's
+configuration (cooperative-sticky): a join, a close, a crash. A member that never
 calls ``consume`` again holds its partitions until it is closed or crashed: there is no
 ``max.poll.interval.ms`` here.
 """
@@ -36,7 +38,8 @@ class Member:
     target: set[TopicPartition] = field(default_factory=set)
     owned: set[TopicPartition] = field(default_factory=set)
     generation: int = -1  # the generation this member last joined
-    awaiting: bool = True  # joined, not yet given its share
+    awaiting: bool = False  # eager: revoked, not yet given its new share
+    pending_assign: bool = False  # cooperative: revoked, its assign of this round to come
     alive: bool = True
 
 
@@ -89,39 +92,51 @@ class Group:
                 del self.owners[tp]
         member.owned -= partitions
 
+    def revoked(self, member: Member, partitions: set[TopicPartition]) -> None:
+        """``member``'s revoke callback has returned. Cooperative: the member rejoins, which
+        starts another round for everyone (where the new owners take the partitions)."""
+        self.release(member, partitions)
+        if self.cooperative and member.alive:
+            self.generation += 1
+
     def next_step(self, member: Member) -> Step | None:
         """What ``member``'s listener must be told next, if anything. A revoke takes effect
-        when ``release`` is called after the callback; an assign takes effect at once."""
+        when ``revoked`` is called after the callback; an assign takes effect at once.
+
+        As librdkafka: cooperative, every round tells each member its incremental assign
+        (empty if it gains nothing), after its revoke if it loses any; eager, a member is
+        revoked everything, then assigned its whole share once every old owner let go."""
+        if member.pending_assign:  # the second half of a round whose revoke was served
+            member.pending_assign = False
+            return self._claim(member, self._free(member))
         if member.generation < self.generation:
             member.generation = self.generation
+            if self.cooperative:
+                return self._cooperative_round(member)
             member.awaiting = True
-            revoke = member.owned - member.target if self.cooperative else set(member.owned)
-            if revoke:
-                return ("revoke", sorted(revoke))
-        if not member.awaiting:
-            return None
-        return self._assign_step(member)
+            if member.owned:
+                return ("revoke", sorted(member.owned))
+        if not member.awaiting or self._free(member) != member.target - member.owned:
+            return None  # eager: all at once, when every old owner has given up its part
+        member.awaiting = False
+        return self._claim(member, self._free(member))
 
     def has_step(self, member: Member) -> bool:
         """Whether ``next_step`` would tell ``member`` something now (it changes nothing)."""
-        if member.generation < self.generation:
+        if member.pending_assign or member.generation < self.generation:
             return True
-        if not member.awaiting:
-            return False
-        want = member.target - member.owned
-        free = {tp for tp in want if tp not in self.owners}
-        return bool(free) if self.cooperative else free == want
+        return member.awaiting and self._free(member) == member.target - member.owned
 
-    def _assign_step(self, member: Member) -> Step | None:
-        want = member.target - member.owned
-        free = {tp for tp in want if tp not in self.owners}
-        if self.cooperative:
-            member.awaiting = free != want  # the rest comes once its owner lets it go
-            return self._claim(member, free) if free else None
-        if free != want:
-            return None  # eager: all at once, when every old owner has given up its part
-        member.awaiting = False
-        return self._claim(member, free)
+    def _cooperative_round(self, member: Member) -> Step:
+        revoke = member.owned - member.target
+        if revoke:
+            member.pending_assign = True
+            return ("revoke", sorted(revoke))
+        return self._claim(member, self._free(member))
+
+    def _free(self, member: Member) -> set[TopicPartition]:
+        """What ``member`` should have and nobody owns any more."""
+        return {tp for tp in member.target - member.owned if tp not in self.owners}
 
     def _claim(self, member: Member, partitions: set[TopicPartition]) -> Step:
         for tp in partitions:
