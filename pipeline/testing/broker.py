@@ -98,6 +98,10 @@ class MemoryBroker:
         """As ``KafkaAdmin.create``: create the missing topics, return the ones created."""
         return [n for n in dict.fromkeys(names) if self.create_topic(n, partitions)]
 
+    def ensure(self, names: list[str]) -> list[str]:
+        """As ``KafkaAdmin.ensure`` with ``create_topics`` on (there is no off here)."""
+        return self.create(names)
+
     def topics(self) -> dict[str, TopicInfo]:
         with self.condition:
             return {n: TopicInfo(n, len(t.logs)) for n, t in self._topics.items()}
@@ -193,12 +197,26 @@ class MemoryBroker:
             group = self._groups.get(group_id)
             return dict(group.committed) if group is not None else {}
 
-    def lag(self, group_id: str, topic: str) -> int:
-        """Records of ``topic`` (markers included, as Kafka counts) not yet committed."""
+    def lag(self, group_id: str, topics: list[str]) -> tuple[int, int]:
+        """As ``LagMonitor.lag``: (offsets committed since the start of the log, offsets not
+        yet committed), commit markers counted as Kafka counts them."""
         with self.condition:
             committed = self.committed_offsets(group_id)
-            return sum(end - committed.get((topic, p), 0)
-                       for p, end in self.end_offsets(topic).items())  # fmt: skip
+            done = lag = 0
+            for topic in (t for t in topics if t in self._topics):
+                for p, end in self.end_offsets(topic).items():
+                    position = committed.get((topic, p), 0)
+                    done, lag = done + position, lag + max(0, end - position)
+            return done, lag
+
+    def pending(self, group_id: str, topic: str) -> int:
+        """Records of ``topic`` a read_committed member of ``group_id`` would still be given
+        from the committed offsets (markers and aborted records not counted): 0 when the
+        group has finished what is there."""
+        with self.condition:
+            committed = self.committed_offsets(group_id)
+            logs = self._topic(topic).logs
+            return sum(len(log.read(committed.get(log.tp, 0), log.end, True)[0]) for log in logs)
 
     # -- for the clients (lock held) ----------------------------------------------------
 

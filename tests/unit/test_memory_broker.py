@@ -552,3 +552,21 @@ def test_subscribing_again_revokes_the_old_assignment_first(broker: MemoryBroker
     consumer.subscribe(["other"], events)
     consumer.consume(10, 0)
     assert events.events == [("assign", [(T, 0)]), ("revoke", [(T, 0)]), ("assign", [("other", 0)])]
+
+
+def test_pending_counts_what_the_group_would_still_read_and_lag_counts_offsets(
+    broker: MemoryBroker,
+) -> None:
+    """After a committed transaction of 2 records, a group that committed past them has
+    nothing pending, while Kafka's lag still counts the commit marker."""
+    broker.create_topic(T, 1)
+    producer = broker.producer({"transactional.id": "tx"})
+    producer.init_transactions(1)
+    producer.begin_transaction()
+    for value in (b"a", b"b"):
+        producer.produce(T, value, None, None, Reports())
+    producer.commit_transaction(1)
+    assert (broker.pending("g", T), broker.lag("g", [T])) == (2, (0, 3))
+    consumer, _ = member(broker)
+    consumer.commit({(T, 0): 2}, sync=True)
+    assert (broker.pending("g", T), broker.lag("g", [T])) == (0, (2, 1))

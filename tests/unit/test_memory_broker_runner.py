@@ -64,7 +64,7 @@ def test_a_stage_runs_on_the_memory_broker_and_commits_after_its_outputs() -> No
     """Echo answers 6 pings with 6 pongs; at stop every input offset is committed."""
     broker, group = run_stage(Echo, {})
     assert sorted(r.value() is not None for r in broker.records(PONGS.name)) == [True] * 6
-    assert broker.lag(group, PINGS.name) == 0
+    assert broker.lag(group, [PINGS.name]) == (6, 0)
 
 
 def test_an_exactly_once_stage_commits_outputs_and_offsets_in_transactions() -> None:
@@ -73,3 +73,4 @@ def test_an_exactly_once_stage_commits_outputs_and_offsets_in_transactions() -> 
     broker, group = run_stage(EosEcho, {"transactional.id": "eos-1"})
     assert len(broker.records(PONGS.name, read_committed=False)) == 6
     assert sum(broker.committed_offsets(group).values()) == 6
+    assert broker.pending(group, PINGS.name) == 0
