@@ -265,7 +265,7 @@ class MemoryBroker:
         """Write one record, or say why not; the record (offset -1001 if not written) is
         what its delivery report carries."""
         t = self._topics.get(topic)
-        hdrs = list(headers) if headers is not None else None
+        hdrs = list(headers) if headers else None  # as librdkafka: no headers reads as None
         if t is None:
             failed = Record((topic, -1), OFFSET_INVALID, key, value, hdrs, wall_ms(self.clock))
             return BrokerError("_UNKNOWN_TOPIC", f"Local: Unknown topic: {topic}"), failed

@@ -570,3 +570,15 @@ def test_pending_counts_what_the_group_would_still_read_and_lag_counts_offsets(
     consumer, _ = member(broker)
     consumer.commit({(T, 0): 2}, sync=True)
     assert (broker.pending("g", T), broker.lag("g", [T])) == (0, (2, 1))
+
+
+def test_headers_come_back_as_librdkafka_returns_them(broker: MemoryBroker) -> None:
+    """Observed on the real broker: an empty header list reads as None; None and empty
+    header values stay distinct; a tombstone has value None."""
+    broker.create_topic(T, 1)
+    producer = broker.producer()
+    producer.produce(T, b"a", None, [], Reports())
+    producer.produce(T, b"b", None, [("x", None), ("y", b"")], Reports())
+    producer.produce(T, None, b"k", None, Reports())
+    got = [(r.value(), r.key(), r.headers()) for r in broker.records(T)]
+    assert got == [(b"a", None, None), (b"b", None, [("x", None), ("y", b"")]), (None, b"k", None)]
