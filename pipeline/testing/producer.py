@@ -74,12 +74,14 @@ class MemoryProducer:
 
     def poll(self, timeout_s: float = 0) -> int:
         """Serve the delivery reports waiting; if there are none, wait up to ``timeout_s``
-        (on the broker's clock) for one."""
-        if not self._reports and timeout_s > 0:
-            clock = self._broker.clock
-            with self._broker.condition:
-                if not self._reports:
-                    clock.wait(self._broker.condition, timeout_s)
+        on the broker's clock for one (a non-blocking ``FakeClock`` does not wait)."""
+        clock = self._broker.clock
+        deadline = clock.monotonic() + timeout_s
+        with self._broker.condition:
+            while not self._reports:
+                left = deadline - clock.monotonic()
+                if left <= 0 or not clock.wait(self._broker.condition, left):
+                    break
         return self._serve()
 
     def flush(self, timeout_s: float) -> int:

@@ -587,3 +587,20 @@ def test_headers_come_back_as_librdkafka_returns_them(broker: MemoryBroker) -> N
     producer.produce(T, None, b"k", None, Reports())
     got = [(r.value(), r.key(), r.headers()) for r in broker.records(T)]
     assert got == [(b"a", None, None), (b"b", None, [("x", None), ("y", b"")]), (None, b"k", None)]
+
+
+def test_a_blocking_fake_clock_makes_a_threaded_poll_wait_for_its_deadline() -> None:
+    """A publisher-style poll loop in a thread sleeps until the test advances the clock
+    past its timeout, instead of spinning."""
+    clock = FakeClock(blocking=True)
+    broker = MemoryBroker(clock)
+    producer = broker.producer()
+    served: list[int] = []
+    thread = threading.Thread(target=lambda: served.append(producer.poll(2)))
+    thread.start()
+    assert clock.await_waiters(1)
+    clock.advance(1)
+    assert clock.await_waiters(1)  # woken, deadline not reached: waiting again
+    clock.advance(1)
+    thread.join(10)
+    assert served == [0]
