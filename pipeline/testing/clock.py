@@ -50,6 +50,7 @@ class FakeClock:
         self._blocking = blocking
         self._waiting: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
         self._waiters = 0
+        self._begun = 0  # waits begun since this clock was made
 
     def monotonic(self) -> float:
         with self._lock:
@@ -77,6 +78,7 @@ class FakeClock:
         with self._lock:
             self._waiting.add(condition)
             self._waiters += 1
+            self._begun += 1
             self._changed.notify_all()
         try:
             # Holding ``condition`` until wait() releases it: an advance() that saw this waiter
@@ -88,11 +90,14 @@ class FakeClock:
                 self._changed.notify_all()
         return True
 
-    def await_waiters(self, count: int = 1, timeout_s: float = 10.0) -> bool:
+    def await_waiters(self, count: int = 1, *, begun: int = 0, timeout_s: float = 10.0) -> bool:
         """Block (real time, at most ``timeout_s``) until ``count`` threads are waiting on
-        this clock: a threaded test then knows its clients are idle before it advances."""
+        this clock and ``begun`` waits in all have begun: a threaded test then knows its
+        clients are idle (again) before it advances the clock."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._waiters >= count, timeout_s)
+            return self._changed.wait_for(
+                lambda: self._waiters >= count and self._begun >= begun, timeout_s
+            )
 
 
 def wall_ms(clock: Clock) -> int:

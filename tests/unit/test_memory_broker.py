@@ -524,14 +524,15 @@ def test_a_blocking_fake_clock_makes_a_threaded_consume_wait_for_fake_time_or_a_
 
     first = threading.Thread(target=consume_once)
     first.start()
-    assert clock.await_waiters(1)
-    clock.advance(4)  # not yet past the deadline: still waiting
-    assert clock.await_waiters(1)
+    assert clock.await_waiters(1, begun=1)
+    clock.advance(4)  # not yet past the deadline
+    assert clock.await_waiters(1, begun=2)  # woken, and waiting again
+    assert result == []
     produce(broker, T, [b"a"])
     first.join(10)
     second = threading.Thread(target=consume_once)
     second.start()
-    assert clock.await_waiters(1)
+    assert clock.await_waiters(1, begun=3)
     clock.advance(5)
     second.join(10)
     assert result == [[b"a"], []]
@@ -598,9 +599,10 @@ def test_a_blocking_fake_clock_makes_a_threaded_poll_wait_for_its_deadline() -> 
     served: list[int] = []
     thread = threading.Thread(target=lambda: served.append(producer.poll(2)))
     thread.start()
-    assert clock.await_waiters(1)
+    assert clock.await_waiters(1, begun=1)
     clock.advance(1)
-    assert clock.await_waiters(1)  # woken, deadline not reached: waiting again
+    assert clock.await_waiters(1, begun=2)  # woken, deadline not reached: waiting again
+    assert served == []
     clock.advance(1)
     thread.join(10)
     assert served == [0]
