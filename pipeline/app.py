@@ -1,7 +1,9 @@
 """The Pipeline object: settings, schema catalog, codec and validated stage plans, built once.
 
-It owns everything a worker or the publisher needs; there is no global state. Building one does
-all the startup checks (config, schemas, declarations) before anything connects to Kafka.
+It owns everything a worker or the publisher needs, including the transport its clients come
+from (``pipeline.transport``; Kafka unless another is given); there is no global state.
+Building one does all the startup checks (config, schemas, declarations) before anything
+connects to Kafka.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from pipeline.concurrent_runner import ConcurrentStageRunner
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
-from pipeline.kafka import KafkaAdmin, KafkaConsumer, KafkaProducer
-from pipeline.kafka import config as kconfig
-from pipeline.kafka.schema_topic import SchemaTopic
-from pipeline.ports import ConsumerPort
+from pipeline.ports import ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
+from pipeline.transport import Transport, kafka
 
 Announce = Callable[[Binding[Any]], None]
+# A crashed worker's open transaction is aborted by the broker after this long, until which
+# read_committed consumers of its outputs wait: keep it short.
+TRANSACTION_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -36,18 +39,28 @@ class Pipeline:
     codec: Codec
     announce: Announce
     plans: tuple[StagePlan, ...]
+    transport: Transport
 
     @classmethod
-    def build(cls, settings: Settings, stages: Iterable[type[Stage]] = ()) -> Pipeline:
-        kconfig.check(settings)  # librdkafka options, before any topic is created
+    def build(
+        cls,
+        settings: Settings,
+        stages: Iterable[type[Stage]] = (),
+        transport: Transport | None = None,
+    ) -> Pipeline:
+        if transport is None:
+            transport = kafka(settings)
+        transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
-        codec, announce = build_codec(settings, catalog)
-        return cls(settings, catalog, codec, announce, plans)
+        codec, announce = build_codec(settings, catalog, transport)
+        return cls(settings, catalog, codec, announce, plans, transport)
 
     @classmethod
-    def from_spec(cls, spec: str, settings: Settings) -> Pipeline:
-        return cls.build(settings, registry.load(spec))
+    def from_spec(
+        cls, spec: str, settings: Settings, transport: Transport | None = None
+    ) -> Pipeline:
+        return cls.build(settings, registry.load(spec), transport)
 
     def topics(self) -> list[str]:
         return list(dict.fromkeys(t for plan in self.plans for t in plan.topics))
@@ -59,7 +72,7 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        created = KafkaAdmin(self.settings).ensure(self.topics())
+        created = self.transport.admin().ensure(self.topics())
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
@@ -69,27 +82,26 @@ class Pipeline:
         client_id = f"{plan.group}-{worker_id or _default_worker_id()}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
-        consumer: ConsumerPort = KafkaConsumer(kconfig.consumer(s, plan.group, client_id))
+        consumer: ConsumerPort = self.transport.consumer(plan.group, client_id)
         # One transaction commits one group's offsets, so an exactly-once stage reads its retry
         # topics with the same consumer; others use a second one, balanced on its own.
         if plan.retry_topics and not exactly_once:
             retry_group = f"{plan.group}.retry"
-            retry = KafkaConsumer(kconfig.retry_consumer(s, retry_group, f"{client_id}-retry"))
+            retry = self.transport.consumer(retry_group, f"{client_id}-retry", retry=True)
             consumer = ConsumerSet(consumer, retry, plan.retry_topics)
-        producer_config = kconfig.producer(s, client_id)
+        producer: ProducerPort
         if exactly_once:
-            # Unique per process, so two workers never fence each other. A crashed worker's
-            # open transaction is then aborted by the broker after transaction.timeout.ms,
-            # until which read_committed consumers wait: keep it short.
-            producer_config = {
-                "transactional.id": client_id,
-                "transaction.timeout.ms": 10_000,
-            } | producer_config
+            # Unique per process, so two workers never fence each other.
+            producer = self.transport.transactional_producer(
+                client_id, transactional_id=client_id, transaction_timeout_s=TRANSACTION_TIMEOUT_S
+            )
+        else:
+            producer = self.transport.producer(client_id)
         kind = ConcurrentStageRunner if plan.stage.concurrency > 1 else StageRunner
         return kind(
             plan,
             consumer,
-            KafkaProducer(producer_config),
+            producer,
             self.codec,
             batch_size=s.batch_size,
             batch_timeout_s=s.batch_timeout_s,
@@ -108,19 +120,22 @@ def load_catalog(settings: Settings) -> SchemaCatalog:
     return SchemaCatalog.load(directory)
 
 
-def build_codec(settings: Settings, catalog: SchemaCatalog) -> tuple[Codec, Announce]:
+def build_codec(
+    settings: Settings, catalog: SchemaCatalog, transport: Transport
+) -> tuple[Codec, Announce]:
     """The wire format, and how a writer makes its schema findable by readers.
 
     With a schema registry: the Confluent format (the codec registers schemas as it encodes).
-    Without: Avro single-object encoding, with writer schemas shared through a compacted topic
-    (see ``pipeline.kafka.schema_topic``) so readers on older schemas can resolve newer writers.
+    Without: Avro single-object encoding, with writer schemas shared through the transport's
+    schema store (on Kafka a compacted topic, see ``pipeline.kafka.schema_topic``) so readers
+    on older schemas can resolve newer writers.
     """
     if settings.schema_registry_url:
         from pipeline.kafka.registry import ConfluentRegistry
         from pipeline.serde import ConfluentCodec
 
         return ConfluentCodec(catalog, ConfluentRegistry(settings)), _no_announce
-    schemas = SchemaTopic(settings)
+    schemas = transport.schema_store()
 
     def announce(binding: Binding[Any]) -> None:
         schemas.publish(binding.fingerprint, binding.schema.json)

@@ -167,10 +167,10 @@ def _summarise(exc: Any) -> str:
 @topics_app.command("list")
 def topics_list(config: ConfigOpt = None) -> None:
     """List topics and their partition counts."""
-    from pipeline.kafka import KafkaAdmin
+    from pipeline.transport import kafka
 
     try:
-        topics = KafkaAdmin(_settings(config)).topics()
+        topics = kafka(_settings(config)).admin().topics()
     except PipelineError as exc:
         raise _fail(exc) from None
     for name in sorted(topics):
@@ -188,16 +188,17 @@ def topics_create(
 ) -> None:
     """Create topics (existing ones are left alone)."""
     from pipeline.app import Pipeline
-    from pipeline.kafka import KafkaAdmin
+    from pipeline.transport import kafka
 
     try:
         settings = _settings(config)
+        transport = kafka(settings)
         wanted = [settings.topic(n) for n in names or []]
         if stages:
-            wanted += Pipeline.from_spec(stages, settings).topics()
+            wanted += Pipeline.from_spec(stages, settings, transport).topics()
         if not wanted:
             raise DeclarationError("name at least one topic, or pass --stages")
-        created = KafkaAdmin(settings).create(wanted, partitions)
+        created = transport.admin().create(wanted, partitions)
     except PipelineError as exc:
         raise _fail(exc) from None
     typer.echo(f"created {len(created)} topic(s): {', '.join(created) or 'all existed'}")

@@ -35,6 +35,7 @@ from pipeline.errors import DeclarationError, DecodeError, PipelineError, Schema
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
+    from pipeline.transport import Transport
 
 dlq_app = typer.Typer(
     help="Inspect, replay and purge dead-letter topics (<group>.dlq).", no_args_is_help=True
@@ -67,19 +68,27 @@ def _fail(exc: PipelineError) -> typer.Exit:
     return fail(exc)
 
 
-def _settings(config: Path | None) -> Settings:
+def _connect(config: Path | None) -> tuple[Settings, Transport]:
+    """The settings, and the transport every client of the command comes from."""
     from pipeline.config import load_settings
+    from pipeline.transport import kafka
 
-    return load_settings(config)
+    settings = load_settings(config)
+    return settings, kafka(settings)
 
 
-def _resolve(settings: Settings, name: str) -> str:
+def _dead_letter_topics(settings: Settings, transport: Transport) -> list[str]:
+    """Dead-letter topics under ``settings.topic_prefix``, sorted."""
+    names = transport.admin().topics()
+    prefix = settings.topic_prefix
+    return sorted(n for n in names if n.startswith(prefix) and n.endswith(DLQ_SUFFIX))
+
+
+def _resolve(settings: Settings, transport: Transport, name: str) -> str:
     """The physical name of an existing dead-letter topic of this environment (topic_prefix)."""
-    from pipeline.kafka.topics_io import list_topics_with_suffix
-
     if not name.endswith(DLQ_SUFFIX):
         raise DeclarationError(f"{name!r} is not a dead-letter topic (names end with .dlq)")
-    existing = list_topics_with_suffix(settings, DLQ_SUFFIX)
+    existing = _dead_letter_topics(settings, transport)
     for candidate in (name, settings.topic(name)):
         if candidate in existing:
             return candidate
@@ -96,12 +105,11 @@ def list_dlqs(
     config: ConfigOpt = None,
 ) -> None:
     """Count the records in every dead-letter topic, by stage and exception type."""
-    from pipeline.kafka.topics_io import list_topics_with_suffix, read_snapshot
-
     try:
-        settings = _settings(config)
-        topics = list_topics_with_suffix(settings, DLQ_SUFFIX)
-        data = summary({t: count_by_cause(read_snapshot(settings, t)) for t in topics})
+        settings, transport = _connect(config)
+        topics = _dead_letter_topics(settings, transport)
+        log = transport.topic_log()
+        data = summary({t: count_by_cause(log.read(t)) for t in topics})
     except PipelineError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -146,15 +154,14 @@ def show(
     config: ConfigOpt = None,
 ) -> None:
     """Show dead letters: where they came from, the error, and the decoded event."""
-    from pipeline.kafka.topics_io import read_snapshot, watermarks
-
     try:
-        settings = _settings(config)
-        decoder = _Decoder(settings, stages)
-        physical = _resolve(settings, topic)
-        if partition is not None and partition not in watermarks(settings, physical):
+        settings, transport = _connect(config)
+        decoder = _Decoder(settings, transport, stages)
+        physical = _resolve(settings, transport, topic)
+        log = transport.topic_log()
+        if partition is not None and partition not in log.watermarks(physical):
             raise DeclarationError(f"{physical} has no partition {partition}")
-        records = read_snapshot(settings, physical, partition=partition, start_offset=offset)
+        records = log.read(physical, partition=partition, start_offset=offset)
         with closing(decoder), closing(records):
             for record in islice(records, limit):
                 typer.echo(_describe(record, decoder, traceback))
@@ -165,13 +172,13 @@ def show(
 class _Decoder:
     """Decodes a dead letter with its original topic's model, found among the declared topics."""
 
-    def __init__(self, settings: Settings, stages: str) -> None:
+    def __init__(self, settings: Settings, transport: Transport, stages: str) -> None:
         from pipeline.app import Pipeline
         from pipeline.registry import discover_topics
 
         self._topics = discover_topics(stages)
         self._stages = stages
-        self._pipeline = Pipeline.build(settings)
+        self._pipeline = Pipeline.build(settings, transport=transport)
         self._prefix = settings.topic_prefix
 
     def close(self) -> None:
@@ -249,10 +256,10 @@ def replay(
             since_ms=parse_instant(since, "--since") if since else None,
             until_ms=parse_instant(until, "--until") if until else None,
         )
-        settings = _settings(config)
-        physical = _resolve(settings, topic)
+        settings, transport = _connect(config)
+        physical = _resolve(settings, transport, topic)
         request = ReplayRequest(physical, chosen, limit, rate, dry_run)
-        tally = run_replay(settings, request, say=typer.echo, warn=_warn)
+        tally = run_replay(transport, request, say=typer.echo, warn=_warn)
     except PipelineError as exc:
         raise _fail(exc) from None
     note = "dry run, nothing sent" if dry_run else f"the dead letters stay in {physical}"
@@ -274,19 +281,18 @@ def purge(
     config: ConfigOpt = None,
 ) -> None:
     """Delete every record now in a dead-letter topic (records arriving meanwhile are kept)."""
-    from pipeline.kafka.topics_io import delete_up_to, watermarks
-
     try:
-        settings = _settings(config)
-        physical = _resolve(settings, topic)
-        marks = watermarks(settings, physical)
+        settings, transport = _connect(config)
+        physical = _resolve(settings, transport, topic)
+        log = transport.topic_log()
+        marks = log.watermarks(physical)
         present = sum(high - low for low, high in marks.values())
         if not present:
             typer.echo(f"{physical} is empty")
             return
         if not yes:
             typer.confirm(f"Delete {present} record(s) from {physical}?", abort=True)
-        removed = delete_up_to(settings, physical, marks)
+        removed = log.delete_up_to(physical, marks)
     except PipelineError as exc:
         raise _fail(exc) from None
     typer.echo(f"removed {removed} record(s) from {physical}")

@@ -24,7 +24,7 @@ from rich.table import Table
 from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.errors import KafkaError
-from pipeline.kafka import LagMonitor
+from pipeline.ports import LagPort
 from pipeline.publisher import Publisher
 from pipeline.registry import StagePlan, load
 from pipeline.stop import StopEvent
@@ -46,7 +46,7 @@ def run_demo(settings: Settings, *, events: int, once: bool) -> int:
     worker.start()
     published = _publish_demo_events(pipeline, events)
     console.print(f"published {published} demo events; Ctrl-C to stop")
-    monitor = LagMonitor(settings)
+    monitor = pipeline.transport.lag_monitor()
     try:
         _watch(pipeline, worker, monitor, stop, once)
     finally:
@@ -82,8 +82,9 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
     rng = random.Random(7)
     now = datetime.now(UTC)
     with Publisher(
-        pipeline.settings, pipeline.catalog, pipeline.codec, pipeline.announce
-    ) as publisher:
+        pipeline.settings, pipeline.catalog, pipeline.codec, pipeline.announce,
+        transport=pipeline.transport,
+    ) as publisher:  # fmt: skip
         for i in range(count):
             vid = f"vid-{uuid.uuid4().hex[:8]}"
             publisher.publish(
@@ -123,7 +124,7 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
 
 
 def _watch(
-    pipeline: Pipeline, worker: Worker, monitor: LagMonitor, stop: threading.Event, once: bool
+    pipeline: Pipeline, worker: Worker, monitor: LagPort, stop: threading.Event, once: bool
 ) -> None:
     drained_at: float | None = None
     with Live(console=console, refresh_per_second=4) as live:
@@ -144,7 +145,7 @@ def _watch(
 COLUMNS = ("stage", "group", "done", "failed", "retried", "DLQ", "out", "breaker", "lag")
 
 
-def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[Table, int]:
+def _progress(pipeline: Pipeline, worker: Worker, monitor: LagPort) -> tuple[Table, int]:
     """One row per stage. Lag counts the input and the stage's retry topics: an event waiting
     for its retry is not drained yet."""
     table = Table(title="pipeline progress", title_justify="left")
@@ -167,7 +168,7 @@ def _progress(pipeline: Pipeline, worker: Worker, monitor: LagMonitor) -> tuple[
     return table, total_lag
 
 
-def _lag(monitor: LagMonitor, plan: StagePlan) -> int | None:
+def _lag(monitor: LagPort, plan: StagePlan) -> int | None:
     """The stage's lag, or None while the broker cannot tell (e.g. a partition without a
     leader just after a restart): the view shows '?' and keeps going."""
     try:

@@ -1,8 +1,9 @@
 """Dead-letter topics, the pure part: reading the ``dlq-*`` error headers, choosing which records
 to replay, rewriting their headers, pacing a replay, and counting for ``pipeline dlq list``.
 
-Nothing here talks to Kafka: records arrive as ``StoredRecord`` values, built by
-``pipeline.kafka.topics_io``, so everything below is tested without a broker.
+Nothing here talks to Kafka: records arrive as ``StoredRecord`` values, read by a transport's
+``TopicLogPort`` (on Kafka ``pipeline.kafka.topics_io``), so everything below is tested without
+a broker.
 
 A replayed record carries the original key, value and headers byte for byte and in order, minus
 every ``dlq-*`` header (the failure it had is over) and every ``retry-*`` header (attempts start

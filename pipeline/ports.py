@@ -1,17 +1,23 @@
-"""The narrow interfaces the runner and publisher depend on.
+"""The narrow interfaces the runner, publisher and tools depend on.
 
-The Kafka adapter (``pipeline.kafka``) implements them with confluent-kafka; an in-memory
-transport can implement the same ones. Records are passed through as the client's own message
-objects (no per-record copy); the runner touches them only through ``RawRecord``.
+A ``pipeline.transport.Transport`` hands them out; the Kafka adapter (``pipeline.kafka``)
+implements them with confluent-kafka, and an in-memory transport can implement the same ones.
+Records are passed through as the client's own message objects (no per-record copy); the
+runner touches them only through ``RawRecord``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import KafkaError
+
+if TYPE_CHECKING:  # pipeline.dlq imports this module (through pipeline.deadletter)
+    from pipeline.dlq import StoredRecord
+    from pipeline.serde import SchemaResolver
 
 TopicPartition = tuple[str, int]
 RawHeaders = Sequence[tuple[str, bytes | None]] | None
@@ -69,4 +75,100 @@ class ProducerPort(Protocol):
     def __len__(self) -> int: ...
     def delivery_error(self, err: Any, topic: str) -> KafkaError:
         """Ours for a ``DeliveryCallback`` error: ``permanent`` when no retry can fix it."""
+        ...
+
+
+class TransactionalProducerPort(ProducerPort, Protocol):
+    """A producer whose outputs and input offsets commit together (exactly-once stages).
+
+    Every call raises ``TransactionError`` on failure (``abortable``: abort and carry on),
+    ``ProducerFencedError`` when another instance took over the transactional id. A timeout
+    bounds all the attempts of one call together."""
+
+    def init_transactions(self, timeout_s: float) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float
+    ) -> None: ...
+    def commit_transaction(self, timeout_s: float) -> None: ...
+    def abort_transaction(self, timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+
+
+class AdminPort(Protocol):
+    """Topic management. Every method raises ``BrokerUnavailableError`` when the cluster cannot
+    be reached within the client's timeout, ``KafkaError`` for what the cluster refuses."""
+
+    def topics(self) -> dict[str, TopicInfo]:
+        """Every topic but internal ones (names starting with ``__``), by name."""
+        ...
+
+    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+        """Create those of ``names`` that do not exist (``partitions`` each, default
+        ``Settings.topic_partitions``); returns the ones created. A topic a racing client
+        created meanwhile counts as existing, not as an error."""
+        ...
+
+    def ensure(self, names: list[str]) -> list[str]:
+        """``create(names)`` if ``Settings.create_topics``; otherwise raise one
+        ``TopicNotFoundError`` naming every missing topic. Returns the ones created."""
+        ...
+
+
+class LagPort(Protocol):
+    """Progress of consumer groups, read without joining them."""
+
+    def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
+        """(records committed since the start of the log, records not yet committed) of
+        ``group`` over ``topics``; ``KafkaError`` while the cluster cannot tell."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Watermarks = dict[int, tuple[int, int]]  # partition -> (low, high)
+
+
+class TopicLogPort(Protocol):
+    """Topics read and trimmed as stored logs, outside any consumer group: nothing is joined or
+    committed (what ``pipeline dlq`` needs)."""
+
+    def watermarks(self, topic: str) -> Watermarks:
+        """(low, high) offsets of every partition; ``TopicNotFoundError`` if there is no such
+        topic."""
+        ...
+
+    def read(
+        self, topic: str, *, partition: int | None = None, start_offset: int = 0
+    ) -> Generator[StoredRecord, None, None]:
+        """Every record from ``start_offset`` (or the low watermark, if later) up to the high
+        watermark *at call time*, partition by partition: records appended meanwhile are not
+        returned, so a replay writing back to the topic it reads cannot loop. Only committed
+        records of transactions. ``KafkaError`` if a partition stalls before its end. Close the
+        generator when stopping early: that releases the client."""
+        ...
+
+    def delete_up_to(self, topic: str, marks: Watermarks) -> int:
+        """Delete every record below each partition's high mark in ``marks`` (records written
+        after ``marks`` were read are kept); returns how many went."""
+        ...
+
+
+class SchemaStorePort(Protocol):
+    """Where single-object writers make their schemas findable by readers that were deployed
+    with older ones (Kafka: a compacted topic, see ``pipeline.kafka.schema_topic``)."""
+
+    def publish(self, fingerprint: bytes, schema_json: str) -> None:
+        """Store a writer schema durably before returning (``KafkaError`` if it could not be);
+        idempotent, and cheap when repeated."""
+        ...
+
+    def reader(self) -> SchemaResolver:
+        """A resolver for one codec (fingerprint to schema JSON, None if unknown), which owns
+        its client until its ``close()``; a schema published before the lookup is found."""
         ...

@@ -12,7 +12,8 @@ silently dropped. ``await publisher.publish_async(...)`` does the same from asyn
 blocking the event loop.
 
 A background thread serves delivery reports, so acknowledgements arrive whichever style is used.
-The publisher is thread-safe.
+The publisher is thread-safe. Its producer and the admin client of its topic check come from its
+transport (``pipeline.transport``): Kafka unless another is given.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.app import Announce, build_codec, load_catalog
 from pipeline.config import Settings, load_settings
-from pipeline.errors import DeliveryError, TopicNotFoundError
+from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
-from pipeline.kafka import KafkaAdmin, KafkaProducer, delivery_error
-from pipeline.kafka import config as kconfig
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
+from pipeline.transport import Transport, kafka
 
 log = logging.getLogger("pipeline.publisher")
 
@@ -60,15 +60,17 @@ class Publisher:
         announce: Announce | None = None,
         *,
         check_topics: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         self.settings = settings
+        self._transport = kafka(settings) if transport is None else transport
         self._catalog = catalog or load_catalog(settings)
         self._owns_codec = codec is None
         if codec is None:
-            codec, announce = build_codec(settings, self._catalog)
+            codec, announce = build_codec(settings, self._catalog, self._transport)
         self._codec = codec
         self._announce = announce
-        self._producer = KafkaProducer(kconfig.producer(settings, "publisher"))
+        self._producer = self._transport.producer("publisher")
         self._bindings: dict[type[Event], Binding] = {}
         self._known_topics: set[str] = set()
         self._check_topics = check_topics
@@ -187,7 +189,7 @@ class Publisher:
 
         def delivered(err: Any, msg: Any) -> None:
             if err is not None:
-                report(delivery_error(err, physical))
+                report(_delivery_error(self._producer.delivery_error(err, physical)))
             else:
                 report(Delivered(msg.topic(), msg.partition(), msg.offset(), event_id))
 
@@ -208,7 +210,7 @@ class Publisher:
         # report an unknown topic; failing at once names the problem.
         if not self._check_topics or physical in self._known_topics:
             return
-        self._known_topics = set(KafkaAdmin(self.settings).topics())
+        self._known_topics = set(self._transport.admin().topics())
         if physical not in self._known_topics:
             raise TopicNotFoundError(f"topic {physical!r} does not exist")
 
@@ -233,6 +235,15 @@ def _require_topic(topic: object) -> None:
             "declared for it, e.g. UPLOADED = Topic('video.uploaded', VideoUploaded)"
         )
     topic.check()
+
+
+def _delivery_error(err: KafkaError) -> DeliveryError:
+    if isinstance(err, DeliveryError):
+        return err
+    return DeliveryError(
+        str(err), code=err.code, retriable=err.retriable, permanent=err.permanent,
+        batch_wide=err.batch_wide,
+    )  # fmt: skip
 
 
 def _settle(

@@ -10,7 +10,8 @@
    group reading that topic sees it again.
 4. Wait for every acknowledgement (idempotent producer, ``acks=all``); count what failed.
 
-The dead letters are left in place; ``pipeline dlq purge`` removes them.
+The dead letters are left in place; ``pipeline dlq purge`` removes them. Every client comes from
+the transport given (``pipeline.transport``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
-from pipeline.config import Settings
 from pipeline.dlq import (
     Failure,
+    Header,
     RateLimiter,
     ReplayFilter,
     ReplayTally,
@@ -32,8 +34,8 @@ from pipeline.dlq import (
 )
 from pipeline.dlq import replay_headers as rewrite
 from pipeline.errors import KafkaError
-from pipeline.kafka import KafkaAdmin
-from pipeline.kafka.topics_io import Republisher, read_snapshot
+from pipeline.ports import ProducerPort
+from pipeline.transport import Transport
 
 Report = Callable[[str], None]
 
@@ -48,10 +50,10 @@ class ReplayRequest:
     ack_timeout_s: float = 60.0
 
 
-def replay(settings: Settings, request: ReplayRequest, say: Report, warn: Report) -> ReplayTally:
+def replay(transport: Transport, request: ReplayRequest, say: Report, warn: Report) -> ReplayTally:
     """Run the steps above; ``say`` gets dry-run lines, ``warn`` every failure."""
-    run = _Replay(settings, request, say, warn)
-    with closing(read_snapshot(settings, request.topic)) as records:
+    run = _Replay(transport, request, say, warn)
+    with closing(transport.topic_log().read(request.topic)) as records:
         for record in records:
             if request.limit is not None and run.tally.matched >= request.limit:
                 break
@@ -63,13 +65,15 @@ def replay(settings: Settings, request: ReplayRequest, say: Report, warn: Report
 
 
 class _Replay:
-    def __init__(self, settings: Settings, request: ReplayRequest, say: Report, warn: Report):
+    def __init__(self, transport: Transport, request: ReplayRequest, say: Report, warn: Report):
         self.tally = ReplayTally()
         self._request = request
         self._say, self._warn = say, warn
-        self._existing = set(KafkaAdmin(settings).topics())
+        self._existing = set(transport.admin().topics())
         self._limiter = RateLimiter(request.rate) if request.rate else None
-        self._sink = None if request.dry_run else Republisher(settings)
+        self._sink = None
+        if not request.dry_run:
+            self._sink = Republisher(transport.producer("pipeline-dlq-replay"))
 
     def send(self, record: StoredRecord) -> None:
         self.tally.matched += 1
@@ -116,6 +120,38 @@ class _Replay:
         if unacknowledged:
             self._warn(f"{unacknowledged} record(s) unacknowledged after {timeout:.0f}s")
         return self.tally
+
+
+class Republisher:
+    """Produces records and counts the broker's answers (idempotent producer, ``acks=all``).
+
+    ``wait`` serves acknowledgements while pacing; ``finish`` waits for every record in flight.
+    """
+
+    def __init__(self, producer: ProducerPort) -> None:
+        self._producer = producer
+        self.acked = 0
+        self.errors: list[str] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
+    ) -> None:
+        self._producer.produce(topic, value, key, headers, self._delivered)
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._producer.poll(left)
+
+    def finish(self, timeout_s: float) -> int:
+        """Wait for every acknowledgement; returns how many records are still unacknowledged."""
+        return self._producer.flush(timeout_s)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.errors.append(str(self._producer.delivery_error(err, msg.topic())))
 
 
 def _now_ms() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
@@ -16,6 +15,9 @@ from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailableError, KafkaError, TopicNotFoundError
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
+from pipeline.ports import TopicInfo
+
+__all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo"]
 
 log = logging.getLogger("pipeline.kafka")
 # Every broker refusing connections for this long is an answer: no need to wait for the full
@@ -25,13 +27,9 @@ METADATA_SLICE_S = 1.0
 _clock = time.monotonic  # a module attribute, so a test can stand in for it
 
 
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    name: str
-    partitions: int
-
-
 class KafkaAdmin:
+    """``AdminPort`` on confluent-kafka's AdminClient."""
+
     def __init__(self, settings: Settings, timeout_s: float = 15.0) -> None:
         self._settings = settings
         self._timeout = timeout_s
@@ -128,7 +126,7 @@ class KafkaAdmin:
 
 
 class LagMonitor:
-    """Committed offsets and lag of consumer groups, for progress views and tests.
+    """Committed offsets and lag of consumer groups, for progress views and tests (``LagPort``).
 
     One long-lived client reads high watermarks; committed offsets come from the group
     coordinator through the AdminClient. Nothing here joins a group.

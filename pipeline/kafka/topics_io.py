@@ -1,5 +1,5 @@
-"""Reading a topic as it stands, deleting its records, and re-publishing with acknowledgements:
-the Kafka side of ``pipeline dlq``.
+"""Reading a topic as it stands and deleting its records: the Kafka side of ``pipeline dlq``,
+offered as a ``TopicLogPort`` by ``KafkaTopicLog``.
 
 ``read_snapshot`` reads every partition from its low to its high watermark *as they were when it
 was called*: records appended meanwhile are not returned, so a replay that writes back to a topic
@@ -18,23 +18,32 @@ from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
-from pipeline.dlq import Header, StoredRecord
+from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.kafka import config as kconfig
-from pipeline.kafka.admin import KafkaAdmin
-from pipeline.kafka.clients import KafkaProducer
 from pipeline.kafka.errors import is_partition_eof, is_unknown_topic, wrap
-
-Watermarks = dict[int, tuple[int, int]]  # partition -> (low, high)
+from pipeline.ports import Watermarks
 
 _BATCH = 500
 _POLL_S = 0.2  # consume() waits for a full batch or this long: keep it short
 
 
-def list_topics_with_suffix(settings: Settings, suffix: str) -> list[str]:
-    """Topics under ``settings.topic_prefix`` whose name ends with ``suffix``, sorted."""
-    names = KafkaAdmin(settings).topics()
-    return sorted(n for n in names if n.startswith(settings.topic_prefix) and n.endswith(suffix))
+class KafkaTopicLog:
+    """``TopicLogPort``: each call opens its own client and closes it when done."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def watermarks(self, topic: str) -> Watermarks:
+        return watermarks(self._settings, topic)
+
+    def read(
+        self, topic: str, *, partition: int | None = None, start_offset: int = 0
+    ) -> Generator[StoredRecord, None, None]:
+        return read_snapshot(self._settings, topic, partition=partition, start_offset=start_offset)
+
+    def delete_up_to(self, topic: str, marks: Watermarks) -> int:
+        return delete_up_to(self._settings, topic, marks)
 
 
 def watermarks(settings: Settings, topic: str, timeout_s: float = 10.0) -> Watermarks:
@@ -92,38 +101,6 @@ def delete_up_to(settings: Settings, topic: str, marks: Watermarks, timeout_s: f
 def delete_all_records(settings: Settings, topic: str) -> int:
     """Delete every record currently in ``topic``; returns how many were removed."""
     return delete_up_to(settings, topic, watermarks(settings, topic))
-
-
-class Republisher:
-    """Produces records with the idempotent producer and counts the broker's answers.
-
-    ``wait`` serves acknowledgements while pacing; ``finish`` waits for every record in flight.
-    """
-
-    def __init__(self, settings: Settings, client_id: str = "pipeline-dlq-replay") -> None:
-        self._producer = KafkaProducer(kconfig.producer(settings, client_id))
-        self.acked = 0
-        self.errors: list[str] = []
-
-    def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
-    ) -> None:
-        self._producer.produce(topic, value, key, headers, self._delivered)
-
-    def wait(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self._producer.poll(left)
-
-    def finish(self, timeout_s: float) -> int:
-        """Wait for every acknowledgement; returns how many records are still unacknowledged."""
-        return self._producer.flush(timeout_s)
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.acked += 1
-        else:
-            self.errors.append(f"{msg.topic()}: {err.str()} ({err.name()})")
 
 
 # -- internals ---------------------------------------------------------------------------------
