@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
+from pipeline.errors import DeliveryError, KafkaError, ProducerFencedError, TransactionError
 from pipeline.ports import DeliveryCallback, RawHeaders, TopicPartition
 from pipeline.testing.errors import BrokerError
 from pipeline.testing.log import Record, Txn, TxnState, record_size
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pipeline.testing.broker import MemoryBroker
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes
+# Refusals no retry can fix, as the Kafka adapter classifies them (pipeline.kafka.errors).
+PERMANENT = frozenset({"MSG_SIZE_TOO_LARGE", "INVALID_RECORD", "TOPIC_AUTHORIZATION_FAILED"})
 Report = tuple[DeliveryCallback, BrokerError | None, Record]
 
 
@@ -45,6 +47,17 @@ class MemoryProducer:
         self._txn: Txn | None = None
         self._txn_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._txn_failed: BrokerError | None = None
+        self.stop: threading.Event | None = None  # ProducerPort: the stage's stop request
+
+    def delivery_error(self, err: Any, topic: str) -> KafkaError:
+        """Ours for a delivery report's error (ours already when produce refused the record).
+        Never batch-wide: each record is accepted or refused on its own here."""
+        if isinstance(err, KafkaError):
+            return err
+        return DeliveryError(
+            f"delivery to {topic} failed: {err.str()} ({err.name()})",
+            code=err.name(), retriable=bool(err.retriable()), permanent=err.name() in PERMANENT,
+        )  # fmt: skip
 
     def produce(
         self,

@@ -412,6 +412,22 @@ def test_a_record_over_the_topics_max_message_bytes_fails_its_delivery(
     assert msg.offset() < 0 and broker.records(T) == []
 
 
+def test_the_runner_sees_a_too_large_record_as_a_permanent_delivery_error(
+    broker: MemoryBroker,
+) -> None:
+    """delivery_error turns the report into ours: permanent (dead-letter the input), not
+    batch-wide (each record is refused alone here), and retriable ones stay retriable."""
+    broker.create_topic(T, 1, {"max.message.bytes": "1000"})
+    producer = broker.producer({})
+    ((err, _),) = produce(broker, T, [b"x" * 1000]).got
+    ours = producer.delivery_error(err, T)
+    assert (ours.code, ours.permanent, ours.batch_wide) == ("MSG_SIZE_TOO_LARGE", True, False)
+    broker.fail_deliveries(T, 1)
+    ((err, _),) = produce(broker, T, [b"a"]).got
+    assert producer.delivery_error(err, T).permanent is False
+    assert producer.delivery_error(ours, T) is ours
+
+
 def test_a_record_over_the_producers_message_max_bytes_is_refused_by_produce(
     broker: MemoryBroker,
 ) -> None:
