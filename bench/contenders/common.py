@@ -208,6 +208,8 @@ class Meter:
         return (self.count > 0 and self.done >= self.count) or self.over_time
 
     def result(self, **extra: Any) -> dict[str, Any]:
+        if not self.t0:  # a figure from t0 = 0 would be the machine's uptime, not a drain
+            raise RuntimeError("the meter never started: no record reached the metered consumer")
         seconds = time.perf_counter() - self.t0
         end_rss = rss_mb()
         return {

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.contenders import common
-from pipeline import Context, Event, Stage, Topic, app
+from pipeline import Context, Event, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.kafka import KafkaConsumer, KafkaProducer
+from pipeline.kafka import transport as kafka_transport
 from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
 from pipeline.runner import StageRunner
 
@@ -126,8 +127,8 @@ def main(args: Any) -> None:
     METER.count, METER.time_limit_s = args.count, args.time_limit
     MeteredConsumer.inputs = frozenset(plan.inputs)
     # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
-    # measuring subclasses in place of the adapter classes it instantiates.
-    vars(app).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
+    # measuring subclasses in place of the adapter classes its Kafka transport instantiates.
+    vars(kafka_transport).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
     runner = pipeline.runner(plan, "bench")
     stop = common.stop_on_sigterm()
     runner.stop_event = stop
