@@ -11,7 +11,10 @@ is opened before a batch is handled; outputs, retry and dead-letter copies go in
 interval (and on revoke/shutdown) the input positions are added with
 ``send_offsets_to_transaction`` and the transaction is committed, atomically. An abortable
 error aborts and rewinds every partition to its last committed offset; a fenced producer (a
-newer instance owns the transactional id) stops the stage.
+newer instance owns the transactional id) stops the stage. An abort that runs out of time (its
+coordinator is moving to another broker) goes on in the background and must be *resumed*
+before the next ``begin_transaction`` (librdkafka refuses the begin with ``_CONFLICT``): the
+next batch resumes it first, and only an abort that still cannot finish stops the stage.
 """
 
 from __future__ import annotations
@@ -120,14 +123,36 @@ class TransactionCommitter:
         self._clock = clock
         self._open = False
         self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
+        self._abort_pending = False  # an abort timed out and goes on in the background
 
     def start(self) -> None:
         self._producer.init_transactions(self._timeout)
 
     def before_batch(self) -> None:
+        if self._abort_pending:
+            self._resume_abort()
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
+
+    def _resume_abort(self) -> None:
+        """Finish the abort that timed out (calling it again resumes it), with the full timeout.
+        Raises the ``TransactionError`` if it still does not finish: no transaction can begin."""
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except ProducerFencedError:
+            raise
+        except TransactionError as exc:
+            if not exc.retriable:
+                self._abort_pending = False  # not resumable: begin will say what is wrong
+                log.error("resuming the abort failed: %s", exc)
+                return
+            raise TransactionError(
+                f"the aborted transaction did not finish within {self._timeout:.1f}s: {exc}",
+                code=exc.code,
+            ) from None
+        self._abort_pending = False
+        log.info("the timed-out abort finished; transactions go on")
 
     def commit(
         self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
@@ -188,6 +213,13 @@ class TransactionCommitter:
             self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
         except ProducerFencedError:
             raise
+        except TransactionError as exc:
+            self._abort_pending = exc.retriable
+            if exc.retriable:
+                log.warning("abort_transaction not finished yet (%s); resumed before the next "
+                            "transaction", exc)  # fmt: skip
+            else:
+                log.error("abort_transaction failed: %s", exc)
         except KafkaError as exc:
             log.error("abort_transaction failed: %s", exc)
         self._open = False
