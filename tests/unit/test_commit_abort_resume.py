@@ -82,3 +82,66 @@ def test_an_abort_that_still_cannot_finish_stops_the_stage_with_a_clear_error() 
     with pytest.raises(TransactionError, match=r"did not finish within 7\.5s"):
         c.before_batch()
     assert ("begin", None) not in log.calls[1:], "no transaction may begin over the abort"
+
+
+class SlowCommit(CoordinatorAway):
+    """Its first ``commit_attempts - 1`` commits time out (outputs wait for a moved leader) and
+    carry on in the background; an abort or a begin meanwhile is refused, as librdkafka does."""
+
+    def __init__(self, log: Log, commit_attempts: int) -> None:
+        super().__init__(log, abort_attempts=1)
+        self.commit_left = commit_attempts
+        self.committing = False
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout_s: float) -> None:
+        self.log.calls.append(("send_offsets", dict(offsets)))
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self.commit_left -= 1
+        if self.commit_left > 0:
+            self.committing = True
+            self.log.calls.append(("commit timed out", timeout_s))
+            raise TransactionError(f"commit_transaction: {TIMED_OUT}", retriable=True)
+        self.committing = False
+        self.log.calls.append(("commit_txn", timeout_s))
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        if self.committing:
+            raise TransactionError("abort_transaction: Conflicting commit_transaction (_CONFLICT)")
+        super().abort_transaction(timeout_s)
+
+    def begin_transaction(self) -> None:
+        if self.committing:
+            raise TransactionError("begin_transaction: Conflicting commit_transaction (_CONFLICT)")
+        super().begin_transaction()
+
+
+def test_a_timed_out_commit_is_resumed_not_aborted_and_nothing_is_rewound() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # the commit times out: it goes on in the background
+    c.before_batch()  # the next batch: resume the commit, then begin the next transaction
+    names = [name for name, _ in log.calls]
+    assert names == ["begin", "send_offsets", "commit timed out", "commit_txn", "begin"]
+    assert rewound == [], "the committed batch must not be read again"
+    assert "abort" not in names
+
+
+def test_a_resumed_commit_at_the_interval_finishes_the_pending_one_only() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    c.commit({TP}, sync=True, timeout_s=3.0)  # a revoke or the shutdown: within its budget
+    assert log.calls[-1] == ("commit_txn", 3.0)
+    assert [n for n, _ in log.calls].count("send_offsets") == 1
+
+
+def test_a_commit_that_still_cannot_finish_stops_the_stage_with_a_clear_error() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    with pytest.raises(TransactionError, match=r"commit did not finish within 7\.5s"):
+        c.before_batch()
