@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.localkafka import LocalKafka
 from pipeline.localkafka.assembly import is_assembled
 from pipeline.localkafka.layout import HOST, kafka_home, kafka_version
 from pipeline.localkafka.process import port_in_use
@@ -50,7 +51,10 @@ def test_leader_and_controller_kills_lose_nothing_and_every_stage_recovers(
         sys.executable, "-m", "chaos.runner", *SMALL, "--run-dir", str(run_dir),
         "--broker-home", str(tmp_path / "kafka"), "--broker-port", str(free_base_port()),
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=270)
+    try:
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=270)
+    finally:  # a runner killed by the timeout leaves its cluster (and workers' broker) behind
+        LocalKafka.current(tmp_path / "kafka").stop()
     faults = run_dir / "faults.log"
     context = (
         f"{done.stdout}\n--- stderr tail ---\n{done.stderr[-4000:]}\n--- faults ---\n"
