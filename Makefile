@@ -83,6 +83,6 @@ SEED ?=
 CHAOS_ARGS ?=
 
 chaos: $(STAMP) ## Chaos run: kills/SIGTERMs/scaling/broker restart under load; 0 lost, 0 duplicate effects (EVENTS=100000 KILLS=20 SEED=)
-	$(PY) -m chaos.runner --events $(EVENTS) --kills $(KILLS) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
+	$(PY) -m chaos.runner --events $(EVENTS) --kills $(KILLS) --nodes $(NODES) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
 
 .PHONY: chaos

@@ -1,10 +1,13 @@
 """Which broker a run uses, and restarting it.
 
-- **private** (the default when ``KAFKA_BOOTSTRAP_SERVERS`` is not set): a single-node
-  ``LocalKafka`` of the run's own under ``.chaos/kafka`` on its own port (19192 unless told),
-  freshly formatted, restarted once mid-run and stopped at the end. The shared development
-  broker on 19092 is left alone: other sessions and test runs use it, and a restart would
-  break them. The broker jars are shared with ``.kafka/dist`` (a symlink), not downloaded again.
+- **private** (the default when ``KAFKA_BOOTSTRAP_SERVERS`` is not set): a ``LocalKafka`` of
+  the run's own under ``.chaos/kafka`` (``--broker-home``) on its own ports (base 19192 unless
+  told), freshly formatted and stopped at the end. One node is restarted once mid-run; of
+  three nodes (``--nodes 3``: replication factor 3, ``min.insync.replicas=2``) single nodes
+  are killed with -9 and started again (``chaos.failover``). The shared development broker on
+  19092 is left alone: other sessions and test runs use it, and a restart would break them.
+  The broker jars are shared with ``.kafka/dist`` (a symlink), not downloaded again. Each JVM
+  gets a 384 MB heap: three of them share the machine with the workers.
 - **external** (``--bootstrap`` or ``KAFKA_BOOTSTRAP_SERVERS``): used as is, never restarted.
 """
 
@@ -22,10 +25,14 @@ from pipeline.localkafka.layout import ENV_HOME, kafka_version
 DEFAULT_PRIVATE_PORT = 19192
 
 
+NODE_HEAP = "384m"
+
+
 class Broker(Protocol):
     bootstrap: str
     restartable: bool
     kind: str
+    nodes: int  # 0: unknown (external)
 
     def restart(self) -> float: ...
     def close(self) -> None: ...
@@ -34,6 +41,7 @@ class Broker(Protocol):
 class ExternalBroker:
     restartable = False
     kind = "external"
+    nodes = 0
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
@@ -46,15 +54,19 @@ class ExternalBroker:
 
 
 class PrivateBroker:
-    """A fresh single-node cluster that belongs to chaos runs alone."""
+    """A fresh cluster (one node, or three) that belongs to chaos runs alone."""
 
     restartable = True
     kind = "private"
 
-    def __init__(self, home: Path, port: int = DEFAULT_PRIVATE_PORT, *, keep: bool = False) -> None:
+    def __init__(
+        self, home: Path, port: int = DEFAULT_PRIVATE_PORT, *, nodes: int = 1, keep: bool = False
+    ) -> None:
         _share_jars(home)
-        self._kafka = LocalKafka(nodes=1, root=home, base_port=port)
+        self._kafka = LocalKafka(nodes=nodes, root=home, base_port=port, heap=NODE_HEAP)
         self._keep = keep
+        self.nodes = nodes
+        self.layout = self._kafka.layout
         self.bootstrap = self._kafka.bootstrap_servers
 
     def start(self) -> None:
@@ -67,6 +79,19 @@ class PrivateBroker:
         self._kafka.stop_node(1)
         self._kafka.start_node(1)
         return time.monotonic() - began
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node, as a crash would."""
+        self._kafka.stop_node(node_id, kill=True)
+
+    def start_node(self, node_id: int) -> float:
+        """Start one node and wait until it is ready; seconds."""
+        began = time.monotonic()
+        self._kafka.start_node(node_id)
+        return time.monotonic() - began
+
+    def running_nodes(self) -> list[int]:
+        return self._kafka.running_nodes()
 
     def close(self) -> None:
         if not self._keep:
@@ -82,10 +107,10 @@ def _share_jars(home: Path) -> None:
     os.symlink(shared.resolve(), link)
 
 
-def choose(bootstrap: str | None, home: Path, port: int, *, keep: bool) -> Broker:
+def choose(bootstrap: str | None, home: Path, port: int, *, nodes: int, keep: bool) -> Broker:
     external = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         return ExternalBroker(external)
-    broker = PrivateBroker(home, port, keep=keep)
+    broker = PrivateBroker(home, port, nodes=nodes, keep=keep)
     broker.start()
     return broker

@@ -8,6 +8,13 @@ a shuffled order. Constraints kept after shuffling:
 - the broker restart (if any) falls in the middle third of the schedule, so there is load
   before it and after it.
 
+Node kills (``kill -9`` of a cluster node: the leader of the busiest partitions, or the active
+controller) are spread apart from the rest: one per equal slot of the same span, at a random
+point of its slot's middle 40%, in a shuffled order, so that each has time to fail over,
+restart and catch up before the next (the injector still waits for the cluster to be whole
+again, see ``chaos.failover``). Without node kills the schedule is what it always was for a
+seed.
+
 Which worker a kill or SIGTERM hits is decided when it happens, among the workers then alive:
 ``pick`` in [0, 1) indexes that list, so the same seed makes the same choices given the same
 pool.
@@ -27,6 +34,11 @@ class Kind(enum.Enum):
     SCALE_UP = "scale_up"  # start `workers` more
     SCALE_DOWN = "scale_down"  # SIGTERM workers until the base count is left
     BROKER_RESTART = "broker_restart"  # stop the broker node, start it again
+    LEADER_KILL = "leader_kill"  # SIGKILL the node leading the busiest partitions; restart it
+    CONTROLLER_KILL = "controller_kill"  # SIGKILL the active KRaft controller; restart it
+
+
+NODE_KILLS = (Kind.LEADER_KILL, Kind.CONTROLLER_KILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +46,7 @@ class Fault:
     at_s: float  # seconds after the load started
     kind: Kind
     pick: float  # in [0, 1): which of the live workers (kill, sigterm)
-    restart_after_s: float = 0.0  # kill: delay before the replacement starts
+    restart_after_s: float = 0.0  # kill, node kill: delay before the replacement/node starts
     workers: int = 0  # scale_up: how many workers to add
 
 
@@ -45,16 +57,20 @@ class FaultPlan:
     sigterms: int = 4
     scale_cycles: int = 2
     broker_restarts: int = 1
+    leader_kills: int = 0  # a cluster of 3 nodes only
+    controller_kills: int = 0
     base_workers: int = 3
     max_workers: int = 5
     start_frac: float = 0.08
     end_frac: float = 0.92
     restart_delay_s: tuple[float, float] = (0.5, 3.0)
+    node_restart_delay_s: tuple[float, float] = (2.0, 5.0)
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or not 0 <= self.start_frac < self.end_frac <= 1:
             raise ValueError("need window_s > 0 and 0 <= start_frac < end_frac <= 1")
-        if min(self.kills, self.sigterms, self.scale_cycles, self.broker_restarts) < 0:
+        fault_counts = (self.kills, self.sigterms, self.scale_cycles, self.broker_restarts)
+        if min(*fault_counts, self.leader_kills, self.controller_kills) < 0:
             raise ValueError("fault counts cannot be negative")
         if self.base_workers < 1 or self.max_workers < self.base_workers:
             raise ValueError("need 1 <= base_workers <= max_workers")
@@ -63,7 +79,12 @@ class FaultPlan:
 
     @property
     def total(self) -> int:
-        return self.kills + self.sigterms + 2 * self.scale_cycles + self.broker_restarts
+        worker_faults = self.kills + self.sigterms + 2 * self.scale_cycles
+        return worker_faults + self.broker_restarts + self.node_kills
+
+    @property
+    def node_kills(self) -> int:
+        return self.leader_kills + self.controller_kills
 
 
 def schedule(plan: FaultPlan, seed: int) -> list[Fault]:
@@ -76,7 +97,25 @@ def schedule(plan: FaultPlan, seed: int) -> list[Fault]:
     for slot, kind in enumerate(kinds):
         at = start + (slot + rng.uniform(0.15, 0.85)) * width
         faults.append(_fault(plan, kind, round(at, 3), rng))
+    if plan.node_kills:
+        faults = sorted(faults + _node_kills(plan, rng), key=lambda f: f.at_s)
     return faults
+
+
+def _node_kills(plan: FaultPlan, rng: random.Random) -> list[Fault]:
+    kinds = [Kind.LEADER_KILL] * plan.leader_kills + [Kind.CONTROLLER_KILL] * plan.controller_kills
+    rng.shuffle(kinds)
+    start, end = plan.start_frac * plan.window_s, plan.end_frac * plan.window_s
+    width = (end - start) / len(kinds)
+    return [
+        Fault(
+            round(start + (slot + rng.uniform(0.3, 0.7)) * width, 3),
+            kind,
+            0.0,
+            restart_after_s=round(rng.uniform(*plan.node_restart_delay_s), 3),
+        )
+        for slot, kind in enumerate(kinds)
+    ]
 
 
 def _kinds(plan: FaultPlan, rng: random.Random) -> list[Kind]:

@@ -167,12 +167,20 @@ def order_violations(side_effects: Iterable[SideEffect]) -> tuple[list[tuple[str
     return violations, by_retry
 
 
-def passed(figures: Figures, *, sigterms_clean: bool, published_all: bool) -> bool:
+def passed(
+    figures: Figures,
+    *,
+    sigterms_clean: bool,
+    published_all: bool,
+    failovers_recovered: bool = True,
+) -> bool:
     """The verdict: nothing lost, no duplicate side effect, the DLQ holds exactly the poison,
     exactly one committed EosCopy output per input, every SIGTERM exit clean (code 0 within
-    the shutdown timeout), and the whole load was published (else the run proves nothing)."""
+    the shutdown timeout), every stage recovered from every node kill (3 nodes), and the
+    whole load was published (else the run proves nothing)."""
     return (
         published_all
+        and failovers_recovered
         and figures.lost == 0
         and figures.duplicate_side_effects == 0
         and figures.dlq_equals_poison

@@ -10,6 +10,9 @@ if it outlives the shutdown timeout plus a margin), its exit code and duration a
 and its replacement starts then. Kills and SIGTERMs only hit workers that have run a few
 seconds, and SIGTERMs only those whose handler is installed (``Worker.handles_sigterm``); a
 fault that finds none is retried a second later.
+
+Node kills (3-node cluster only) go through ``chaos.failover.Failover``: one waits until the
+cluster is whole again, and worker faults wait while a node kill's recovery is measured.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chaos.faults import Fault, Kind
+from chaos.failover import Failover, NodeKill
+from chaos.faults import NODE_KILLS, Fault, Kind
 from chaos.workers import Exit, Stopping, Worker, WorkerPool
 
 log = logging.getLogger("chaos.inject")
@@ -42,6 +46,8 @@ class FaultLog:
     scale_events: list[tuple[float, str, int]] = field(default_factory=list)  # (at, dir, n)
     broker_restarts: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
     broker_restart_skipped: str | None = None
+    node_kills: list[NodeKill] = field(default_factory=list)
+    node_kills_skipped: str | None = None
     timeline: list[str] = field(default_factory=list)
 
     def note(self, at_s: float, text: str) -> None:
@@ -67,8 +73,10 @@ class Injector:
         base_workers: int,
         term_timeout_s: float,
         record: FaultLog,
+        failover: Failover | None = None,
     ) -> None:
         self._pool = pool
+        self._failover = failover
         self._broker = broker
         self._base = base_workers
         self._term_timeout = term_timeout_s
@@ -88,7 +96,7 @@ class Injector:
         self._t0 = t0
         for fault in faults:
             self._push(t0 + fault.at_s, self._action(fault))
-        while self._queue or self._stopping:
+        while self._queue or self._stopping or (self._failover and self._failover.busy()):
             due = self._queue[0][0] if self._queue else time.monotonic() + SUPERVISE_EVERY_S
             while time.monotonic() < due:
                 self.supervise()
@@ -126,9 +134,19 @@ class Injector:
             Kind.SCALE_UP: self._scale_up,
             Kind.SCALE_DOWN: self._scale_down,
             Kind.BROKER_RESTART: self._restart_broker,
+            Kind.LEADER_KILL: self._kill_node,
+            Kind.CONTROLLER_KILL: self._kill_node,
         }
         act = actions[fault.kind]
-        return lambda: act(fault)
+
+        def act_or_wait() -> None:
+            measuring = self._failover is not None and self._failover.measuring()
+            if measuring and fault.kind not in NODE_KILLS:
+                self._later(fault)  # a worker fault would blur the failover's recovery time
+            else:
+                act(fault)
+
+        return act_or_wait
 
     def _start(self, why: str) -> Worker:
         worker = self._pool.start()
@@ -214,3 +232,25 @@ class Injector:
         seconds = self._broker.restart()
         self.record.broker_restarts.append((at, seconds))
         self.record.note(self.now_s(), f"broker node 1 ready again ({seconds:.1f}s)")
+
+    def _kill_node(self, fault: Fault) -> None:
+        if self._failover is None:
+            self.record.node_kills_skipped = "no private 3-node cluster: nodes not killed"
+            self.record.note(self.now_s(), f"{fault.kind.value} skipped (no 3-node cluster)")
+            return
+        before = self._failover.waiting
+        kill = self._failover.kill(fault, self.now_s)
+        if kill is None:
+            if self._failover.waiting != before:  # once per reason, not once a second
+                self.record.note(
+                    self.now_s(), f"{fault.kind.value} waits: {self._failover.waiting}"
+                )
+            self._later(fault)
+            return
+        self.record.node_kills.append(kill)
+        also = " (also the active controller)" if kill.was_controller else ""
+        self.record.note(
+            self.now_s(),
+            f"kill -9 node {kill.node}, {kill.role}{also}, leading {kill.led} input partitions; "
+            f"restart in {fault.restart_after_s:.1f}s",
+        )

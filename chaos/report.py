@@ -30,6 +30,7 @@ class RunFacts:
     shutdown_timeout_s: float
     published_all: bool
     passed: bool
+    nodes: int = 1  # of the private cluster; 0: external broker
 
 
 def summary(figures: Figures, faults: FaultLog, facts: RunFacts) -> dict[str, Any]:
@@ -61,6 +62,16 @@ def summary(figures: Figures, faults: FaultLog, facts: RunFacts) -> dict[str, An
         "unexpected_exits": len(faults.unexpected_exits),
         "max_sigterm_exit_s": round(max((e.seconds for e in terms), default=0.0), 1),
         "broker_restart_skipped": faults.broker_restart_skipped,
+        "nodes": facts.nodes,
+        "leader_kills": sum(1 for k in faults.node_kills if k.role == "leader"),
+        "controller_kills": sum(1 for k in faults.node_kills if k.role == "controller"),
+        "failovers_recovered": all(k.recovered for k in faults.node_kills),
+        "max_recovery_s": max(
+            (s for k in faults.node_kills for s in k.recovery_s.values() if s is not None),
+            default=None,
+        ),
+        "failovers": [k.as_dict() for k in faults.node_kills],
+        "node_kills_skipped": faults.node_kills_skipped,
         "drained": facts.drained,
         "residual_lag": facts.residual_lag,
         "drain_s": round(facts.drain_s, 1),
@@ -102,6 +113,10 @@ _ROWS: list[tuple[str, str, str]] = [
     ("max_sigterm_exit_s", "  slowest SIGTERM exit (s)", ""),
     ("scale_events", "scale events", ""),
     ("broker_restarts", "broker restarts", ""),
+    ("leader_kills", "kill -9 of the busiest leader node", ""),
+    ("controller_kills", "kill -9 of the active controller", ""),
+    ("failovers_recovered", "stages recovered from every node kill", "true"),
+    ("max_recovery_s", "  slowest recovery (s)", ""),
     ("unexpected_exits", "unexpected worker exits", "0"),
     ("drained", "drained (lag 0, DLQ stable)", "true"),
     ("residual_lag", "committed lag after the final stop", "0"),
@@ -127,6 +142,12 @@ def render(data: dict[str, Any], figures: Figures, faults: FaultLog, behind: lis
         console.print("[bold red]unclean SIGTERM exits count as a failure[/]")
     if faults.broker_restart_skipped:
         console.print(f"broker restart: {faults.broker_restart_skipped}")
+    for k in faults.node_kills:
+        d = k.as_dict()
+        console.print(
+            f"node kill at {d['at_s']}s: node {k.node} ({k.role}), led {k.led} input "
+            f"partitions; recovery {k.recovery_s}, node ready {k.ready_s}s, in sync {k.in_sync_s}s"
+        )
     for problem, sample in figures.samples.items():
         console.print(f"[bold]{problem}[/] (first {len(sample)}): {', '.join(sample)}")
     for line in behind:

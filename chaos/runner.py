@@ -1,7 +1,9 @@
 """``python -m chaos.runner``: one chaos run, end to end.
 
 1. broker: a private one (restarted mid-run) unless ``--bootstrap``/``KAFKA_BOOTSTRAP_SERVERS``;
-2. topics (12 partitions, unique prefix) and the side-effect table;
+   ``--nodes 3``: a private 3-node cluster whose nodes are killed (``chaos.failover``);
+2. topics (12 partitions, unique prefix; on 3 nodes replication 3 and min ISR 2, checked) and
+   the side-effect table;
 3. the base workers, awaited until both groups hold partitions;
 4. the load (a publisher thread at ``--rate``) and, over the same window, the fault schedule;
 5. drain: lag 0 everywhere and the DLQs stable, then SIGTERM to every worker;
@@ -15,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from chaos import broker as brokers
 from chaos import effects, observe
+from chaos.cluster import ClusterView
+from chaos.failover import Failover, Watch
 from chaos.faults import schedule
 from chaos.history import History, Published, check, passed
 from chaos.inject import FaultLog, Injector
@@ -32,6 +38,7 @@ from chaos.scenario import Options, Scenario, build
 from chaos.stages import COPIES, STAGES, Copy, Effects, EosCopy, Work
 from chaos.workers import ROOT, WorkerPool
 from pipeline.app import Pipeline
+from pipeline.kafka.schema_topic import TOPIC as SCHEMAS_TOPIC
 
 log = logging.getLogger("chaos.runner")
 JOIN_TIMEOUT_S = 120.0
@@ -52,6 +59,7 @@ class Run:
     broker: brokers.Broker
     injector: Injector
     began: float
+    failover: Failover | None  # on the private 3-node cluster
     record: FaultLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,8 +68,15 @@ class Run:
 
 def run(options: Options) -> int:
     began = time.monotonic()
-    home = ROOT / ".chaos" / "kafka"
-    broker = brokers.choose(options.bootstrap, home, options.broker_port, keep=options.keep_broker)
+    home = (options.broker_home or ROOT / ".chaos" / "kafka").resolve()
+    if options.nodes > 1 and (options.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        raise RunAborted(
+            "--nodes 3 kills nodes of a private cluster: drop --bootstrap and unset "
+            "KAFKA_BOOTSTRAP_SERVERS"
+        )
+    broker = brokers.choose(
+        options.bootstrap, home, options.broker_port, nodes=options.nodes, keep=options.keep_broker
+    )
     try:
         scenario = build(options, broker.bootstrap)
         log.info(
@@ -76,13 +91,47 @@ def run(options: Options) -> int:
         pipeline.ensure_topics()
         effects.create_table(scenario.store_url, scenario.effects_table)
         pool = WorkerPool(scenario.worker_env(), scenario.run_dir / "logs")
-        injector = Injector(pool, broker, options.workers, TERM_WAIT_S, FaultLog())
+        record = FaultLog()
+
+        def note(text: str) -> None:  # on the injector's clock (seconds after the load began)
+            record.note(injector.now_s(), text)
+
+        failover = _failover(scenario, pipeline, broker, note)
+        injector = Injector(pool, broker, options.workers, TERM_WAIT_S, record, failover)
         try:
-            return _execute(Run(scenario, pipeline, pool, broker, injector, began))
+            state = Run(scenario, pipeline, pool, broker, injector, began, failover)
+            return _execute(state)
         finally:
             pool.kill_all()
     finally:
         broker.close()
+
+
+def _failover(
+    s: Scenario,
+    pipeline: Pipeline,
+    broker: brokers.Broker,
+    note: Callable[[str], None],
+) -> Failover | None:
+    """On the private 3-node cluster: check that every topic of the run has replication 3 and
+    min ISR 2 (else the run would prove nothing), and set up the node kills."""
+    if not isinstance(broker, brokers.PrivateBroker) or broker.nodes < 3:
+        return None
+    topics = (*pipeline.topics(), s.topic(SCHEMAS_TOPIC))
+    groups = {"effects": s.group(Effects), "eos-copy": s.group(EosCopy)}
+    watch = Watch(topics, s.input_topic, groups)
+    failover = Failover(broker, ClusterView(broker.layout), watch, note)
+    _check_replication(s, failover, internal=False)
+    return failover
+
+
+def _check_replication(s: Scenario, failover: Failover, *, internal: bool) -> None:
+    replicas, min_isr = s.options.replication
+    problems = failover.replication_problems(replicas, min_isr or 1, internal=internal)
+    if problems:
+        raise RunAborted(f"topics not replicated as asked: {'; '.join(problems)}")
+    which = "internal offsets and transaction topics" if internal else "the run's topics"
+    log.info("%s: replication %d, min ISR %s", which, replicas, min_isr)
 
 
 def _execute(r: Run) -> int:
@@ -90,10 +139,14 @@ def _execute(r: Run) -> int:
     for _ in range(o.workers):
         r.pool.start()
     _await_joined(r)
+    if r.failover is not None:
+        _check_replication(r.scenario, r.failover, internal=True)
     plan = plan_load(o.events, o.keys, o.poison_ratio, r.scenario.seed)
     fingerprint = r.pipeline.catalog.bind(Work).fingerprint
     loader = Loader(r.scenario.settings, plan, o.rate, fingerprint)
     faults = schedule(r.scenario.fault_plan(), r.scenario.seed)
+    if r.failover is not None:  # recovery after the load: catching up is what is left
+        r.failover.load_done = lambda: not loader.is_alive()
     loader.start()
     r.injector.run(faults, time.monotonic())
     while loader.is_alive():
@@ -223,9 +276,15 @@ def _report(
         shutdown_timeout_s=s.settings.shutdown_timeout_s,
         published_all=published_all,
         passed=False,
+        nodes=r.broker.nodes,
     )
     terms_clean = all(clean(e.code, e.seconds, facts) for e in r.record.sigterm_exits)
-    verdict = passed(figures, sigterms_clean=terms_clean, published_all=published_all)
+    verdict = passed(
+        figures,
+        sigterms_clean=terms_clean,
+        published_all=published_all,
+        failovers_recovered=all(k.recovered for k in r.record.node_kills),
+    )
     facts = replace(facts, passed=verdict)
     data = summary(figures, r.record, facts)
     render(data, figures, r.record, facts.behind)
@@ -261,7 +320,14 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float, default=d.drain_timeout_s)
     p.add_argument("--broker-port", type=int, default=d.broker_port, help="private broker")
     p.add_argument("--keep-broker", action="store_true", help="leave the private broker up")
-    return Options(**vars(p.parse_args(argv)))
+    p.add_argument("--broker-home", type=Path, help="private broker's home (.chaos/kafka)")
+    p.add_argument("--nodes", type=int, default=d.nodes, help="private cluster: 1 or 3")
+    p.add_argument("--leader-kills", type=int, help="3 nodes: kill -9 the busiest leader (3)")
+    p.add_argument("--controller-kills", type=int, help="3 nodes: kill -9 the controller (1)")
+    try:
+        return Options(**vars(p.parse_args(argv)))
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,29 @@ class Options:
     drain_timeout_s: float = 600.0
     broker_port: int = 19192
     keep_broker: bool = False
+    broker_home: Path | None = None  # None: .chaos/kafka
+    nodes: int = 1  # of the private cluster; 3: replication 3, min ISR 2, node kills
+    leader_kills: int | None = None  # None: 3 on three nodes, else 0
+    controller_kills: int | None = None  # None: 1 on three nodes, else 0
+
+    def __post_init__(self) -> None:
+        if self.nodes not in (1, 3):
+            raise ValueError(f"--nodes must be 1 or 3, got {self.nodes}")
+        if self.nodes == 1 and (self.leader_kills or self.controller_kills):
+            raise ValueError("leader and controller kills need a 3-node cluster (--nodes 3)")
+
+    @property
+    def node_kills(self) -> tuple[int, int]:
+        """(leader kills, controller kills)."""
+        cluster = self.nodes == 3
+        leaders = self.leader_kills if self.leader_kills is not None else (3 if cluster else 0)
+        controllers = self.controller_kills
+        return leaders, controllers if controllers is not None else (1 if cluster else 0)
+
+    @property
+    def replication(self) -> tuple[int, int | None]:
+        """(replication factor, min.insync.replicas) of the run's topics."""
+        return (3, 2) if self.nodes == 3 else (1, None)
 
     @property
     def load_s(self) -> float:
@@ -64,12 +87,16 @@ class Scenario:
 
     def fault_plan(self) -> FaultPlan:
         o = self.options
+        leader_kills, controller_kills = o.node_kills
         return FaultPlan(
             window_s=o.load_s,
             kills=o.kills,
             sigterms=o.sigterms,
             scale_cycles=o.scale_cycles,
-            broker_restarts=1 if o.broker_restart else 0,
+            # On three nodes the node kills take the single broker's restart's place.
+            broker_restarts=1 if o.broker_restart and o.nodes == 1 else 0,
+            leader_kills=leader_kills,
+            controller_kills=controller_kills,
             base_workers=o.workers,
             max_workers=max(o.max_workers, o.workers + (1 if o.scale_cycles else 0)),
         )
@@ -83,6 +110,7 @@ class Scenario:
             PIPELINE_TOPIC_PREFIX=s.topic_prefix,
             PIPELINE_SCHEMAS_DIR=str(s.schemas_dir),
             PIPELINE_TOPIC_PARTITIONS=str(s.topic_partitions),
+            PIPELINE_TOPIC_REPLICATION=str(s.topic_replication),
             PIPELINE_COMMIT_INTERVAL_S=str(s.commit_interval_s),
             PIPELINE_BATCH_TIMEOUT_S=str(s.batch_timeout_s),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(s.shutdown_timeout_s),
@@ -91,6 +119,8 @@ class Scenario:
             CHAOS_EFFECTS_TABLE=self.effects_table,
             PYTHONPATH=str(ROOT),
         )
+        if s.topic_min_insync_replicas is not None:
+            env["PIPELINE_TOPIC_MIN_INSYNC_REPLICAS"] = str(s.topic_min_insync_replicas)
         return env
 
     # -- physical names -------------------------------------------------------------------
@@ -123,11 +153,14 @@ def build(options: Options, bootstrap: str) -> Scenario:
         store_url, table = postgres, f"{DEFAULT_TABLE}_{run_id}"
     else:
         store_url, table = f"sqlite:///{run_dir / 'store.db'}", DEFAULT_TABLE
+    replication, min_isr = options.replication
     settings = Settings(
         bootstrap_servers=bootstrap,
         topic_prefix=f"chaos-{run_id}.",
         schemas_dir=SCHEMAS_DIR,
         topic_partitions=PARTITIONS,
+        topic_replication=replication,
+        topic_min_insync_replicas=min_isr,
         commit_interval_s=COMMIT_INTERVAL_S,
         batch_timeout_s=0.05,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,

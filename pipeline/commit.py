@@ -11,7 +11,14 @@ is opened before a batch is handled; outputs, retry and dead-letter copies go in
 interval (and on revoke/shutdown) the input positions are added with
 ``send_offsets_to_transaction`` and the transaction is committed, atomically. An abortable
 error aborts and rewinds every partition to its last committed offset; a fenced producer (a
-newer instance owns the transactional id) stops the stage.
+newer instance owns the transactional id) stops the stage. An abort that runs out of time (its
+coordinator is moving to another broker) goes on in the background and must be *resumed*
+before the next ``begin_transaction`` (librdkafka refuses the begin with ``_CONFLICT``): the
+next batch resumes it first, and only an abort that still cannot finish stops the stage. A
+commit that runs out of time (outputs still waiting for a moved partition leader) is resumed
+the same way rather than aborted: aborting it would conflict with the commit that librdkafka
+carries on in the background (``_CONFLICT``), and rewinding would need the group coordinator,
+which may be the broker that is away.
 """
 
 from __future__ import annotations
@@ -120,20 +127,49 @@ class TransactionCommitter:
         self._clock = clock
         self._open = False
         self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
+        self._abort_pending = False  # an abort timed out and goes on in the background
+        # A commit that timed out and goes on in the background: what it commits.
+        self._commit_pending: tuple[set[TopicPartition], dict[TopicPartition, int]] | None = None
 
     def start(self) -> None:
         self._producer.init_transactions(self._timeout)
 
     def before_batch(self) -> None:
+        if self._commit_pending is not None:
+            self._resume_commit()
+        if self._abort_pending:
+            self._resume_abort()
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
+
+    def _resume_abort(self) -> None:
+        """Finish the abort that timed out (calling it again resumes it), with the full timeout.
+        Raises the ``TransactionError`` if it still does not finish: no transaction can begin."""
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except ProducerFencedError:
+            raise
+        except TransactionError as exc:
+            if not exc.retriable:
+                self._abort_pending = False  # not resumable: begin will say what is wrong
+                log.error("resuming the abort failed: %s", exc)
+                return
+            raise TransactionError(
+                f"the aborted transaction did not finish within {self._timeout:.1f}s: {exc}",
+                code=exc.code,
+            ) from None
+        self._abort_pending = False
+        log.info("the timed-out abort finished; transactions go on")
 
     def commit(
         self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
     ) -> None:
         """``timeout_s`` bounds the whole commit (offsets, commit, and an abort if it fails),
         not each call: at shutdown every step shares one deadline."""
+        if self._commit_pending is not None:
+            self._resume_commit(timeout_s)
+            return
         if not self._open:
             return
         deadline = self._clock() + (self._timeout if timeout_s is None else timeout_s)
@@ -142,18 +178,51 @@ class TransactionCommitter:
             next_read = self._tracker.partition(tp).next_read
             if next_read is not None:
                 offsets[tp] = next_read
+        committing = False
         try:
             if offsets:
                 metadata = self._consumer.group_metadata()
                 self._producer.send_offsets_to_transaction(offsets, metadata, self._left(deadline))
+            committing = True
             self._producer.commit_transaction(self._left(deadline))
         except ProducerFencedError:
             self._open = False
             raise
         except TransactionError as exc:
+            if committing and exc.retriable and not exc.abortable:
+                self._commit_pending = (set(assigned), offsets)
+                log.warning("commit_transaction not finished yet (%s); resumed before the next "
+                            "transaction", exc)  # fmt: skip
+                return
             log.warning("transaction failed (%s); aborting and rewinding", exc)
             self.abort(self._left(deadline))
             return
+        self._committed(assigned, offsets)
+
+    def _resume_commit(self, timeout_s: float | None = None) -> None:
+        """Finish the commit that timed out (calling it again resumes it), with the full
+        timeout. One that fails now is aborted; one that still does not finish raises."""
+        assert self._commit_pending is not None
+        (assigned, offsets), self._commit_pending = self._commit_pending, None
+        timeout_s = self._timeout if timeout_s is None else timeout_s
+        try:
+            self._producer.commit_transaction(timeout_s)
+        except ProducerFencedError:
+            self._open = False
+            raise
+        except TransactionError as exc:
+            if exc.retriable and not exc.abortable:
+                raise TransactionError(
+                    f"the transaction's commit did not finish within {timeout_s:.1f}s: {exc}",
+                    code=exc.code,
+                ) from None
+            log.warning("transaction failed (%s); aborting and rewinding", exc)
+            self.abort()
+            return
+        log.info("the timed-out commit finished; transactions go on")
+        self._committed(assigned, offsets)
+
+    def _committed(self, assigned: set[TopicPartition], offsets: dict[TopicPartition, int]) -> None:
         self._open = False
         claims, self._claims = self._claims, []
         for claim in claims:
@@ -188,6 +257,13 @@ class TransactionCommitter:
             self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
         except ProducerFencedError:
             raise
+        except TransactionError as exc:
+            self._abort_pending = exc.retriable
+            if exc.retriable:
+                log.warning("abort_transaction not finished yet (%s); resumed before the next "
+                            "transaction", exc)  # fmt: skip
+            else:
+                log.error("abort_transaction failed: %s", exc)
         except KafkaError as exc:
             log.error("abort_transaction failed: %s", exc)
         self._open = False

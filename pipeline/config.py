@@ -17,7 +17,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipeline.errors import ConfigError
@@ -60,6 +67,11 @@ class Settings(BaseSettings):
     create_topics: bool = Field(True, description="Create missing topics at startup.")
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics we create.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of topics we create.")
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of topics we create; None: the broker's default.",
+    )
     batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per consume call.")
     batch_timeout_s: float = Field(
         0.1, gt=0, description="Longest wait for a record when none is ready."
@@ -85,6 +97,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @model_validator(mode="after")
+    def _min_isr_fits_replication(self) -> Settings:
+        # A topic whose min ISR exceeds its replicas rejects every acks=all write.
+        if (self.topic_min_insync_replicas or 0) > self.topic_replication:
+            raise ValueError(
+                f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) cannot exceed "
+                f"topic_replication ({self.topic_replication})"
+            )
+        return self
+
     @field_validator("consumer_config", "producer_config", mode="before")
     @classmethod
     def _stringify_values(cls, value: Any) -> Any:
@@ -98,6 +120,12 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def topic_config(self) -> dict[str, str]:
+        """Topic-level configs for every topic we create (on top of per-topic ones)."""
+        if self.topic_min_insync_replicas is None:
+            return {}
+        return {"min.insync.replicas": str(self.topic_min_insync_replicas)}
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -13,6 +13,7 @@ injectable clock.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -21,7 +22,11 @@ from pipeline.offsets import OffsetTracker
 from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
 
+log = logging.getLogger("pipeline.runner")
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
+# When the group coordinator's broker dies, the first read times out (the call's own timeout);
+# by the second the group has a new coordinator. A 3-node chaos run needed the second one.
+COMMITTED_READS = 2
 
 
 class Holds:
@@ -78,12 +83,23 @@ class Holds:
         """Every assigned partition back to its committed offset, nothing begun kept (an
         aborted transaction). Raises if the committed offsets cannot be read."""
         assigned = list(self._assigned)
-        committed = self._consumer.committed(assigned) if assigned else {}
+        committed = self._read_committed(assigned) if assigned else {}
         for tp in assigned:
             offset = committed.get(tp, -1)
             self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
             self.skip[tp] = False
         self._tracker.drop(assigned)
+
+    def _read_committed(self, assigned: list[TopicPartition]) -> dict[TopicPartition, int]:
+        for attempt in range(1, COMMITTED_READS + 1):
+            try:
+                return self._consumer.committed(assigned)
+            except Exception as exc:  # the client's own error type: the port does not wrap it
+                if attempt == COMMITTED_READS:
+                    raise
+                log.warning("reading committed offsets after an abort failed (%s); asking "
+                            "again", exc)  # fmt: skip
+        raise AssertionError("unreachable")
 
     def skipped(self, record: RawRecord, tp: TopicPartition) -> None:
         """``record`` belongs to a partition skipped in this batch: seek back to it if the

@@ -53,7 +53,8 @@ class KafkaAdmin:
         if not missing:
             return []
         count = partitions or self._settings.topic_partitions
-        new = [NewTopic(n, count, self._settings.topic_replication) for n in missing]
+        replicas, config = self._settings.topic_replication, self._settings.topic_config()
+        new = [NewTopic(n, count, replicas, config=config) for n in missing]
         futures = self._admin.create_topics(new, operation_timeout=self._timeout)
         for name, future in futures.items():
             try:
@@ -61,7 +62,12 @@ class KafkaAdmin:
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing worker made it
                     raise wrap(exc, f"create topic {name}") from None
-        log.info("created topics %s with %d partitions", ", ".join(missing), count)
+        log.info(
+            "created topics %s with %d partitions, replication %d",
+            ", ".join(missing),
+            count,
+            replicas,
+        )
         return missing
 
     def _metadata(self) -> Any:

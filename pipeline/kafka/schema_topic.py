@@ -78,7 +78,7 @@ class SchemaTopic:
         if self._ready:
             return
         admin = AdminClient(kconfig.admin(self._settings))
-        config = {"cleanup.policy": "compact"}
+        config = self._settings.topic_config() | {"cleanup.policy": "compact"}
         new = NewTopic(self.topic, 1, self._settings.topic_replication, config=config)
         future = admin.create_topics([new], operation_timeout=self._timeout)[self.topic]
         try:

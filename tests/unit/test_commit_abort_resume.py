@@ -1,0 +1,147 @@
+"""An exactly-once abort that times out (its transaction coordinator is moving to another broker)
+is resumed before the next transaction begins, as librdkafka requires. Found by the 3-node chaos
+run: after a node kill, ``begin_transaction`` failed with ``_CONFLICT`` ("Conflicting
+abort_transaction API call is already in progress") and the worker exited 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.commit import TransactionCommitter
+from pipeline.errors import TransactionError
+from pipeline.offsets import OffsetTracker
+from pipeline.stats import StageStats
+from tests.unit.test_commit import TP, FakeConsumer, Log
+
+TIMED_OUT = "Timed out waiting for operation to finish, retry call to resume (_TIMED_OUT)"
+
+
+class CoordinatorAway:
+    """A transactional producer (librdkafka's rules) whose coordinator answers again only after
+    ``abort_attempts`` abort calls: the earlier ones time out and the abort goes on in the
+    background; a begin while it does is refused."""
+
+    def __init__(self, log: Log, abort_attempts: int) -> None:
+        self.log, self.left = log, abort_attempts
+        self.aborting = False
+
+    def init_transactions(self, timeout_s: float) -> None:
+        self.log.calls.append(("init", None))
+
+    def begin_transaction(self) -> None:
+        if self.aborting:
+            raise TransactionError("begin_transaction: Conflicting abort_transaction (_CONFLICT)")
+        self.log.calls.append(("begin", None))
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout_s: float) -> None:
+        raise TransactionError("COORDINATOR_NOT_AVAILABLE", abortable=True)
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self.log.calls.append(("commit_txn", None))
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        self.left -= 1
+        if self.left > 0:
+            self.aborting = True
+            self.log.calls.append(("abort timed out", timeout_s))
+            raise TransactionError(f"abort_transaction: {TIMED_OUT}", retriable=True)
+        self.aborting = False
+        self.log.calls.append(("abort", timeout_s))
+
+
+def committer(producer: CoordinatorAway, rewound: list[bool]) -> TransactionCommitter:
+    log = producer.log
+    tracker = OffsetTracker()
+    c = TransactionCommitter(
+        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: rewound.append(True),
+        timeout_s=7.5,
+    )  # fmt: skip
+    c.before_batch()
+    tracker.partition(TP).begin(0, 0)
+    return c
+
+
+def test_a_timed_out_abort_is_resumed_before_the_next_transaction_begins() -> None:
+    log, rewound = Log(), []
+    producer = CoordinatorAway(log, abort_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # offsets fail, the abort times out
+    assert rewound == [True]
+    c.before_batch()  # the next batch: resume the abort (full timeout), then begin
+    assert [name for name, _ in log.calls] == ["begin", "abort timed out", "abort", "begin"]
+    assert log.calls[2] == ("abort", 7.5)
+
+
+def test_an_abort_that_still_cannot_finish_stops_the_stage_with_a_clear_error() -> None:
+    log, rewound = Log(), []
+    producer = CoordinatorAway(log, abort_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    with pytest.raises(TransactionError, match=r"did not finish within 7\.5s"):
+        c.before_batch()
+    assert ("begin", None) not in log.calls[1:], "no transaction may begin over the abort"
+
+
+class SlowCommit(CoordinatorAway):
+    """Its first ``commit_attempts - 1`` commits time out (outputs wait for a moved leader) and
+    carry on in the background; an abort or a begin meanwhile is refused, as librdkafka does."""
+
+    def __init__(self, log: Log, commit_attempts: int) -> None:
+        super().__init__(log, abort_attempts=1)
+        self.commit_left = commit_attempts
+        self.committing = False
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout_s: float) -> None:
+        self.log.calls.append(("send_offsets", dict(offsets)))
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self.commit_left -= 1
+        if self.commit_left > 0:
+            self.committing = True
+            self.log.calls.append(("commit timed out", timeout_s))
+            raise TransactionError(f"commit_transaction: {TIMED_OUT}", retriable=True)
+        self.committing = False
+        self.log.calls.append(("commit_txn", timeout_s))
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        if self.committing:
+            raise TransactionError("abort_transaction: Conflicting commit_transaction (_CONFLICT)")
+        super().abort_transaction(timeout_s)
+
+    def begin_transaction(self) -> None:
+        if self.committing:
+            raise TransactionError("begin_transaction: Conflicting commit_transaction (_CONFLICT)")
+        super().begin_transaction()
+
+
+def test_a_timed_out_commit_is_resumed_not_aborted_and_nothing_is_rewound() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # the commit times out: it goes on in the background
+    c.before_batch()  # the next batch: resume the commit, then begin the next transaction
+    names = [name for name, _ in log.calls]
+    assert names == ["begin", "send_offsets", "commit timed out", "commit_txn", "begin"]
+    assert rewound == [], "the committed batch must not be read again"
+    assert "abort" not in names
+
+
+def test_a_resumed_commit_at_the_interval_finishes_the_pending_one_only() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    c.commit({TP}, sync=True, timeout_s=3.0)  # a revoke or the shutdown: within its budget
+    assert log.calls[-1] == ("commit_txn", 3.0)
+    assert [n for n, _ in log.calls].count("send_offsets") == 1
+
+
+def test_a_commit_that_still_cannot_finish_stops_the_stage_with_a_clear_error() -> None:
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    with pytest.raises(TransactionError, match=r"commit did not finish within 7\.5s"):
+        c.before_batch()
