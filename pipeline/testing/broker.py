@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.ports import RawHeaders, TopicPartition
+from pipeline.ports import RawHeaders, TopicInfo, TopicPartition
 from pipeline.testing.clock import Clock, SystemClock, wall_ms
 from pipeline.testing.errors import BrokerError
 from pipeline.testing.group import Group, Member
@@ -32,12 +32,6 @@ if TYPE_CHECKING:
     from pipeline.testing.producer import MemoryProducer
 
 OFFSET_INVALID = -1001  # confluent_kafka.OFFSET_INVALID: no committed offset
-
-
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    name: str
-    partitions: int
 
 
 @dataclass(frozen=True, slots=True)
