@@ -152,7 +152,11 @@ class TestPipeline:
         err, msg = outcome[0]
         if err is not None:
             raise self._producer.delivery_error(err, physical)
-        return _stored(msg)
+        # From what was sent: Kafka's delivery reports carry no headers.
+        return StoredRecord(
+            topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=raw_key,
+            value=value, headers=tuple(raw), timestamp_ms=msg.timestamp()[1],
+        )  # fmt: skip
 
     # -- running -------------------------------------------------------------------------
 
@@ -361,10 +365,3 @@ def _watched(stage: type[Stage], errors: list[BaseException]) -> type[Stage]:
         "__doc__": stage.__doc__,
     }
     return type(stage.__name__, (stage,), namespace)
-
-
-def _stored(msg: Any) -> StoredRecord:
-    return StoredRecord(
-        topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=msg.key(),
-        value=msg.value(), headers=tuple(msg.headers() or ()), timestamp_ms=msg.timestamp()[1],
-    )  # fmt: skip
