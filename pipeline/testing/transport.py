@@ -101,9 +101,7 @@ class MemoryAdmin:
         existing = self._broker.topics()
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            raise TopicNotFoundError(
-                f"missing topics (create_topics is off): {', '.join(missing)}"
-            )
+            raise TopicNotFoundError(f"missing topics (create_topics is off): {', '.join(missing)}")
         return []
 
 

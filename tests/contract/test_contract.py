@@ -100,7 +100,7 @@ def test_events_a_crashed_worker_had_not_committed_are_handled_again(harness: Ha
         t.run_until(lambda: sum(CALLS.values()) == 3, what="handled once")
         t.crash(Answer)
         t.run_until(lambda: sum(CALLS.values()) == 6, what="handled again")
-    assert CALLS == {f"p{n}": 2 for n in range(3)}
+    assert dict(CALLS) == {f"p{n}": 2 for n in range(3)}
 
 
 def test_a_failed_event_is_retried_from_its_retry_tier(harness: Harness) -> None:
