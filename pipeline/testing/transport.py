@@ -8,8 +8,11 @@ Pipeline, Publisher, the CLI and replay get their clients from it exactly as fro
 
 Each call returns a new client on the shared broker, configured as ``pipeline.kafka.config``
 configures the real one where the broker models it (group, offset reset, read_committed,
-the cooperative-sticky assignor). The producers handed out are remembered (``producers``), so
-a test harness can tell whether any delivery report is still outstanding.
+the cooperative-sticky assignor).
+
+``Publisher`` serves its delivery reports from a thread that polls with a timeout: on a broker
+with a non-blocking ``FakeClock`` that poll returns at once, so that thread spins. Publish
+through ``TestPipeline.publish`` there, or give the broker a ``SystemClock``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
         self.broker = broker
         self.settings = settings
-        self.producers: list[MemoryProducer] = []
         self._schemas = MemorySchemaStore()
 
     def check(self) -> None:
@@ -55,14 +57,14 @@ class MemoryTransport:
         )
 
     def producer(self, client_id: str) -> MemoryProducer:
-        return self._remember(self.broker.producer({"client.id": client_id}))
+        return self.broker.producer({"client.id": client_id})
 
     def transactional_producer(
         self, client_id: str, transactional_id: str, transaction_timeout_s: float
     ) -> MemoryProducer:
         # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
         config = {"client.id": client_id, "transactional.id": transactional_id}
-        return self._remember(self.broker.producer(config))
+        return self.broker.producer(config)
 
     def admin(self) -> MemoryAdmin:
         return MemoryAdmin(self.broker, self.settings)
@@ -76,10 +78,6 @@ class MemoryTransport:
     def schema_store(self) -> MemorySchemaStore:
         """One store per transport: a schema one pipeline publishes, another one reads."""
         return self._schemas
-
-    def _remember(self, producer: MemoryProducer) -> MemoryProducer:
-        self.producers.append(producer)
-        return producer
 
 
 class MemoryAdmin:

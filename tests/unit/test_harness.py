@@ -119,3 +119,23 @@ def test_memory_transport_admin_honours_create_topics() -> None:
     with pytest.raises(TopicNotFoundError, match="a, b"):
         admin.ensure(["a", "b"])
     assert MemoryTransport(MemoryBroker(), SETTINGS).admin().ensure(["a"]) == ["a"]
+
+
+def test_a_concurrent_stage_runs_to_idle_through_its_keyed_executor() -> None:
+    """A stage with concurrency > 1 is stepped the same way; every event comes out."""
+
+    class Parallel(Stage):
+        consumes = PINGS
+        emits = (PONGS,)
+        concurrency = 4
+        retry = NO_RETRIES
+
+        async def handle(self, event: Ping, ctx: Context) -> None:
+            ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="parallel"))
+
+    with TestPipeline([Parallel], SETTINGS) as t:
+        for n in range(12):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=f"k{n % 5}")
+        t.run_until_idle()
+        assert sorted(p.n for p in t.outputs(PONGS)) == list(range(12))
+        assert t.lag(Parallel) == (12, 0)
