@@ -24,9 +24,9 @@ What it models:
 
 What it does not: replication, ISR and ``acks``; brokers going down, network delays, and
 timeouts (``message.timeout.ms``, session and poll-interval timeouts: a member leaves only
-when closed or crashed); quotas; retention, compaction and log truncation; idempotent
-producer sequence numbers (records are never duplicated here, which Kafka's idempotence
-also ensures); log-append-time timestamps; consumer prefetch and fetch sizes; static
+when closed or crashed); quotas; retention and compaction (records go only by
+``delete_records``, Kafka's DeleteRecords); idempotent producer sequence numbers (records
+are never duplicated here, which Kafka's idempotence also ensures); log-append-time timestamps; consumer prefetch and fetch sizes; static
 membership; the admin client beyond creating, listing and deleting topics. Record sizes for
 ``max.message.bytes`` are an estimate (key, value, headers and a fixed overhead).
 

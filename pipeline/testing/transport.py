@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
-from pipeline.errors import KafkaError, PipelineError, TopicNotFoundError
+from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.ports import TopicInfo, Watermarks
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.consumer import MemoryConsumer
@@ -117,7 +117,7 @@ class MemoryLag:
 
 
 class MemoryTopicLog:
-    """``TopicLogPort``: snapshot reads of the broker's logs. Truncation is not modelled."""
+    """``TopicLogPort``: snapshot reads of the broker's logs, and ``DeleteRecords``."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self._broker = broker
@@ -125,8 +125,7 @@ class MemoryTopicLog:
     def watermarks(self, topic: str) -> Watermarks:
         if topic not in self._broker.topics():
             raise TopicNotFoundError(f"topic {topic!r} does not exist")
-        # Nothing is ever deleted here, so every log starts at 0.
-        return {p: (0, end) for p, end in self._broker.end_offsets(topic).items()}
+        return self._broker.watermarks(topic)
 
     def read(
         self, topic: str, *, partition: int | None = None, start_offset: int = 0
@@ -138,10 +137,9 @@ class MemoryTopicLog:
         return _snapshot(records, marks, start_offset)
 
     def delete_up_to(self, topic: str, marks: Watermarks) -> int:
-        raise PipelineError(
-            f"cannot delete records of {topic}: the in-memory broker does not model log "
-            "truncation (pipeline dlq purge needs a real broker)"
-        )
+        if topic not in self._broker.topics():
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        return self._broker.delete_records(topic, {p: high for p, (_, high) in marks.items()})
 
 
 def _snapshot(

@@ -15,6 +15,12 @@ from tests.conftest import TEST_SCHEMAS
 SETTINGS = Settings(schemas_dir=TEST_SCHEMAS, topic_partitions=2)
 
 
+class _Listener:
+    def on_assign(self, partitions: list[tuple[str, int]]) -> None: ...
+    def on_revoke(self, partitions: list[tuple[str, int]]) -> None: ...
+    def on_lost(self, partitions: list[tuple[str, int]]) -> None: ...
+
+
 def transport() -> MemoryTransport:
     return MemoryTransport(MemoryBroker(FakeClock()), SETTINGS)
 
@@ -73,15 +79,34 @@ def test_topic_log_reads_a_snapshot_taken_at_the_call() -> None:
     assert [r.value for r in log.read("log", partition=0)] == [b"a", b"b", b"c", b"d"]
 
 
-def test_topic_log_refuses_unknown_topics_and_truncation() -> None:
-    """An unknown topic is TopicNotFoundError; deleting records says it is not modelled."""
+def test_topic_log_refuses_unknown_topics() -> None:
+    """An unknown topic is TopicNotFoundError, for reads and deletes alike."""
     log = transport().topic_log()
     with pytest.raises(TopicNotFoundError):
         log.watermarks("nope")
     with pytest.raises(TopicNotFoundError):
         log.read("nope")
-    with pytest.raises(PipelineError, match="does not model log truncation"):
+    with pytest.raises(TopicNotFoundError):
         log.delete_up_to("nope", {0: (0, 1)})
+
+
+def test_deleting_records_moves_the_low_watermark_and_keeps_later_ones() -> None:
+    """delete_up_to removes what was below the marks read (not what came after); readers and
+    a group whose committed offset was deleted start at the new low watermark."""
+    t = transport()
+    t.admin().create(["log"], partitions=1)
+    _write(t, "log", b"a", b"b")
+    log = t.topic_log()
+    marks = log.watermarks("log")
+    _write(t, "log", b"c")
+    assert log.delete_up_to("log", marks) == 2
+    assert log.delete_up_to("log", marks) == 0
+    assert log.watermarks("log") == {0: (2, 3)}
+    assert [(r.offset, r.value) for r in log.read("log")] == [(2, b"c")]
+    consumer = t.consumer("g", "c1")
+    consumer.commit({("log", 0): 1}, sync=True)  # below the low watermark now
+    consumer.subscribe(["log"], _Listener())
+    assert [(r.offset(), r.value()) for r in consumer.consume(10, 0)] == [(2, b"c")]
 
 
 def test_lag_counts_committed_and_uncommitted_records_of_a_group() -> None:
@@ -90,13 +115,7 @@ def test_lag_counts_committed_and_uncommitted_records_of_a_group() -> None:
     t.admin().create(["in"], partitions=1)
     _write(t, "in", b"a", b"b", b"c")
     consumer = t.consumer("g", "c1")
-
-    class Listener:
-        def on_assign(self, partitions: list[tuple[str, int]]) -> None: ...
-        def on_revoke(self, partitions: list[tuple[str, int]]) -> None: ...
-        def on_lost(self, partitions: list[tuple[str, int]]) -> None: ...
-
-    consumer.subscribe(["in"], Listener())
+    consumer.subscribe(["in"], _Listener())
     assert len(consumer.consume(10, 0)) == 3
     consumer.commit({("in", 0): 2}, sync=True)
     monitor = t.lag_monitor()
@@ -114,3 +133,23 @@ def test_a_schema_published_is_found_by_every_reader_of_the_transport() -> None:
     assert reader(b"fp") == '{"type": "string"}'
     with pytest.raises(PipelineError, match="another schema"):
         t.schema_store().publish(b"fp", '{"type": "int"}')
+
+
+def test_the_publisher_publishes_through_a_memory_transport() -> None:
+    """Publisher gets its producer and topic check from the transport: the event lands in
+    the broker, acknowledged, and an unknown topic is refused by name."""
+    from pipeline import Publisher
+    from tests.integration.app_stages import PINGS, Ping
+
+    t = MemoryTransport(MemoryBroker(), SETTINGS)  # SystemClock: the report thread waits
+    t.admin().create([PINGS.name])
+    with Publisher(SETTINGS, transport=t) as publisher:
+        sent = publisher.publish(PINGS, Ping(ping_id="p1", n=1), key="k")
+        assert sent is not None
+        [record] = t.broker.records(PINGS.name)
+        assert (record.partition(), record.offset(), record.key()) == (
+            sent.partition, sent.offset, b"k",
+        )  # fmt: skip
+    other = MemoryTransport(MemoryBroker(), SETTINGS)
+    with Publisher(SETTINGS, transport=other) as publisher, pytest.raises(TopicNotFoundError):
+        publisher.publish(PINGS, Ping(ping_id="p1", n=1))
