@@ -26,9 +26,10 @@ What it does not: replication, ISR and ``acks``; brokers going down, network del
 timeouts (``message.timeout.ms``, session and poll-interval timeouts: a member leaves only
 when closed or crashed); quotas; retention and compaction (records go only by
 ``delete_records``, Kafka's DeleteRecords); idempotent producer sequence numbers (records
-are never duplicated here, which Kafka's idempotence also ensures); log-append-time timestamps; consumer prefetch and fetch sizes; static
-membership; the admin client beyond creating, listing and deleting topics. Record sizes for
-``max.message.bytes`` are an estimate (key, value, headers and a fixed overhead).
+are never duplicated here, which Kafka's idempotence also ensures); log-append-time
+timestamps; consumer prefetch and fetch sizes; static membership; the admin client beyond
+creating, listing and deleting topics. Record sizes for ``max.message.bytes`` are an
+estimate (key, value, headers and a fixed overhead).
 
 ``MemoryTransport`` hands these clients to ``Pipeline.build(..., transport=...)``, and
 ``TestPipeline`` runs a user's stages on it in a unit test (see ``pipeline.testing.harness``).
