@@ -14,7 +14,8 @@ under a second. Any other transport works too (``transport=KafkaTransport(settin
 contract suite runs the same scenarios on both.
 
 The runners are the ones ``Pipeline.runner`` builds, stepped in lockstep with the test
-(``pipeline.testing.lockstep``). ``run_until_idle`` steps every stage until each group has
+(``pipeline.testing.lockstep``): a handler runs on its stage's thread, one step at a time,
+while the test waits. ``run_until_idle`` steps every stage until each group has
 committed everything in its topics and no producer waits for a delivery report; when a round
 changes nothing it lets time pass on the broker's ``FakeClock`` so that what waits for a
 deadline comes due. It is bounded by ``timeout_s`` on that clock and by ``max_steps``.
