@@ -139,3 +139,16 @@ def test_a_concurrent_stage_runs_to_idle_through_its_keyed_executor() -> None:
         t.run_until_idle()
         assert sorted(p.n for p in t.outputs(PONGS)) == list(range(12))
         assert t.lag(Parallel) == (12, 0)
+
+
+def test_an_exactly_once_stage_commits_its_outputs_and_offsets_together() -> None:
+    """An exactly-once stage runs to idle on the memory broker's transactions: its outputs are
+    visible to read_committed readers and its offsets committed with them."""
+    from tests.integration.app_stages import EosEcho
+
+    with TestPipeline([EosEcho], SETTINGS) as t:
+        for n in range(5):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=f"k{n}")
+        t.run_until_idle()
+        assert sorted(p.n for p in t.outputs(PONGS)) == list(range(5))
+        assert t.lag(EosEcho) == (5, 0)
