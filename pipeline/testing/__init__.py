@@ -24,11 +24,15 @@ What it models:
 
 What it does not: replication, ISR and ``acks``; brokers going down, network delays, and
 timeouts (``message.timeout.ms``, session and poll-interval timeouts: a member leaves only
-when closed or crashed); quotas; retention, compaction and log truncation; idempotent
-producer sequence numbers (records are never duplicated here, which Kafka's idempotence
-also ensures); log-append-time timestamps; consumer prefetch and fetch sizes; static
-membership; the admin client beyond creating, listing and deleting topics. Record sizes for
-``max.message.bytes`` are an estimate (key, value, headers and a fixed overhead).
+when closed or crashed); quotas; retention and compaction (records go only by
+``delete_records``, Kafka's DeleteRecords); idempotent producer sequence numbers (records
+are never duplicated here, which Kafka's idempotence also ensures); log-append-time
+timestamps; consumer prefetch and fetch sizes; static membership; the admin client beyond
+creating, listing and deleting topics. Record sizes for ``max.message.bytes`` are an
+estimate (key, value, headers and a fixed overhead).
+
+``MemoryTransport`` hands these clients to ``Pipeline.build(..., transport=...)``, and
+``TestPipeline`` runs a user's stages on it in a unit test (see ``pipeline.testing.harness``).
 
 With a ``FakeClock`` nothing blocks: a ``consume`` or ``poll`` with nothing ready returns at
 once, and time moves only when the test advances it.
@@ -36,24 +40,32 @@ once, and time moves only when the test advances it.
 
 from typing import TYPE_CHECKING
 
-from pipeline.testing.broker import GroupMetadata, MemoryBroker, TopicInfo
+from pipeline.ports import TopicInfo
+from pipeline.testing.broker import GroupMetadata, MemoryBroker
 from pipeline.testing.clock import Clock, FakeClock, SystemClock
 from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.errors import BrokerError
+from pipeline.testing.harness import DeadLettered, TestPipeline
+from pipeline.testing.lockstep import HarnessError
 from pipeline.testing.log import Record
 from pipeline.testing.partitioner import murmur2, murmur2_partition
 from pipeline.testing.producer import MemoryProducer
+from pipeline.testing.transport import MemoryTransport
 
 __all__ = [
     "BrokerError",
     "Clock",
+    "DeadLettered",
     "FakeClock",
     "GroupMetadata",
+    "HarnessError",
     "MemoryBroker",
     "MemoryConsumer",
     "MemoryProducer",
+    "MemoryTransport",
     "Record",
     "SystemClock",
+    "TestPipeline",
     "TopicInfo",
     "murmur2",
     "murmur2_partition",
@@ -62,9 +74,10 @@ __all__ = [
 if TYPE_CHECKING:
     from pipeline.commit import Producerish
     from pipeline.ports import ConsumerPort, ProducerPort, RawRecord
+    from pipeline.transport import Transport
 
     def _implements(
-        consumer: MemoryConsumer, producer: MemoryProducer, record: Record
-    ) -> tuple[ConsumerPort, ProducerPort, Producerish, RawRecord]:
+        consumer: MemoryConsumer, producer: MemoryProducer, record: Record, t: MemoryTransport
+    ) -> tuple[ConsumerPort, ProducerPort, Producerish, RawRecord, Transport]:
         """mypy proves here that the clients implement the ports the runner uses."""
-        return consumer, producer, producer, record
+        return consumer, producer, producer, record, t

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.ports import RawHeaders, TopicPartition
+from pipeline.ports import RawHeaders, TopicInfo, TopicPartition
 from pipeline.testing.clock import Clock, SystemClock, wall_ms
 from pipeline.testing.errors import BrokerError
 from pipeline.testing.group import Group, Member
@@ -32,12 +32,6 @@ if TYPE_CHECKING:
     from pipeline.testing.producer import MemoryProducer
 
 OFFSET_INVALID = -1001  # confluent_kafka.OFFSET_INVALID: no committed offset
-
-
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    name: str
-    partitions: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +105,18 @@ class MemoryBroker:
             for name in names:
                 if self._topics.pop(name, None) is not None:
                     self._rebalance_subscribers(name)
+
+    def delete_records(self, name: str, below: Mapping[int, int]) -> int:
+        """Delete the records of each partition below its offset in ``below`` (Kafka's
+        ``DeleteRecords``); returns how many offsets the low watermarks moved by."""
+        with self.condition:
+            logs = self._topic(name).logs
+            return sum(logs[p].delete_below(o) for p, o in below.items() if 0 <= p < len(logs))
+
+    def watermarks(self, name: str) -> dict[int, tuple[int, int]]:
+        """(low, high) offsets of every partition of ``name``."""
+        with self.condition:
+            return {p: (log.low, log.end) for p, log in enumerate(self._topic(name).logs)}
 
     def set_topic_config(self, name: str, **config: str) -> None:
         """Change topic configs; keyword names use ``_`` for ``.``: ``max_message_bytes``."""

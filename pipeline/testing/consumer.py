@@ -236,12 +236,12 @@ class MemoryConsumer:
         if position is None:
             position = self._broker.group(self.group_id).committed.get(tp)
         if position == OFFSET_BEGINNING:
-            position = 0
+            position = partition_log.low
         elif position == OFFSET_END:
             position = self._end(partition_log)
-        if position is None or not 0 <= position <= partition_log.end:
+        if position is None or not partition_log.low <= position <= partition_log.end:
             # No committed offset, or out of range: auto.offset.reset decides.
-            position = 0 if self._from_start else self._end(partition_log)
+            position = partition_log.low if self._from_start else self._end(partition_log)
         return position
 
     def _end(self, partition_log: PartitionLog) -> int:

@@ -110,6 +110,7 @@ class PartitionLog:
         self.tp = tp
         self.entries: list[Entry] = []
         self._open: dict[Txn, int] = {}  # open transaction -> its first offset here
+        self.low = 0  # the low watermark: records below it were deleted
 
     @property
     def end(self) -> int:
@@ -130,10 +131,20 @@ class PartitionLog:
         if self._open.pop(txn, None) is not None:
             self.entries.append(Entry(None, txn))
 
+    def delete_below(self, offset: int) -> int:
+        """Delete the records below ``offset`` (at most the high watermark), as Kafka's
+        ``DeleteRecords``: the low watermark moves up, offsets stay. Returns how far it moved."""
+        new_low = min(max(self.low, offset), self.end)
+        for o in range(self.low, new_low):
+            self.entries[o] = Entry(None)  # the offset stays taken; the record is gone
+        moved, self.low = new_low - self.low, new_low
+        return moved
+
     def read(self, position: int, limit: int, read_committed: bool) -> tuple[list[Record], int]:
-        """Up to ``limit`` visible records from ``position``, and the position after them
-        (past any markers and aborted records skipped on the way)."""
+        """Up to ``limit`` visible records from ``position`` (or the low watermark, if later),
+        and the position after them (past any markers and aborted records skipped)."""
         bound = self.stable_end() if read_committed else self.end
+        position = max(position, self.low)
         out: list[Record] = []
         while position < bound and len(out) < limit:
             entry = self.entries[position]

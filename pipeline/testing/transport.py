@@ -1,0 +1,173 @@
+"""``MemoryTransport``: the ``pipeline.transport.Transport`` of a ``MemoryBroker``.
+
+Pipeline, Publisher, the CLI and replay get their clients from it exactly as from
+``KafkaTransport``, so a user's stages run unchanged through the real runner::
+
+    broker = MemoryBroker(FakeClock())
+    pipeline = Pipeline.build(settings, [Transcode], transport=MemoryTransport(broker, settings))
+
+Each call returns a new client on the shared broker, configured as ``pipeline.kafka.config``
+configures the real one where the broker models it (group, offset reset, read_committed,
+the cooperative-sticky assignor).
+
+``Publisher`` serves its delivery reports from a thread that polls with a timeout: on a broker
+with a non-blocking ``FakeClock`` that poll returns at once, so that thread spins. Publish
+through ``TestPipeline.publish`` there, or give the broker a ``SystemClock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from pipeline.config import Settings
+from pipeline.dlq import StoredRecord
+from pipeline.errors import KafkaError, TopicNotFoundError
+from pipeline.ports import TopicInfo, Watermarks
+from pipeline.testing.broker import MemoryBroker
+from pipeline.testing.consumer import MemoryConsumer
+from pipeline.testing.log import Record
+from pipeline.testing.producer import MemoryProducer
+
+if TYPE_CHECKING:
+    from pipeline.serde import SchemaResolver
+
+
+class MemoryTransport:
+    def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self._schemas = MemorySchemaStore()
+
+    def check(self) -> None:
+        """Nothing to check: the broker reads only the options it models."""
+
+    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> MemoryConsumer:
+        # As pipeline.kafka.config.consumer: no auto-commit (the broker has none), committed
+        # transactional records only, incremental rebalances. ``retry`` changes only fetch
+        # timing on Kafka, which is not modelled.
+        return self.broker.consumer(
+            {
+                "group.id": group,
+                "client.id": client_id,
+                "auto.offset.reset": self.settings.auto_offset_reset,
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+
+    def producer(self, client_id: str) -> MemoryProducer:
+        return self.broker.producer({"client.id": client_id})
+
+    def transactional_producer(
+        self, client_id: str, transactional_id: str, transaction_timeout_s: float
+    ) -> MemoryProducer:
+        # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
+        config = {"client.id": client_id, "transactional.id": transactional_id}
+        return self.broker.producer(config)
+
+    def admin(self) -> MemoryAdmin:
+        return MemoryAdmin(self.broker, self.settings)
+
+    def lag_monitor(self) -> MemoryLag:
+        return MemoryLag(self.broker)
+
+    def topic_log(self) -> MemoryTopicLog:
+        return MemoryTopicLog(self.broker)
+
+    def schema_store(self) -> MemorySchemaStore:
+        """One store per transport: a schema one pipeline publishes, another one reads."""
+        return self._schemas
+
+
+class MemoryAdmin:
+    """``AdminPort``: topics on the broker (never unreachable, so never a broker error)."""
+
+    def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
+        self._broker = broker
+        self._settings = settings
+
+    def topics(self) -> dict[str, TopicInfo]:
+        return {n: t for n, t in self._broker.topics().items() if not n.startswith("__")}
+
+    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+        return self._broker.create(names, partitions or self._settings.topic_partitions)
+
+    def ensure(self, names: list[str]) -> list[str]:
+        if self._settings.create_topics:
+            return self.create(names)
+        existing = self._broker.topics()
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            raise TopicNotFoundError(f"missing topics (create_topics is off): {', '.join(missing)}")
+        return []
+
+
+class MemoryLag:
+    """``LagPort`` over the broker's committed offsets."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
+        return self._broker.lag(group, topics)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryTopicLog:
+    """``TopicLogPort``: snapshot reads of the broker's logs, and ``DeleteRecords``."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    def watermarks(self, topic: str) -> Watermarks:
+        if topic not in self._broker.topics():
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        return self._broker.watermarks(topic)
+
+    def read(
+        self, topic: str, *, partition: int | None = None, start_offset: int = 0
+    ) -> Generator[StoredRecord, None, None]:
+        # The snapshot is taken now, not at the first next(): records appended meanwhile are
+        # not returned, as the port promises.
+        marks = self.watermarks(topic)
+        records = self._broker.records(topic, partition)
+        return _snapshot(records, marks, start_offset)
+
+    def delete_up_to(self, topic: str, marks: Watermarks) -> int:
+        if topic not in self._broker.topics():
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        return self._broker.delete_records(topic, {p: high for p, (_, high) in marks.items()})
+
+
+def _snapshot(
+    records: list[Record], marks: Watermarks, start_offset: int
+) -> Generator[StoredRecord, None, None]:
+    for r in records:
+        if start_offset <= r.offset() < marks[r.partition()][1]:
+            yield StoredRecord(
+                topic=r.topic(),
+                partition=r.partition(),
+                offset=r.offset(),
+                key=r.key(),
+                value=r.value(),
+                headers=tuple(r.headers() or ()),
+                timestamp_ms=r.timestamp()[1],
+            )
+
+
+class MemorySchemaStore:
+    """``SchemaStorePort``: writer schemas in a dict, found at once by every reader."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[bytes, str] = {}
+
+    def publish(self, fingerprint: bytes, schema_json: str) -> None:
+        known = self._schemas.setdefault(fingerprint, schema_json)
+        if known != schema_json:
+            raise KafkaError(f"fingerprint {fingerprint.hex()} already names another schema")
+
+    def reader(self) -> SchemaResolver:
+        return self._schemas.get
