@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import registry
-from pipeline.concurrent_runner import ConcurrentStageRunner
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
@@ -85,8 +84,7 @@ class Pipeline:
                 "transactional.id": client_id,
                 "transaction.timeout.ms": 10_000,
             } | producer_config
-        kind = ConcurrentStageRunner if plan.stage.concurrency > 1 else StageRunner
-        return kind(
+        return StageRunner(
             plan,
             consumer,
             KafkaProducer(producer_config),

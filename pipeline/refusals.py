@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from pipeline.backoff import Backoff, Streaks
 from pipeline.errors import KafkaError
+from pipeline.gates import DEAD_LETTERED, FINISHED, Settled
 from pipeline.holds import Holds
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import FailedDelivery
@@ -82,17 +83,19 @@ class Refusals:
                 fresh = True
         return fresh
 
-    def settled(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> bool:
+    def settled(
+        self, record: RawRecord, tp: TopicPartition, origin: Origin | None
+    ) -> Settled | None:
         """Whether a record read again after a rewind is settled without its handler: it had
         finished before (its outputs are out already), or it is to be dead-lettered."""
         offset = record.offset()
         if tp in self._tracker.keeping and self._tracker.resume_kept(tp, offset):
-            return True
+            return FINISHED
         verdict = self.verdicts.get((tp, offset))
         if verdict is None or verdict[0] is not Verdict.DEAD_LETTER:
-            return False
+            return None
         self._router.dead_letter(record, tp, verdict[1], origin)
-        return True
+        return DEAD_LETTERED
 
     def refused(self, tp: TopicPartition, token: Token, err: KafkaError, dead_letter: bool) -> None:
         """An output or copy of the input behind ``token`` was not delivered: decide its fate,
