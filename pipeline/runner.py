@@ -34,8 +34,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline import gates
-from pipeline.breaker import CircuitBreaker, State
+from pipeline import gates, parts
 from pipeline.clock import SYSTEM, Clock
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
@@ -49,16 +48,13 @@ from pipeline.errors import (
     UnknownSchemaError,
 )
 from pipeline.execute import Admitted, Executor, InlineExecutor
-from pipeline.holds import Holds
 from pipeline.invoke import Invoker
 from pipeline.keyed import KeyedExecutor
-from pipeline.offsets import OffsetTracker, Token
-from pipeline.outputs import OutputWriter
+from pipeline.offsets import Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
-from pipeline.refusals import ALONE_FLUSH_S, Refusals
+from pipeline.refusals import ALONE_FLUSH_S
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
-from pipeline.routing import Router
 from pipeline.serde import Codec
 from pipeline.stats import StageStats
 from pipeline.stop import StopEvent, seconds_since_stop
@@ -98,53 +94,27 @@ class StageRunner:
         )  # fmt: skip
         self._dedupe: Deduper | None = None  # the idempotency store, opened in run()
         self._store_url = store_url
-        self._breaker: CircuitBreaker | None = None
-        if plan.stage.breaker is not None:
-            self._breaker = CircuitBreaker(
-                plan.name, plan.stage.breaker, clock.monotonic, self._on_breaker
-            )
-            self.stats.breaker = State.CLOSED.value
         self._commit_interval = commit_interval_s
         self._shutdown_timeout = shutdown_timeout_s
         # Blocking work inside the loop (a revoke's flush and commit, a transaction commit) gets
         # half the shutdown timeout: one in progress when a stop comes leaves shutdown the rest.
         self._in_loop_budget = shutdown_timeout_s / 2
-        self._tracker = OffsetTracker()
-        self._assigned: set[TopicPartition] = set()
-        self._holds = Holds(consumer, self._tracker, self._assigned, clock)
-        self._committer = self._make_committer()
-        self._outputs = OutputWriter(plan, codec, producer, self.stats)
-        self._router = Router(
-            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker,
-            self._committer.after_commit, clock,
+        p = parts.build(
+            plan, consumer, producer, codec, self.stats, clock,
+            rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
         )  # fmt: skip
-        self._refusals = Refusals(
-            plan.name, self._holds, self._tracker, self._router, self._assigned, self.stats,
-            policy.ordered_backoff,
-        )  # fmt: skip
-        chain = gates.build(
-            self._holds, self._tracker, self._refusals, self.stats,
-            retry_topics=frozenset(plan.retry_topics), breaker=self._breaker,
-            idempotent=plan.stage.idempotency is not None,
-        )  # fmt: skip
-        self._gates, self._batch_gates = chain.gates, chain.batch_gates
+        self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
+        self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
+        self._router, self._refusals = p.router, p.refusals
+        self._gates, self._batch_gates = p.chain.gates, p.chain.batch_gates
+        self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
-        self._dedupe_gate, self._probe = chain.dedupe, chain.breaker
         self._executor = self._make_executor(batch_size, batch_timeout_s)
         self._last_commit = clock.monotonic()
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
         self._fatal: PipelineError | None = None
-
-    def _make_committer(self) -> OffsetCommitter | TransactionCommitter:
-        if self.plan.stage.guarantee == "exactly_once":
-            producer: Any = self._producer
-            return TransactionCommitter(
-                self._consumer, producer, self._tracker, self.stats, self._rewind_to_committed,
-                self._in_loop_budget, self._clock.monotonic,
-            )  # fmt: skip
-        return OffsetCommitter(self.plan.group, self._consumer, self._tracker, self.stats)
 
     def _make_executor(self, batch_size: int, batch_timeout_s: float) -> Executor:
         limit = self.plan.stage.concurrency
@@ -397,9 +367,6 @@ class StageRunner:
             self._tracker.drop(list(self._assigned))
             self._fatal = KafkaError(f"{self.plan.name}: no rewind after an abort: {exc}")
             self.stop_event.set()
-
-    def _on_breaker(self, _name: str, _old: State, new: State) -> None:
-        self.stats.breaker = new.value
 
     # -- rebalance listener (called inside consume) ---------------------------------------
 
