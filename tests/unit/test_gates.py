@@ -1,0 +1,121 @@
+"""The gates before the handler, driven through fake ports on a fake clock (no Kafka, no
+sleeping): a retry not yet due holds its partition until the due time, and each stage carries
+only the gates for what it enables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
+from pipeline import gates as g
+from pipeline.app import Pipeline
+from pipeline.clock import FakeClock
+from pipeline.guarantees import Idempotency
+from pipeline.retrytopics import Origin, retry_headers
+from pipeline.runner import StageRunner
+from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
+from tests.unit.fakes import FakeConsumer, FakeProducer, Record
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+class Echo(Stage):
+    consumes = PINGS
+    emits = (PONGS,)
+    group = "echo"
+    handled: list[int] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        Echo.handled.append(event.n)
+        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="echo"))
+
+
+class Plain(Echo):
+    group = "plain"
+    retry = RetryPolicy(tiers=())
+
+
+class Everything(Echo):
+    group = "everything"
+    breaker = BreakerPolicy()
+    idempotency = Idempotency()
+
+
+class RetryCopy(Record):
+    """A record of a retry topic, with the headers a retry copy carries."""
+
+    def __init__(self, topic: str, offset: int, value: bytes, headers: Any) -> None:
+        super().__init__(topic, 0, offset, value)
+        self._headers = headers
+
+    def headers(self) -> Any:
+        return self._headers
+
+
+def runner_for(stage: type[Stage], clock: FakeClock) -> tuple[StageRunner, Pipeline, Any, Any]:
+    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [stage])
+    consumer, producer = FakeConsumer(), FakeProducer()
+    runner = StageRunner(
+        pipeline.plans[0], consumer, producer, pipeline.codec,  # type: ignore[arg-type]
+        clock=clock, commit_interval_s=0,
+    )  # fmt: skip
+    return runner, pipeline, consumer, producer
+
+
+def test_a_retry_not_yet_due_holds_its_partition_until_its_due_time_on_the_fake_clock() -> None:
+    Echo.handled.clear()
+    clock = FakeClock()
+    runner, pipeline, consumer, producer = runner_for(Echo, clock)
+    plan = pipeline.plans[0]
+    retry_tp = (plan.retry_topics[0], 0)
+    runner.on_assign([retry_tp])
+    value = pipeline.codec.encode(Ping(ping_id="p7", n=7), plan.inputs[PINGS.name], PINGS.name)
+    original = Record(PINGS.name, 0, 7, value)
+    origin = Origin(PINGS.name, 0, 7, 0)
+    due_ms = clock.wall_ms() + 5_000
+    headers = retry_headers(original, origin, 1, due_ms, clock.wall_ms(), ValueError("x"))
+    copy = RetryCopy(retry_tp[0], 3, value, headers)
+
+    consumer.batches = [[copy]]
+    runner.step()
+    assert Echo.handled == [] and retry_tp in consumer.paused
+    assert consumer.seeks == [(retry_tp, 3)], "the partition is re-read from the held record"
+
+    clock.advance(4.9)
+    runner.step()
+    assert retry_tp in consumer.paused, "not due yet: still held"
+
+    clock.advance(0.2)
+    consumer.batches = [[copy]]  # the re-read after the seek
+    runner.step()
+    assert retry_tp not in consumer.paused
+    assert Echo.handled == [7] and [t for t, _ in producer.produced] == [PONGS.name]
+    assert consumer.commits[-1] == {retry_tp: 4}
+
+
+@pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        (Plain, [g.HeldInBatch, g.Refused]),
+        (Echo, [g.HeldInBatch, g.RetryDue, g.Refused]),
+        (Everything, [g.HeldInBatch, g.Deduplicate, g.RetryDue, g.Refused, g.Breaker]),
+    ],
+)
+def test_a_stage_carries_only_the_gates_it_enables(
+    stage: type[Stage], expected: list[type[g.Gate]]
+) -> None:
+    runner, *_ = runner_for(stage, FakeClock())
+    assert [type(gate) for gate in runner._gates] == expected
+    batch = [type(gate) for gate in runner._batch_gates]
+    assert batch == ([g.Deduplicate] if stage is Everything else [])
+
+
+def test_the_fake_clock_moves_both_kinds_of_time_and_never_back() -> None:
+    clock = FakeClock(monotonic=5.0, wall=1_000.0)
+    clock.advance(1.5)
+    assert (clock.monotonic(), clock.time(), clock.wall_ms()) == (6.5, 1_001.5, 1_001_500)
+    with pytest.raises(ValueError):
+        clock.advance(-1)
