@@ -119,3 +119,40 @@ def test_the_fake_clock_moves_both_kinds_of_time_and_never_back() -> None:
     assert (clock.monotonic(), clock.time(), clock.wall_ms()) == (6.5, 1_001.5, 1_001_500)
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+class Guarded(Echo):
+    group = "guarded"
+    retry = RetryPolicy(in_process_attempts=1)
+    breaker = BreakerPolicy(failure_threshold=1, cooldown_s=5)
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.n == 1:
+            raise ConnectionError("remote down")
+        super().handle(event, ctx)
+
+
+def test_a_probe_that_cannot_be_decoded_is_dead_lettered_and_the_next_record_probes() -> None:
+    Echo.handled.clear()
+    clock = FakeClock()
+    runner, pipeline, consumer, producer = runner_for(Guarded, clock)
+    binding = pipeline.plans[0].inputs[PINGS.name]
+    tp = (PINGS.name, 0)
+    runner.on_assign([tp])
+
+    def rec(offset: int, n: int) -> Record:
+        ping = Ping(ping_id=f"p{n}", n=n)
+        return Record(PINGS.name, 0, offset, pipeline.codec.encode(ping, binding, PINGS.name))
+
+    consumer.batches = [[rec(0, 1)]]
+    runner.step()
+    breaker = runner._breaker
+    assert breaker is not None and breaker.state.value == "open" and tp in consumer.paused
+    clock.advance(6)
+    consumer.batches = [[Record(PINGS.name, 0, 0, b"not avro"), rec(1, 2)]]
+    runner.step()
+    assert breaker.state.value == "closed", "the second record probed, and succeeded"
+    assert Echo.handled == [2]
+    topics = [t for t, _ in producer.produced]
+    assert topics == [pipeline.plans[0].dlq_topic, PONGS.name]
+    assert consumer.commits[-1] == {tp: 2}
