@@ -298,6 +298,9 @@ class StageRunner:
                 self._succeeded(record, tp, token, ctx, payloads)
                 return
         assert error is not None
+        # Only a success makes the event done for the idempotency store: a retry copy or a
+        # replayed dead letter of it must still be handled.
+        token.event_id = None
         self._router.failed(record, tp, error, origin, token)
         if self._probe is not None:
             self._probe.ended(tp, token)

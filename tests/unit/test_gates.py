@@ -156,3 +156,44 @@ def test_a_probe_that_cannot_be_decoded_is_dead_lettered_and_the_next_record_pro
     topics = [t for t, _ in producer.produced]
     assert topics == [pipeline.plans[0].dlq_topic, PONGS.name]
     assert consumer.commits[-1] == {tp: 2}
+
+
+class Remembering(Echo):
+    group = "remembering"
+    retry = RetryPolicy(in_process_attempts=1)
+    idempotency = Idempotency()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.n == 1:
+            raise ConnectionError("first delivery fails")
+        super().handle(event, ctx)
+
+
+def test_only_a_success_marks_an_event_done_not_its_retry_copy(tmp_path: Path) -> None:
+    """The token is begun (with the event id) before the handler: a failure sent to a retry
+    topic must not record the id as done, or the retry copy would be dropped as a duplicate."""
+    settings = Settings(schemas_dir=SCHEMAS, idempotency_url=f"sqlite:///{tmp_path}/ids.db")
+    pipeline = Pipeline.build(settings, [Remembering])
+    plan = pipeline.plans[0]
+    consumer, producer = FakeConsumer(), FakeProducer()
+    runner = StageRunner(
+        plan, consumer, producer, pipeline.codec,  # type: ignore[arg-type]
+        clock=FakeClock(), store_url=settings.idempotency_url, commit_interval_s=60,
+    )  # fmt: skip
+    runner._open_store()
+    try:
+        tp = (PINGS.name, 0)
+        runner.on_assign([tp])
+        binding = plan.inputs[PINGS.name]
+        encode = pipeline.codec.encode
+        consumer.batches = [
+            [Record(PINGS.name, 0, o, encode(Ping(ping_id=f"p{o}", n=o), binding, PINGS.name))
+             for o in (1, 2)]
+        ]  # fmt: skip
+        runner.step()
+        assert [t for t, _ in producer.produced] == [plan.retry_topics[0], PONGS.name]
+        runner._tracker.committable()
+        assert runner._tracker.take_finished_ids() == ["id-0-2"]
+    finally:
+        assert runner._dedupe is not None
+        runner._dedupe.close()
