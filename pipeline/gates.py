@@ -19,7 +19,12 @@ loop):
     ``HANDED_BACK`` (its partition is held in this batch: it will be read again).
 
   A gate must not begin a token for a record it lets pass; a settling gate owns the record's
-  token. Gates run on the consume loop's thread; time comes from the runner's clock.
+  token. A gate that takes something when it lets a record pass (the breaker's half-open
+  probe) goes last, so no later gate can stop the record after it. Gates run on the consume
+  loop's thread; time comes from the runner's clock.
+
+To add a gate: subclass ``Gate``, and insert it in ``build`` at its place in the order, under
+the declaration that enables it. The loop and the executors do not change.
 
 ``build`` picks the chain from what the stage enables (karafka's filter selector): a stage
 without retry topics, a breaker or an idempotency store carries no gate for them, so its default
