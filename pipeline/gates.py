@@ -145,7 +145,10 @@ class Refused(Gate):
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         if not (self._tracker.keeping or self._refusals.verdicts):
             return None
-        return self._refusals.settled(record, tp, origin)
+        outcome = self._refusals.settled(record, tp, origin)
+        if outcome is None:
+            return None
+        return FINISHED if outcome == "finished" else DEAD_LETTERED
 
 
 class Breaker(Gate):

@@ -26,10 +26,10 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from pipeline.backoff import Backoff, Streaks
 from pipeline.errors import KafkaError
-from pipeline.gates import DEAD_LETTERED, FINISHED, Settled
 from pipeline.holds import Holds
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import FailedDelivery
@@ -85,17 +85,17 @@ class Refusals:
 
     def settled(
         self, record: RawRecord, tp: TopicPartition, origin: Origin | None
-    ) -> Settled | None:
+    ) -> Literal["finished", "dead_lettered"] | None:
         """Whether a record read again after a rewind is settled without its handler: it had
         finished before (its outputs are out already), or it is to be dead-lettered."""
         offset = record.offset()
         if tp in self._tracker.keeping and self._tracker.resume_kept(tp, offset):
-            return FINISHED
+            return "finished"
         verdict = self.verdicts.get((tp, offset))
         if verdict is None or verdict[0] is not Verdict.DEAD_LETTER:
             return None
         self._router.dead_letter(record, tp, verdict[1], origin)
-        return DEAD_LETTERED
+        return "dead_lettered"
 
     def refused(self, tp: TopicPartition, token: Token, err: KafkaError, dead_letter: bool) -> None:
         """An output or copy of the input behind ``token`` was not delivered: decide its fate,
