@@ -201,14 +201,14 @@ class StageRunner:
     # -- the loop -------------------------------------------------------------------------
 
     def step(self) -> None:
-        self._resume_due_partitions()
-        records = self._fetch()
+        self._resume_due_partitions()  # 1. holds whose time is up: read those partitions again
+        records = self._fetch()  # 2. one consume call, never more than the executor can take
         if records:
-            self._begin_batch(records)
-            self._executor.execute(records)
-        self._executor.complete(self._room())
-        self._serve_deliveries()
-        self._maybe_commit()
+            self._begin_batch(records)  # 3. batch-wide gate work (one store query); transaction
+            self._executor.execute(records)  # 4. gates → token → decode → handler, per record
+        self._executor.complete(self._room())  # 5. outcomes of handlers that completed meanwhile
+        self._serve_deliveries()  # 6. acknowledged outputs finish inputs; refused ones rewind
+        self._maybe_commit()  # 7. the finished watermark, on the interval
 
     # 1. resume due partitions
     def _resume_due_partitions(self) -> None:
