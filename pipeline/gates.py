@@ -70,7 +70,10 @@ Verdict = Hold | Settled | None
 
 
 class Gate:
-    """The base of every gate: passes everything."""
+    """The base of every gate: passes everything. ``retry_records_only``: the gate is about
+    retry-topic records, and is not asked about the stage's input records at all."""
+
+    retry_records_only = False
 
     def begin_batch(self, records: Sequence[RawRecord]) -> None:
         pass
@@ -84,9 +87,10 @@ class HeldInBatch(Gate):
 
     def __init__(self, holds: Holds) -> None:
         self._holds = holds
+        self._skip = holds.skip  # the same dict, cleared per batch
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
-        if tp in self._holds.skip:
+        if tp in self._skip:
             self._holds.skipped(record, tp)
             return HANDED_BACK
         return None
@@ -123,6 +127,8 @@ class Deduplicate(Gate):
 class RetryDue(Gate):
     """A retry-topic record is held until its due time; records there are in due order, so the
     whole partition waits."""
+
+    retry_records_only = True
 
     def __init__(self, holds: Holds) -> None:
         self._holds = holds
@@ -202,7 +208,8 @@ class Breaker(Gate):
 class Chain:
     """The gates of one stage, in order, and the few the runner talks to by name."""
 
-    gates: tuple[Gate, ...]
+    gates: tuple[Gate, ...]  # for retry-topic records
+    input_gates: tuple[Gate, ...]  # for the stage's input records
     batch_gates: tuple[Gate, ...]
     dedupe: Deduplicate | None
     breaker: Breaker | None
@@ -231,4 +238,5 @@ def build(
     if breaker_gate is not None:
         gates.append(breaker_gate)
     batch = tuple(g for g in gates if type(g).begin_batch is not Gate.begin_batch)
-    return Chain(tuple(gates), batch, dedupe, breaker_gate)
+    inputs = tuple(g for g in gates if not g.retry_records_only)
+    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate)

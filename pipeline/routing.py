@@ -58,12 +58,10 @@ class Router:
         self._claim = claim
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
+        # Non-empty (``stuck``) while some partition retries a record in place: ``succeeded``
+        # then matters. The same dict, so the hot path reads an attribute, not a property.
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
-
-    @property
-    def stuck(self) -> bool:
-        """Whether some partition is retrying a record in place (``succeeded`` then matters)."""
-        return bool(self._in_place)
+        self.stuck = self._in_place
 
     def succeeded(self, tp: TopicPartition, offset: int) -> None:
         # Only the stuck record's own success unsticks it: in a concurrent stage an earlier

@@ -107,6 +107,9 @@ class StageRunner:
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
         self._router, self._refusals = p.router, p.refusals
         self._gates, self._batch_gates = p.chain.gates, p.chain.batch_gates
+        # Bound once, not per record; input records skip the gates about retry-topic records.
+        self._retry_checks = tuple(gate.check for gate in p.chain.gates)
+        self._input_checks = tuple(gate.check for gate in p.chain.input_gates)
         self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
         self._executor = self._make_executor(batch_size, batch_timeout_s)
@@ -241,9 +244,13 @@ class StageRunner:
             return None
         topic = record.topic()
         tp = (topic, record.partition())
-        origin = origin_of(record, from_retry_topic=True) if topic in self._retry_topics else None
-        for gate in self._gates:
-            verdict = gate.check(record, tp, origin)
+        if topic in self._retry_topics:
+            origin: Origin | None = origin_of(record, from_retry_topic=True)
+            checks = self._retry_checks
+        else:
+            origin, checks = None, self._input_checks
+        for check in checks:
+            verdict = check(record, tp, origin)
             if verdict is not None:
                 self._gated(record, tp, verdict)
                 return None

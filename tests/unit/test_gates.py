@@ -109,6 +109,9 @@ def test_a_stage_carries_only_the_gates_it_enables(
 ) -> None:
     runner, *_ = runner_for(stage, FakeClock())
     assert [type(gate) for gate in runner._gates] == expected
+    assert [type(check.__self__) for check in runner._input_checks] == [
+        kind for kind in expected if kind is not g.RetryDue
+    ], "the stage's input records are not asked about retry due times"
     batch = [type(gate) for gate in runner._batch_gates]
     assert batch == ([g.Deduplicate] if stage is Everything else [])
 
