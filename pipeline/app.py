@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import registry
-from pipeline.concurrent_runner import ConcurrentStageRunner
+from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
@@ -78,7 +78,11 @@ class Pipeline:
                 self.announce(binding)
         return created
 
-    def runner(self, plan: StagePlan, worker_id: str | None = None) -> StageRunner:
+    def runner(
+        self, plan: StagePlan, worker_id: str | None = None, clock: Clock = SYSTEM
+    ) -> StageRunner:
+        """The stage's runner on this pipeline's transport; ``clock`` drives its holds, due
+        times, breaker and commit interval (a test broker's FakeClock, say)."""
         client_id = f"{plan.group}-{worker_id or _default_worker_id()}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
@@ -88,7 +92,7 @@ class Pipeline:
         if plan.retry_topics and not exactly_once:
             retry_group = f"{plan.group}.retry"
             retry = self.transport.consumer(retry_group, f"{client_id}-retry", retry=True)
-            consumer = ConsumerSet(consumer, retry, plan.retry_topics)
+            consumer = ConsumerSet(consumer, retry, plan.retry_topics, clock.monotonic)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.
@@ -97,8 +101,7 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        kind = ConcurrentStageRunner if plan.stage.concurrency > 1 else StageRunner
-        return kind(
+        return StageRunner(
             plan,
             consumer,
             producer,
@@ -108,6 +111,7 @@ class Pipeline:
             commit_interval_s=s.commit_interval_s,
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
+            clock=clock,
         )
 
 

@@ -9,12 +9,12 @@ gets the one the stage gave it, so a replay keeps the event's id.
 
 from __future__ import annotations
 
-import time
 import traceback
 from dataclasses import dataclass
 
 from pipeline import headers as hdr
 from pipeline import retrytopics
+from pipeline.clock import SYSTEM, Clock
 from pipeline.ports import RawHeaders, RawRecord
 from pipeline.retrytopics import Origin
 
@@ -41,8 +41,9 @@ def headers_for(
     origin: Origin,
     attempts: int,
     first_failure_ms: int | None = None,
+    clock: Clock = SYSTEM,
 ) -> RawHeaders:
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.wall_ms()
     kept = [
         (k, v)
         for k, v in (record.headers() or [])

@@ -7,17 +7,16 @@ noted; the consumer keeps polling (and so keeps its group membership) and the pa
 resumed when the deadline passes. Records of a held partition already fetched in the current
 batch are skipped (``skip``); the first of them is seeked back to if the seek has not been made.
 
-Pure bookkeeping over the consumer port and the offset tracker; the deadlines take the runner's
-injectable clock.
+Pure bookkeeping over the consumer port and the offset tracker, on the runner's clock: due
+times are wall time (they travel in headers), deadlines monotonic.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 
 from pipeline.backoff import PauseDeadlines
+from pipeline.clock import Clock
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
@@ -35,12 +34,13 @@ class Holds:
         consumer: ConsumerPort,
         tracker: OffsetTracker,
         assigned: set[TopicPartition],
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._consumer = consumer
         self._tracker = tracker
         self._assigned = assigned  # the runner's own set: assignment changes show here
-        self.pauses = PauseDeadlines(clock)
+        self._clock = clock
+        self.pauses = PauseDeadlines(clock.monotonic)
         # Partitions whose remaining records in this batch must not be handled; True means "seek
         # back to the first of them" (they were fetched but the partition is held).
         self.skip: dict[TopicPartition, bool] = {}
@@ -48,14 +48,9 @@ class Holds:
     def new_batch(self) -> None:
         self.skip.clear()
 
-    def until_due(self, record: RawRecord, tp: TopicPartition, origin: Origin) -> bool:
-        """Hold a retry-topic partition whose next record is not due yet; False if it is."""
-        wait_ms = origin.due_ms - int(time.time() * 1000)
-        if wait_ms <= 0:
-            return False
-        # Records in a retry topic are in due order: hold the partition, not just the record.
-        self.rewind(tp, record.offset(), wait_ms / 1000)
-        return True
+    def wait_s(self, origin: Origin) -> float:
+        """How long until a retry-topic record is due (0 or less: it is due)."""
+        return (origin.due_ms - self._clock.wall_ms()) / 1000
 
     def rewind(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
         """Re-read ``tp`` from ``offset`` after ``delay_s``."""

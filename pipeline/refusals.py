@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from pipeline.backoff import Backoff, Streaks
 from pipeline.errors import KafkaError
@@ -82,17 +83,19 @@ class Refusals:
                 fresh = True
         return fresh
 
-    def settled(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> bool:
+    def settled(
+        self, record: RawRecord, tp: TopicPartition, origin: Origin | None
+    ) -> Literal["finished", "dead_lettered"] | None:
         """Whether a record read again after a rewind is settled without its handler: it had
         finished before (its outputs are out already), or it is to be dead-lettered."""
         offset = record.offset()
         if tp in self._tracker.keeping and self._tracker.resume_kept(tp, offset):
-            return True
+            return "finished"
         verdict = self.verdicts.get((tp, offset))
         if verdict is None or verdict[0] is not Verdict.DEAD_LETTER:
-            return False
+            return None
         self._router.dead_letter(record, tp, verdict[1], origin)
-        return True
+        return "dead_lettered"
 
     def refused(self, tp: TopicPartition, token: Token, err: KafkaError, dead_letter: bool) -> None:
         """An output or copy of the input behind ``token`` was not delivered: decide its fate,

@@ -8,11 +8,11 @@ the copy is acknowledged: a retry or dead letter that cannot be published loses 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
+from pipeline.clock import SYSTEM, Clock
 from pipeline.deadletter import DeadLetterSource, headers_for
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
 from pipeline.offsets import OffsetTracker, Token
@@ -43,7 +43,9 @@ class Router:
         holds: Holds,
         breaker: CircuitBreaker | None,
         claim: Callable[[Callable[[], None]], None] = _now,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self._clock = clock
         self._plan = plan
         self._policy = policy
         self._writer = writer
@@ -56,12 +58,10 @@ class Router:
         self._claim = claim
         self._dlq = DeadLetterSource(plan.name, plan.group, plan.dlq_topic)
         # In-place attempts of the record a partition is stuck on: (offset, attempts, first ms).
+        # Non-empty (``stuck``) while some partition retries a record in place: ``succeeded``
+        # then matters. The same dict, so the hot path reads an attribute, not a property.
         self._in_place: dict[TopicPartition, tuple[int, int, int]] = {}
-
-    @property
-    def stuck(self) -> bool:
-        """Whether some partition is retrying a record in place (``succeeded`` then matters)."""
-        return bool(self._in_place)
+        self.stuck = self._in_place
 
     def succeeded(self, tp: TopicPartition, offset: int) -> None:
         # Only the stuck record's own success unsticks it: in a concurrent stage an earlier
@@ -80,10 +80,10 @@ class Router:
         tp: TopicPartition,
         exc: Exception,
         origin: Origin | None,
-        token: Token | None = None,
+        token: Token,
     ) -> None:
-        """Route a failed record. ``token`` is its offset token if it was begun before the
-        handler ran (concurrent stages); otherwise one is begun here for the copy it needs."""
+        """Route a failed record; ``token`` is its offset token, begun before the handler ran,
+        which the copy it needs (retry, dead letter) is tied to. A rewind cancels it."""
         offset = record.offset()
         if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
             if self._breaker is not None:
@@ -114,7 +114,7 @@ class Router:
         return True
 
     def _count(self, tp: TopicPartition, offset: int, origin: Origin) -> tuple[int, int]:
-        now = _now_ms()
+        now = self._clock.wall_ms()
         if origin.attempts:  # a record from a retry topic
             return origin.attempts + 1, origin.first_failure_ms or now
         prev = self._in_place.get(tp)
@@ -124,7 +124,7 @@ class Router:
 
     def _route(
         self, decision: Decision, record: RawRecord, tp: TopicPartition, exc: Exception,
-        origin: Origin, attempts: int, first_ms: int, token: Token | None,
+        origin: Origin, attempts: int, first_ms: int, token: Token,
     ) -> None:  # fmt: skip
         offset = record.offset()
         where = f"{tp[0]}[{tp[1]}]@{offset}"
@@ -151,31 +151,29 @@ class Router:
                 type(exc).__name__,
                 topic,
             )
-            due_ms = _now_ms() + int(decision.delay_s * 1000)
+            due_ms = self._clock.wall_ms() + int(decision.delay_s * 1000)
             headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
             self._copy(record, tp, topic, headers, token, self._count_retry)
         elif decision.outcome is Outcome.DEAD_LETTER:
             self._dead_letter(record, tp, exc, origin, attempts, first_ms, token)
         else:  # SKIP
-            if token is None:
-                self._tracker.partition(tp).begin(offset, 0)
-            else:
-                token.settle(0)
+            token.settle(0)
             self._stats.skipped += 1
 
     def dead_letter(
         self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin | None
     ) -> None:
-        """Dead-letter ``record`` now, whatever the policy: no retry can fix ``exc`` (an
-        output the broker will never take, say)."""
+        """Dead-letter ``record`` now, whatever the policy, without handling it: no retry can
+        fix ``exc`` (an output the broker will never take, say). Its token is begun here."""
+        token = self._tracker.partition(tp).begin(record.offset(), 1)
         origin = origin or origin_of(record, from_retry_topic=False)
         self._in_place.pop(tp, None)
         attempts = origin.attempts + 1 if origin.attempts else 1
-        self._dead_letter(record, tp, exc, origin, attempts, origin.first_failure_ms, None)
+        self._dead_letter(record, tp, exc, origin, attempts, origin.first_failure_ms, token)
 
     def _dead_letter(
         self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin,
-        attempts: int, first_ms: int | None, token: Token | None,
+        attempts: int, first_ms: int | None, token: Token,
     ) -> None:  # fmt: skip
         where = f"{tp[0]}[{tp[1]}]@{record.offset()}"
         name, dlq = self._plan.name, self._dlq.topic
@@ -186,7 +184,7 @@ class Router:
             log.error("%s: %s dead-lettered to %s after %d attempt(s): %s",
                       name, where, dlq, attempts, kind)  # fmt: skip
 
-        headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms)
+        headers = headers_for(record, self._dlq, exc, origin, attempts, first_ms, self._clock)
 
         def acked() -> None:
             self._claim(written)
@@ -200,15 +198,8 @@ class Router:
         self._stats.retried += 1
 
     def _copy(
-        self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token | None,
+        self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token,
         acked: Callable[[], None], *, dead_letter: bool = False,
     ) -> None:  # fmt: skip
-        if token is None:
-            token = self._tracker.partition(tp).begin(record.offset(), 1)
-        else:
-            token.settle(1)
+        token.settle(1)  # the handler's unit becomes the copy's acknowledgement
         self._writer.copy(record, topic, headers, tp, token, acked, dead_letter=dead_letter)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

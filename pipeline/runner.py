@@ -1,40 +1,44 @@
-"""The consume loop of one stage in one worker.
+"""The consume loop of one stage in one worker: the whole data path, as named steps.
 
-Each step, in order:
+Each ``step``, in order:
 
-1. resume partitions whose hold is over (retry backoff, retry-topic due time, open breaker;
-   the pause / seek-back bookkeeping is ``pipeline.holds``);
-2. poll a batch (one ``consume`` call, up to ``batch_size`` records);
-3. for each record: hold it if it is a retry not yet due → decode → handle (``Invoker``:
-   timeout, in-process attempts) → emit outputs; or route the failure (``Router``): retry
-   topic, retry in place, dead letter, skip, or pause everything while the breaker is open;
-4. serve delivery reports: an input *finishes* when all its outputs are acknowledged;
-5. act on outputs the broker refused (``pipeline.refusals``): re-read the partition from the
-   input after a growing backoff, or dead-letter the input if no retry can help; nothing is
-   committed past it, and what finished after it is not redone;
-6. commit the contiguous finished watermark of each partition, on an interval.
+1. resume due partitions: holds whose time is up (retry backoff, retry-topic due time, open
+   breaker, refused output; the pause / seek-back bookkeeping is ``pipeline.holds``);
+2. fetch: one ``consume`` call, for as many records as the executor has room for (none while
+   the breaker's probe is in flight: every other record would only be held);
+3. begin the batch: the gates see it (a deduplicating stage asks its store once), an
+   exactly-once stage opens its transaction;
+4. execute: for each record, the gates (``pipeline.gates``: pass, hold its partition, or
+   settle it) → its offset token is begun → decode → the handler, called by the executor
+   (``pipeline.execute``: inline, or ``pipeline.keyed`` for ``concurrency`` > 1);
+5. route outcomes: every begun record's outcome is decided in ``settle``, success and failure
+   alike: outputs produced tied to its token, or the failure routed (``Router``: retry topic,
+   retry in place, dead letter, skip, or a hold of everything while the breaker is open);
+6. serve delivery reports (an input *finishes* when all its outputs are acknowledged) and
+   refused outputs (``pipeline.refusals``: re-read after a backoff, or dead-letter the input);
+7. commit the contiguous finished watermark of each partition, on an interval.
 
 Guarantee: an offset is committed only after its handler succeeded and every output (or its
 retry / dead-letter copy) was acknowledged, so a crash at any point redelivers rather than
-loses (at-least-once). Order is per partition.
+loses (at-least-once). Order is per partition (per key with ``concurrency`` > 1).
 
-Rebalance callbacks run inside ``consume`` on this thread. On revoke we wait for outstanding
-acknowledgements and commit what finished; on lost we commit nothing (another member owns the
-partitions already).
+Rebalance callbacks run inside ``consume`` on this thread. On revoke we settle the handlers in
+flight, wait for outstanding acknowledgements and commit what finished; on lost we cancel the
+handlers and commit nothing (another member owns the partitions already).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from pipeline.breaker import CircuitBreaker, State
+from pipeline import gates, parts
+from pipeline.clock import SYSTEM, Clock
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.context import Context
-from pipeline.dedupe import Deduper, EventIds
+from pipeline.dedupe import Deduper
 from pipeline.errors import (
     CallAbandoned,
     KafkaError,
@@ -43,21 +47,19 @@ from pipeline.errors import (
     TruncatedPayloadError,
     UnknownSchemaError,
 )
-from pipeline.holds import Holds
+from pipeline.execute import Admitted, Executor, InlineExecutor
 from pipeline.invoke import Invoker
-from pipeline.offsets import OffsetTracker, Token
-from pipeline.outputs import OutputWriter
+from pipeline.keyed import KeyedExecutor
+from pipeline.offsets import Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
-from pipeline.refusals import ALONE_FLUSH_S, Refusals
+from pipeline.refusals import ALONE_FLUSH_S
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
-from pipeline.routing import Router
 from pipeline.serde import Codec
 from pipeline.stats import StageStats
 from pipeline.stop import StopEvent, seconds_since_stop
 
 log = logging.getLogger("pipeline.runner")
-MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
 MIN_SHUTDOWN_STEP_S = 1.0  # flush and final commit always get a try, even past the deadline
 
 
@@ -74,7 +76,7 @@ class StageRunner:
         commit_interval_s: float = 1.0,
         shutdown_timeout_s: float = 30.0,
         stop: threading.Event | None = None,
-        clock: Any = time.monotonic,
+        clock: Clock = SYSTEM,
         store_url: str | None = None,
     ) -> None:
         self.plan = plan
@@ -83,6 +85,7 @@ class StageRunner:
         self._consumer = consumer
         self._producer = producer
         self._codec = codec
+        self._clock = clock
         self._stage = plan.stage()
         policy = plan.stage.retry
         self._invoke = Invoker(
@@ -91,39 +94,40 @@ class StageRunner:
         )  # fmt: skip
         self._dedupe: Deduper | None = None  # the idempotency store, opened in run()
         self._store_url = store_url
-        self._breaker: CircuitBreaker | None = None
-        if plan.stage.breaker is not None:
-            self._breaker = CircuitBreaker(plan.name, plan.stage.breaker, clock, self._on_breaker)
-            self.stats.breaker = State.CLOSED.value
-        self._batch_size = batch_size
-        self._batch_timeout = batch_timeout_s
         self._commit_interval = commit_interval_s
         self._shutdown_timeout = shutdown_timeout_s
         # Blocking work inside the loop (a revoke's flush and commit, a transaction commit) gets
         # half the shutdown timeout: one in progress when a stop comes leaves shutdown the rest.
         self._in_loop_budget = shutdown_timeout_s / 2
-        self._clock = clock
-        self._tracker = OffsetTracker()
-        self._assigned: set[TopicPartition] = set()
-        self._holds = Holds(consumer, self._tracker, self._assigned, clock)
-        self._committer = self._make_committer()
-        self._outputs = OutputWriter(plan, codec, producer, self.stats)
-        self._router = Router(
-            plan, policy, self._outputs, self._tracker, self.stats, self._holds, self._breaker,
-            self._committer.after_commit,
+        p = parts.build(
+            plan, consumer, producer, codec, self.stats, clock,
+            rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
         )  # fmt: skip
-        self._refusals = Refusals(
-            plan.name, self._holds, self._tracker, self._router, self._assigned, self.stats,
-            policy.ordered_backoff,
-        )  # fmt: skip
+        self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
+        self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
+        self._router, self._refusals = p.router, p.refusals
+        self._gates, self._batch_gates = p.chain.gates, p.chain.batch_gates
+        # Bound once, not per record; input records skip the gates about retry-topic records.
+        self._retry_checks = tuple(gate.check for gate in p.chain.gates)
+        self._input_checks = tuple(gate.check for gate in p.chain.input_gates)
+        self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
-        self._last_commit = clock()
+        self._executor = self._make_executor(batch_size, batch_timeout_s)
+        self._last_commit = clock.monotonic()
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
         self._fatal: PipelineError | None = None
-        # Async handlers (or any with a timeout) share one event loop, entered once per batch.
-        self._loop = None if self._invoke.sync else asyncio.new_event_loop()
+
+    def _make_executor(self, batch_size: int, batch_timeout_s: float) -> Executor:
+        limit = self.plan.stage.concurrency
+        if limit == 1:
+            return InlineExecutor(self, self._invoke, self._consumer, batch_size, batch_timeout_s)
+        return KeyedExecutor(
+            self, self._invoke, self._consumer, self._holds, self._assigned, limit=limit,
+            batch_size=batch_size, batch_timeout_s=batch_timeout_s, clock=self._clock,
+            name=self.plan.name,
+        )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -135,8 +139,8 @@ class StageRunner:
             self._committer.start()
             self._producer.stop = self.stop_event  # a produce waiting for queue room gives up
             self._consumer.subscribe(self.plan.subscriptions, self)
-            # A handler call still running at a stop gets half the shutdown timeout, like the
-            # concurrent stages' handlers; flushing and committing get the rest.
+            # A handler call still running at a stop gets half the shutdown timeout; flushing
+            # and committing get the rest.
             self._invoke.stop_event = self.stop_event
             self._invoke.stop_budget_s = self._in_loop_budget
             self.stats.running = True
@@ -152,185 +156,123 @@ class StageRunner:
                 self._invoke.close()
                 if self._dedupe is not None:
                     self._dedupe.close()
-                if self._loop is not None:
-                    self._loop.close()
+                self._executor.close()
                 self._stage.teardown()
 
     def _open_store(self) -> None:
         policy = self.plan.stage.idempotency
-        if policy is None:
+        if policy is None or self._dedupe_gate is None:
             return
         url = policy.url or self._store_url or ""
-        self._dedupe = Deduper(self.plan.name, self.plan.group, policy, url, self._clock)
+        self._dedupe = Deduper(self.plan.name, self.plan.group, policy, url, self._clock.monotonic)
+        self._dedupe_gate.deduper = self._dedupe
         self._invoke.store = self._dedupe.store
         if isinstance(self._committer, OffsetCommitter):
             self._committer.store = self._dedupe.store
 
-    def _make_committer(self) -> OffsetCommitter | TransactionCommitter:
-        if self.plan.stage.guarantee == "exactly_once":
-            producer: Any = self._producer
-            return TransactionCommitter(
-                self._consumer, producer, self._tracker, self.stats, self._rewind_to_committed,
-                self._in_loop_budget,
-            )  # fmt: skip
-        return OffsetCommitter(self.plan.group, self._consumer, self._tracker, self.stats)
-
-    def step(self) -> None:
-        self._resume_due_partitions()
-        self._holds.new_batch()
-        records = self._consumer.consume(self._batch_size, self._batch_timeout)
-        if records:
-            self._committer.before_batch()
-            self.stats.consumed += len(records)
-            ids = self._dedupe.ids_not_done(records) if self._dedupe is not None else None
-            if self._invoke.sync:
-                # Sync handler, no timeout: a plain loop, no coroutine per record.
-                for record in records:
-                    self._handle_sync(record, ids)
-            else:
-                assert self._loop is not None
-                self._loop.run_until_complete(self._handle_async(records, ids))
-        self._producer.poll(0)
-        self._rewind_failed_deliveries()
-        self._maybe_commit()
-
     def _shutdown(self, budget_s: float | None = None) -> None:
-        """Stop fetching, wait for outputs in flight, commit, leave the group: all within
-        ``budget_s`` (the shutdown timeout), so the worker's grace period is enough."""
+        """Settle handlers in flight (half the time), wait for outputs in flight, commit, leave
+        the group: all within ``budget_s`` (the shutdown timeout), so the worker's grace period
+        is enough."""
         if budget_s is None:  # what is left since the stop request (a step may have blocked)
             budget_s = self._shutdown_timeout - seconds_since_stop(self.stop_event)
         try:
-            self._flush_and_commit(self._assigned, budget_s)
-        except (KafkaError, PipelineError) as exc:
-            log.error("%s: final commit failed (%s); records will be redelivered",
-                      self.plan.name, exc)  # fmt: skip
-        # close() revokes the partitions: everything was flushed and committed (or tried) just
-        # now, so the revoke callback must not block on a second round (shutdown deadline).
-        self._closing = True
-        self._consumer.close()
-        log.info("%s: stopped", self.plan.name)
+            budget_s -= self._executor.drain(budget_s / 2)
+        finally:
+            try:
+                self._flush_and_commit(self._assigned, budget_s)
+            except (KafkaError, PipelineError) as exc:
+                log.error("%s: final commit failed (%s); records will be redelivered",
+                          self.plan.name, exc)  # fmt: skip
+            # close() revokes the partitions: everything was flushed and committed (or tried)
+            # just now, so the revoke callback must not block on a second round.
+            self._closing = True
+            self._consumer.close()
+            log.info("%s: stopped", self.plan.name)
 
     def _flush_and_commit(self, partitions: set[TopicPartition], budget_s: float) -> None:
         """Wait for outputs in flight, then commit what finished: both within ``budget_s``."""
         budget = max(budget_s, MIN_SHUTDOWN_STEP_S)
-        started = time.monotonic()
+        started = self._clock.monotonic()
         left = self._producer.flush(budget)
         if left:
             log.error("%s: %d outputs unacknowledged; their inputs stay uncommitted",
                       self.plan.name, left)  # fmt: skip
-        remaining = max(budget - (time.monotonic() - started), MIN_SHUTDOWN_STEP_S)
+        remaining = max(budget - (self._clock.monotonic() - started), MIN_SHUTDOWN_STEP_S)
         self._committer.commit(partitions, sync=True, timeout_s=remaining)
 
-    # -- step 3: one batch ----------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------
 
-    def _handle_sync(self, record: RawRecord, ids: EventIds | None) -> None:
-        prepared = self._prepare(record, ids)
-        if prepared is None:
-            return
-        tp, event, origin, event_id = prepared
-        try:
-            ctx = self._invoke.call_sync(event, record)
-            payloads = self._outputs.encode(ctx) if ctx.outputs else None
-        except Exception as exc:
-            self._router.failed(record, tp, exc, origin)
-            return
-        self._succeeded(record, tp, ctx, payloads, event_id)
+    def step(self) -> None:
+        self._resume_due_partitions()  # 1. holds whose time is up: read those partitions again
+        records = self._fetch()  # 2. one consume call, never more than the executor can take
+        if records:
+            self._begin_batch(records)  # 3. batch-wide gate work (one store query); transaction
+            self._executor.execute(records)  # 4. gates → token → decode → handler, per record
+        self._executor.complete(self._room())  # 5. outcomes of handlers that completed meanwhile
+        self._serve_deliveries()  # 6. acknowledged outputs finish inputs; refused ones rewind
+        self._maybe_commit()  # 7. the finished watermark, on the interval
 
-    async def _handle_async(self, records: Any, ids: EventIds | None) -> None:
-        for record in records:
-            prepared = self._prepare(record, ids)
-            if prepared is None:
-                continue
-            tp, event, origin, event_id = prepared
-            try:
-                ctx = await self._invoke(event, record)
-                payloads = self._outputs.encode(ctx) if ctx.outputs else None
-            except CallAbandoned as exc:
-                self._abandoned(exc, record)
-                return  # the rest of the batch is not begun either: it is all re-read
-            except Exception as exc:
-                self._router.failed(record, tp, exc, origin)
-                continue
-            self._succeeded(record, tp, ctx, payloads, event_id)
+    # 1. resume due partitions
+    def _resume_due_partitions(self) -> None:
+        due = self._holds.due()
+        if due:
+            self._executor.resume(due)
 
-    def _abandoned(self, exc: CallAbandoned, record: RawRecord) -> None:
-        """No outcome for ``record``: it is not begun, so nothing from it on is committed."""
-        where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
-        if isinstance(exc, TooManyHungCalls):  # its message names the stage
-            log.error("%s; stopping the stage (%s and after stay uncommitted)", exc, where)
-            self._fatal = exc
-        else:
-            log.warning("%s", exc)
-        self.stop_event.set()
+    # 2. fetch
+    def _room(self) -> int:
+        probe = self._probe
+        return 0 if probe is not None and probe.busy else self._executor.room()
 
-    def _prepare(
-        self, record: RawRecord, ids: EventIds | None
-    ) -> tuple[TopicPartition, Any, Origin | None, str | None] | None:
-        """Everything before the handler: skip, dedupe, hold a retry not yet due, decode, ask
-        the breaker. None when the record is not to be handled now (its fate is settled)."""
+    def _fetch(self) -> Sequence[RawRecord]:
+        self._holds.new_batch()  # a hold of the last batch does not hand this one's back
+        return self._executor.fetch(self._room())
+
+    # 3. begin the batch
+    def _begin_batch(self, records: Sequence[RawRecord]) -> None:
+        self._committer.before_batch()
+        self.stats.consumed += len(records)
+        for gate in self._batch_gates:
+            gate.begin_batch(records)
+
+    # 4. execute: what the executor asks before each handler call
+    def admit(self, record: RawRecord) -> Admitted | None:
+        """Gates → begin the offset token → decode. None when the record is not handled now:
+        held, settled by a gate, or its decode failure routed."""
         if record.error() is not None:
             log.warning("%s: consume error: %s", self.plan.name, record.error())
             return None
         topic = record.topic()
         tp = (topic, record.partition())
-        if tp in self._holds.skip:
-            self._holds.skipped(record, tp)
-            return None
-        event_id = None
-        if ids is not None:
-            event_id = ids.get((tp, record.offset()))
-            if event_id is None:  # already done: a duplicate delivery
-                self._tracker.partition(tp).begin(record.offset(), 0)
-                self.stats.duplicates += 1
-                return None
-        origin: Origin | None = None
         if topic in self._retry_topics:
-            origin = origin_of(record, from_retry_topic=True)
-            if self._holds.until_due(record, tp, origin):
+            origin: Origin | None = origin_of(record, from_retry_topic=True)
+            checks = self._retry_checks
+        else:
+            origin, checks = None, self._input_checks
+        for check in checks:
+            verdict = check(record, tp, origin)
+            if verdict is not None:
+                self._gated(record, tp, verdict)
                 return None
-        if (self._tracker.keeping or self._refusals.verdicts) and self._refusals.settled(
-            record, tp, origin
-        ):
-            return None  # finished before a rewind, or its output can never be produced
+        dedupe = self._dedupe_gate
+        event_id = dedupe.event_id if dedupe is not None else None
+        token = self._tracker.partition(tp).begin(record.offset(), 1, event_id)
         try:
             event = self._decode(record, origin)
         except Exception as exc:
-            self._router.failed(record, tp, exc, origin)
+            self.settle(record, tp, origin, token, None, exc)
             return None
-        breaker = self._breaker
-        if breaker is not None and not breaker.allow():
-            self._holds.hold_everything(tp, record.offset(), max(breaker.remaining_s(), MIN_HOLD_S))
-            return None
-        return tp, event, origin, event_id
+        return tp, event, origin, token
 
-    def _succeeded(
-        self,
-        record: RawRecord,
-        tp: TopicPartition,
-        ctx: Context,
-        payloads: list[bytes] | None,
-        event_id: str | None,
-        token: Token | None = None,
+    def _gated(
+        self, record: RawRecord, tp: TopicPartition, verdict: gates.Hold | gates.Settled
     ) -> None:
-        """The handler succeeded: produce its outputs, tied to the input's offset token (begun
-        now, or before the handler ran for concurrent stages)."""
-        if self._breaker is not None:
-            self._breaker.record_success()
-        if self._router.stuck:
-            self._router.succeeded(tp, record.offset())
-        self.stats.processed += 1
-        outstanding = len(payloads) if payloads else 0
-        if token is None:
-            token = self._tracker.partition(tp).begin(record.offset(), outstanding, event_id)
-        else:
-            token.settle(outstanding)
-        if payloads:
-            if self._refusals.verdicts and self._refusals.take_alone(tp, record.offset()):
-                self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
-                self._outputs.produce(record, ctx, payloads, tp, token)
-                self._producer.flush(ALONE_FLUSH_S)
+        """Act on a gate's verdict. A ``Settled`` record was settled by its gate already."""
+        if isinstance(verdict, gates.Hold):
+            if verdict.everything:
+                self._holds.hold_everything(tp, record.offset(), verdict.delay_s)
             else:
-                self._outputs.produce(record, ctx, payloads, tp, token)
+                self._holds.rewind(tp, record.offset(), verdict.delay_s)
 
     def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
         value = record.value()
@@ -342,9 +284,72 @@ class StageRunner:
             raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
         return self._codec.decode(value, binding)
 
-    # -- holds: failed deliveries, due partitions ---------------------------------------
+    # 5. route outcomes
+    def settle(
+        self, record: RawRecord, tp: TopicPartition, origin: Origin | None, token: Token,
+        ctx: Context | None, error: Exception | None,
+    ) -> None:  # fmt: skip
+        """The one place a begun record's outcome is decided: its outputs produced, tied to its
+        token, or its failure routed. A token cancelled meanwhile (its partition rewound,
+        revoked or lost) drops the result: the record will be read again."""
+        if token.cancelled:
+            if self._probe is not None:
+                self._probe.dropped(tp, token)
+            return
+        if ctx is not None:  # the handler succeeded
+            try:
+                payloads = self._outputs.encode(ctx) if ctx.outputs else None
+            except Exception as exc:
+                error = exc
+            else:
+                self._succeeded(record, tp, token, ctx, payloads)
+                return
+        assert error is not None
+        # Only a success makes the event done for the idempotency store: a retry copy or a
+        # replayed dead letter of it must still be handled.
+        token.event_id = None
+        self._router.failed(record, tp, error, origin, token)
+        if self._probe is not None:
+            self._probe.ended(tp, token)
 
-    def _rewind_failed_deliveries(self) -> None:
+    def _succeeded(
+        self, record: RawRecord, tp: TopicPartition, token: Token, ctx: Context,
+        payloads: list[bytes] | None,
+    ) -> None:  # fmt: skip
+        if self._probe is not None:
+            self._probe.succeeded(tp, token)
+        if self._router.stuck:
+            self._router.succeeded(tp, token.offset)
+        self.stats.processed += 1
+        if not payloads:
+            token.settle(0)
+            return
+        token.settle(len(payloads))  # the handler's unit becomes its outputs' acknowledgements
+        if self._refusals.verdicts and self._refusals.take_alone(tp, token.offset):
+            self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
+            self._outputs.produce(record, ctx, payloads, tp, token)
+            self._producer.flush(ALONE_FLUSH_S)
+        else:
+            self._outputs.produce(record, ctx, payloads, tp, token)
+
+    def abandoned(self, exc: CallAbandoned, record: RawRecord, token: Token) -> None:
+        """No outcome for ``record``: its token is rewound, so nothing from it on is committed
+        (an exactly-once commit included)."""
+        tp = (record.topic(), record.partition())
+        self._tracker.rewind(tp, record.offset())
+        if self._probe is not None:
+            self._probe.dropped(tp, token)
+        where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
+        if isinstance(exc, TooManyHungCalls):  # its message names the stage
+            log.error("%s; stopping the stage (%s and after stay uncommitted)", exc, where)
+            self._fatal = exc
+        else:
+            log.warning("%s", exc)
+        self.stop_event.set()
+
+    # 6. serve delivery reports and refused outputs
+    def _serve_deliveries(self) -> None:
+        self._producer.poll(0)
         if self._refusals.active:
             self._refusals.check()
         if self._outputs.failed and self._refusals.serve(self._outputs.take_failed()):
@@ -352,21 +357,9 @@ class StageRunner:
             # partition rewound to its committed offset (refused ones stay held meanwhile).
             self._committer.delivery_failed()
 
-    def _resume_due_partitions(self) -> None:
-        due = self._holds.due()
-        if due:
-            self._resume(due)
-
-    def _resume(self, partitions: list[TopicPartition]) -> None:
-        self._consumer.resume(partitions)
-
-    def _on_breaker(self, _name: str, _old: State, new: State) -> None:
-        self.stats.breaker = new.value
-
-    # -- step 6: commit -------------------------------------------------------------------
-
+    # 7. commit
     def _maybe_commit(self) -> None:
-        now = self._clock()
+        now = self._clock.monotonic()
         if now - self._last_commit >= self._commit_interval:
             self._last_commit = now
             self._committer.commit(self._assigned, sync=False)
@@ -396,15 +389,14 @@ class StageRunner:
         if self._closing:
             self._forget(partitions)
             return
-        # Outputs of these partitions' records may still be in flight: wait for them, so the
-        # new owner does not redo work that is actually finished. Exactly-once: the open
-        # transaction holds every partition's work, so it all commits.
+        budget = self._in_loop_budget if budget_s is None else budget_s
+        # Handlers in flight settle first (half the budget); then their outputs, and those of
+        # earlier records, are waited for, so the new owner does not redo finished work.
+        # Exactly-once: the open transaction holds every partition's work, so it all commits.
+        budget -= self._executor.revoking(set(partitions), budget / 2)
         eos = isinstance(self._committer, TransactionCommitter)
         try:
-            self._flush_and_commit(
-                self._assigned if eos else set(partitions),
-                self._in_loop_budget if budget_s is None else budget_s,
-            )
+            self._flush_and_commit(self._assigned if eos else set(partitions), budget)
         except KafkaError as exc:
             log.warning("%s: commit on revoke failed (%s); records will be redelivered",
                         self.plan.name, exc)  # fmt: skip
@@ -412,12 +404,16 @@ class StageRunner:
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
+        self._executor.lost(set(partitions))
         self._forget(partitions)
         self._committer.abandon()
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self._assigned.difference_update(partitions)
+        self._executor.forget(partitions)
+        if self._probe is not None:
+            self._probe.forget(partitions)
         self._holds.forget(partitions)
         self._tracker.drop(partitions)
         self._router.forget(partitions)

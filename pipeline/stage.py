@@ -231,13 +231,17 @@ def _check_concurrency(cls: type[Stage], where: str) -> None:
         )
     if cls.guarantee == "exactly_once":
         raise DeclarationError(
-            f"{where}: `concurrency` > 1 is not supported with guarantee='exactly_once' (a "
-            "transaction commits every offset it read, so it cannot leave unfinished work behind)"
+            f"{where}: `concurrency` > 1 cannot be combined with guarantee='exactly_once': a "
+            "transaction commits the read position of everything it read, so a record still in "
+            "flight, or one that failed after later records finished, would be committed with "
+            "them and never handled; use concurrency = 1, or scale with worker processes"
         )
     if cls.retry.ordered:
         raise DeclarationError(
-            f"{where}: `concurrency` > 1 cannot be combined with RetryPolicy(ordered=True), "
-            "which holds the whole partition on a failure; use retry topics, or concurrency = 1"
+            f"{where}: `concurrency` > 1 cannot be combined with RetryPolicy(ordered=True): "
+            "ordered retries hold the partition and retry a failed record before any later one "
+            "runs, but with concurrent handlers later records (other keys) have already run; "
+            "use retry topics (order per key is kept), or concurrency = 1"
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.ports import RawHeaders, TopicInfo, TopicPartition
-from pipeline.testing.clock import Clock, SystemClock, wall_ms
+from pipeline.testing.clock import Clock, SystemClock
 from pipeline.testing.errors import BrokerError
 from pipeline.testing.group import Group, Member
 from pipeline.testing.log import (
@@ -273,14 +273,14 @@ class MemoryBroker:
         t = self._topics.get(topic)
         hdrs = list(headers) if headers else None  # as librdkafka: no headers reads as None
         if t is None:
-            failed = Record((topic, -1), OFFSET_INVALID, key, value, hdrs, wall_ms(self.clock))
+            failed = Record((topic, -1), OFFSET_INVALID, key, value, hdrs, self.clock.wall_ms())
             return BrokerError("_UNKNOWN_TOPIC", f"Local: Unknown topic: {topic}"), failed
         tp = (topic, partitioner(key, len(t.logs)))
         error = self._write_error(t, record_size(key, value, headers))
         if error is not None:
-            return error, Record(tp, OFFSET_INVALID, key, value, hdrs, wall_ms(self.clock))
+            return error, Record(tp, OFFSET_INVALID, key, value, hdrs, self.clock.wall_ms())
         log = t.logs[tp[1]]
-        record = Record(tp, log.end, key, value, hdrs, wall_ms(self.clock))
+        record = Record(tp, log.end, key, value, hdrs, self.clock.wall_ms())
         log.append(record, txn)
         if txn is not None:
             txn.partitions.add(tp)

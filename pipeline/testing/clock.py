@@ -12,26 +12,24 @@ real time; a single-threaded test must not use it, its first empty wait would ne
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from typing import Protocol
 
+from pipeline import clock as runner_clock
 
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-    def time(self) -> float: ...
+
+class Clock(runner_clock.Clock, Protocol):
+    """The runner's clock (``pipeline.clock.Clock``: the broker and the stages it serves keep
+    one time), plus the one place a client waits."""
+
     def wait(self, condition: threading.Condition, timeout_s: float) -> bool:
         """Wait (holding ``condition``) until notified or ``timeout_s`` passes; False if this
         clock does not block, so the caller must not wait again for the same deadline."""
         ...
 
 
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
+class SystemClock(runner_clock.SystemClock):
+    __slots__ = ()
 
     def wait(self, condition: threading.Condition, timeout_s: float) -> bool:
         if timeout_s > 0:
@@ -59,6 +57,9 @@ class FakeClock:
     def time(self) -> float:
         with self._lock:
             return self._wall
+
+    def wall_ms(self) -> int:
+        return int(self.time() * 1000)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
@@ -99,6 +100,3 @@ class FakeClock:
                 lambda: self._waiters >= count and self._begun >= begun, timeout_s
             )
 
-
-def wall_ms(clock: Clock) -> int:
-    return int(clock.time() * 1000)

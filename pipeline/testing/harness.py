@@ -53,10 +53,9 @@ from pipeline.testing.transport import MemoryTransport
 from pipeline.transport import Transport
 
 log = logging.getLogger("pipeline.testing")
-# TODO(pipeline.clock): the runner reads time.monotonic() for its commit interval, so on the
-# memory broker every step commits; drop this once Pipeline.runner passes the broker's clock
-# (quiet rounds then advance the FakeClock past the interval).
-COMMIT_EVERY_STEP_S = 1e-6
+# Every step commits: idle means committed, and waiting for the commit interval on the FakeClock
+# would only add quiet rounds.
+COMMIT_EVERY_STEP_S = 0.0
 FIRST_TICK_S = 0.05  # the first quiet round lets this much time pass; each next one doubles
 MAX_TICK_S = 5.0
 
@@ -273,9 +272,8 @@ class TestPipeline:
         self._workers += 1
         worker = f"test-{self._workers}"
         with self.transport.owner(f"{plan.group}-{worker}"):
-            # TODO(pipeline.clock): pass clock=self.clock here once Pipeline.runner takes one,
-            # so holds, retry due times and the breaker follow the FakeClock.
-            runner = self.pipeline.runner(plan, worker)
+            # The broker's clock: holds, retry due times and the breaker follow the FakeClock.
+            runner = self.pipeline.runner(plan, worker, clock=self.clock)
         self._stepped[plan.group] = Lockstep(runner, f"{plan.group}-{worker}", self._step_timeout)
 
     def _plan(self, stage: type[Stage]) -> StagePlan:

@@ -3,8 +3,6 @@ in-memory test shows is what Kafka does."""
 
 from __future__ import annotations
 
-import pytest
-
 from pipeline import headers
 from tests.contract.conftest import Harness
 from tests.contract.contract_stages import (
@@ -17,18 +15,6 @@ from tests.contract.contract_stages import (
     Guarded,
 )
 from tests.integration.app_stages import PINGS, PONGS, SEEN, Ping
-
-# TODO(pipeline.clock): once Pipeline.runner passes the broker's clock (see TestPipeline._start),
-# drop _skip_on_memory: both scenarios then run on the FakeClock without sleeping.
-NEEDS_CLOCK = (
-    "memory side needs the runner's clock seam (pipeline.clock): retry due times and the "
-    "breaker read the real clock, so on the FakeClock they never come due"
-)
-
-
-def _skip_on_memory(harness: Harness) -> None:
-    if harness.side == "memory":
-        pytest.skip(NEEDS_CLOCK)
 
 
 def test_every_event_comes_out_with_its_key_and_a_derived_event_id(harness: Harness) -> None:
@@ -108,7 +94,6 @@ def test_events_a_crashed_worker_had_not_committed_are_handled_again(harness: Ha
 def test_a_failed_event_is_retried_from_its_retry_tier(harness: Harness) -> None:
     """A transient failure sends the event to the first retry tier; it is handled again once
     due and comes out, with nothing dead-lettered."""
-    _skip_on_memory(harness)
     with harness([Flaky]) as t:
         t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
         t.run_until_idle(timeout_s=60)
@@ -122,7 +107,6 @@ def test_a_failed_event_is_retried_from_its_retry_tier(harness: Harness) -> None
 def test_an_open_breaker_holds_the_event_until_the_probe_succeeds(harness: Harness) -> None:
     """The failure that opens the breaker does not spend the event: after the cooldown the
     probe handles it, and nothing is dead-lettered."""
-    _skip_on_memory(harness)
     DEPENDENCY_UP[0] = False
     with harness([Guarded]) as t:
         t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")

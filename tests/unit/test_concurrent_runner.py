@@ -12,10 +12,12 @@ from typing import Any, ClassVar
 import pytest
 
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
-from pipeline import concurrent_runner as cr
+from pipeline import keyed as cr
 from pipeline.app import Pipeline
 from pipeline.breaker import State
-from pipeline.concurrent_runner import ConcurrentStageRunner
+from pipeline.clock import FakeClock
+from pipeline.keyed import KeyedExecutor
+from pipeline.runner import StageRunner
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.unit.fakes import FakeConsumer, FakeProducer, Record
 
@@ -46,13 +48,6 @@ class Gated(Stage):
         ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="t"))
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Loop:
     def __init__(
         self, consumer: FakeConsumer | None = None, stage: type[Stage] | None = None, **kwargs: Any
@@ -64,8 +59,8 @@ class Loop:
         self.plan = self.pipeline.plans[0]
         self.consumer = consumer or FakeConsumer()
         self.producer = FakeProducer()
-        self.clock = Clock()
-        self.runner = ConcurrentStageRunner(
+        self.clock = FakeClock()
+        self.runner = StageRunner(
             self.plan, self.consumer, self.producer, self.pipeline.codec,  # type: ignore[arg-type]
             commit_interval_s=0, batch_timeout_s=0.01, clock=self.clock, **kwargs,
         )  # fmt: skip
@@ -95,10 +90,15 @@ class Loop:
         offsets = [c[TP] for c in self.consumer.commits if TP in c]
         return offsets[-1] if offsets else None
 
+    @property
+    def executor(self) -> KeyedExecutor:
+        executor = self.runner._executor
+        assert isinstance(executor, KeyedExecutor)
+        return executor
+
     def close(self) -> None:
-        assert self.runner._loop is not None
-        self.runner._loop.run_until_complete(self.runner._dispatcher.cancel_all(1.0))
-        self.runner._loop.close()
+        self.executor.loop.run_until_complete(self.executor.dispatcher.cancel_all(1.0))
+        self.executor.loop.close()
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_a_stage_saturated_for_long_pauses_its_partitions_then_resumes(loop: Loo
     loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
     loop.step(2)
     assert loop.consumer.paused == set(), "a short saturation only stops fetching"
-    loop.clock.now += cr.SATURATED_PAUSE_S + 0.1
+    loop.clock.advance(cr.SATURATED_PAUSE_S + 0.1)
     loop.step()
     assert loop.consumer.paused == {TP}
     loop.open(0)
@@ -200,7 +200,7 @@ def test_a_stage_saturated_for_long_pauses_its_partitions_then_resumes(loop: Loo
 def test_a_hold_survives_the_end_of_backpressure(loop: Loop) -> None:
     loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
     loop.step()
-    loop.clock.now += cr.SATURATED_PAUSE_S + 0.1
+    loop.clock.advance(cr.SATURATED_PAUSE_S + 0.1)
     loop.step()
     loop.runner._holds.rewind(TP, 3, 30.0)  # e.g. a retry not due for 30 s
     loop.open(0)
@@ -223,7 +223,7 @@ def test_revoke_waits_for_handlers_in_flight_and_commits_them() -> None:
     pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [SlowOnce])
     plan = pipeline.plans[0]
     consumer, producer = FakeConsumer(), FakeProducer()
-    runner = ConcurrentStageRunner(
+    runner = StageRunner(
         plan, consumer, producer, pipeline.codec, commit_interval_s=60, batch_timeout_s=0.01
     )  # type: ignore[arg-type]
     binding = plan.inputs[PINGS.name]
@@ -238,8 +238,8 @@ def test_revoke_waits_for_handlers_in_flight_and_commits_them() -> None:
     runner.on_revoke([TP])
     assert len(producer.produced) == 4
     assert consumer.commits == [{TP: 4}]
-    assert runner._loop is not None
-    runner._loop.close()
+    assert isinstance(runner._executor, KeyedExecutor)
+    runner._executor.loop.close()
 
 
 def test_shutdown_cancels_handlers_past_the_deadline_and_commits_only_finished(
@@ -254,7 +254,7 @@ def test_shutdown_cancels_handlers_past_the_deadline_and_commits_only_finished(
         h.runner.run()  # stop is set: straight to the graceful shutdown
     assert h.committed() == 1, "offset 1 never finished: it stays uncommitted"
     assert "1 handlers still running at shutdown" in caplog.text
-    assert h.runner._loop is not None and h.runner._loop.is_closed()
+    assert h.executor.loop.is_closed()
 
 
 class Probed(Gated):
@@ -283,7 +283,7 @@ def test_the_breaker_probe_runs_alone_and_is_released_when_its_partition_is_lost
         h.open(0)
         h.step(2)
         assert breaker.state is State.OPEN and TP in h.consumer.paused
-        h.clock.now += 6  # past the cooldown: the next record is the probe
+        h.clock.advance(6)  # past the cooldown: the next record is the probe
         Gated.gates.clear()
         h.consumer.batches = [h.records((0, b"a")), h.records((1, b"b"))]
         h.step()
@@ -293,7 +293,7 @@ def test_the_breaker_probe_runs_alone_and_is_released_when_its_partition_is_lost
         assert len(h.consumer.asked) == asked, "nothing is fetched while the probe runs"
         h.runner.on_lost([TP])
         assert breaker.allow(), "the lost probe was released: the next record may probe"
-        assert h.runner._dispatcher.in_flight == 0, "the lost partition's handler was cancelled"
+        assert h.executor.dispatcher.in_flight == 0, "the lost partition's handler was cancelled"
     finally:
         h.close()
 
@@ -302,7 +302,7 @@ def test_lost_partitions_handlers_are_cancelled_and_report_nothing(loop: Loop) -
     loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"))]
     loop.step()
     loop.runner.on_lost([TP])
-    assert loop.runner._dispatcher.in_flight == 0
+    assert loop.executor.dispatcher.in_flight == 0
     loop.open(0, 1)
     loop.step(2)
     assert loop.producer.produced == [] and loop.committed() is None
@@ -330,7 +330,7 @@ def test_a_refused_output_rewinds_without_rerunning_later_records_that_finished(
     loop.open(0)
     loop.step(2)
     assert loop.consumer.seeks[-1] == (TP, 0)
-    loop.clock.now += 5
+    loop.clock.advance(5)
     loop.consumer.batches.append(loop.records((0, b"a"), (1, b"b"), (2, b"c")))
     loop.step(3)
     assert Gated.started == [0, 1, 2, 0]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.clock import FakeClock
 from pipeline.holds import Holds
 from pipeline.offsets import OffsetTracker
 
@@ -31,7 +32,7 @@ class CoordinatorMoving:
 
 
 def holds(consumer: CoordinatorMoving) -> Holds:
-    return Holds(consumer, OffsetTracker(), {TP}, clock=lambda: 0.0)  # type: ignore[arg-type]
+    return Holds(consumer, OffsetTracker(), {TP}, clock=FakeClock())  # type: ignore[arg-type]
 
 
 def test_a_read_that_times_out_while_the_coordinator_moves_is_asked_again() -> None:

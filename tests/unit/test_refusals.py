@@ -13,6 +13,7 @@ import pytest
 from pipeline import Context, RetryPolicy, Settings, Stage
 from pipeline.app import Pipeline
 from pipeline.backoff import Backoff, Streaks
+from pipeline.clock import FakeClock
 from pipeline.errors import DeliveryError, KafkaError
 from pipeline.runner import StageRunner
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
@@ -68,11 +69,11 @@ class Rig:
         Answers.calls.clear()
         self.pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [Answers])
         self.plan = self.pipeline.plans[0]
-        self.now = [100.0]
+        self.clock = FakeClock()
         self.consumer, self.producer = FakeConsumer(), Refusing()
         self.runner = StageRunner(
             self.plan, self.consumer, self.producer, self.pipeline.codec,  # type: ignore[arg-type]
-            clock=lambda: self.now[0], commit_interval_s=0,
+            clock=self.clock, commit_interval_s=0,
         )  # fmt: skip
         self.runner.on_assign([TP])
 
@@ -90,7 +91,7 @@ class Rig:
         self.runner.step()
 
     def hold_s(self) -> float:
-        return self.runner._holds.pauses._until[TP] - self.now[0]
+        return self.runner._holds.pauses._until[TP] - self.clock.monotonic()
 
     def topics(self) -> list[str]:
         return [t for t, _ in self.producer.produced]
@@ -173,7 +174,7 @@ def test_retriable_refusals_back_off_longer_each_time_and_reset_on_success(
     for _ in range(3):
         rig.step(0)
         delays.append(rig.hold_s())
-        rig.now[0] += delays[-1]
+        rig.clock.advance(delays[-1])
     assert delays == [0.5, 1.0, 2.0]
     rig.step(0)  # delivered now; the partition gets past record 0
     assert rig.runner.stats.stalls == 1 and rig.runner.stats.retried == 3
@@ -204,12 +205,12 @@ def test_a_dead_letter_that_is_refused_leaves_the_input_uncommitted_and_backs_of
     rig.producer.poll = dlq_refused  # type: ignore[method-assign]
     rig.step(0)
     first = rig.hold_s()
-    rig.now[0] += first
+    rig.clock.advance(first)
     rig.step(0)
     assert rig.hold_s() == 2 * first
     assert rig.runner.stats.dead_lettered == 0 and {TP: 1} not in rig.consumer.commits
     rig.producer.poll = original  # type: ignore[method-assign]
-    rig.now[0] += 10
+    rig.clock.advance(10)
     rig.step(0)
     rig.step()
     assert rig.runner.stats.dead_lettered == 1 and rig.consumer.commits[-1] == {TP: 1}

@@ -10,6 +10,7 @@ import pytest
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline.app import Pipeline
 from pipeline.backoff import Backoff
+from pipeline.clock import FakeClock
 from pipeline.guarantees import Idempotency
 from pipeline.idempotency.base import IdempotencyStoreError
 from pipeline.stop import StopEvent
@@ -74,10 +75,10 @@ def test_an_idempotency_cleanup_failure_is_logged_not_fatal(
 
     settings = Settings(schemas_dir=SCHEMAS, idempotency_url=f"sqlite:///{tmp_path}/ids.db")
     pipeline = Pipeline.build(settings, [Remembers])
-    now = [100.0]
+    clock = FakeClock()
     runner = StageRunner(
         pipeline.plans[0], FakeConsumer(), FakeProducer(), pipeline.codec,  # type: ignore[arg-type]
-        clock=lambda: now[0], store_url=settings.idempotency_url, commit_interval_s=0,
+        clock=clock, store_url=settings.idempotency_url, commit_interval_s=0,
     )  # fmt: skip
     runner._open_store()
     try:
@@ -87,9 +88,9 @@ def test_an_idempotency_cleanup_failure_is_logged_not_fatal(
 
         assert runner._dedupe is not None
         monkeypatch.setattr(runner._dedupe.store, "cleanup", down)
-        now[0] += 5
+        clock.advance(5)
         runner.step()  # commits on the interval, then tries the cleanup: must not raise
-        assert runner._dedupe.last_cleanup == now[0]
+        assert runner._dedupe.last_cleanup == clock.monotonic()
     finally:
         assert runner._dedupe is not None
         runner._dedupe.close()

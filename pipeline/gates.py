@@ -1,0 +1,242 @@
+"""The checks a record passes before its handler runs: an ordered chain of small gates.
+
+The Gate protocol (how to add one, say a delay, rate-limit or expiry gate, without touching the
+loop):
+
+- ``begin_batch(records)`` is called once per fetched batch, before any ``check`` (a no-op for
+  most gates; the deduplicating gate asks the store about the whole batch at once).
+- ``check(record, tp, origin)`` is called for each record, in offset order per partition
+  (``origin``: a retry-topic record's first coordinates and retry history, else None), and
+  returns one of:
+
+  - ``None``: pass, let the next gate (then the handler) have it;
+  - a ``Hold``: the record must wait. The runner rewinds its partition to it, pauses it and
+    resumes it after ``delay_s`` (``everything``: every assigned partition, each from its first
+    unprocessed record): nothing is lost, nothing is retried, the consumer keeps polling;
+  - a ``Settled``: the record's fate for this read is decided without its handler, by the gate
+    itself: ``DUPLICATE`` (done before: its token begun finished), ``FINISHED`` (finished
+    before a rewind), ``DEAD_LETTERED`` (its copy produced, tied to its token) or
+    ``HANDED_BACK`` (its partition is held in this batch: it will be read again).
+
+  A gate must not begin a token for a record it lets pass; a settling gate owns the record's
+  token. A gate that takes something when it lets a record pass (the breaker's half-open
+  probe) goes last, so no later gate can stop the record after it. Gates run on the consume
+  loop's thread; time comes from the runner's clock.
+
+To add a gate: subclass ``Gate``, and insert it in ``build`` at its place in the order, under
+the declaration that enables it. The loop and the executors do not change.
+
+``build`` picks the chain from what the stage enables (karafka's filter selector): a stage
+without retry topics, a breaker or an idempotency store carries no gate for them, so its default
+path makes no checks for them. Decoding is not a gate: it is the step after the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.breaker import CircuitBreaker, State
+from pipeline.offsets import OffsetTracker, Token
+from pipeline.ports import RawRecord, TopicPartition
+from pipeline.retrytopics import Origin
+from pipeline.stats import StageStats
+
+if TYPE_CHECKING:
+    from pipeline.dedupe import Deduper, EventIds
+    from pipeline.holds import Holds
+    from pipeline.refusals import Refusals
+
+MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    delay_s: float
+    everything: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    outcome: str
+
+
+DUPLICATE = Settled("duplicate")
+FINISHED = Settled("finished")
+DEAD_LETTERED = Settled("dead_lettered")
+HANDED_BACK = Settled("handed_back")
+Verdict = Hold | Settled | None
+
+
+class Gate:
+    """The base of every gate: passes everything. ``retry_records_only``: the gate is about
+    retry-topic records, and is not asked about the stage's input records at all."""
+
+    retry_records_only = False
+
+    def begin_batch(self, records: Sequence[RawRecord]) -> None:
+        pass
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        return None
+
+
+class HeldInBatch(Gate):
+    """A record of a partition held earlier in this batch is handed back (read again later)."""
+
+    def __init__(self, holds: Holds) -> None:
+        self._holds = holds
+        self._skip = holds.skip  # the same dict, cleared per batch
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        if tp in self._skip:
+            self._holds.skipped(record, tp)
+            return HANDED_BACK
+        return None
+
+
+class Deduplicate(Gate):
+    """An event the idempotency store has seen done is not handled again (one query a batch).
+    The id of the record it let pass last is ``event_id`` (recorded as done once committed)."""
+
+    def __init__(self, tracker: OffsetTracker, stats: StageStats) -> None:
+        self._tracker = tracker
+        self._stats = stats
+        self.deduper: Deduper | None = None  # set once the runner opened the store
+        self._ids: EventIds | None = None
+        self.event_id: str | None = None
+
+    def begin_batch(self, records: Sequence[RawRecord]) -> None:
+        deduper = self.deduper
+        self._ids = deduper.ids_not_done(records) if deduper is not None else None
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        if self._ids is None:
+            self.event_id = None
+            return None
+        offset = record.offset()
+        self.event_id = self._ids.get((tp, offset))
+        if self.event_id is not None:
+            return None
+        self._tracker.partition(tp).begin(offset, 0)  # done: finished at once
+        self._stats.duplicates += 1
+        return DUPLICATE
+
+
+class RetryDue(Gate):
+    """A retry-topic record is held until its due time; records there are in due order, so the
+    whole partition waits."""
+
+    retry_records_only = True
+
+    def __init__(self, holds: Holds) -> None:
+        self._holds = holds
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        if origin is None:  # not from a retry topic
+            return None
+        wait_s = self._holds.wait_s(origin)
+        return Hold(wait_s) if wait_s > 0 else None
+
+
+class Refused(Gate):
+    """After a rewind: a record that had finished is finished again, one whose output can never
+    be produced is dead-lettered (``pipeline.refusals``)."""
+
+    def __init__(self, refusals: Refusals, tracker: OffsetTracker) -> None:
+        self._refusals = refusals
+        self._tracker = tracker
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        if not (self._tracker.keeping or self._refusals.verdicts):
+            return None
+        outcome = self._refusals.settled(record, tp, origin)
+        if outcome is None:
+            return None
+        return FINISHED if outcome == "finished" else DEAD_LETTERED
+
+
+class Breaker(Gate):
+    """The stage's breaker: while it is open everything is held until the cooldown ends; half
+    open, exactly one record (the probe) goes through.
+
+    The probe protocol lives here, for every executor: while the probe is in flight nothing
+    else is fetched (``busy``); its outcome ends it (``ended``); a probe whose result is dropped
+    (its partition rewound, revoked or lost) is released so the next record probes instead."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self._probe: tuple[TopicPartition, int] | None = None  # (partition, offset)
+
+    @property
+    def busy(self) -> bool:
+        return self._probe is not None
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        breaker = self.breaker
+        if not breaker.allow():
+            return Hold(max(breaker.remaining_s(), MIN_HOLD_S), everything=True)
+        if breaker.state is State.HALF_OPEN:
+            self._probe = (tp, record.offset())  # allow() let exactly this one through
+        return None
+
+    def succeeded(self, tp: TopicPartition, token: Token) -> None:
+        self.breaker.record_success()
+        self.ended(tp, token)
+
+    def ended(self, tp: TopicPartition, token: Token) -> None:
+        """The record has an outcome (the router fed the breaker its failure, or not)."""
+        if self._probe == (tp, token.offset):
+            self._probe = None
+
+    def dropped(self, tp: TopicPartition, token: Token) -> None:
+        """The record's result is dropped (rewound, revoked): it says nothing."""
+        if self._probe == (tp, token.offset):
+            self._release()
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        if self._probe is not None and self._probe[0] in partitions:
+            self._release()
+
+    def _release(self) -> None:
+        self._probe = None
+        self.breaker.cancel_probe()
+
+
+@dataclass(slots=True)
+class Chain:
+    """The gates of one stage, in order, and the few the runner talks to by name."""
+
+    gates: tuple[Gate, ...]  # for retry-topic records
+    input_gates: tuple[Gate, ...]  # for the stage's input records
+    batch_gates: tuple[Gate, ...]
+    dedupe: Deduplicate | None
+    breaker: Breaker | None
+
+
+def build(
+    holds: Holds,
+    tracker: OffsetTracker,
+    refusals: Refusals,
+    stats: StageStats,
+    *,
+    retry_topics: frozenset[str],
+    breaker: CircuitBreaker | None,
+    idempotent: bool,
+) -> Chain:
+    """The chain for what the stage enables, in this order: a partition held in this batch, a
+    duplicate, a retry not yet due, a record settled by a refusal, an open breaker."""
+    gates: list[Gate] = [HeldInBatch(holds)]
+    dedupe = Deduplicate(tracker, stats) if idempotent else None
+    if dedupe is not None:
+        gates.append(dedupe)
+    if retry_topics:
+        gates.append(RetryDue(holds))
+    gates.append(Refused(refusals, tracker))
+    breaker_gate = Breaker(breaker) if breaker is not None else None
+    if breaker_gate is not None:
+        gates.append(breaker_gate)
+    batch = tuple(g for g in gates if type(g).begin_batch is not Gate.begin_batch)
+    inputs = tuple(g for g in gates if not g.retry_records_only)
+    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate)
