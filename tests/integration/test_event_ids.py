@@ -17,6 +17,7 @@ from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.dlq import ReplayFilter
 from pipeline.replay import ReplayRequest, replay
+from pipeline.transport import kafka
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.integration.kit import (
     end_offsets,
@@ -163,7 +164,8 @@ def test_a_header_less_event_keeps_its_id_through_the_dlq_and_a_replay(
         plan = worker.runners[0].plan
         [dead_letter] = raw_records(settings, plan.dlq_topic, 1)
         BrokenUntilFixed.fixed = True
-        tally = replay(settings, ReplayRequest(plan.dlq_topic, ReplayFilter()), print, print)
+        request = ReplayRequest(plan.dlq_topic, ReplayFilter())
+        tally = replay(kafka(settings), request, print, print)
         [(pong_record, _)] = read_topic(settings, PONGS, count=1)
         wait_until(lambda: done_ids(db, plan.group), 30, "the id recorded done")
     assert (tally.replayed, tally.failed) == (1, 0)
