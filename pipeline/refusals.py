@@ -109,6 +109,9 @@ class Refusals:
                         "handling it again with its outputs produced alone",
                         self._stage, where, err)  # fmt: skip
             self.verdicts[key] = (Verdict.ALONE, err)
+            # Tried alone from now on, whether or not the handler succeeds on the re-read: a
+            # retry copy refused this way again is dead-lettered, not re-handled without end.
+            self._tried_alone.add(key)
             self._holds.rewind(tp, token.offset, 0.0)
         else:
             log.error("%s: output of %s can never be delivered (%s); dead-lettering the input",

@@ -160,6 +160,54 @@ def test_a_refusal_for_a_whole_batch_is_checked_with_the_outputs_produced_alone(
     assert rig.consumer.commits[-1] == {TP: 2}
 
 
+class AlwaysFails(Stage):
+    consumes = PINGS
+    emits = (PONGS,)
+    group = "always-fails"
+    retry = RetryPolicy(in_process_attempts=1, tiers=(1.0,))
+    calls: list[int] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        AlwaysFails.calls.append(event.n)
+        raise ConnectionError("the dependency is down")
+
+
+class RefusingRetryCopies(Refusing):
+    """Every copy to a retry topic is refused as too large for its produce batch."""
+
+    def poll(self, timeout_s: float = 0) -> int:
+        pending, self.pending = self.pending, []
+        for topic, on_delivery in pending:
+            on_delivery(_batch_wide() if ".retry." in topic else None, None)
+        return len(pending)
+
+
+def test_a_retry_copy_the_broker_always_refuses_ends_in_the_dlq_not_an_endless_loop() -> None:
+    """The input fails, its retry copy is refused for the whole batch: it is handled once more
+    (the refusal may have been a neighbour's), then dead-lettered, and committed."""
+    AlwaysFails.calls.clear()
+    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [AlwaysFails])
+    plan = pipeline.plans[0]
+    consumer, producer = FakeConsumer(), RefusingRetryCopies()
+    runner = StageRunner(plan, consumer, producer, pipeline.codec,  # type: ignore[arg-type]
+                         clock=FakeClock(), commit_interval_s=0)  # fmt: skip
+    runner.on_assign([TP])
+    record = Record(PINGS.name, 0, 0, pipeline.codec.encode(
+        Ping(ping_id="p0", n=0), plan.inputs[PINGS.name], PINGS.name))  # fmt: skip
+    seeks = -1  # the fake consumer ignores seeks: feed the record again after each one
+    try:
+        for _ in range(8):
+            if len(consumer.seeks) != seeks:
+                seeks = len(consumer.seeks)
+                consumer.batches.append([record])
+            runner.step()
+    finally:
+        runner._invoke.close()
+    assert AlwaysFails.calls == [0, 0], "handled again without end"
+    assert [t for t, _ in producer.produced].count(plan.dlq_topic) == 1
+    assert consumer.commits[-1] == {TP: 1}
+
+
 def _batch_wide() -> DeliveryError:
     return DeliveryError("Broker: Message size too large", code="MSG_SIZE_TOO_LARGE",
                          permanent=True, batch_wide=True)  # fmt: skip
