@@ -129,11 +129,7 @@ class KeyedDispatcher:
             try:
                 ctx = await self._call(event, record)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # the stage is cancelling this task (shutdown, partitions gone)
-                error = HandlerCancelled(f"handler raised CancelledError on {_where(record)}")
-                error.__cause__ = exc
+                error = handler_cancelled(exc, record)
             except Exception as exc:
                 error = exc
         self.completed.append(Completion(record, tp, token, origin, ctx, error, started))
@@ -159,3 +155,14 @@ class KeyedDispatcher:
 
 def _where(record: RawRecord) -> str:
     return f"{record.topic()}[{record.partition()}]@{record.offset()}"
+
+
+def handler_cancelled(exc: asyncio.CancelledError, record: RawRecord) -> HandlerCancelled:
+    """A CancelledError the handler raised itself, as a failure to route like any other; one
+    that cancels the stage's own task (shutdown, partitions gone) is raised again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise exc
+    error = HandlerCancelled(f"handler raised CancelledError on {_where(record)}")
+    error.__cause__ = exc
+    return error

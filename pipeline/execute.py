@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pipeline.context import Context
+from pipeline.dispatch import handler_cancelled
 from pipeline.errors import CallAbandoned
 from pipeline.invoke import Invoker
 from pipeline.offsets import Token
@@ -130,6 +131,9 @@ class InlineExecutor:
             except CallAbandoned as exc:
                 self._core.abandoned(exc, record, token)
                 return  # the rest of the batch is not begun either: it is all re-read
+            except asyncio.CancelledError as exc:  # raised by the handler: a failure, as keyed
+                settle(record, tp, origin, token, None, handler_cancelled(exc, record))
+                continue
             except Exception as exc:
                 settle(record, tp, origin, token, None, exc)
                 continue
