@@ -54,17 +54,19 @@ class MemoryTransport:
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
             }
+            | self.settings.consumer_config  # user overrides last, as on Kafka
         )
 
     def producer(self, client_id: str) -> MemoryProducer:
-        return self.broker.producer({"client.id": client_id})
+        # User overrides last, as on Kafka: message.max.bytes and partitioner are modelled.
+        return self.broker.producer({"client.id": client_id} | self.settings.producer_config)
 
     def transactional_producer(
         self, client_id: str, transactional_id: str, transaction_timeout_s: float
     ) -> MemoryProducer:
         # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
         config = {"client.id": client_id, "transactional.id": transactional_id}
-        return self.broker.producer(config)
+        return self.broker.producer(config | self.settings.producer_config)
 
     def admin(self) -> MemoryAdmin:
         return MemoryAdmin(self.broker, self.settings)
