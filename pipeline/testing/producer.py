@@ -71,6 +71,7 @@ class MemoryProducer:
             raise KafkaError(
                 f"produce to {topic}: Broker: Message size too large (MSG_SIZE_TOO_LARGE)",
                 code="MSG_SIZE_TOO_LARGE",
+                permanent=True,  # as the Kafka adapter classifies it: the input is dead-lettered
             )
         with self._broker.condition:
             if self._transactional_id is not None:

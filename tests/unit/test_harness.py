@@ -152,3 +152,26 @@ def test_an_exactly_once_stage_commits_its_outputs_and_offsets_together() -> Non
         t.run_until_idle()
         assert sorted(p.n for p in t.outputs(PONGS)) == list(range(5))
         assert t.lag(EosEcho) == (5, 0)
+
+
+class Oversized(Stage):
+    consumes = PINGS
+    emits = (PONGS,)
+    retry = NO_RETRIES
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        big = "x" * (5000 if event.ping_id == "big" else 1)
+        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by=big))
+
+
+def test_an_output_over_the_producers_message_max_bytes_dead_letters_its_input() -> None:
+    """As on Kafka (tests/integration/test_refused_outputs.py): produce refuses the output at
+    once, no retry can fix it, so the input is dead-lettered and the partition goes on."""
+    settings = SETTINGS.model_copy(update={"producer_config": {"message.max.bytes": 2000}})
+    with TestPipeline([Oversized], settings) as t:
+        t.publish(PINGS, Ping(ping_id="big", n=0), key="k")
+        t.publish(PINGS, Ping(ping_id="small", n=1), key="k")
+        t.run_until_idle()
+        [dead] = t.dead_letters(Oversized)
+        assert [p.ping_id for p in t.outputs(PONGS)] == ["small"]
+    assert dead.failure.exception_type.endswith("KafkaError")

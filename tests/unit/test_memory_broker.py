@@ -437,6 +437,7 @@ def test_a_record_over_the_producers_message_max_bytes_is_refused_by_produce(
     with pytest.raises(KafkaError) as raised:
         producer.produce(T, b"x" * 200, None, None, Reports())
     assert raised.value.code == "MSG_SIZE_TOO_LARGE" and len(producer) == 0
+    assert raised.value.permanent, "a retry cannot fix it: the runner must dead-letter the input"
 
 
 def test_a_record_to_an_unknown_topic_fails_its_delivery(broker: MemoryBroker) -> None:
