@@ -17,6 +17,7 @@ from pipeline.breaker import CircuitBreaker, State
 from pipeline.clock import Clock
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.holds import Holds
+from pipeline.hooks import Hooks
 from pipeline.offsets import OffsetTracker
 from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, TopicPartition
@@ -24,7 +25,6 @@ from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
 from pipeline.routing import Router
 from pipeline.serde import Codec
-from pipeline.stats import StageStats
 
 
 @dataclass(slots=True)
@@ -45,7 +45,7 @@ def build(
     consumer: ConsumerPort,
     producer: ProducerPort,
     codec: Codec,
-    stats: StageStats,
+    hooks: Hooks,
     clock: Clock,
     *,
     rewind_all: Callable[[], None],
@@ -57,29 +57,30 @@ def build(
     holds = Holds(consumer, tracker, assigned, clock)
     breaker = None
     if plan.stage.breaker is not None:
+        on_change = hooks.on_breaker_change
 
-        def changed(_name: str, _old: State, new: State) -> None:
-            stats.breaker = new.value
+        def changed(_name: str, old: State, new: State) -> None:
+            if on_change is not None:
+                on_change(old.value, new.value)
 
         breaker = CircuitBreaker(plan.name, plan.stage.breaker, clock.monotonic, changed)
-        stats.breaker = State.CLOSED.value
     committer: OffsetCommitter | TransactionCommitter
     if plan.stage.guarantee == "exactly_once":
         transactional: Any = producer
         committer = TransactionCommitter(
-            consumer, transactional, tracker, stats, rewind_all, in_loop_budget_s,
+            consumer, transactional, tracker, hooks, rewind_all, in_loop_budget_s,
             clock.monotonic,
         )  # fmt: skip
     else:
-        committer = OffsetCommitter(plan.group, consumer, tracker, stats)
-    outputs = OutputWriter(plan, codec, producer, stats)
+        committer = OffsetCommitter(plan.group, consumer, tracker, hooks)
+    outputs = OutputWriter(plan, codec, producer, hooks)
     policy = plan.stage.retry
     router = Router(
-        plan, policy, outputs, tracker, stats, holds, breaker, committer.after_commit, clock
+        plan, policy, outputs, tracker, hooks, holds, breaker, committer.after_commit, clock
     )
-    refusals = Refusals(plan.name, holds, tracker, router, assigned, stats, policy.ordered_backoff)
+    refusals = Refusals(plan.name, holds, tracker, router, assigned, hooks, policy.ordered_backoff)
     chain = gates.build(
-        holds, tracker, refusals, stats, retry_topics=frozenset(plan.retry_topics),
+        holds, tracker, refusals, hooks, retry_topics=frozenset(plan.retry_topics),
         breaker=breaker, idempotent=plan.stage.idempotency is not None,
     )  # fmt: skip
     return Parts(tracker, assigned, holds, breaker, committer, outputs, router, refusals, chain)

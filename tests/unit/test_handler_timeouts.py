@@ -17,7 +17,7 @@ from pipeline.errors import CallAbandoned, TooManyHungCalls
 from pipeline.failures import HandlerTimeout
 from pipeline.invoke import Invoker
 from pipeline.runner import StageRunner
-from pipeline.stats import StageStats
+from pipeline.stats import StageStats, counting
 from pipeline.stop import StopEvent
 from tests.integration.app_stages import PINGS, Ping
 from tests.unit.fakes import FakeConsumer, FakeProducer, Record
@@ -43,8 +43,9 @@ def _await(condition: Callable[[], bool], within_s: float = 10.0) -> None:
 
 def _invoker(handler: Callable[[Ping, Context], None], stats: StageStats) -> Invoker:
     return Invoker(
-        "s", handler, False, frozenset(), RetryPolicy(in_process_attempts=1), TIMEOUT_S, "g", stats
-    )
+        "s", handler, False, frozenset(), RetryPolicy(in_process_attempts=1), TIMEOUT_S, "g",
+        counting(stats).on_hung_change,
+    )  # fmt: skip
 
 
 def test_healthy_calls_run_at_once_behind_hung_ones(release: threading.Event) -> None:
@@ -110,7 +111,9 @@ def test_a_call_running_at_a_stop_is_abandoned_after_the_stop_budget(
         release.wait()
 
     stats = StageStats("s", "g")
-    invoker = Invoker("s", handler, False, frozenset(), RetryPolicy(), 60.0, "g", stats)
+    invoker = Invoker(
+        "s", handler, False, frozenset(), RetryPolicy(), 60.0, "g", counting(stats).on_hung_change
+    )
     stop = StopEvent()
     stop.set()
     invoker.stop_event, invoker.stop_budget_s = stop, 0.2
