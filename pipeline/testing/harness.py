@@ -45,6 +45,7 @@ from pipeline.failures import REQUESTS
 from pipeline.hooks import Hook, StageInfo
 from pipeline.registry import StagePlan
 from pipeline.stage import Stage, Topic
+from pipeline.stats import StageStats
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.clock import Clock, FakeClock, SystemClock
 from pipeline.testing.consumer import MemoryConsumer
@@ -234,6 +235,11 @@ class TestPipeline:
 
     def dead_letters(self, stage: type[Stage]) -> list[DeadLettered]:
         return [DeadLettered(r, Failure.of(r)) for r in self.records(self._plan(stage).dlq_topic)]
+
+    def stats(self, stage: type[Stage]) -> StageStats:
+        """The counters of ``stage``'s current worker (``pipeline.stats.StageStats``)."""
+        stats: StageStats = self._stepped[self._plan(stage).group].runner.stats
+        return stats
 
     def lag(self, stage: type[Stage]) -> tuple[int, int]:
         """(records committed, records not yet committed) of ``stage``'s group on its inputs."""
