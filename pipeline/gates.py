@@ -56,10 +56,20 @@ class Hold:
     delay_s: float
     everything: bool = False
 
+    def act(self, holds: Holds, tp: TopicPartition, offset: int) -> None:
+        """Hold the record's partition (or, ``everything``, every partition) from ``offset``."""
+        if self.everything:
+            holds.hold_everything(tp, offset, self.delay_s)
+        else:
+            holds.rewind(tp, offset, self.delay_s)
+
 
 @dataclass(frozen=True, slots=True)
 class Settled:
     outcome: str
+
+    def act(self, holds: Holds, tp: TopicPartition, offset: int) -> None:
+        """Nothing: the gate settled the record already."""
 
 
 DUPLICATE = Settled("duplicate")

@@ -108,7 +108,7 @@ def test_a_stage_carries_only_the_gates_it_enables(
     stage: type[Stage], expected: list[type[g.Gate]]
 ) -> None:
     runner, *_ = runner_for(stage, FakeClock())
-    assert [type(gate) for gate in runner._gates] == expected
+    assert [type(gate) for gate in runner._parts.chain.gates] == expected
     assert [type(check.__self__) for check in runner._input_checks] == [
         kind for kind in expected if kind is not g.RetryDue
     ], "the stage's input records are not asked about retry due times"

@@ -14,7 +14,8 @@ EXPECTED = {
     "EventValidationError", "HandlerTimeout", "Hook", "Idempotency", "KafkaError", "Pipeline",
     "PipelineError", "Publisher", "RetryAfter", "RetryPolicy", "SchemaError",
     "SchemaMismatchError", "SchemaNotFoundError", "SerializationError", "Settings", "Skip",
-    "Stage", "StageInfo", "Topic", "TopicNotFoundError", "TruncatedPayloadError", "UnknownSchemaError",
+    "Stage", "StageInfo", "Topic", "TopicNotFoundError", "TruncatedPayloadError",
+    "UnknownSchemaError",
     "Worker", "WorkerInfo", "load_settings",
 }  # fmt: skip
 
