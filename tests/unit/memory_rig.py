@@ -74,13 +74,10 @@ class RecordingProducer(MemoryProducer):
                              permanent=ours.permanent, batch_wide=True)  # fmt: skip
 
 
-def key_for(partition: int, partitions: int) -> bytes:
-    """A key the default partitioner (librdkafka's CRC32) sends to ``partition``."""
-    return next(
-        key
-        for key in (b"k%d" % i for i in range(10_000))
-        if crc32_partition(key, partitions) == partition
-    )
+def key_for(partition: int, partitions: int, nth: int = 0) -> bytes:
+    """The ``nth`` key the default partitioner (librdkafka's CRC32) sends to ``partition``."""
+    keys = (b"k%d" % i for i in range(10_000))
+    return [key for key in keys if crc32_partition(key, partitions) == partition][nth]
 
 
 class Rig:
@@ -172,9 +169,13 @@ class Rig:
     def pongs(self) -> list[Pong]:
         """The stage's outputs to PONGS, decoded, in offset order."""
         binding = self.plan.outputs[PONGS.name][1]
-        return [self.pipeline.codec.decode(r.value() or b"", binding) for r in self.records(PONGS.name)]
+        return [
+            self.pipeline.codec.decode(r.value() or b"", binding) for r in self.records(PONGS.name)
+        ]
 
     def copies(self, topic: str) -> list[int]:
         """The ``n`` of each ping in ``topic`` (a retry or dead-letter topic: the copies)."""
         binding = self.plan.inputs[PINGS.name]
-        return [self.pipeline.codec.decode(r.value() or b"", binding).n for r in self.records(topic)]
+        return [
+            self.pipeline.codec.decode(r.value() or b"", binding).n for r in self.records(topic)
+        ]

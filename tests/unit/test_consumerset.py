@@ -17,7 +17,9 @@ class Listener:
     def on_lost(self, partitions: list[TopicPartition]) -> None: ...
 
 
-def consumers(inputs: int, retries: int) -> tuple[ConsumerSet, AskingConsumer, AskingConsumer, FakeClock]:
+def consumers(
+    inputs: int, retries: int
+) -> tuple[ConsumerSet, AskingConsumer, AskingConsumer, FakeClock]:
     """``inputs`` records in "in", ``retries`` in the retry topic, read by a set subscribed to
     both."""
     clock = FakeClock()

@@ -5,17 +5,18 @@ only the gates for what it enables."""
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline import gates as g
-from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
 from pipeline.guarantees import Idempotency
 from pipeline.retrytopics import Origin, retry_headers
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
 from tests.unit.memory_rig import SCHEMAS, Rig
 from tests.unit.records import record
+
 
 class Echo(Stage):
     consumes = PINGS
