@@ -29,6 +29,7 @@ from pipeline.errors import (
 from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
+from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stage import Stage, Topic
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Event",
     "EventValidationError",
     "HandlerTimeout",
+    "Hook",
     "Idempotency",
     "KafkaError",
     "Pipeline",
@@ -63,11 +65,13 @@ __all__ = [
     "Settings",
     "Skip",
     "Stage",
+    "StageInfo",
     "Topic",
     "TopicNotFoundError",
     "TruncatedPayloadError",
     "UnknownSchemaError",
     "Worker",
+    "WorkerInfo",
     "load_settings",
 ]
 

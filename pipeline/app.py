@@ -1,7 +1,8 @@
 """The Pipeline object: settings, schema catalog, codec and validated stage plans, built once.
 
 It owns everything a worker or the publisher needs, including the transport its clients come
-from (``pipeline.transport``; Kafka unless another is given); there is no global state.
+from (``pipeline.transport``; Kafka unless another is given) and the hooks every stage's
+runner reports to (``pipeline.hooks``); there is no global state.
 Building one does all the startup checks (config, schemas, declarations) before anything
 connects to Kafka.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
+from pipeline.hooks import Hook, check
 from pipeline.ports import ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
@@ -40,6 +42,7 @@ class Pipeline:
     announce: Announce
     plans: tuple[StagePlan, ...]
     transport: Transport
+    hooks: tuple[Hook, ...] = ()
 
     @classmethod
     def build(
@@ -47,20 +50,24 @@ class Pipeline:
         settings: Settings,
         stages: Iterable[type[Stage]] = (),
         transport: Transport | None = None,
+        hooks: Sequence[Hook] = (),
     ) -> Pipeline:
+        """``hooks`` hear every stage (each stage's own ``hooks`` are added for it)."""
+        hooks = check(hooks, "Pipeline hooks")
         if transport is None:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         codec, announce = build_codec(settings, catalog, transport)
-        return cls(settings, catalog, codec, announce, plans, transport)
+        return cls(settings, catalog, codec, announce, plans, transport, hooks)
 
     @classmethod
     def from_spec(
         cls, spec: str, settings: Settings, transport: Transport | None = None
     ) -> Pipeline:
-        return cls.build(settings, registry.load(spec), transport)
+        """The stages a ``pipeline run`` spec names, with the ``HOOKS`` of their modules."""
+        return cls.build(settings, registry.load(spec), transport, registry.load_hooks(spec))
 
     def topics(self) -> list[str]:
         return list(dict.fromkeys(t for plan in self.plans for t in plan.topics))
@@ -83,7 +90,8 @@ class Pipeline:
     ) -> StageRunner:
         """The stage's runner on this pipeline's transport; ``clock`` drives its holds, due
         times, breaker and commit interval (a test broker's FakeClock, say)."""
-        client_id = f"{plan.group}-{worker_id or _default_worker_id()}"
+        worker_id = worker_id or default_worker_id()
+        client_id = f"{plan.group}-{worker_id}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
         consumer: ConsumerPort = self.transport.consumer(plan.group, client_id)
@@ -112,6 +120,8 @@ class Pipeline:
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
             clock=clock,
+            hooks=self.hooks,
+            worker_id=worker_id,
         )
 
 
@@ -152,5 +162,5 @@ def _no_announce(_binding: Binding[Any]) -> None:
     pass
 
 
-def _default_worker_id() -> str:
+def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
+from pipeline.hooks import Hooks
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import ConsumerPort, TopicPartition
-from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.commit")
 MIN_CALL_TIMEOUT_S = 0.5
@@ -47,12 +47,12 @@ class OffsetCommitter:
         group: str,
         consumer: ConsumerPort,
         tracker: OffsetTracker,
-        stats: StageStats,
+        hooks: Hooks,
     ) -> None:
         self._group = group
         self._consumer = consumer
         self._tracker = tracker
-        self._stats = stats
+        self._on_commit = hooks.on_commit
         self.store: DoneStore | None = None  # the stage's idempotency store, once opened
         self._pending_ids: list[str] = []
 
@@ -83,7 +83,8 @@ class OffsetCommitter:
             return
         self._consumer.commit(offsets, sync=sync)
         self._tracker.mark_committed(offsets)
-        self._stats.commits += 1
+        if self._on_commit is not None:
+            self._on_commit(offsets)
 
     def delivery_failed(self) -> bool:
         """False: the runner rewinds just the partitions concerned."""
@@ -113,7 +114,7 @@ class TransactionCommitter:
         consumer: Any,
         producer: Producerish,
         tracker: OffsetTracker,
-        stats: StageStats,
+        hooks: Hooks,
         rewind_all: Callable[[], None],
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -121,7 +122,7 @@ class TransactionCommitter:
         self._consumer = consumer
         self._producer = producer
         self._tracker = tracker
-        self._stats = stats
+        self._on_commit, self._on_abort = hooks.on_commit, hooks.on_abort
         self._rewind_all = rewind_all
         self._timeout = timeout_s
         self._clock = clock
@@ -232,7 +233,8 @@ class TransactionCommitter:
         self._tracker.committable(assigned)
         self._tracker.take_finished_ids()
         self._tracker.mark_committed(offsets)
-        self._stats.commits += 1
+        if self._on_commit is not None:
+            self._on_commit(offsets)
 
     def _left(self, deadline: float) -> float:
         # Never 0: librdkafka would then not even try.
@@ -268,5 +270,6 @@ class TransactionCommitter:
             log.error("abort_transaction failed: %s", exc)
         self._open = False
         self._claims = []
-        self._stats.aborts += 1
+        if self._on_abort is not None:
+            self._on_abort()
         self._rewind_all()

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Literal
@@ -23,8 +24,10 @@ from rich.table import Table
 
 from pipeline.app import Pipeline
 from pipeline.config import Settings
+from pipeline.context import Context
 from pipeline.errors import KafkaError
-from pipeline.ports import LagPort
+from pipeline.hooks import Hook, StageInfo
+from pipeline.ports import LagPort, RawRecord
 from pipeline.publisher import Publisher
 from pipeline.registry import StagePlan, load
 from pipeline.stop import StopEvent
@@ -34,9 +37,56 @@ EXAMPLES = "stages.video,stages.orders"
 console = Console()
 
 
+class ProgressView(Hook):
+    """What the live table shows, per stage, kept from the stages' hooks (on their threads;
+    the table reads plain ints, at most a batch old)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+
+    def row(self, stage: str) -> Row:
+        row = self.rows.get(stage)
+        if row is None:
+            row = self.rows[stage] = Row()
+        return row
+
+    def on_stage_start(self, stage: StageInfo) -> None:
+        self.row(stage.name)
+
+    def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
+        row = self.row(stage.name)
+        row.done += 1
+        row.outputs += len(ctx.outputs)
+
+    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        self.row(stage.name).failed += 1
+
+    def on_retrying(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
+    ) -> None:
+        self.row(stage.name).retried += 1
+
+    def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        self.row(stage.name).dead_lettered += 1
+
+    def on_breaker_change(self, stage: StageInfo, old: str, new: str) -> None:
+        self.row(stage.name).breaker = new
+
+
+@dataclass(slots=True)
+class Row:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    outputs: int = 0
+    breaker: str = "-"
+
+
 def run_demo(settings: Settings, *, events: int, once: bool) -> int:
     _ensure_broker(settings)
-    pipeline = Pipeline.build(settings, load(EXAMPLES))
+    view = ProgressView()
+    pipeline = Pipeline.build(settings, load(EXAMPLES), hooks=[view])
     created = pipeline.ensure_topics()
     if created:
         console.print(f"created {len(created)} topics")
@@ -48,7 +98,7 @@ def run_demo(settings: Settings, *, events: int, once: bool) -> int:
     console.print(f"published {published} demo events; Ctrl-C to stop")
     monitor = pipeline.transport.lag_monitor()
     try:
-        _watch(pipeline, worker, monitor, stop, once)
+        _watch(pipeline, view, worker, monitor, stop, once)
     finally:
         monitor.close()
         worker.stop()
@@ -124,12 +174,17 @@ def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
 
 
 def _watch(
-    pipeline: Pipeline, worker: Worker, monitor: LagPort, stop: threading.Event, once: bool
+    pipeline: Pipeline,
+    view: ProgressView,
+    worker: Worker,
+    monitor: LagPort,
+    stop: threading.Event,
+    once: bool,
 ) -> None:
     drained_at: float | None = None
     with Live(console=console, refresh_per_second=4) as live:
         while not stop.is_set() and not worker.stop_event.is_set():
-            table, total_lag = _progress(pipeline, worker, monitor)
+            table, total_lag = _progress(pipeline, view, monitor)
             live.update(table)
             if total_lag == 0 and drained_at is None:
                 drained_at = time.monotonic()
@@ -145,7 +200,7 @@ def _watch(
 COLUMNS = ("stage", "group", "done", "failed", "retried", "DLQ", "out", "breaker", "lag")
 
 
-def _progress(pipeline: Pipeline, worker: Worker, monitor: LagPort) -> tuple[Table, int]:
+def _progress(pipeline: Pipeline, view: ProgressView, monitor: LagPort) -> tuple[Table, int]:
     """One row per stage. Lag counts the input and the stage's retry topics: an event waiting
     for its retry is not drained yet."""
     table = Table(title="pipeline progress", title_justify="left")
@@ -155,14 +210,15 @@ def _progress(pipeline: Pipeline, worker: Worker, monitor: LagPort) -> tuple[Tab
         )
         table.add_column(column, justify=justify, no_wrap=True)
     total_lag = 0
-    for plan, runner in zip(pipeline.plans, worker.runners, strict=True):
+    for plan in pipeline.plans:
         lag = _lag(monitor, plan)
         total_lag += 1 if lag is None else lag  # unknown lag is not drained
-        s = runner.stats
+        s = view.row(plan.name)
+        state = "closed" if s.breaker == "-" and plan.stage.breaker is not None else s.breaker
         breaker = {"open": "[red]open[/red]", "half-open": "[yellow]half-open[/yellow]"}.get(
-            s.breaker, s.breaker
+            state, state
         )
-        counts = (s.processed, s.failed, s.retried, s.dead_lettered, s.outputs)
+        counts = (s.done, s.failed, s.retried, s.dead_lettered, s.outputs)
         shown = "?" if lag is None else str(lag)
         table.add_row(plan.name, plan.group, *map(str, counts), breaker, shown)
     return table, total_lag

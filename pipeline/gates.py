@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.breaker import CircuitBreaker, State
+from pipeline.hooks import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
-from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     from pipeline.dedupe import Deduper, EventIds
@@ -56,10 +56,20 @@ class Hold:
     delay_s: float
     everything: bool = False
 
+    def act(self, holds: Holds, tp: TopicPartition, offset: int) -> None:
+        """Hold the record's partition (or, ``everything``, every partition) from ``offset``."""
+        if self.everything:
+            holds.hold_everything(tp, offset, self.delay_s)
+        else:
+            holds.rewind(tp, offset, self.delay_s)
+
 
 @dataclass(frozen=True, slots=True)
 class Settled:
     outcome: str
+
+    def act(self, holds: Holds, tp: TopicPartition, offset: int) -> None:
+        """Nothing: the gate settled the record already."""
 
 
 DUPLICATE = Settled("duplicate")
@@ -100,9 +110,9 @@ class Deduplicate(Gate):
     """An event the idempotency store has seen done is not handled again (one query a batch).
     The id of the record it let pass last is ``event_id`` (recorded as done once committed)."""
 
-    def __init__(self, tracker: OffsetTracker, stats: StageStats) -> None:
+    def __init__(self, tracker: OffsetTracker, hooks: Hooks) -> None:
         self._tracker = tracker
-        self._stats = stats
+        self._on_duplicate = hooks.on_duplicate
         self.deduper: Deduper | None = None  # set once the runner opened the store
         self._ids: EventIds | None = None
         self.event_id: str | None = None
@@ -120,7 +130,8 @@ class Deduplicate(Gate):
         if self.event_id is not None:
             return None
         self._tracker.partition(tp).begin(offset, 0)  # done: finished at once
-        self._stats.duplicates += 1
+        if self._on_duplicate is not None:
+            self._on_duplicate(record)
         return DUPLICATE
 
 
@@ -219,7 +230,7 @@ def build(
     holds: Holds,
     tracker: OffsetTracker,
     refusals: Refusals,
-    stats: StageStats,
+    hooks: Hooks,
     *,
     retry_topics: frozenset[str],
     breaker: CircuitBreaker | None,
@@ -228,7 +239,7 @@ def build(
     """The chain for what the stage enables, in this order: a partition held in this batch, a
     duplicate, a retry not yet due, a record settled by a refusal, an open breaker."""
     gates: list[Gate] = [HeldInBatch(holds)]
-    dedupe = Deduplicate(tracker, stats) if idempotent else None
+    dedupe = Deduplicate(tracker, hooks) if idempotent else None
     if dedupe is not None:
         gates.append(dedupe)
     if retry_topics:

@@ -8,7 +8,7 @@ always gets a thread at once: an idle one, or a new one when all are busy. The t
 starts when the call starts.
 
 Threads are daemon threads: a hung call never keeps the process from exiting (its event is
-uncommitted, so it is redelivered). Abandoned calls are counted (``StageStats.hung_calls``) and
+uncommitted, so it is redelivered). Abandoned calls are counted (the ``on_hung_change`` hook) and
 logged with their coordinates when abandoned and when they return. Once ``max_hung`` are stuck
 at the same time, ``submit`` refuses with ``TooManyHungCalls``: every call the stage makes is
 likely to hang the same way (a dependency that never answers), and more threads would only pile
@@ -26,7 +26,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from pipeline.errors import TooManyHungCalls
-from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.invoke")
 # Abandoned calls still running at once, per stage and worker, before the stage stops. One event
@@ -70,9 +69,14 @@ class _Thread:
 
 
 class HandlerThreads:
-    def __init__(self, stage: str, stats: StageStats | None = None, max_hung: int = MAX_HUNG_CALLS):
+    def __init__(
+        self,
+        stage: str,
+        on_hung: Callable[[int], None] | None = None,
+        max_hung: int = MAX_HUNG_CALLS,
+    ):
         self._stage = stage
-        self._stats = stats
+        self._on_hung = on_hung  # told the hung count whenever it changes
         self.max_hung = max_hung
         self._lock = threading.Lock()
         self._idle: list[_Thread] = []
@@ -144,8 +148,9 @@ class HandlerThreads:
             thread.inbox.put(None)
 
     def _count(self) -> int:
-        """Under the lock: the hung count, mirrored into the stage's stats."""
+        """Under the lock: the hung count, told to ``on_hung`` (under the lock too, so the counts
+        it hears from different threads arrive in order)."""
         hung = len(self._hung)
-        if self._stats is not None:
-            self._stats.hung_calls = hung
+        if self._on_hung is not None:
+            self._on_hung(hung)
         return hung

@@ -37,7 +37,6 @@ from pipeline.errors import CallAbandoned
 from pipeline.failures import HandlerTimeout, RetryPolicy
 from pipeline.handlerthreads import HandlerThreads
 from pipeline.ports import RawRecord
-from pipeline.stats import StageStats
 from pipeline.stop import seconds_since_stop
 
 Handler = Callable[[Any, Context], Awaitable[None] | None]
@@ -55,7 +54,7 @@ class Invoker:
         policy: RetryPolicy,
         timeout_s: float | None,
         group: str = "",
-        stats: StageStats | None = None,
+        on_hung: Callable[[int], None] | None = None,
     ) -> None:
         self._stage = stage
         self._group = group
@@ -69,7 +68,7 @@ class Invoker:
         self.sync = not is_async and timeout_s is None
         self._threads: HandlerThreads | None = None
         if timeout_s is not None and not is_async:
-            self._threads = HandlerThreads(stage, stats)
+            self._threads = HandlerThreads(stage, on_hung)
         # Set by the runner: once this is set, a sync call in a thread gets ``stop_budget_s``
         # more to finish (it may have waited part of that already), then is abandoned.
         self.stop_event: threading.Event | None = None

@@ -18,25 +18,23 @@ from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, derived_id
+from pipeline.hooks import Hooks
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.serde import Codec
-from pipeline.stats import StageStats
 
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
 
 class OutputWriter:
-    def __init__(
-        self, plan: StagePlan, codec: Codec, producer: ProducerPort, stats: StageStats
-    ) -> None:
+    def __init__(self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks) -> None:
         self._stage = plan.name
         self._outputs = plan.outputs
         self._codec = codec
         self._producer = producer
-        self._stats = stats
+        self._on_completed = hooks.on_completed
         self._suffixes: list[bytes] = []
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
@@ -79,7 +77,7 @@ class OutputWriter:
             parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
-        on_delivery = self.callback(tp, token)
+        on_delivery = self.callback(tp, token, record)
         produce = self._producer.produce
         outputs = self._outputs
         for index, output in enumerate(ctx.outputs):
@@ -91,7 +89,6 @@ class OutputWriter:
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break
-        self._stats.outputs += len(payloads)
 
     def _seed_suffix(self, index: int) -> bytes:
         """``b"/<stage>/<index>"``: the part of a derived id's seed after the parent's id."""
@@ -123,18 +120,31 @@ class OutputWriter:
         except KafkaError as exc:  # refused locally: as a failed delivery, the input waits
             on_delivery(exc, None)
 
-    def callback(self, tp: TopicPartition, token: Token) -> DeliveryCallback:
+    def callback(self, tp: TopicPartition, token: Token, record: RawRecord) -> DeliveryCallback:
         """The delivery report handler for one input's outputs."""
         failed = self._failed
+        completed = self._on_completed
+        if completed is None:
 
-        def delivered(err: Any, msg: Any) -> None:
+            def delivered(err: Any, msg: Any) -> None:
+                if err is None:
+                    token.finish_one()
+                elif not token.failed:
+                    token.failed = True
+                    failed.append((tp, token, err, msg, False))
+
+            return delivered
+
+        def delivered_then_completed(err: Any, msg: Any) -> None:
             if err is None:
                 token.finish_one()
+                if token.outstanding == 0 and not token.failed and not token.cancelled:
+                    completed(record)  # the input's last output is acknowledged
             elif not token.failed:
                 token.failed = True
                 failed.append((tp, token, err, msg, False))
 
-        return delivered
+        return delivered_then_completed
 
     @property
     def failed(self) -> bool:

@@ -16,19 +16,29 @@ from pipeline import gates
 from pipeline.breaker import CircuitBreaker, State
 from pipeline.clock import Clock
 from pipeline.commit import OffsetCommitter, TransactionCommitter
+from pipeline.dedupe import Deduper
+from pipeline.errors import TruncatedPayloadError, UnknownSchemaError
+from pipeline.execute import Core, Executor, InlineExecutor
 from pipeline.holds import Holds
+from pipeline.hooks import Hooks
+from pipeline.invoke import Invoker
+from pipeline.keyed import KeyedExecutor
 from pipeline.offsets import OffsetTracker
 from pipeline.outputs import OutputWriter
-from pipeline.ports import ConsumerPort, ProducerPort, TopicPartition
+from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
+from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
-from pipeline.stats import StageStats
+from pipeline.stage import Stage
 
 
 @dataclass(slots=True)
 class Parts:
+    plan: StagePlan
+    consumer: ConsumerPort
+    clock: Clock
     tracker: OffsetTracker
     assigned: set[TopicPartition]  # one set, shared: assignment changes show everywhere
     holds: Holds
@@ -39,13 +49,22 @@ class Parts:
     refusals: Refusals
     chain: gates.Chain
 
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions no longer ours (revoked or lost): every part drops what it held of them."""
+        if self.chain.breaker is not None:
+            self.chain.breaker.forget(partitions)
+        self.holds.forget(partitions)
+        self.tracker.drop(partitions)
+        self.router.forget(partitions)
+        self.refusals.forget(partitions)
+
 
 def build(
     plan: StagePlan,
     consumer: ConsumerPort,
     producer: ProducerPort,
     codec: Codec,
-    stats: StageStats,
+    hooks: Hooks,
     clock: Clock,
     *,
     rewind_all: Callable[[], None],
@@ -57,29 +76,92 @@ def build(
     holds = Holds(consumer, tracker, assigned, clock)
     breaker = None
     if plan.stage.breaker is not None:
+        on_change = hooks.on_breaker_change
 
-        def changed(_name: str, _old: State, new: State) -> None:
-            stats.breaker = new.value
+        def changed(_name: str, old: State, new: State) -> None:
+            if on_change is not None:
+                on_change(old.value, new.value)
 
         breaker = CircuitBreaker(plan.name, plan.stage.breaker, clock.monotonic, changed)
-        stats.breaker = State.CLOSED.value
     committer: OffsetCommitter | TransactionCommitter
     if plan.stage.guarantee == "exactly_once":
         transactional: Any = producer
         committer = TransactionCommitter(
-            consumer, transactional, tracker, stats, rewind_all, in_loop_budget_s,
+            consumer, transactional, tracker, hooks, rewind_all, in_loop_budget_s,
             clock.monotonic,
         )  # fmt: skip
     else:
-        committer = OffsetCommitter(plan.group, consumer, tracker, stats)
-    outputs = OutputWriter(plan, codec, producer, stats)
+        committer = OffsetCommitter(plan.group, consumer, tracker, hooks)
+    outputs = OutputWriter(plan, codec, producer, hooks)
     policy = plan.stage.retry
     router = Router(
-        plan, policy, outputs, tracker, stats, holds, breaker, committer.after_commit, clock
+        plan, policy, outputs, tracker, hooks, holds, breaker, committer.after_commit, clock
     )
-    refusals = Refusals(plan.name, holds, tracker, router, assigned, stats, policy.ordered_backoff)
+    refusals = Refusals(plan.name, holds, tracker, router, assigned, hooks, policy.ordered_backoff)
     chain = gates.build(
-        holds, tracker, refusals, stats, retry_topics=frozenset(plan.retry_topics),
+        holds, tracker, refusals, hooks, retry_topics=frozenset(plan.retry_topics),
         breaker=breaker, idempotent=plan.stage.idempotency is not None,
     )  # fmt: skip
-    return Parts(tracker, assigned, holds, breaker, committer, outputs, router, refusals, chain)
+    return Parts(
+        plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,
+        refusals, chain,
+    )  # fmt: skip
+
+
+def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:
+    """Decoding a record with its input's binding (a retry record's: its origin topic's)."""
+    inputs = plan.inputs
+
+    def decode(record: RawRecord, origin: Origin | None) -> Any:
+        value = record.value()
+        if value is None:
+            raise TruncatedPayloadError("record has no value (a tombstone?)")
+        topic = origin.topic if origin is not None else record.topic()
+        binding = inputs.get(topic)
+        if binding is None:
+            raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
+        return codec.decode(value, binding)
+
+    return decode
+
+
+def invoker(plan: StagePlan, stage: Stage, hooks: Hooks) -> Invoker:
+    """What calls the stage's handler (inside the ``around_handler`` hooks, if any)."""
+    is_async = plan.stage.is_async()
+    return Invoker(
+        plan.name, hooks.wrap(stage.handle, is_async), is_async, frozenset(plan.outputs),
+        plan.stage.retry, plan.stage.timeout_s, plan.group, hooks.on_hung_change,
+    )  # fmt: skip
+
+
+def executor(
+    core: Core, p: Parts, invoke: Invoker, batch_size: int, batch_timeout_s: float
+) -> Executor:
+    """Inline for ``concurrency = 1``; keyed (per-key order, up to ``concurrency`` handlers
+    at once) otherwise."""
+    limit = p.plan.stage.concurrency
+    if limit == 1:
+        return InlineExecutor(core, invoke, p.consumer, batch_size, batch_timeout_s)
+    return KeyedExecutor(
+        core, invoke, p.consumer, p.holds, p.assigned, limit=limit, batch_size=batch_size,
+        batch_timeout_s=batch_timeout_s, clock=p.clock, name=p.plan.name,
+    )  # fmt: skip
+
+
+def open_store(
+    plan: StagePlan, default_url: str | None, invoke: Invoker, clock: Clock,
+    gate: gates.Deduplicate | None, committer: OffsetCommitter | TransactionCommitter,
+) -> Deduper | None:  # fmt: skip
+    """Open the stage's idempotency store (at ``run``, not at construction: it connects), and
+    hand it to whoever needs it: the dedupe gate, the handler's context, the committer."""
+    policy = plan.stage.idempotency
+    if policy is None or gate is None:
+        return None
+    deduper = Deduper(
+        plan.name, plan.group, policy, policy.url or default_url or "", clock.monotonic
+    )
+    gate.deduper = deduper
+    invoke.store = deduper.store
+    if isinstance(committer, OffsetCommitter):
+        committer.store = deduper.store
+    return deduper

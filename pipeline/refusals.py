@@ -31,12 +31,12 @@ from typing import Literal
 from pipeline.backoff import Backoff, Streaks
 from pipeline.errors import KafkaError
 from pipeline.holds import Holds
+from pipeline.hooks import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import FailedDelivery
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
-from pipeline.stats import StageStats
 
 log = logging.getLogger("pipeline.runner")
 ALONE_FLUSH_S = 5.0  # producing outputs alone: how long to wait for the producer to empty
@@ -55,7 +55,7 @@ class Refusals:
         tracker: OffsetTracker,
         router: Router,
         assigned: set[TopicPartition],
-        stats: StageStats,
+        hooks: Hooks,
         backoff: Backoff,
     ) -> None:
         self._stage = stage
@@ -63,7 +63,7 @@ class Refusals:
         self._tracker = tracker
         self._router = router
         self._assigned = assigned  # the runner's own set
-        self._stats = stats
+        self._on_stall, self._on_undeliverable = hooks.on_stall, hooks.on_undeliverable
         self._streaks = Streaks(backoff)
         # What to do with an input when it is read again, by (partition, offset).
         self.verdicts: dict[tuple[TopicPartition, int], tuple[Verdict, KafkaError]] = {}
@@ -116,7 +116,8 @@ class Refusals:
         else:
             log.error("%s: output of %s can never be delivered (%s); dead-lettering the input",
                       self._stage, where, err)  # fmt: skip
-            self._stats.undeliverable += 1
+            if self._on_undeliverable is not None:
+                self._on_undeliverable(tp, token.offset, err)
             self.verdicts[key] = (Verdict.DEAD_LETTER, err)
             self._holds.rewind(tp, token.offset, 0.0)
 
@@ -125,15 +126,15 @@ class Refusals:
     ) -> None:
         attempt, delay = self._streaks.failed(tp, offset)
         what = "dead letter" if dead_letter else "output"
+        if self._on_stall is not None:
+            self._on_stall(tp, offset, err, attempt)
         if attempt == 1:
-            self._stats.stalls += 1
             log.error("%s: %s of %s not delivered (%s); input uncommitted, re-reading it in "
                       "%.2fs, backing off while this lasts", self._stage, what, where, err,
                       delay)  # fmt: skip
         else:
             log.debug("%s: %s of %s not delivered again (attempt %d, %s); next in %.2fs",
                       self._stage, what, where, attempt, err, delay)  # fmt: skip
-        self._stats.retried += 1
         self._holds.rewind(tp, offset, delay)
 
     def take_alone(self, tp: TopicPartition, offset: int) -> bool:

@@ -2,7 +2,8 @@
 
 Registration is explicit: a module lists its stages in ``STAGES``. ``pipeline run stages.video``
 imports ``stages.video`` and runs ``STAGES``; ``stages.video:Transcode`` picks one stage;
-several specs may be comma separated.
+several specs may be comma separated. A module may list ``HOOKS`` too (``pipeline.hooks``):
+the Pipeline-level hooks of a ``pipeline run``.
 
 ``plan`` turns stage classes into ``StagePlan``s, collecting every problem it finds (a topic
 whose model has no schema, a model that disagrees with its schema, two stages in one group, a
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
+from pipeline.hooks import Hook, check
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic, deferred_field_checks
 
 STAGES_ATTR = "STAGES"
+HOOKS_ATTR = "HOOKS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,19 @@ def load(spec: str) -> list[type[Stage]]:
     if not stages:
         raise DeclarationError(f"{spec!r} names no stages")
     return list(dict.fromkeys(stages))
+
+
+def load_hooks(spec: str) -> list[Hook]:
+    """The ``HOOKS`` lists of the modules ``spec`` names (imported already by ``load``), in
+    order, each hook once."""
+    hooks: list[Hook] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        module_name = part.partition(":")[0]
+        listed = getattr(_import(module_name), HOOKS_ATTR, ())
+        for hook in check(listed, f"{module_name}.{HOOKS_ATTR}"):
+            if all(hook is not h for h in hooks):
+                hooks.append(hook)
+    return hooks
 
 
 def _load_one(spec: str) -> list[type[Stage]]:

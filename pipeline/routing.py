@@ -15,11 +15,11 @@ from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
 from pipeline.clock import SYSTEM, Clock
 from pipeline.deadletter import DeadLetterSource, headers_for
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
+from pipeline.hooks import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of, retry_headers
-from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     from pipeline.holds import Holds
@@ -39,7 +39,7 @@ class Router:
         policy: RetryPolicy,
         writer: OutputWriter,
         tracker: OffsetTracker,
-        stats: StageStats,
+        hooks: Hooks,
         holds: Holds,
         breaker: CircuitBreaker | None,
         claim: Callable[[Callable[[], None]], None] = _now,
@@ -50,7 +50,8 @@ class Router:
         self._policy = policy
         self._writer = writer
         self._tracker = tracker
-        self._stats = stats
+        self._on_retrying, self._on_dead_lettered = hooks.on_retrying, hooks.on_dead_lettered
+        self._on_skipped = hooks.on_skipped
         self._holds = holds
         self._breaker = breaker
         # Claims an outcome (counts, logs) when it is final: at once, or at the transaction's
@@ -88,13 +89,11 @@ class Router:
         if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
             if self._breaker is not None:
                 self._breaker.cancel_probe()  # the probe told us nothing about the stage
-            self._stats.failed += 1
             self._holds.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
             return
         origin = origin or origin_of(record, from_retry_topic=False)
         attempts, first_ms = self._count(tp, offset, origin)
         decision = decide(self._policy, exc, attempts)
-        self._stats.failed += decision.counts_for_breaker
         if self._outage(decision, tp, offset):
             return
         self._route(decision, record, tp, exc, origin, attempts, first_ms, token)
@@ -139,7 +138,8 @@ class Router:
                 type(exc).__name__,
                 decision.delay_s,
             )
-            self._stats.retried += 1
+            if self._on_retrying is not None:
+                self._on_retrying(record, exc, attempts)
             self._holds.rewind(tp, offset, decision.delay_s)
         elif decision.outcome is Outcome.RETRY_TOPIC:
             topic = self._plan.retry_topics[decision.tier]
@@ -153,12 +153,13 @@ class Router:
             )
             due_ms = self._clock.wall_ms() + int(decision.delay_s * 1000)
             headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
-            self._copy(record, tp, topic, headers, token, self._count_retry)
+            self._copy(record, tp, topic, headers, token, self._retry_acked(record, exc, attempts))
         elif decision.outcome is Outcome.DEAD_LETTER:
             self._dead_letter(record, tp, exc, origin, attempts, first_ms, token)
         else:  # SKIP
             token.settle(0)
-            self._stats.skipped += 1
+            if self._on_skipped is not None:
+                self._on_skipped(record, exc)
 
     def dead_letter(
         self, record: RawRecord, tp: TopicPartition, exc: Exception, origin: Origin | None
@@ -179,8 +180,11 @@ class Router:
         name, dlq = self._plan.name, self._dlq.topic
         kind = type(exc).__name__
 
+        on_dead_lettered = self._on_dead_lettered
+
         def written() -> None:  # claimed once the broker has the dead letter
-            self._stats.dead_lettered += 1
+            if on_dead_lettered is not None:
+                on_dead_lettered(record, exc)
             log.error("%s: %s dead-lettered to %s after %d attempt(s): %s",
                       name, where, dlq, attempts, kind)  # fmt: skip
 
@@ -191,11 +195,18 @@ class Router:
 
         self._copy(record, tp, self._dlq.topic, headers, token, acked, dead_letter=True)
 
-    def _count_retry(self) -> None:
-        self._claim(self._count_retried)
+    def _retry_acked(self, record: RawRecord, exc: Exception, attempts: int) -> Callable[[], None]:
+        """What the retry copy's acknowledgement does: claim the outcome (``on_retrying``)."""
+        on_retrying = self._on_retrying
 
-    def _count_retried(self) -> None:
-        self._stats.retried += 1
+        def retrying() -> None:
+            if on_retrying is not None:
+                on_retrying(record, exc, attempts)
+
+        def acked() -> None:
+            self._claim(retrying)
+
+        return acked
 
     def _copy(
         self, record: RawRecord, tp: TopicPartition, topic: str, headers: Any, token: Token,

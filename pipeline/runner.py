@@ -16,7 +16,11 @@ Each ``step``, in order:
    retry in place, dead letter, skip, or a hold of everything while the breaker is open);
 6. serve delivery reports (an input *finishes* when all its outputs are acknowledged) and
    refused outputs (``pipeline.refusals``: re-read after a backoff, or dead-letter the input);
-7. commit the contiguous finished watermark of each partition, on an interval.
+7. on their intervals: commit the contiguous finished watermark of each partition, and tick.
+
+Hooks (``pipeline.hooks``) hear every step: batches, each event's outcome, commits, rebalances.
+They are resolved once, here in the constructor; a hook point nobody listens to is ``None`` and
+costs one attribute test. ``StageStats`` is such a subscriber.
 
 Guarantee: an offset is committed only after its handler succeeded and every output (or its
 retry / dead-letter copy) was acknowledged, so a crash at any point redelivers rather than
@@ -31,36 +35,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from pipeline import gates, parts
+from pipeline import parts
 from pipeline.clock import SYSTEM, Clock
-from pipeline.commit import OffsetCommitter, TransactionCommitter
+from pipeline.commit import TransactionCommitter
 from pipeline.context import Context
 from pipeline.dedupe import Deduper
-from pipeline.errors import (
-    CallAbandoned,
-    KafkaError,
-    PipelineError,
-    TooManyHungCalls,
-    TruncatedPayloadError,
-    UnknownSchemaError,
-)
-from pipeline.execute import Admitted, Executor, InlineExecutor
-from pipeline.invoke import Invoker
-from pipeline.keyed import KeyedExecutor
+from pipeline.errors import CallAbandoned, KafkaError, PipelineError, TooManyHungCalls
+from pipeline.execute import Admitted
+from pipeline.hooks import Hook, Hooks, StageInfo
 from pipeline.offsets import Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.refusals import ALONE_FLUSH_S
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
 from pipeline.serde import Codec
-from pipeline.stats import StageStats
+from pipeline.stats import StageStats, StatsHook
 from pipeline.stop import StopEvent, seconds_since_stop
 
 log = logging.getLogger("pipeline.runner")
 MIN_SHUTDOWN_STEP_S = 1.0  # flush and final commit always get a try, even past the deadline
+TICK_INTERVAL_S = 1.0  # how often ``on_tick`` hooks are called
 
 
 class StageRunner:
@@ -78,56 +74,47 @@ class StageRunner:
         stop: threading.Event | None = None,
         clock: Clock = SYSTEM,
         store_url: str | None = None,
+        hooks: Sequence[Hook] = (),
+        worker_id: str = "",
     ) -> None:
         self.plan = plan
-        self.stats = StageStats(plan.name, plan.group)
+        breaker = "closed" if plan.stage.breaker else "-"
+        self.stats = StageStats(plan.name, plan.group, breaker=breaker)
+        # The stats first, then the Pipeline's hooks, then the stage's own.
+        subscribers = (StatsHook(self.stats), *hooks, *plan.stage.hooks)
+        self.hooks = h = Hooks(StageInfo(plan.name, plan.group, worker_id), subscribers)
         self.stop_event = stop or StopEvent()
-        self._consumer = consumer
-        self._producer = producer
-        self._codec = codec
-        self._clock = clock
+        self._consumer, self._producer, self._clock = consumer, producer, clock
+        self._decode = parts.decoder(plan, codec)
         self._stage = plan.stage()
-        policy = plan.stage.retry
-        self._invoke = Invoker(
-            plan.name, self._stage.handle, plan.stage.is_async(), frozenset(plan.outputs),
-            policy, plan.stage.timeout_s, plan.group, self.stats,
-        )  # fmt: skip
+        self._invoke = parts.invoker(plan, self._stage, h)
         self._dedupe: Deduper | None = None  # the idempotency store, opened in run()
         self._store_url = store_url
-        self._commit_interval = commit_interval_s
-        self._shutdown_timeout = shutdown_timeout_s
+        self._commit_interval, self._shutdown_timeout = commit_interval_s, shutdown_timeout_s
         # Blocking work inside the loop (a revoke's flush and commit, a transaction commit) gets
         # half the shutdown timeout: one in progress when a stop comes leaves shutdown the rest.
         self._in_loop_budget = shutdown_timeout_s / 2
-        p = parts.build(
-            plan, consumer, producer, codec, self.stats, clock,
+        self._parts = p = parts.build(
+            plan, consumer, producer, codec, h, clock,
             rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
         )  # fmt: skip
         self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
         self._router, self._refusals = p.router, p.refusals
-        self._gates, self._batch_gates = p.chain.gates, p.chain.batch_gates
+        self._batch_gates = p.chain.batch_gates
         # Bound once, not per record; input records skip the gates about retry-topic records.
         self._retry_checks = tuple(gate.check for gate in p.chain.gates)
         self._input_checks = tuple(gate.check for gate in p.chain.input_gates)
         self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
-        self._executor = self._make_executor(batch_size, batch_timeout_s)
-        self._last_commit = clock.monotonic()
+        self._executor = parts.executor(self, p, self._invoke, batch_size, batch_timeout_s)
+        self._last_commit = self._last_tick = clock.monotonic()
+        self._on_succeeded, self._on_completed = h.on_succeeded, h.on_completed
+        self._on_failed, self._on_tick = h.on_failed, h.on_tick
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
         self._fatal: PipelineError | None = None
-
-    def _make_executor(self, batch_size: int, batch_timeout_s: float) -> Executor:
-        limit = self.plan.stage.concurrency
-        if limit == 1:
-            return InlineExecutor(self, self._invoke, self._consumer, batch_size, batch_timeout_s)
-        return KeyedExecutor(
-            self, self._invoke, self._consumer, self._holds, self._assigned, limit=limit,
-            batch_size=batch_size, batch_timeout_s=batch_timeout_s, clock=self._clock,
-            name=self.plan.name,
-        )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -143,7 +130,8 @@ class StageRunner:
             # and committing get the rest.
             self._invoke.stop_event = self.stop_event
             self._invoke.stop_budget_s = self._in_loop_budget
-            self.stats.running = True
+            if self.hooks.on_stage_start is not None:
+                self.hooks.on_stage_start()
             while not self.stop_event.is_set():
                 self.step()
             if self._fatal is not None:
@@ -152,23 +140,19 @@ class StageRunner:
             try:
                 self._shutdown()
             finally:
-                self.stats.running = False
                 self._invoke.close()
                 if self._dedupe is not None:
                     self._dedupe.close()
                 self._executor.close()
-                self._stage.teardown()
+                try:
+                    self._stage.teardown()
+                finally:
+                    if self.hooks.on_stage_stop is not None:
+                        self.hooks.on_stage_stop()
 
-    def _open_store(self) -> None:
-        policy = self.plan.stage.idempotency
-        if policy is None or self._dedupe_gate is None:
-            return
-        url = policy.url or self._store_url or ""
-        self._dedupe = Deduper(self.plan.name, self.plan.group, policy, url, self._clock.monotonic)
-        self._dedupe_gate.deduper = self._dedupe
-        self._invoke.store = self._dedupe.store
-        if isinstance(self._committer, OffsetCommitter):
-            self._committer.store = self._dedupe.store
+    def _open_store(self) -> None:  # it connects: at run, not at construction
+        self._dedupe = parts.open_store(self.plan, self._store_url, self._invoke, self._clock,
+                                        self._dedupe_gate, self._committer)  # fmt: skip
 
     def _shutdown(self, budget_s: float | None = None) -> None:
         """Settle handlers in flight (half the time), wait for outputs in flight, commit, leave
@@ -209,9 +193,11 @@ class StageRunner:
         if records:
             self._begin_batch(records)  # 3. batch-wide gate work (one store query); transaction
             self._executor.execute(records)  # 4. gates → token → decode → handler, per record
+            if self.hooks.after_batch is not None:
+                self.hooks.after_batch(records)
         self._executor.complete(self._room())  # 5. outcomes of handlers that completed meanwhile
         self._serve_deliveries()  # 6. acknowledged outputs finish inputs; refused ones rewind
-        self._maybe_commit()  # 7. the finished watermark, on the interval
+        self._on_intervals()  # 7. commit the finished watermark; tick the hooks
 
     # 1. resume due partitions
     def _resume_due_partitions(self) -> None:
@@ -231,7 +217,8 @@ class StageRunner:
     # 3. begin the batch
     def _begin_batch(self, records: Sequence[RawRecord]) -> None:
         self._committer.before_batch()
-        self.stats.consumed += len(records)
+        if self.hooks.before_batch is not None:
+            self.hooks.before_batch(records)
         for gate in self._batch_gates:
             gate.begin_batch(records)
 
@@ -251,8 +238,8 @@ class StageRunner:
             origin, checks = None, self._input_checks
         for check in checks:
             verdict = check(record, tp, origin)
-            if verdict is not None:
-                self._gated(record, tp, verdict)
+            if verdict is not None:  # held (its partition paused and rewound) or settled
+                verdict.act(self._holds, tp, record.offset())
                 return None
         dedupe = self._dedupe_gate
         event_id = dedupe.event_id if dedupe is not None else None
@@ -263,26 +250,6 @@ class StageRunner:
             self.settle(record, tp, origin, token, None, exc)
             return None
         return tp, event, origin, token
-
-    def _gated(
-        self, record: RawRecord, tp: TopicPartition, verdict: gates.Hold | gates.Settled
-    ) -> None:
-        """Act on a gate's verdict. A ``Settled`` record was settled by its gate already."""
-        if isinstance(verdict, gates.Hold):
-            if verdict.everything:
-                self._holds.hold_everything(tp, record.offset(), verdict.delay_s)
-            else:
-                self._holds.rewind(tp, record.offset(), verdict.delay_s)
-
-    def _decode(self, record: RawRecord, origin: Origin | None) -> Any:
-        value = record.value()
-        if value is None:
-            raise TruncatedPayloadError("record has no value (a tombstone?)")
-        topic = origin.topic if origin is not None else record.topic()
-        binding = self.plan.inputs.get(topic)
-        if binding is None:
-            raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
-        return self._codec.decode(value, binding)
 
     # 5. route outcomes
     def settle(
@@ -305,6 +272,8 @@ class StageRunner:
                 self._succeeded(record, tp, token, ctx, payloads)
                 return
         assert error is not None
+        if self._on_failed is not None:
+            self._on_failed(record, error)
         # Only a success makes the event done for the idempotency store: a retry copy or a
         # replayed dead letter of it must still be handled.
         token.event_id = None
@@ -320,9 +289,12 @@ class StageRunner:
             self._probe.succeeded(tp, token)
         if self._router.stuck:
             self._router.succeeded(tp, token.offset)
-        self.stats.processed += 1
+        if self._on_succeeded is not None:
+            self._on_succeeded(record, ctx)
         if not payloads:
             token.settle(0)
+            if self._on_completed is not None:
+                self._on_completed(record)
             return
         token.settle(len(payloads))  # the handler's unit becomes its outputs' acknowledgements
         if self._refusals.verdicts and self._refusals.take_alone(tp, token.offset):
@@ -357,14 +329,17 @@ class StageRunner:
             # partition rewound to its committed offset (refused ones stay held meanwhile).
             self._committer.delivery_failed()
 
-    # 7. commit
-    def _maybe_commit(self) -> None:
+    # 7. commit, tick
+    def _on_intervals(self) -> None:
         now = self._clock.monotonic()
         if now - self._last_commit >= self._commit_interval:
             self._last_commit = now
             self._committer.commit(self._assigned, sync=False)
             if self._dedupe is not None:
                 self._dedupe.maybe_clean()
+        if self._on_tick is not None and now - self._last_tick >= TICK_INTERVAL_S:
+            self._last_tick = now
+            self._on_tick(now)
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
@@ -382,12 +357,13 @@ class StageRunner:
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned.update(partitions)
-        self.stats.assigned = len(self._assigned)
+        if self.hooks.on_assign is not None:
+            self.hooks.on_assign(partitions)
         log.info("%s: assigned %s", self.plan.name, _fmt(partitions))
 
     def on_revoke(self, partitions: list[TopicPartition], budget_s: float | None = None) -> None:
         if self._closing:
-            self._forget(partitions)
+            self._forget(partitions, self.hooks.on_revoke)
             return
         budget = self._in_loop_budget if budget_s is None else budget_s
         # Handlers in flight settle first (half the budget); then their outputs, and those of
@@ -400,25 +376,23 @@ class StageRunner:
         except KafkaError as exc:
             log.warning("%s: commit on revoke failed (%s); records will be redelivered",
                         self.plan.name, exc)  # fmt: skip
-        self._forget(partitions)
+        self._forget(partitions, self.hooks.on_revoke)
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
         self._executor.lost(set(partitions))
-        self._forget(partitions)
-        self._committer.abandon()
+        self._forget(partitions, None)
+        self._committer.abandon()  # after forgetting: an abort's rewind skips lost partitions
+        if self.hooks.on_lost is not None:
+            self.hooks.on_lost(partitions)
         log.warning("%s: lost %s (not committing)", self.plan.name, _fmt(partitions))
 
-    def _forget(self, partitions: list[TopicPartition]) -> None:
+    def _forget(self, partitions: list[TopicPartition], tell: Callable[..., None] | None) -> None:
         self._assigned.difference_update(partitions)
         self._executor.forget(partitions)
-        if self._probe is not None:
-            self._probe.forget(partitions)
-        self._holds.forget(partitions)
-        self._tracker.drop(partitions)
-        self._router.forget(partitions)
-        self._refusals.forget(partitions)
-        self.stats.assigned = len(self._assigned)
+        self._parts.forget(partitions)
+        if tell is not None:  # the on_revoke / on_lost hooks
+            tell(partitions)
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

@@ -37,6 +37,7 @@ from pipeline.errors import DeclarationError
 from pipeline.events import Event
 from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
+from pipeline.hooks import Hook, check
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -127,6 +128,8 @@ class Stage:
             1). Events with the same key are still handled one after another, in offset order;
             offsets are committed at each partition's contiguous low watermark. For I/O-bound
             handlers; CPU-bound stages scale with worker processes (``pipeline run --workers``).
+        hooks: ``pipeline.hooks.Hook`` instances that hear this stage's events only (added to
+            the Pipeline's own hooks).
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -139,6 +142,7 @@ class Stage:
     idempotency: ClassVar[Idempotency | None] = None
     guarantee: ClassVar[Guarantee] = "at_least_once"
     concurrency: ClassVar[int] = 1
+    hooks: ClassVar[tuple[Hook, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -207,6 +211,7 @@ def _check_policies(cls: type[Stage], where: str) -> None:
             f"{where}: `guarantee` must be 'at_least_once' or 'exactly_once', not {cls.guarantee!r}"
         )
     _check_concurrency(cls, where)
+    cls.hooks = check(cls.hooks, f"{where}: `hooks`")
     if cls.timeout_s is not None and not (
         isinstance(cls.timeout_s, int | float) and 0 < cls.timeout_s < MAX_TIMEOUT_S
     ):

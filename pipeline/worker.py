@@ -18,9 +18,10 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import NoReturn
 
-from pipeline.app import Pipeline
+from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeclarationError, SchemaError
+from pipeline.hooks import WorkerInfo, call_each
 from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
@@ -41,9 +42,16 @@ class Worker:
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
-        self._worker_id = worker_id
+        self._worker_id = worker_id or default_worker_id()
+        self._stopped_told = False
+
+    @property
+    def info(self) -> WorkerInfo:
+        names = tuple(plan.name for plan in self.pipeline.plans)
+        return WorkerInfo(self._worker_id, names)
 
     def start(self) -> None:
+        call_each(self.pipeline.hooks, "on_worker_start", self.info)
         for plan in self.pipeline.plans:
             runner = self.pipeline.runner(plan, self._worker_id)
             runner.stop_event = self.stop_event
@@ -67,7 +75,11 @@ class Worker:
         """True when every runner thread has finished."""
         for thread in self._threads:
             thread.join(timeout_s)
-        return not any(t.is_alive() for t in self._threads)
+        done = not any(t.is_alive() for t in self._threads)
+        if done and self._threads and not self._stopped_told:
+            self._stopped_told = True
+            call_each(self.pipeline.hooks, "on_worker_stop", self.info)
+        return done
 
     @property
     def failed(self) -> bool:

@@ -56,6 +56,21 @@ class MemoryConsumer:
     def assignment(self) -> list[TopicPartition]:
         return sorted(self._assigned)
 
+    @property
+    def paused(self) -> list[TopicPartition]:
+        """The assigned partitions paused now (a revoke or loss unpauses what it takes)."""
+        return sorted(self._paused)
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset the next fetch of ``tp`` starts at, as Kafka's ``position``: after a seek,
+        the seek's; before the first read, the committed offset (else ``auto.offset.reset``).
+        None when ``tp`` is not assigned."""
+        with self._broker.condition:
+            partition_log = self._broker.log(tp)
+            if tp not in self._assigned or partition_log is None:
+                return None
+            return self._position(tp, partition_log)
+
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         """Join the group (again, if subscribed before: the old assignment is revoked)."""
         self._check_open()

@@ -28,9 +28,9 @@ the handler's own traceback, not with a dead letter to decode. Every such error 
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -42,8 +42,10 @@ from pipeline.dlq import Failure, StoredRecord
 from pipeline.errors import DeliveryError
 from pipeline.events import Event
 from pipeline.failures import REQUESTS
+from pipeline.hooks import Hook, StageInfo
 from pipeline.registry import StagePlan
 from pipeline.stage import Stage, Topic
+from pipeline.stats import StageStats
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.clock import Clock, FakeClock, SystemClock
 from pipeline.testing.consumer import MemoryConsumer
@@ -83,9 +85,11 @@ class TestPipeline:
         transport: Transport | None = None,
         fail_fast: bool = False,
         step_timeout_s: float = 30.0,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         """``settings``: ``load_settings()`` (the project's config) if None. ``transport``: a
-        ``MemoryTransport`` on a new ``MemoryBroker(FakeClock())`` if None."""
+        ``MemoryTransport`` on a new ``MemoryBroker(FakeClock())`` if None. ``hooks``: the
+        Pipeline's hooks (``pipeline.hooks``), as in ``Pipeline.build``."""
         settings = settings or load_settings()
         if transport is None:
             settings = settings.model_copy(update={"commit_interval_s": COMMIT_EVERY_STEP_S})
@@ -96,8 +100,9 @@ class TestPipeline:
         self._step_timeout = step_timeout_s
         self._originals = list(stages)
         self.transport = RecordingTransport(transport)
-        watched = [_watched(stage, self.errors) for stage in self._originals]
-        self.pipeline = Pipeline.build(settings, watched, self.transport)
+        self.pipeline = Pipeline.build(
+            settings, self._originals, self.transport, (_NoteErrors(self.errors), *hooks)
+        )
         self.pipeline.ensure_topics()
         self._stepped: dict[str, Lockstep] = {}  # by group
         self._abandoned: list[Lockstep] = []
@@ -231,6 +236,11 @@ class TestPipeline:
     def dead_letters(self, stage: type[Stage]) -> list[DeadLettered]:
         return [DeadLettered(r, Failure.of(r)) for r in self.records(self._plan(stage).dlq_topic)]
 
+    def stats(self, stage: type[Stage]) -> StageStats:
+        """The counters of ``stage``'s current worker (``pipeline.stats.StageStats``)."""
+        stats: StageStats = self._stepped[self._plan(stage).group].runner.stats
+        return stats
+
     def lag(self, stage: type[Stage]) -> tuple[int, int]:
         """(records committed, records not yet committed) of ``stage``'s group on its inputs."""
         plan = self._plan(stage)
@@ -329,38 +339,19 @@ class TestPipeline:
         return "; ".join(left) or "idle now"
 
 
-def _watched(stage: type[Stage], errors: list[BaseException]) -> type[Stage]:
-    """``stage`` with a handler that notes its unexpected errors (and re-raises them, so the
-    runner routes them as always). Same name, module and group: the same plan."""
-    original = stage.handle
-    if stage.is_async():
+class _NoteErrors(Hook):
+    """Notes each handler call's unexpected error (not the handler's own requests: Skip,
+    RetryAfter, DeadLetter), for ``fail_fast`` and ``errors``; the runner routes it as always."""
 
-        @functools.wraps(original)
-        async def handle(self: Stage, event: Any, ctx: Any) -> None:
-            try:
-                await original(self, event, ctx)  # type: ignore[misc]
-            except REQUESTS:
-                raise
-            except Exception as exc:
-                errors.append(exc)
-                raise
+    def __init__(self, errors: list[BaseException]) -> None:
+        self._errors = errors
 
-    else:
-
-        @functools.wraps(original)
-        def handle(self: Stage, event: Any, ctx: Any) -> None:
-            try:
-                original(self, event, ctx)
-            except REQUESTS:
-                raise
-            except Exception as exc:
-                errors.append(exc)
-                raise
-
-    namespace = {
-        "handle": handle,
-        "__module__": stage.__module__,
-        "__qualname__": stage.__qualname__,
-        "__doc__": stage.__doc__,
-    }
-    return type(stage.__name__, (stage,), namespace)
+    @contextmanager
+    def around_handler(self, stage: StageInfo, event: Any, ctx: Any) -> Iterator[None]:
+        try:
+            yield
+        except REQUESTS:
+            raise
+        except Exception as exc:
+            self._errors.append(exc)
+            raise

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import pytest
 
 from pipeline import Settings, Stage
+from pipeline.hooks import Hook
 from pipeline.kafka import KafkaTransport
 from pipeline.testing import TestPipeline
 from tests.conftest import TEST_SCHEMAS
@@ -25,8 +26,11 @@ ABANDON_MS = "6000"
 class Harness(Protocol):
     side: str
 
-    def __call__(self, stages: Sequence[type[Stage]], *, commits: bool = True) -> TestPipeline:
-        """``commits=False``: nothing is committed while the stages run."""
+    def __call__(
+        self, stages: Sequence[type[Stage]], *, commits: bool = True, hooks: Sequence[Hook] = ()
+    ) -> TestPipeline:
+        """``commits=False``: nothing is committed while the stages run. ``hooks``: the
+        Pipeline's."""
         ...
 
 
@@ -36,10 +40,12 @@ class _Factory:
         self._bootstrap = bootstrap
         self.opened: list[TestPipeline] = []
 
-    def __call__(self, stages: Sequence[type[Stage]], *, commits: bool = True) -> TestPipeline:
+    def __call__(
+        self, stages: Sequence[type[Stage]], *, commits: bool = True, hooks: Sequence[Hook] = ()
+    ) -> TestPipeline:
         values: dict[str, Any] = {"topic_partitions": 2}
         if self._bootstrap is None:
-            t = TestPipeline(stages, Settings(schemas_dir=TEST_SCHEMAS, **values))
+            t = TestPipeline(stages, Settings(schemas_dir=TEST_SCHEMAS, **values), hooks=hooks)
             if not commits:
                 for plan in t.pipeline.plans:
                     t.broker.fail_commits(plan.group, 1_000_000)
@@ -51,7 +57,7 @@ class _Factory:
                 "max.poll.interval.ms": ABANDON_MS,
             }
             settings = unique_settings(self._bootstrap, **values)
-            t = TestPipeline(stages, settings, transport=KafkaTransport(settings))
+            t = TestPipeline(stages, settings, transport=KafkaTransport(settings), hooks=hooks)
         self.opened.append(t)
         return t
 

@@ -3,6 +3,8 @@ in-memory test shows is what Kafka does."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline import headers
 from tests.contract.conftest import Harness
 from tests.contract.contract_stages import (
@@ -14,6 +16,7 @@ from tests.contract.contract_stages import (
     Flaky,
     Guarded,
 )
+from tests.hookkit import Recorder
 from tests.integration.app_stages import PINGS, PONGS, SEEN, Ping
 
 
@@ -116,3 +119,37 @@ def test_an_open_breaker_holds_the_event_until_the_probe_succeeds(harness: Harne
     assert [p.ping_id for p in pongs] == ["p0"]
     assert dead == []
     assert CALLS["p0"] == 2
+
+
+def _at(record: Any) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def test_hooks_hear_each_outcome_once_it_is_final(harness: Harness) -> None:
+    """A hook hears the success, its completion once the output is acknowledged, the poison
+    event's failure and then its dead letter (once the broker has it), and the commit."""
+    rec = Recorder()
+    with harness([Answer], hooks=[rec]) as t:
+        poison = t.publish(PINGS, Ping(ping_id="poison", n=0), key="k")
+        fine = t.publish(PINGS, Ping(ping_id="fine", n=1), key="k")
+        t.run_until_idle()
+    assert rec.of("failed") == [("failed", "answer", _at(poison), "ValueError")]
+    assert rec.of("dead_lettered") == [("dead_lettered", "answer", _at(poison), "ValueError")]
+    assert rec.of("succeeded") == [("succeeded", "answer", _at(fine), 1)]
+    assert rec.of("completed") == [("completed", "answer", _at(fine))]
+    names = rec.names()
+    assert names.index("failed") < names.index("dead_lettered")
+    assert names.index("succeeded") < names.index("completed")
+    committed = [c[2].get((fine.topic, fine.partition)) for c in rec.of("commit")]
+    assert fine.offset + 1 in committed
+
+
+def test_hooks_hear_a_retry_once_its_copy_is_acknowledged(harness: Harness) -> None:
+    rec = Recorder()
+    with harness([Flaky], hooks=[rec]) as t:
+        sent = t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
+        t.run_until_idle(timeout_s=60)
+    assert rec.of("retrying") == [("retrying", "flaky", _at(sent), "ConnectionError", 1)]
+    names = rec.names()
+    assert names.index("failed") < names.index("retrying") < names.index("succeeded")
+    assert len(rec.of("completed")) == 1

@@ -9,7 +9,7 @@ import pytest
 from pipeline.commit import OffsetCommitter, TransactionCommitter
 from pipeline.errors import ProducerFencedError, TransactionError
 from pipeline.offsets import OffsetTracker
-from pipeline.stats import StageStats
+from pipeline.stats import StageStats, counting
 
 TP = ("in", 0)
 
@@ -69,7 +69,7 @@ class FakeProducer:
 
 def test_ids_are_recorded_done_before_their_offsets_are_committed() -> None:
     log, tracker = Log(), OffsetTracker()
-    committer = OffsetCommitter("g", FakeConsumer(log), tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    committer = OffsetCommitter("g", FakeConsumer(log), tracker, counting(StageStats("s", "g")))  # type: ignore[arg-type]
     committer.store = FakeStore(log)
     tracker.partition(TP).begin(0, 0, event_id="a")
     tracker.partition(TP).begin(1, 0, event_id="b")
@@ -80,7 +80,7 @@ def test_ids_are_recorded_done_before_their_offsets_are_committed() -> None:
 def test_a_store_failure_commits_no_offsets_and_keeps_the_ids_for_next_time() -> None:
     log, tracker = Log(), OffsetTracker()
     store = FakeStore(log, fail=True)
-    committer = OffsetCommitter("g", FakeConsumer(log), tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    committer = OffsetCommitter("g", FakeConsumer(log), tracker, counting(StageStats("s", "g")))  # type: ignore[arg-type]
     committer.store = store
     tracker.partition(TP).begin(0, 0, event_id="a")
     committer.commit({TP}, sync=False)
@@ -93,7 +93,7 @@ def test_a_store_failure_commits_no_offsets_and_keeps_the_ids_for_next_time() ->
 def test_a_transaction_commits_outputs_and_input_positions_together() -> None:
     log, tracker = Log(), OffsetTracker()
     committer = TransactionCommitter(
-        FakeConsumer(log), FakeProducer(log), tracker, StageStats("s", "g"), lambda: None
+        FakeConsumer(log), FakeProducer(log), tracker, counting(StageStats("s", "g")), lambda: None
     )
     committer.start()
     committer.before_batch()
@@ -109,7 +109,7 @@ def test_an_abortable_failure_aborts_and_rewinds_to_the_committed_offsets() -> N
     producer = FakeProducer(log, fail_commit=TransactionError("x", abortable=True))
     stats = StageStats("s", "g")
     committer = TransactionCommitter(
-        FakeConsumer(log), producer, tracker, stats, lambda: rewound.append(True)
+        FakeConsumer(log), producer, tracker, counting(stats), lambda: rewound.append(True)
     )
     committer.before_batch()
     tracker.partition(TP).begin(0, 0)
@@ -124,7 +124,7 @@ def test_a_fenced_producer_stops_the_stage() -> None:
     log, tracker = Log(), OffsetTracker()
     producer = FakeProducer(log, fail_commit=ProducerFencedError("fenced"))
     committer = TransactionCommitter(
-        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None
+        FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")), lambda: None
     )
     committer.before_batch()
     tracker.partition(TP).begin(0, 0)
@@ -137,7 +137,7 @@ def test_an_async_commit_that_failed_is_sent_again() -> None:
     when no new record arrived on that partition."""
     log, tracker = Log(), OffsetTracker()
     consumer = FakeConsumer(log)
-    committer = OffsetCommitter("g", consumer, tracker, StageStats("s", "g"))  # type: ignore[arg-type]
+    committer = OffsetCommitter("g", consumer, tracker, counting(StageStats("s", "g")))  # type: ignore[arg-type]
     tracker.partition(TP).begin(0, 0)
     committer.commit({TP}, sync=False)
     committer.commit({TP}, sync=False)
@@ -151,7 +151,7 @@ def test_committed_transactions_release_their_tokens() -> None:
     """The tracker does not keep a token per record forever in exactly-once mode."""
     log, tracker = Log(), OffsetTracker()
     committer = TransactionCommitter(
-        FakeConsumer(log), FakeProducer(log), tracker, StageStats("s", "g"), lambda: None
+        FakeConsumer(log), FakeProducer(log), tracker, counting(StageStats("s", "g")), lambda: None
     )
     for offset in range(3):
         committer.before_batch()
@@ -183,7 +183,7 @@ def test_a_commit_with_a_timeout_shares_one_deadline_across_its_calls() -> None:
     log, tracker = Log(), OffsetTracker()
     producer = SlowProducer(log)
     committer = TransactionCommitter(
-        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None,
+        FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")), lambda: None,
         timeout_s=30.0, clock=lambda: now[0],
     )  # fmt: skip
     committer.before_batch()
@@ -198,7 +198,7 @@ def test_outcomes_in_a_transaction_are_claimed_when_it_commits_never_if_it_abort
     log, tracker, claimed = Log(), OffsetTracker(), []
     producer = FakeProducer(log, fail_commit=TransactionError("x", abortable=True))
     committer = TransactionCommitter(
-        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: None
+        FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")), lambda: None
     )
     committer.before_batch()
     committer.after_commit(lambda: claimed.append("aborted"))

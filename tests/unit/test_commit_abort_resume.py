@@ -12,7 +12,7 @@ import pytest
 from pipeline.commit import TransactionCommitter
 from pipeline.errors import TransactionError
 from pipeline.offsets import OffsetTracker
-from pipeline.stats import StageStats
+from pipeline.stats import StageStats, counting
 from tests.unit.test_commit import TP, FakeConsumer, Log
 
 TIMED_OUT = "Timed out waiting for operation to finish, retry call to resume (_TIMED_OUT)"
@@ -55,7 +55,8 @@ def committer(producer: CoordinatorAway, rewound: list[bool]) -> TransactionComm
     log = producer.log
     tracker = OffsetTracker()
     c = TransactionCommitter(
-        FakeConsumer(log), producer, tracker, StageStats("s", "g"), lambda: rewound.append(True),
+        FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")),
+        lambda: rewound.append(True),
         timeout_s=7.5,
     )  # fmt: skip
     c.before_batch()

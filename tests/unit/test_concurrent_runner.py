@@ -1,27 +1,23 @@
-"""The concurrent consume loop, driven through fake ports (no Kafka): handlers wait on gates the
-test opens, so completions happen in an order the test chooses."""
+"""The concurrent consume loop, on the memory broker with a fake clock (no Kafka): handlers wait
+on gates the test opens, so completions happen in an order the test chooses."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
+from pipeline import BreakerPolicy, Context, RetryPolicy, Stage
 from pipeline import keyed as cr
-from pipeline.app import Pipeline
 from pipeline.breaker import State
-from pipeline.clock import FakeClock
 from pipeline.keyed import KeyedExecutor
-from pipeline.runner import StageRunner
+from pipeline.ports import TopicPartition
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
-from tests.unit.fakes import FakeConsumer, FakeProducer, Record
+from tests.unit.memory_rig import AskingConsumer, Rig, key_for
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 TP = (PINGS.name, 0)
 
 
@@ -34,13 +30,15 @@ class Gated(Stage):
     gates: ClassVar[dict[int, asyncio.Event]] = {}
     started: ClassVar[list[int]] = []
     running: ClassVar[list[int]] = [0, 0]  # now, most
+    all_open: ClassVar[bool] = False  # at the end of a test: no gate holds a handler
 
     async def handle(self, event: Ping, ctx: Context) -> None:
         self.started.append(event.n)
         self.running[0] += 1
         self.running[1] = max(self.running)
         try:
-            await self.gates.setdefault(event.n, asyncio.Event()).wait()
+            if not self.all_open:
+                await self.gates.setdefault(event.n, asyncio.Event()).wait()
         finally:
             self.running[0] -= 1
         if event.ping_id.startswith("fail"):
@@ -48,47 +46,28 @@ class Gated(Stage):
         ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="t"))
 
 
-class Loop:
-    def __init__(
-        self, consumer: FakeConsumer | None = None, stage: type[Stage] | None = None, **kwargs: Any
-    ) -> None:
+class Loop(Rig):
+    """``Gated`` (or ``stage``) on the memory broker; ``close`` opens every gate first, so the
+    graceful shutdown has nothing to wait for."""
+
+    def __init__(self, stage: type[Stage] | None = None, **kwargs: Any) -> None:
         Gated.gates.clear()
         Gated.started.clear()
         Gated.running[:] = [0, 0]
-        self.pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [stage or Gated])
-        self.plan = self.pipeline.plans[0]
-        self.consumer = consumer or FakeConsumer()
-        self.producer = FakeProducer()
-        self.clock = FakeClock()
-        self.runner = StageRunner(
-            self.plan, self.consumer, self.producer, self.pipeline.codec,  # type: ignore[arg-type]
-            commit_interval_s=0, batch_timeout_s=0.01, clock=self.clock, **kwargs,
-        )  # fmt: skip
-        self.runner.on_assign([TP])
+        Gated.all_open = False
+        super().__init__(stage or Gated, batch_timeout_s=0.01, **kwargs)
 
-    def records(self, *specs: tuple[int, bytes | None]) -> list[Record]:
-        binding = self.plan.inputs[PINGS.name]
-        out = []
-        for offset, key in specs:
-            ping = Ping(ping_id=f"p{offset}", n=offset)
-            if key == b"fail":
-                ping = Ping(ping_id=f"fail{offset}", n=offset)
-            out.append(
-                Record(TP[0], 0, offset, self.pipeline.codec.encode(ping, binding, TP[0]), key)
-            )
-        return out
+    def publish_pings(self, *specs: tuple[int, bytes | None]) -> None:
+        """``(n, key)``: ping n (a failing one for key b"fail"), at offset n."""
+        for n, key in specs:
+            self.ping(n, key=key, ping_id=f"fail{n}" if key == b"fail" else f"p{n}")
 
     def open(self, *ns: int) -> None:
         for n in ns:
             Gated.gates.setdefault(n, asyncio.Event()).set()
 
-    def step(self, n: int = 1) -> None:
-        for _ in range(n):
-            self.runner.step()
-
-    def committed(self) -> int | None:
-        offsets = [c[TP] for c in self.consumer.commits if TP in c]
-        return offsets[-1] if offsets else None
+    def committed_offset(self) -> int | None:
+        return self.committed().get(TP)
 
     @property
     def executor(self) -> KeyedExecutor:
@@ -97,32 +76,32 @@ class Loop:
         return executor
 
     def close(self) -> None:
-        self.executor.loop.run_until_complete(self.executor.dispatcher.cancel_all(1.0))
-        self.executor.loop.close()
+        Gated.all_open = True
+        self.open(*Gated.gates)
+        super().close()
 
 
 @pytest.fixture
 def loop() -> Iterator[Loop]:
-    harness = Loop()
-    yield harness
-    harness.close()
+    with Loop() as harness:
+        yield harness
 
 
 def test_commits_stop_at_the_first_unfinished_record(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
+    loop.publish_pings((0, b"a"), (1, b"b"), (2, b"c"))
     loop.step()
     assert sorted(Gated.started) == [0, 1, 2]
     loop.open(2, 1)
     loop.step(2)
-    assert len(loop.producer.produced) == 2, "finished records emit at once"
-    assert loop.committed() is None, "offset 0 is unfinished: nothing may be committed"
+    assert sorted(p.n for p in loop.pongs()) == [1, 2], "finished records emit at once"
+    assert loop.committed_offset() is None, "offset 0 is unfinished: nothing may be committed"
     loop.open(0)
     loop.step(2)
-    assert loop.committed() == 3
+    assert loop.committed_offset() == 3
 
 
 def test_work_in_flight_is_bounded_by_concurrency(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records(*((n, bytes([n])) for n in range(7)))]
+    loop.publish_pings(*((n, bytes([n])) for n in range(7)))
     loop.step(3)
     assert Gated.started == [0, 1, 2]
     assert loop.consumer.asked[0] == 3 and set(loop.consumer.asked[1:]) <= {0}, (
@@ -135,11 +114,11 @@ def test_work_in_flight_is_bounded_by_concurrency(loop: Loop) -> None:
     loop.step(6)
     assert sorted(Gated.started) == list(range(7))
     assert Gated.running[1] == 3
-    assert loop.committed() == 7
+    assert loop.committed_offset() == 7
 
 
 def test_same_key_records_run_in_offset_order(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"k"), (1, b"k"), (2, b"other"))]
+    loop.publish_pings((0, b"k"), (1, b"k"), (2, b"other"))
     loop.step()
     assert Gated.started == [0, 2]
     loop.open(1)
@@ -148,57 +127,57 @@ def test_same_key_records_run_in_offset_order(loop: Loop) -> None:
     loop.open(0, 2)
     loop.step(3)
     assert Gated.started == [0, 2, 1]
-    keys = [key for _, key in loop.producer.produced]
-    assert keys.index(b"k") < len(keys) and keys.count(b"k") == 2
+    of_k = [r for r in loop.records(PONGS.name) if r.key() == b"k"]
+    assert [pong.n for pong in loop.pongs() if pong.n in (0, 1)] == [0, 1]
+    assert len(of_k) == 2
 
 
 def test_a_failure_goes_to_the_retry_topic_through_the_records_token(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"fail"), (2, b"c"))]
+    loop.publish_pings((0, b"a"), (1, b"fail"), (2, b"c"))
     loop.step()
     loop.open(0, 1, 2)
     loop.step(3)
-    topics = [topic for topic, _ in loop.producer.produced]
-    assert topics.count(PONGS.name) == 2
-    assert [t for t in topics if t != PONGS.name] == [loop.plan.retry_topics[0]]
-    assert loop.committed() == 3, "the retry copy was acknowledged: the input is done"
+    assert sorted(p.n for p in loop.pongs()) == [0, 2]
+    assert loop.copies(loop.plan.retry_topics[0]) == [1]
+    assert loop.copies(loop.plan.retry_topics[1]) == []
+    assert loop.committed_offset() == 3, "the retry copy was acknowledged: the input is done"
 
 
-class Overfilling(FakeConsumer):
+class Overfilling(AskingConsumer):
     """Returns whole batches whatever max_records says (as a main plus retry consumer can)."""
 
     def consume(self, max_records: int, timeout_s: float) -> Any:
-        self.asked.append(max_records)
-        return self.batches.pop(0) if self.batches else []
+        return super().consume(100, timeout_s)
 
 
 def test_records_beyond_the_free_slots_are_handed_back() -> None:
-    h = Loop(Overfilling())
-    try:
-        h.consumer.batches = [h.records(*((n, bytes([n])) for n in range(5)))]
+    with Loop(consumer=Overfilling) as h:
+        h.publish_pings(*((n, bytes([n])) for n in range(5)))
         h.step()
         assert Gated.started == [0, 1, 2]
-        assert h.consumer.seeks == [(TP, 3)], "offsets 3 and 4 must be read again"
+        assert h.consumer.position(TP) == 3, "offsets 3 and 4 must be read again"
         h.open(*range(5))
-        h.step(2)
-        assert h.committed() == 3, "nothing past the handed-back records is committed"
-    finally:
-        h.close()
+        h.step()
+        assert h.committed_offset() == 3, "nothing past the handed-back records is committed"
+        h.step(3)
+        assert Gated.started == [0, 1, 2, 3, 4], "each record ran once: 3 and 4 after the seek"
+        assert h.committed_offset() == 5
 
 
 def test_a_stage_saturated_for_long_pauses_its_partitions_then_resumes(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
+    loop.publish_pings((0, b"a"), (1, b"b"), (2, b"c"))
     loop.step(2)
-    assert loop.consumer.paused == set(), "a short saturation only stops fetching"
+    assert loop.consumer.paused == [], "a short saturation only stops fetching"
     loop.clock.advance(cr.SATURATED_PAUSE_S + 0.1)
     loop.step()
-    assert loop.consumer.paused == {TP}
+    assert TP in loop.consumer.paused
     loop.open(0)
     loop.step(2)
-    assert loop.consumer.paused == set(), "resumed once a slot is free"
+    assert TP not in loop.consumer.paused, "resumed once a slot is free"
 
 
 def test_a_hold_survives_the_end_of_backpressure(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
+    loop.publish_pings((0, b"a"), (1, b"b"), (2, b"c"))
     loop.step()
     loop.clock.advance(cr.SATURATED_PAUSE_S + 0.1)
     loop.step()
@@ -208,53 +187,50 @@ def test_a_hold_survives_the_end_of_backpressure(loop: Loop) -> None:
     assert TP in loop.consumer.paused, "the hold is not over: backpressure must not resume it"
 
 
-class SlowOnce(Stage):
-    consumes = PINGS
-    emits = (PONGS,)
-    group = "slow"
-    concurrency = 4
-
-    async def handle(self, event: Ping, ctx: Context) -> None:
-        await asyncio.sleep(0.3)  # longer than a step waits
-        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="t"))
-
-
 def test_revoke_waits_for_handlers_in_flight_and_commits_them() -> None:
-    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [SlowOnce])
-    plan = pipeline.plans[0]
-    consumer, producer = FakeConsumer(), FakeProducer()
-    runner = StageRunner(
-        plan, consumer, producer, pipeline.codec, commit_interval_s=60, batch_timeout_s=0.01
-    )  # type: ignore[arg-type]
-    binding = plan.inputs[PINGS.name]
-    runner.on_assign([TP])
-    encode = pipeline.codec.encode
-    consumer.batches = [
-        [Record(TP[0], 0, n, encode(Ping(ping_id=f"p{n}", n=n), binding, TP[0]), bytes([n]))
-         for n in range(4)]
-    ]  # fmt: skip
-    runner.step()  # dispatched; the handlers are sleeping
-    assert producer.produced == []
-    runner.on_revoke([TP])
-    assert len(producer.produced) == 4
-    assert consumer.commits == [{TP: 4}]
-    assert isinstance(runner._executor, KeyedExecutor)
-    runner._executor.loop.close()
+    """The handlers are still in flight when a second member takes a partition: the revoke
+    (inside consume) lets that partition's handler finish, waits for its output and commits
+    it, so the new owner does not redo it."""
+    with Loop(partitions=2, commit_interval_s=60) as h:
+        a, b = (PINGS.name, 0), (PINGS.name, 1)
+        h.ping(0, key=key_for(0, 2))
+        h.ping(1, key=key_for(1, 2))
+        h.step()  # dispatched; the handlers wait on their gates
+        assert sorted(Gated.started) == [0, 1] and h.pongs() == []
+        h.open(0, 1)  # they may finish now, but only while the runner drives them
+        other = h.broker.consumer({"group.id": h.plan.group})
+        other.subscribe(h.plan.subscriptions, Ignoring())
+        h.step()  # a slot is free: consume runs, and the revoke with it
+        moved = {a, b} - set(h.consumer.assignment)
+        assert moved, "the join moved no input partition"
+        # Ping n is at offset 0 of partition n.
+        assert {p.n for p in h.pongs()} >= {tp[1] for tp in moved}, (
+            "the revoked partitions' handlers finished"
+        )
+        committed = h.committed()
+        assert all(committed.get(tp) == 1 for tp in moved), "and were committed before moving"
+        other.close()
+
+
+class Ignoring:
+    def on_assign(self, partitions: list[TopicPartition]) -> None: ...
+    def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
+    def on_lost(self, partitions: list[TopicPartition]) -> None: ...
 
 
 def test_shutdown_cancels_handlers_past_the_deadline_and_commits_only_finished(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     h = Loop(shutdown_timeout_s=0.05)
-    h.consumer.batches = [h.records((0, b"a"), (1, b"b"))]
+    h.publish_pings((0, b"a"), (1, b"b"))
     h.step()
     h.open(0)
-    h.runner.stop_event.set()
     with caplog.at_level(logging.WARNING, logger="pipeline.runner"):
-        h.runner.run()  # stop is set: straight to the graceful shutdown
-    assert h.committed() == 1, "offset 1 never finished: it stays uncommitted"
+        Rig.close(h)  # the graceful shutdown, with offset 1's gate still closed
+    assert h.committed_offset() == 1, "offset 1 never finished: it stays uncommitted"
     assert "1 handlers still running at shutdown" in caplog.text
     assert h.executor.loop.is_closed()
+    assert Gated.started == [0, 1] and [p.n for p in h.pongs()] == [0]
 
 
 class Probed(Gated):
@@ -273,39 +249,44 @@ class Probed(Gated):
 
 
 def test_the_breaker_probe_runs_alone_and_is_released_when_its_partition_is_lost() -> None:
+    """The failure that opened the breaker is held and read again after the cooldown: it is
+    the probe, and nothing else is fetched while it runs. The member then crashes out of the
+    group: the lost probe is released and its handler cancelled."""
     Probed.failed.clear()
-    h = Loop(stage=Probed)
-    breaker = h.runner._breaker
-    assert breaker is not None
-    try:
-        h.consumer.batches = [h.records((0, b"fail"))]
+    with Loop(stage=Probed) as h:
+        breaker = h.runner._breaker
+        assert breaker is not None
+        h.publish_pings((0, b"fail"))
         h.step()
         h.open(0)
         h.step(2)
         assert breaker.state is State.OPEN and TP in h.consumer.paused
+        assert h.consumer.position(TP) == 0, "held from the failure"
+        h.publish_pings((1, b"b"))
         h.clock.advance(6)  # past the cooldown: the next record is the probe
         Gated.gates.clear()
-        h.consumer.batches = [h.records((0, b"a")), h.records((1, b"b"))]
         h.step()
         assert breaker.state is State.HALF_OPEN and Gated.started == [0]
         asked = len(h.consumer.asked)
         h.step(3)
         assert len(h.consumer.asked) == asked, "nothing is fetched while the probe runs"
-        h.runner.on_lost([TP])
+        h.broker.crash(h.consumer)
+        # A stage with no room serves its group (consume) once it has been full that long.
+        h.clock.advance(cr.SATURATED_PAUSE_S + 0.1)
+        h.step()  # consume reports the partition lost
         assert breaker.allow(), "the lost probe was released: the next record may probe"
         assert h.executor.dispatcher.in_flight == 0, "the lost partition's handler was cancelled"
-    finally:
-        h.close()
 
 
 def test_lost_partitions_handlers_are_cancelled_and_report_nothing(loop: Loop) -> None:
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"))]
+    loop.publish_pings((0, b"a"), (1, b"b"))
     loop.step()
-    loop.runner.on_lost([TP])
+    loop.broker.crash(loop.consumer)
+    loop.step()  # consume reports the partition lost
     assert loop.executor.dispatcher.in_flight == 0
     loop.open(0, 1)
     loop.step(2)
-    assert loop.producer.produced == [] and loop.committed() is None
+    assert loop.pongs() == [] and loop.committed_offset() is None
 
 
 def test_a_refused_output_rewinds_without_rerunning_later_records_that_finished(
@@ -313,26 +294,17 @@ def test_a_refused_output_rewinds_without_rerunning_later_records_that_finished(
 ) -> None:
     """Records 1 and 2 (other keys) finish, outputs acknowledged, before record 0's output is
     refused: the partition is re-read from 0 and only record 0 runs again."""
-    from pipeline.errors import DeliveryError
-
-    produced: list[str] = []
-
-    def produce(topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
-        produced.append(topic)
-        refused = DeliveryError("timed out", code="_MSG_TIMED_OUT", retriable=True)
-        on_delivery(refused if len(produced) == 3 else None, None)
-
-    loop.producer.produce = produce  # type: ignore[method-assign]
-    loop.consumer.batches = [loop.records((0, b"a"), (1, b"b"), (2, b"c"))]
+    loop.publish_pings((0, b"a"), (1, b"b"), (2, b"c"))
     loop.step()
     loop.open(1, 2)
     loop.step(2)
+    assert sorted(p.n for p in loop.pongs()) == [1, 2]
+    loop.broker.fail_deliveries(PONGS.name, 1, retriable=True)
     loop.open(0)
     loop.step(2)
-    assert loop.consumer.seeks[-1] == (TP, 0)
+    assert loop.consumer.position(TP) == 0 and TP in loop.consumer.paused
     loop.clock.advance(5)
-    loop.consumer.batches.append(loop.records((0, b"a"), (1, b"b"), (2, b"c")))
     loop.step(3)
     assert Gated.started == [0, 1, 2, 0]
-    assert len(produced) == 4
-    assert loop.committed() == 3
+    assert sorted(p.n for p in loop.pongs()) == [0, 1, 2]
+    assert loop.committed_offset() == 3

@@ -1,48 +1,62 @@
-"""ConsumerSet: due retries come first and a batch never exceeds what was asked for."""
+"""ConsumerSet: due retries come first and a batch never exceeds what was asked for. Two
+consumers in their own groups on a memory broker, as ``Pipeline.runner`` makes them."""
 
 from __future__ import annotations
 
 from pipeline.consumerset import ConsumerSet
-from tests.unit.fakes import FakeConsumer, Record
+from pipeline.ports import TopicPartition
+from pipeline.testing import FakeClock, MemoryBroker
+from tests.unit.memory_rig import AskingConsumer
+
+RETRY = "g.retry.1s"
 
 
-class Clock:
-    now = 0.0
+class Listener:
+    def on_assign(self, partitions: list[TopicPartition]) -> None: ...
+    def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
+    def on_lost(self, partitions: list[TopicPartition]) -> None: ...
 
-    def __call__(self) -> float:
-        return self.now
 
-
-def batch(topic: str, n: int) -> list[Record]:
-    return [Record(topic, 0, i, b"") for i in range(n)]
+def consumers(
+    inputs: int, retries: int
+) -> tuple[ConsumerSet, AskingConsumer, AskingConsumer, FakeClock]:
+    """``inputs`` records in "in", ``retries`` in the retry topic, read by a set subscribed to
+    both."""
+    clock = FakeClock()
+    broker = MemoryBroker(clock)
+    producer = broker.producer()
+    for topic, n in (("in", inputs), (RETRY, retries)):
+        broker.create_topic(topic)
+        for i in range(n):
+            producer.produce(topic, b"%d" % i, None, None, lambda _e, _m: None)
+    producer.flush(1)
+    main = AskingConsumer(broker, {"group.id": "g"})
+    retry = AskingConsumer(broker, {"group.id": "g.retry"})
+    both = ConsumerSet(main, retry, [RETRY], clock.monotonic)
+    both.subscribe(["in", RETRY], Listener())
+    return both, main, retry, clock
 
 
 def test_retries_come_first_and_the_inputs_fill_the_rest() -> None:
-    main, retry, clock = FakeConsumer(), FakeConsumer(), Clock()
-    both = ConsumerSet(main, retry, ["g.retry.1s"], clock)
-    main.batches = [batch("in", 10)]
-    retry.batches = [batch("g.retry.1s", 3)]
+    both, main, _, _ = consumers(inputs=10, retries=3)
     got = both.consume(5, 0.1)
-    assert [r.topic() for r in got] == ["g.retry.1s"] * 3 + ["in"] * 2
+    assert [(r.topic(), r.offset()) for r in got] == [(RETRY, 0), (RETRY, 1), (RETRY, 2),
+                                                      ("in", 0), ("in", 1)]  # fmt: skip
     assert main.asked == [2]
+    assert [r.offset() for r in both.consume(5, 0.1)] == [2, 3, 4, 5, 6], "none skipped"
 
 
 def test_a_backlog_of_inputs_cannot_crowd_out_retries() -> None:
-    main, retry, clock = FakeConsumer(), FakeConsumer(), Clock()
-    both = ConsumerSet(main, retry, ["g.retry.1s"], clock)
-    main.batches = [batch("in", 100)]
-    retry.batches = [batch("g.retry.1s", 4)]
-    assert [r.topic() for r in both.consume(4, 0.1)] == ["g.retry.1s"] * 4
+    both, main, _, _ = consumers(inputs=100, retries=4)
+    assert [r.topic() for r in both.consume(4, 0.1)] == [RETRY] * 4
     assert main.asked == [], "no room left: inputs wait for the next call"
 
 
 def test_retries_are_looked_for_at_most_every_100_ms() -> None:
-    main, retry, clock = FakeConsumer(), FakeConsumer(), Clock()
-    both = ConsumerSet(main, retry, ["g.retry.1s"], clock)
-    main.batches = [batch("in", 2), batch("in", 2)]
-    both.consume(10, 0.1)
-    both.consume(10, 0.1)
+    both, _, retry, clock = consumers(inputs=4, retries=0)
+    both.consume(2, 0.1)
+    both.consume(2, 0.1)
     assert len(retry.asked) == 1
-    clock.now += 0.1
+    clock.advance(0.1)
     both.consume(10, 0.1)
     assert len(retry.asked) == 2

@@ -12,7 +12,7 @@ import pytest
 from pipeline.dispatch import KeyedDispatcher
 from pipeline.failures import HandlerCancelled
 from pipeline.offsets import Token
-from tests.unit.fakes import Record
+from tests.unit.records import record
 
 TP = ("t", 0)
 
@@ -41,7 +41,7 @@ class Harness:
 
     def submit(self, offset: int, key: bytes | None, event: Any = None) -> Token:
         token = Token(offset, 1)
-        self.d.submit(Record("t", 0, offset, b"", key), TP, event, None, token)
+        self.d.submit(record("t", 0, offset, key=key), TP, event, None, token)
         return token
 
     def open(self, *offsets: int) -> None:
@@ -123,7 +123,7 @@ def test_a_cancelled_record_waiting_for_its_key_is_never_started(h: Harness) -> 
 def test_drain_of_some_partitions_and_its_deadline(h: Harness) -> None:
     h.submit(0, None)
     other = Token(5, 1)
-    h.d.submit(Record("u", 0, 5, b""), ("u", 0), None, None, other)
+    h.d.submit(record("u", 0, 5), ("u", 0), None, None, other)
     h.turns()
     assert h.d.in_flight_for({TP}) == 1
     h.gates[0].set()
@@ -161,7 +161,7 @@ def test_a_handler_raising_cancelled_error_itself_completes_as_a_failure(h: Harn
         raise asyncio.CancelledError()
 
     d = KeyedDispatcher(2, cancelled_inside, h.loop)
-    d.submit(Record("t", 0, 0, b""), TP, None, None, Token(0, 1))
+    d.submit(record("t", 0, 0), TP, None, None, Token(0, 1))
     h.loop.run_until_complete(d.drain(5.0))
     (c,) = d.take()
     assert isinstance(c.error, HandlerCancelled) and c.started
@@ -169,7 +169,7 @@ def test_a_handler_raising_cancelled_error_itself_completes_as_a_failure(h: Harn
 
 def test_cancel_stops_the_tasks_of_some_partitions_only(h: Harness) -> None:
     h.submit(0, None)
-    h.d.submit(Record("u", 0, 5, b""), ("u", 0), None, None, Token(5, 1))
+    h.d.submit(record("u", 0, 5), ("u", 0), None, None, Token(5, 1))
     h.turns()
     h.loop.run_until_complete(h.d.cancel({("u", 0)}, 1.0))
     assert h.d.in_flight == 1 and h.d.in_flight_for({TP}) == 1

@@ -1,25 +1,21 @@
-"""The gates before the handler, driven through fake ports on a fake clock (no Kafka, no
+"""The gates before the handler, on the memory broker with a fake clock (no Kafka, no
 sleeping): a retry not yet due holds its partition until the due time, and each stage carries
 only the gates for what it enables."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipeline import BreakerPolicy, Context, RetryPolicy, Settings, Stage
 from pipeline import gates as g
-from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
 from pipeline.guarantees import Idempotency
 from pipeline.retrytopics import Origin, retry_headers
-from pipeline.runner import StageRunner
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
-from tests.unit.fakes import FakeConsumer, FakeProducer, Record
-
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+from tests.unit.memory_rig import SCHEMAS, Rig
+from tests.unit.records import record
 
 
 class Echo(Stage):
@@ -44,56 +40,32 @@ class Everything(Echo):
     idempotency = Idempotency()
 
 
-class RetryCopy(Record):
-    """A record of a retry topic, with the headers a retry copy carries."""
-
-    def __init__(self, topic: str, offset: int, value: bytes, headers: Any) -> None:
-        super().__init__(topic, 0, offset, value)
-        self._headers = headers
-
-    def headers(self) -> Any:
-        return self._headers
-
-
-def runner_for(stage: type[Stage], clock: FakeClock) -> tuple[StageRunner, Pipeline, Any, Any]:
-    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [stage])
-    consumer, producer = FakeConsumer(), FakeProducer()
-    runner = StageRunner(
-        pipeline.plans[0], consumer, producer, pipeline.codec,  # type: ignore[arg-type]
-        clock=clock, commit_interval_s=0,
-    )  # fmt: skip
-    return runner, pipeline, consumer, producer
-
-
 def test_a_retry_not_yet_due_holds_its_partition_until_its_due_time_on_the_fake_clock() -> None:
     Echo.handled.clear()
-    clock = FakeClock()
-    runner, pipeline, consumer, producer = runner_for(Echo, clock)
-    plan = pipeline.plans[0]
-    retry_tp = (plan.retry_topics[0], 0)
-    runner.on_assign([retry_tp])
-    value = pipeline.codec.encode(Ping(ping_id="p7", n=7), plan.inputs[PINGS.name], PINGS.name)
-    original = Record(PINGS.name, 0, 7, value)
-    origin = Origin(PINGS.name, 0, 7, 0)
-    due_ms = clock.wall_ms() + 5_000
-    headers = retry_headers(original, origin, 1, due_ms, clock.wall_ms(), ValueError("x"))
-    copy = RetryCopy(retry_tp[0], 3, value, headers)
+    with Rig(Echo) as rig:
+        # The 10 s tier: a copy's due time is clipped to its topic's delay after it was written.
+        retry_tp = (rig.plan.retry_topics[1], 0)
+        value = rig.encode(7)
+        original = record(PINGS.name, 0, 7, value, headers=[("event-id", b"p7")])
+        origin = Origin(PINGS.name, 0, 7, 0)
+        due_ms = rig.clock.wall_ms() + 5_000
+        headers = retry_headers(original, origin, 1, due_ms, rig.clock.wall_ms(), ValueError("x"))
+        rig.publish(retry_tp[0], value, None, headers)
 
-    consumer.batches = [[copy]]
-    runner.step()
-    assert Echo.handled == [] and retry_tp in consumer.paused
-    assert consumer.seeks == [(retry_tp, 3)], "the partition is re-read from the held record"
+        rig.step()
+        assert Echo.handled == [] and retry_tp in rig.consumer.paused
+        assert rig.consumer.position(retry_tp) == 0, "the partition is re-read from the held record"
 
-    clock.advance(4.9)
-    runner.step()
-    assert retry_tp in consumer.paused, "not due yet: still held"
+        rig.clock.advance(4.9)
+        rig.step()
+        assert retry_tp in rig.consumer.paused, "not due yet: still held"
+        assert Echo.handled == []
 
-    clock.advance(0.2)
-    consumer.batches = [[copy]]  # the re-read after the seek
-    runner.step()
-    assert retry_tp not in consumer.paused
-    assert Echo.handled == [7] and [t for t, _ in producer.produced] == [PONGS.name]
-    assert consumer.commits[-1] == {retry_tp: 4}
+        rig.clock.advance(0.2)
+        rig.step()  # resumed: the seek back makes the broker hand the copy over again
+        assert retry_tp not in rig.consumer.paused
+        assert Echo.handled == [7] and [p.n for p in rig.pongs()] == [7]
+        assert rig.committed() == {retry_tp: 1}
 
 
 @pytest.mark.parametrize(
@@ -107,8 +79,8 @@ def test_a_retry_not_yet_due_holds_its_partition_until_its_due_time_on_the_fake_
 def test_a_stage_carries_only_the_gates_it_enables(
     stage: type[Stage], expected: list[type[g.Gate]]
 ) -> None:
-    runner, *_ = runner_for(stage, FakeClock())
-    assert [type(gate) for gate in runner._gates] == expected
+    runner = Rig(stage).runner
+    assert [type(gate) for gate in runner._parts.chain.gates] == expected
     assert [type(check.__self__) for check in runner._input_checks] == [
         kind for kind in expected if kind is not g.RetryDue
     ], "the stage's input records are not asked about retry due times"
@@ -136,29 +108,27 @@ class Guarded(Echo):
 
 
 def test_a_probe_that_cannot_be_decoded_is_dead_lettered_and_the_next_record_probes() -> None:
+    """The failure that opens the breaker is held, so after the cooldown the partition is read
+    again from it. Here retention deleted it meanwhile: the first record read, the probe, is
+    one that cannot be decoded."""
     Echo.handled.clear()
-    clock = FakeClock()
-    runner, pipeline, consumer, producer = runner_for(Guarded, clock)
-    binding = pipeline.plans[0].inputs[PINGS.name]
-    tp = (PINGS.name, 0)
-    runner.on_assign([tp])
-
-    def rec(offset: int, n: int) -> Record:
-        ping = Ping(ping_id=f"p{n}", n=n)
-        return Record(PINGS.name, 0, offset, pipeline.codec.encode(ping, binding, PINGS.name))
-
-    consumer.batches = [[rec(0, 1)]]
-    runner.step()
-    breaker = runner._breaker
-    assert breaker is not None and breaker.state.value == "open" and tp in consumer.paused
-    clock.advance(6)
-    consumer.batches = [[Record(PINGS.name, 0, 0, b"not avro"), rec(1, 2)]]
-    runner.step()
-    assert breaker.state.value == "closed", "the second record probed, and succeeded"
-    assert Echo.handled == [2]
-    topics = [t for t, _ in producer.produced]
-    assert topics == [pipeline.plans[0].dlq_topic, PONGS.name]
-    assert consumer.commits[-1] == {tp: 2}
+    with Rig(Guarded) as rig:
+        tp = (PINGS.name, 0)
+        rig.ping(1)
+        rig.publish(PINGS.name, b"not avro")
+        rig.ping(2)
+        rig.step()
+        breaker = rig.runner._breaker
+        assert breaker is not None and breaker.state.value == "open" and tp in rig.consumer.paused
+        assert rig.consumer.position(tp) == 0, "held from the failure, nothing after it handled"
+        assert Echo.handled == []
+        rig.broker.delete_records(PINGS.name, {0: 1})
+        rig.clock.advance(6)
+        rig.step()
+        assert breaker.state.value == "closed", "the second record probed, and succeeded"
+        assert Echo.handled == [2] and [p.n for p in rig.pongs()] == [2]
+        assert [r.value() for r in rig.records(rig.plan.dlq_topic)] == [b"not avro"]
+        assert rig.committed() == {tp: 3}
 
 
 class Remembering(Echo):
@@ -176,27 +146,12 @@ def test_only_a_success_marks_an_event_done_not_its_retry_copy(tmp_path: Path) -
     """The token is begun (with the event id) before the handler: a failure sent to a retry
     topic must not record the id as done, or the retry copy would be dropped as a duplicate."""
     settings = Settings(schemas_dir=SCHEMAS, idempotency_url=f"sqlite:///{tmp_path}/ids.db")
-    pipeline = Pipeline.build(settings, [Remembering])
-    plan = pipeline.plans[0]
-    consumer, producer = FakeConsumer(), FakeProducer()
-    runner = StageRunner(
-        plan, consumer, producer, pipeline.codec,  # type: ignore[arg-type]
-        clock=FakeClock(), store_url=settings.idempotency_url, commit_interval_s=60,
-    )  # fmt: skip
-    runner._open_store()
-    try:
-        tp = (PINGS.name, 0)
-        runner.on_assign([tp])
-        binding = plan.inputs[PINGS.name]
-        encode = pipeline.codec.encode
-        consumer.batches = [
-            [Record(PINGS.name, 0, o, encode(Ping(ping_id=f"p{o}", n=o), binding, PINGS.name))
-             for o in (1, 2)]
-        ]  # fmt: skip
-        runner.step()
-        assert [t for t, _ in producer.produced] == [plan.retry_topics[0], PONGS.name]
-        runner._tracker.committable()
-        assert runner._tracker.take_finished_ids() == ["id-0-2"]
-    finally:
-        assert runner._dedupe is not None
-        runner._dedupe.close()
+    with Rig(Remembering, settings, store_url=settings.idempotency_url,
+             commit_interval_s=60) as rig:  # fmt: skip
+        rig.ping(1)
+        rig.ping(2)
+        rig.step()
+        assert rig.copies(rig.plan.retry_topics[0]) == [1]
+        assert [p.n for p in rig.pongs()] == [2]
+        rig.runner._tracker.committable()
+        assert rig.runner._tracker.take_finished_ids() == ["p2"]

@@ -7,22 +7,19 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from pipeline import Context, RetryPolicy, Settings, Stage
-from pipeline.app import Pipeline
+from pipeline import Context, RetryPolicy, Stage
 from pipeline.errors import CallAbandoned, TooManyHungCalls
 from pipeline.failures import HandlerTimeout
 from pipeline.invoke import Invoker
-from pipeline.runner import StageRunner
-from pipeline.stats import StageStats
+from pipeline.stats import StageStats, counting
 from pipeline.stop import StopEvent
 from tests.integration.app_stages import PINGS, Ping
-from tests.unit.fakes import FakeConsumer, FakeProducer, Record
+from tests.unit.memory_rig import Rig
+from tests.unit.records import record
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 TIMEOUT_S = 0.5  # generous: healthy calls here take microseconds, hung ones block until released
 
 
@@ -43,8 +40,9 @@ def _await(condition: Callable[[], bool], within_s: float = 10.0) -> None:
 
 def _invoker(handler: Callable[[Ping, Context], None], stats: StageStats) -> Invoker:
     return Invoker(
-        "s", handler, False, frozenset(), RetryPolicy(in_process_attempts=1), TIMEOUT_S, "g", stats
-    )
+        "s", handler, False, frozenset(), RetryPolicy(in_process_attempts=1), TIMEOUT_S, "g",
+        counting(stats).on_hung_change,
+    )  # fmt: skip
 
 
 def test_healthy_calls_run_at_once_behind_hung_ones(release: threading.Event) -> None:
@@ -64,10 +62,10 @@ def test_healthy_calls_run_at_once_behind_hung_ones(release: threading.Event) ->
     try:
         for n in range(-5, 0):
             with pytest.raises(HandlerTimeout):
-                loop.run_until_complete(invoker(Ping(ping_id="x", n=n), Record("t", 0, n + 5, b"")))
+                loop.run_until_complete(invoker(Ping(ping_id="x", n=n), record("t", 0, n + 5)))
         assert stats.hung_calls == 5
         for n in range(20):
-            loop.run_until_complete(invoker(Ping(ping_id="x", n=n), Record("t", 0, n + 5, b"")))
+            loop.run_until_complete(invoker(Ping(ping_id="x", n=n), record("t", 0, n + 5)))
         assert ran == list(range(20))
         release.set()
         _await(lambda: stats.hung_calls == 0)
@@ -91,9 +89,9 @@ def test_a_call_past_the_hung_bound_is_refused_without_running(release: threadin
     try:
         for n in range(2):
             with pytest.raises(HandlerTimeout):
-                loop.run_until_complete(invoker(Ping(ping_id="x", n=n), Record("t", 0, n, b"")))
+                loop.run_until_complete(invoker(Ping(ping_id="x", n=n), record("t", 0, n)))
         with pytest.raises(TooManyHungCalls):
-            loop.run_until_complete(invoker(Ping(ping_id="x", n=2), Record("t", 0, 2, b"")))
+            loop.run_until_complete(invoker(Ping(ping_id="x", n=2), record("t", 0, 2)))
         assert started == [0, 1]
     finally:
         invoker.close()
@@ -110,7 +108,9 @@ def test_a_call_running_at_a_stop_is_abandoned_after_the_stop_budget(
         release.wait()
 
     stats = StageStats("s", "g")
-    invoker = Invoker("s", handler, False, frozenset(), RetryPolicy(), 60.0, "g", stats)
+    invoker = Invoker(
+        "s", handler, False, frozenset(), RetryPolicy(), 60.0, "g", counting(stats).on_hung_change
+    )
     stop = StopEvent()
     stop.set()
     invoker.stop_event, invoker.stop_budget_s = stop, 0.2
@@ -118,7 +118,7 @@ def test_a_call_running_at_a_stop_is_abandoned_after_the_stop_budget(
     try:
         started = time.monotonic()
         with pytest.raises(CallAbandoned):
-            loop.run_until_complete(invoker(Ping(ping_id="x", n=0), Record("t", 0, 0, b"")))
+            loop.run_until_complete(invoker(Ping(ping_id="x", n=0), record("t", 0, 0)))
         assert time.monotonic() - started < 30
         assert stats.hung_calls == 1
     finally:
@@ -143,26 +143,18 @@ def test_too_many_hung_calls_stop_the_stage_and_leave_the_rest_uncommitted() -> 
     """Every call hangs: the first three time out (their events go to the retry topic), the
     fourth is refused; the stage stops with TooManyHungCalls and commits only up to it."""
     RELEASE.clear()
-    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [HangsAlways])
-    plan = pipeline.plans[0]
-    binding = plan.inputs[PINGS.name]
-    topic = PINGS.name
-
-    def rec(offset: int) -> Record:
-        value = pipeline.codec.encode(Ping(ping_id=str(offset), n=offset), binding, topic)
-        return Record(topic, 0, offset, value)
-
-    consumer, producer = FakeConsumer(), FakeProducer()
-    runner = StageRunner(plan, consumer, producer, pipeline.codec)  # type: ignore[arg-type]
-    assert runner._invoke._threads is not None
-    runner._invoke._threads.max_hung = 3
-    runner.on_assign([(topic, 0)])
-    consumer.batches = [[rec(o) for o in range(10)]]
+    rig = Rig(HangsAlways)
+    assert rig.runner._invoke._threads is not None
+    rig.runner._invoke._threads.max_hung = 3
+    for n in range(10):
+        rig.ping(n)
     try:
         with pytest.raises(TooManyHungCalls):
-            runner.run()
-        assert runner.stats.hung_calls == 3
-        assert [t for t, _ in producer.produced] == [f"{plan.group}.retry.1s"] * 3
-        assert consumer.commits[-1] == {(topic, 0): 3}
+            for _ in range(10):
+                rig.step()
+        assert rig.runner.stats.hung_calls == 3
+        assert rig.copies(f"{rig.plan.group}.retry.1s") == [0, 1, 2]
+        assert rig.committed() == {(PINGS.name, 0): 3}
+        assert rig.broker.pending(rig.plan.group, PINGS.name) == 7, "3 and after are read again"
     finally:
         RELEASE.set()

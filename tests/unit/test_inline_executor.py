@@ -4,16 +4,11 @@ keyed executor does: a failure routed like any other, not the end of the stage."
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from pipeline import Context, RetryPolicy, Settings, Stage
-from pipeline.app import Pipeline
-from pipeline.clock import FakeClock
-from pipeline.runner import StageRunner
+from pipeline import Context, RetryPolicy, Stage
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
-from tests.unit.fakes import FakeConsumer, FakeProducer, Record
+from tests.unit.memory_rig import Rig
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 TP = (PINGS.name, 0)
 
 
@@ -30,24 +25,10 @@ class CancelsItself(Stage):
 
 
 def test_a_handler_raising_cancelled_error_fails_its_event_and_the_stage_goes_on() -> None:
-    pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [CancelsItself])
-    plan = pipeline.plans[0]
-    consumer, producer = FakeConsumer(), FakeProducer()
-    runner = StageRunner(plan, consumer, producer, pipeline.codec,  # type: ignore[arg-type]
-                         clock=FakeClock(), commit_interval_s=0)  # fmt: skip
-    runner.on_assign([TP])
-    binding = plan.inputs[PINGS.name]
-    consumer.batches.append([
-        Record(PINGS.name, 0, n, pipeline.codec.encode(Ping(ping_id=f"p{n}", n=n), binding,
-                                                       PINGS.name))
-        for n in (0, 1)
-    ])  # fmt: skip
-    try:
-        runner.step()
-        runner.step()
-    finally:
-        runner._invoke.close()
-        runner._executor.loop.close()  # type: ignore[attr-defined]
-    topics = [t for t, _ in producer.produced]
-    assert topics == [plan.retry_topics[0], PONGS.name]
-    assert consumer.commits[-1] == {TP: 2}
+    with Rig(CancelsItself) as rig:
+        rig.ping(0)
+        rig.ping(1)
+        rig.step(2)
+        assert rig.copies(rig.plan.retry_topics[0]) == [0], "event 0 went to its retry topic"
+        assert [p.n for p in rig.pongs()] == [1], "and the stage went on with event 1"
+        assert rig.committed() == {TP: 2}

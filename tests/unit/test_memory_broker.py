@@ -186,6 +186,26 @@ def test_seek_rereads_from_the_given_offset(broker: MemoryBroker) -> None:
     assert values(consumer.consume(10, 0)) == [b"b", b"c"]
 
 
+def test_paused_and_position_tell_what_the_next_fetch_reads(broker: MemoryBroker) -> None:
+    """``position`` is the next offset a fetch starts at (the committed one before any read,
+    the seek's after a seek); ``paused`` lists what pause took and resume gave back."""
+    broker.create_topic(T, 2)
+    key = next(k for k in (b"k%d" % i for i in range(100)) if crc32_partition(k, 2) == 0)
+    produce(broker, T, [b"a", b"b", b"c"], key)  # all three in partition 0
+    consumer, _ = member(broker)
+    assert consumer.position((T, 0)) is None, "not assigned before the first consume"
+    consumer.consume(0, 0)  # the assignment arrives inside consume
+    consumer.commit({(T, 0): 1}, sync=True)
+    assert (consumer.position((T, 0)), consumer.position((T, 1))) == (1, 0)
+    consumer.consume(10, 0)
+    assert consumer.position((T, 0)) == 3
+    consumer.seek((T, 0), 0)
+    consumer.pause([(T, 1), (T, 0), ("not-assigned", 0)])
+    assert consumer.position((T, 0)) == 0 and consumer.paused == [(T, 0), (T, 1)]
+    consumer.resume([(T, 1)])
+    assert consumer.paused == [(T, 0)]
+
+
 def test_a_new_member_starts_from_the_committed_offset(broker: MemoryBroker) -> None:
     """A commits 'next to read = 2' and closes; B, in the same group, starts at offset 2."""
     broker.create_topic(T, 1)

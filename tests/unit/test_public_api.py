@@ -11,11 +11,12 @@ EXPECTED = {
     "Backoff", "BadMagicError", "BreakerPolicy", "BrokerUnavailableError", "CircuitBreaker",
     "CircuitOpenError", "ConfigError", "Context", "DeadLetter", "DecodeError",
     "DeclarationError", "Delivered", "DeliveryError", "DuplicateGroupError", "Event",
-    "EventValidationError", "HandlerTimeout", "Idempotency", "KafkaError", "Pipeline",
+    "EventValidationError", "HandlerTimeout", "Hook", "Idempotency", "KafkaError", "Pipeline",
     "PipelineError", "Publisher", "RetryAfter", "RetryPolicy", "SchemaError",
     "SchemaMismatchError", "SchemaNotFoundError", "SerializationError", "Settings", "Skip",
-    "Stage", "Topic", "TopicNotFoundError", "TruncatedPayloadError", "UnknownSchemaError",
-    "Worker", "load_settings",
+    "Stage", "StageInfo", "Topic", "TopicNotFoundError", "TruncatedPayloadError",
+    "UnknownSchemaError",
+    "Worker", "WorkerInfo", "load_settings",
 }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,114 +13,95 @@ import pytest
 
 from pipeline import Settings
 from pipeline.app import TRANSACTION_TIMEOUT_S, Pipeline
-from pipeline.dlq import StoredRecord
 from pipeline.errors import TopicNotFoundError
-from pipeline.ports import TopicInfo, Watermarks
+from pipeline.ports import SchemaStorePort, TopicInfo
 from pipeline.publisher import Publisher
 from pipeline.serde import SchemaResolver
+from pipeline.testing import FakeClock, MemoryBroker, MemoryConsumer, MemoryProducer
+from pipeline.testing.lockstep import Lockstep
+from pipeline.testing.transport import MemoryAdmin, MemoryTransport
 from pipeline.transport import Transport
 from tests.integration.app_stages import PINGS, PONGS, Echo, EosEcho, Ping
-from tests.unit.fakes import FakeConsumer, FakeProducer, Record
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
 
-class AckingProducer(FakeProducer):
-    """Acknowledges every record at once with where it was stored, as a broker would."""
-
-    def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
-        self.produced.append((topic, key))
-        on_delivery(None, Record(topic, 0, len(self.produced) - 1, value, key))
-
-
 class RecordingAdmin:
-    def __init__(self, calls: list[tuple[Any, ...]], existing: set[str]) -> None:
+    def __init__(self, calls: list[tuple[Any, ...]], inner: MemoryAdmin) -> None:
         self._calls = calls
-        self.existing = existing
+        self._inner = inner
 
     def topics(self) -> dict[str, TopicInfo]:
         self._calls.append(("admin.topics",))
-        return {name: TopicInfo(name, 1) for name in self.existing}
+        return self._inner.topics()
 
     def create(self, names: list[str], partitions: int | None = None) -> list[str]:
         self._calls.append(("admin.create", tuple(names)))
-        created = [n for n in names if n not in self.existing]
-        self.existing.update(created)
-        return created
+        return self._inner.create(names, partitions)
 
     def ensure(self, names: list[str]) -> list[str]:
         self._calls.append(("admin.ensure", tuple(names)))
-        return self.create(names)
+        return self._inner.ensure(names)
 
 
 class RecordingSchemas:
-    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
+    def __init__(self, calls: list[tuple[Any, ...]], inner: SchemaStorePort) -> None:
         self._calls = calls
-        self.published: dict[bytes, str] = {}
+        self._inner = inner
 
     def publish(self, fingerprint: bytes, schema_json: str) -> None:
         self._calls.append(("schemas.publish", fingerprint))
-        self.published[fingerprint] = schema_json
+        self._inner.publish(fingerprint, schema_json)
 
     def reader(self) -> SchemaResolver:
-        return self.published.get
+        return self._inner.reader()
 
 
 class RecordingTransport:
-    """Hands out the fakes of ``tests.unit.fakes`` and records what was asked of it."""
+    """A ``MemoryTransport`` that records what was asked of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
-        self.consumers: list[FakeConsumer] = []
-        self.producers: list[FakeProducer] = []
-        self.existing: set[str] = set()
-        self.schemas = RecordingSchemas(self.calls)
+        self.broker = broker or MemoryBroker()
+        self.inner = MemoryTransport(self.broker, Settings(schemas_dir=SCHEMAS))
+        self.consumers: list[MemoryConsumer] = []
+        self.producers: list[MemoryProducer] = []
+        self.schemas = RecordingSchemas(self.calls, self.inner.schema_store())
 
     def check(self) -> None:
         self.calls.append(("check",))
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> FakeConsumer:
+    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> MemoryConsumer:
         self.calls.append(("consumer", group, client_id, retry))
-        self.consumers.append(FakeConsumer())
+        self.consumers.append(self.inner.consumer(group, client_id, retry=retry))
         return self.consumers[-1]
 
-    def producer(self, client_id: str) -> FakeProducer:
+    def producer(self, client_id: str) -> MemoryProducer:
         self.calls.append(("producer", client_id))
-        self.producers.append(AckingProducer())
+        self.producers.append(self.inner.producer(client_id))
         return self.producers[-1]
 
     def transactional_producer(
         self, client_id: str, transactional_id: str, transaction_timeout_s: float
-    ) -> Any:
+    ) -> MemoryProducer:
         self.calls.append(("transactional_producer", client_id, transactional_id,
                            transaction_timeout_s))  # fmt: skip
-        self.producers.append(AckingProducer())
+        self.producers.append(
+            self.inner.transactional_producer(client_id, transactional_id, transaction_timeout_s)
+        )
         return self.producers[-1]
 
     def admin(self) -> RecordingAdmin:
-        return RecordingAdmin(self.calls, self.existing)
+        return RecordingAdmin(self.calls, self.inner.admin())
 
     def lag_monitor(self) -> Any:
         raise AssertionError("not used here")
 
     def topic_log(self) -> Any:
-        return _NoTopicLog()
+        return self.inner.topic_log()
 
     def schema_store(self) -> RecordingSchemas:
         return self.schemas
-
-
-class _NoTopicLog:
-    def watermarks(self, topic: str) -> Watermarks:
-        raise TopicNotFoundError(topic)
-
-    def read(
-        self, topic: str, *, partition: int | None = None, start_offset: int = 0
-    ) -> Generator[StoredRecord, None, None]:
-        yield from ()
-
-    def delete_up_to(self, topic: str, marks: Watermarks) -> int:
-        return 0
 
 
 def _refuse(*_args: Any, **_kwargs: Any) -> Any:
@@ -154,12 +135,12 @@ def test_a_pipeline_runs_a_stage_on_its_transport_without_a_kafka_client(
 ) -> None:
     """Build, ensure topics, make a runner and run one step: every client comes from the
     transport, and the stage's output goes to the producer it handed out."""
-    transport = RecordingTransport()
+    transport = RecordingTransport(MemoryBroker(FakeClock()))
     settings = Settings(schemas_dir=SCHEMAS)
     pipeline = Pipeline.build(settings, [Echo], transport=transport)
     plan = pipeline.plans[0]
     assert pipeline.ensure_topics() == pipeline.topics()
-    runner = pipeline.runner(plan, worker_id="w1")
+    runner = pipeline.runner(plan, worker_id="w1", clock=transport.broker.clock)
 
     client_id = f"{plan.group}-w1"
     assert transport.calls[0] == ("check",)
@@ -170,15 +151,20 @@ def test_a_pipeline_runs_a_stage_on_its_transport_without_a_kafka_client(
     assert ("consumer", f"{plan.group}.retry", f"{client_id}-retry", True) in transport.calls
     assert ("producer", client_id) in transport.calls
 
+    assert isinstance(transport.broker.clock, FakeClock)
     main, producer = transport.consumers[0], transport.producers[0]
     tp = (PINGS.name, 0)
     value = pipeline.codec.encode(Ping(ping_id="p1", n=1), plan.inputs[PINGS.name], PINGS.name)
-    runner.on_assign([tp])
-    main.batches = [[Record(PINGS.name, 0, 7, value)]]
-    runner.step()
-    assert producer.produced == [(PONGS.name, None)]
-    runner.on_revoke([tp])  # commits what is done, on the consumer the transport gave
-    assert main.commits[-1] == {tp: 8}
+    transport.broker.producer().produce(PINGS.name, value, None, None, lambda _e, _m: None)
+    stepped = Lockstep(runner, "w1", 30.0)  # run() subscribes on the transport's consumers
+    stepped.step()
+    assert [(r.topic(), r.key()) for r in transport.broker.records(PONGS.name)] == [
+        (PONGS.name, None)
+    ]
+    assert len(producer) == 0, "the output's delivery report was served"
+    stepped.stop(30.0)  # revokes: commits what is done, on the consumer the transport gave
+    assert transport.broker.committed_offsets(plan.group) == {tp: 1}
+    assert main.group_id == plan.group
 
 
 def test_an_exactly_once_stage_asks_its_transport_for_a_transactional_producer(
@@ -206,11 +192,12 @@ def test_a_publisher_publishes_through_its_transport_without_a_kafka_client(
     record the transport's producer reported."""
     transport = RecordingTransport()
     settings = Settings(schemas_dir=SCHEMAS)
-    transport.existing.add(settings.topic(PINGS.name))
+    transport.broker.create_topic(settings.topic(PINGS.name))
     with Publisher(settings, transport=transport) as publisher:
         where = publisher.publish(PINGS, Ping(ping_id="p1", n=1))
     assert where is not None and (where.topic, where.offset) == (PINGS.name, 0)
-    assert transport.producers[0].produced == [(PINGS.name, None)]
+    [stored] = transport.broker.records(PINGS.name)
+    assert (stored.offset(), stored.key()) == (0, None)
     assert ("producer", "publisher") in transport.calls
     assert ("admin.topics",) in transport.calls
     assert [c[0] for c in transport.calls].count("schemas.publish") == 1
@@ -221,7 +208,7 @@ def test_a_publisher_refuses_a_topic_its_transport_does_not_have(no_kafka_client
     publisher = Publisher(Settings(schemas_dir=SCHEMAS), transport=transport)
     with publisher, pytest.raises(TopicNotFoundError, match=r"test\.pings"):
         publisher.publish(PINGS, Ping(ping_id="p1", n=1))
-    assert transport.producers[0].produced == []
+    assert transport.broker.topics() == {}, "nothing was written, no topic made"
 
 
 def test_a_pipeline_on_another_transport_never_imports_the_kafka_client() -> None:

@@ -1,0 +1,352 @@
+"""Hooks: one vocabulary for everything that watches a stage run.
+
+Subclass ``Hook`` and override the methods you need; every method here does nothing. Metrics,
+tracing, job status, alerts, the live view of ``make run-pipeline`` and the runner's own
+``StageStats`` are all subscribers of the same methods (dramatiq's ``Middleware``, karafka's
+instrumentation events). Register hooks explicitly::
+
+    Pipeline.build(settings, STAGES, hooks=[DeadLettersByError()])  # every stage
+    class Charge(Stage):
+        hooks = (ChargeAlerts(),)                                    # one stage
+
+or, for ``pipeline run``, in a ``HOOKS`` list next to the module's ``STAGES``.
+
+Rules:
+
+- Hooks run on the stage's consume thread, inside the loop: keep them short and never block
+  (hand slow work to a queue). ``around_handler`` runs where the handler runs (its task, or
+  its thread for a sync handler with a timeout), so context variables it sets (a tracing
+  span, say) are the handler's. ``on_hung_change`` may come from a handler thread.
+- A hook that raises is logged (once with its traceback, then counted) and the stage goes on;
+  its exception never changes an event's outcome.
+- A hook costs nothing where nobody listens: which hooks override which method is resolved once,
+  when the runner is built, and an event no hook overrides is never dispatched.
+- Records are what the consumer returned: ``topic()``, ``partition()``, ``offset()``, ``key()``,
+  ``headers()``, ``value()`` (the raw bytes; do not log them). Outcomes are reported when they
+  are final: a retry copy or dead letter once the broker acknowledged it (in an exactly-once
+  stage, once its transaction committed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from pipeline.ports import RawRecord, TopicPartition
+
+if TYPE_CHECKING:
+    from pipeline.context import Context
+
+log = logging.getLogger("pipeline.hooks")
+# After its first failure (logged with the traceback), a failing hook method is logged again
+# every this many failures, with the count, rather than on every event.
+LOG_EVERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """Which stage a hook hears from: its name, its consumer group, and the worker running it."""
+
+    name: str
+    group: str
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    worker_id: str
+    stages: tuple[str, ...]
+
+
+class Hook:
+    """Override what you need. ``stage`` is always the ``StageInfo`` of the stage concerned."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_worker_start(self, worker: WorkerInfo) -> None:
+        """A worker process is about to start its stages (Pipeline-level hooks only)."""
+
+    def on_worker_stop(self, worker: WorkerInfo) -> None:
+        """Every stage of the worker has stopped (Pipeline-level hooks only)."""
+
+    def on_stage_start(self, stage: StageInfo) -> None:
+        """The stage is subscribed and about to consume."""
+
+    def on_stage_stop(self, stage: StageInfo) -> None:
+        """The stage has shut down: outputs flushed, offsets committed, group left."""
+
+    # -- partitions (called inside the rebalance) ----------------------------------------------
+    def on_assign(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        """These partitions are now the stage's."""
+
+    def on_revoke(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        """These partitions were handed back after finishing and committing their work."""
+
+    def on_lost(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        """These partitions were lost (another member owns them already); nothing committed."""
+
+    # -- batches -----------------------------------------------------------------------------
+    def before_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        """One ``consume`` returned ``records``; none is handled yet."""
+
+    def after_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        """Every record of the batch was handed to the executor (with ``concurrency`` > 1,
+        some may still be running)."""
+
+    # -- the handler -------------------------------------------------------------------------
+    def around_handler(
+        self, stage: StageInfo, event: Any, ctx: Context
+    ) -> AbstractContextManager[object]:
+        """A context manager entered around each handler call (each in-process attempt), on
+        the handler's own task or thread. It sees the handler's exception but cannot swallow
+        it. Typical use: ``@contextlib.contextmanager`` opening a tracing span."""
+        return nullcontext()
+
+    # -- outcomes of each event --------------------------------------------------------------
+    def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
+        """The handler returned; ``ctx.outputs`` are being produced."""
+
+    def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
+        """Durably done: the handler succeeded and the broker acknowledged every output (in an
+        exactly-once stage: inside the open transaction; ``on_commit`` says when it commits)."""
+
+    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        """A handler call (or decoding the record) raised; its outcome follows."""
+
+    def on_retrying(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
+    ) -> None:
+        """The event will be tried again (``attempt`` failed so far): its retry-topic copy is
+        acknowledged, or its partition is held for an in-place retry."""
+
+    def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        """The event's dead letter is acknowledged by the broker."""
+
+    def on_skipped(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        """The handler asked to skip the event (``Skip``): committed and forgotten."""
+
+    def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
+        """The idempotency store had seen this event done already: it is not handled again."""
+
+    # -- outputs that cannot be delivered ----------------------------------------------------
+    def on_stall(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
+    ) -> None:
+        """An output (or copy) of the input at ``offset`` was not delivered; the partition
+        re-reads it after a backoff. ``attempt`` counts the failures in a row (1 = a new
+        stall)."""
+
+    def on_undeliverable(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception
+    ) -> None:
+        """An output of the input at ``offset`` can never be delivered (too large, say): the
+        input is dead-lettered (``on_dead_lettered`` follows)."""
+
+    # -- commits, breaker, time --------------------------------------------------------------
+    def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
+        """``offsets`` (the next offset to read, per partition) were committed, or sent to be
+        committed asynchronously; for an exactly-once stage, its transaction committed."""
+
+    def on_abort(self, stage: StageInfo) -> None:
+        """An exactly-once stage aborted its transaction; its partitions are read again."""
+
+    def on_breaker_change(self, stage: StageInfo, old: str, new: str) -> None:
+        """The stage's circuit breaker moved (``"closed"``, ``"open"``, ``"half-open"``)."""
+
+    def on_hung_change(self, stage: StageInfo, hung: int) -> None:
+        """The number of sync handler calls abandoned at their timeout and still running."""
+
+    def on_tick(self, stage: StageInfo, now: float) -> None:
+        """About once a second (``now`` is the runner clock's monotonic time), busy or idle."""
+
+
+WORKER_EVENTS = ("on_worker_start", "on_worker_stop")
+# What a stage's runner dispatches (the worker's own two are called by the Worker).
+EVENTS: tuple[str, ...] = tuple(
+    name
+    for name in vars(Hook)
+    if name.startswith(("on_", "before_", "after_")) and name not in WORKER_EVENTS
+)
+
+
+class Trusted:
+    """Marks a built-in subscriber whose methods cannot raise (plain counters): it is called
+    directly, without the guard user hooks get."""
+
+
+class Hooks:
+    """The hooks of one stage, resolved: for each event, ``None`` when no hook overrides it,
+    else one callable taking the event's arguments after ``stage`` (call sites test for
+    ``None`` first, so an event nobody listens to costs one attribute read).
+    ``around_handler`` is resolved into ``wrap``, applied once to the handler."""
+
+    on_stage_start: Callable[..., None] | None
+    on_stage_stop: Callable[..., None] | None
+    on_assign: Callable[..., None] | None
+    on_revoke: Callable[..., None] | None
+    on_lost: Callable[..., None] | None
+    before_batch: Callable[..., None] | None
+    after_batch: Callable[..., None] | None
+    on_succeeded: Callable[..., None] | None
+    on_completed: Callable[..., None] | None
+    on_failed: Callable[..., None] | None
+    on_retrying: Callable[..., None] | None
+    on_dead_lettered: Callable[..., None] | None
+    on_skipped: Callable[..., None] | None
+    on_duplicate: Callable[..., None] | None
+    on_stall: Callable[..., None] | None
+    on_undeliverable: Callable[..., None] | None
+    on_commit: Callable[..., None] | None
+    on_abort: Callable[..., None] | None
+    on_breaker_change: Callable[..., None] | None
+    on_hung_change: Callable[..., None] | None
+    on_tick: Callable[..., None] | None
+
+    def __init__(self, stage: StageInfo, hooks: Sequence[Hook] = ()) -> None:
+        self.stage = stage
+        self.hooks = tuple(hooks)
+        for name in EVENTS:
+            setattr(self, name, _resolve(stage, name, self.hooks))
+        self._around = [
+            (_Guard(h, "around_handler"), partial(h.around_handler, stage))
+            for h in self.hooks
+            if _overrides(h, "around_handler")
+        ]
+
+    def wrap(self, handler: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        """``handler`` inside every ``around_handler``; the handler itself when none."""
+        arounds = self._around
+        if not arounds:
+            return handler
+        if is_async:
+
+            async def wrapped_async(event: Any, ctx: Context) -> None:
+                entered = _enter(arounds, event, ctx)
+                try:
+                    await handler(event, ctx)
+                except BaseException as exc:
+                    _exit(entered, exc)
+                    raise
+                _exit(entered, None)
+
+            return wrapped_async
+
+        def wrapped(event: Any, ctx: Context) -> None:
+            entered = _enter(arounds, event, ctx)
+            try:
+                handler(event, ctx)
+            except BaseException as exc:
+                _exit(entered, exc)
+                raise
+            _exit(entered, None)
+
+        return wrapped
+
+
+def _overrides(hook: Hook, name: str) -> bool:
+    return getattr(type(hook), name, None) is not getattr(Hook, name)
+
+
+def _resolve(stage: StageInfo, name: str, hooks: Sequence[Hook]) -> Callable[..., None] | None:
+    listeners = [h for h in hooks if _overrides(h, name)]
+    if not listeners:
+        return None
+    if len(listeners) == 1 and isinstance(listeners[0], Trusted):
+        return partial(getattr(listeners[0], name), stage)
+    calls = [(_Guard(h, name), partial(getattr(h, name), stage)) for h in listeners]
+    if len(calls) == 1:
+        guard, call = calls[0]
+
+        def one(*args: Any) -> None:
+            try:
+                call(*args)
+            except Exception as exc:
+                guard.failed(exc)
+
+        return one
+
+    def every(*args: Any) -> None:
+        for guard, call in calls:
+            try:
+                call(*args)
+            except Exception as exc:
+                guard.failed(exc)
+
+    return every
+
+
+class _Guard:
+    """Logs a hook method's failures: the first with its traceback, then every LOG_EVERY."""
+
+    __slots__ = ("_failures", "_what")
+
+    def __init__(self, hook: object, name: str) -> None:
+        self._what = f"{type(hook).__qualname__}.{name}"
+        self._failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            log.error("hook %s raised; the stage goes on", self._what, exc_info=exc)
+        elif self._failures % LOG_EVERY == 0:
+            log.error("hook %s has raised %d times (last: %r)", self._what, self._failures, exc)
+
+
+Around = tuple["_Guard", Callable[[Any, Any], AbstractContextManager[object]]]
+Entered = list[tuple["_Guard", AbstractContextManager[object]]]
+
+
+def _enter(arounds: Sequence[Around], event: Any, ctx: Any) -> Entered:
+    entered: Entered = []
+    for guard, around in arounds:
+        try:
+            manager = around(event, ctx)
+            manager.__enter__()
+        except Exception as exc:  # the handler runs without this hook
+            guard.failed(exc)
+            continue
+        entered.append((guard, manager))
+    return entered
+
+
+def _exit(entered: Entered, exc: BaseException | None) -> None:
+    # Innermost first, as nested ``with`` blocks would; what __exit__ returns is ignored: a hook
+    # cannot swallow the handler's exception.
+    for guard, manager in reversed(entered):
+        try:
+            if exc is None:
+                manager.__exit__(None, None, None)
+            else:
+                manager.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception as hook_exc:
+            if hook_exc is not exc:  # a generator-based manager re-raises the handler's own
+                guard.failed(hook_exc)
+
+
+def call_each(hooks: Sequence[Hook], name: str, *args: Any) -> None:
+    """Call ``name`` on every hook that overrides it, logging (not raising) what they raise:
+    for rare events (a worker's start and stop), not resolved ahead."""
+    for hook in hooks:
+        if _overrides(hook, name):
+            try:
+                getattr(hook, name)(*args)
+            except Exception as exc:
+                _Guard(hook, name).failed(exc)
+
+
+def check(hooks: object, where: str) -> tuple[Hook, ...]:
+    """``hooks`` as a tuple of ``Hook`` instances, or a one-line DeclarationError."""
+    from pipeline.errors import DeclarationError
+
+    if isinstance(hooks, Hook) or not isinstance(hooks, list | tuple):
+        raise DeclarationError(f"{where} must be a list or tuple of Hook instances, not {hooks!r}")
+    bad = [h for h in hooks if not isinstance(h, Hook)]
+    if bad:
+        what = ", ".join(repr(h) for h in bad)
+        raise DeclarationError(
+            f"{where} holds {what}: a hook is an instance of a pipeline.hooks.Hook subclass"
+        )
+    return tuple(hooks)
