@@ -139,7 +139,7 @@ class Hook:
         """The idempotency store had seen this event done already: it is not handled again."""
 
     # -- outputs that cannot be delivered ----------------------------------------------------
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         """An output (or copy) of the input at ``offset`` was not delivered; the partition
@@ -204,7 +204,7 @@ class Hooks:
     on_dead_lettered: Callable[..., None] | None
     on_skipped: Callable[..., None] | None
     on_duplicate: Callable[..., None] | None
-    on_stall: Callable[..., None] | None
+    on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
     on_commit: Callable[..., None] | None
     on_abort: Callable[..., None] | None

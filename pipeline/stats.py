@@ -93,7 +93,7 @@ class StatsHook(Hook, Trusted):
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self.stats.duplicates += 1
 
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         self.stats.retried += 1  # the input is read and handled again

@@ -95,10 +95,10 @@ class Recorder(Hook):
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self._note("duplicate", stage.name, _at(record))
 
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
-        self._note("stall", stage.name, tp, offset, attempt)
+        self._note("delivery_stall", stage.name, tp, offset, attempt)
 
     def on_undeliverable(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception

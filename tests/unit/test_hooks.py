@@ -128,9 +128,9 @@ def test_completed_waits_for_the_outputs_acknowledgement() -> None:
     at = _at(t, sent)
     assert [h[2] for h in rec.of("succeeded")] == [at, at]
     assert rec.of("completed") == [("completed", "answer", at)]
-    assert [(h[3], h[4]) for h in rec.of("stall")] == [(sent.offset, 1)]
+    assert [(h[3], h[4]) for h in rec.of("delivery_stall")] == [(sent.offset, 1)]
     names = rec.names()
-    assert names.index("stall") < len(names) - names[::-1].index("succeeded") - 1
+    assert names.index("delivery_stall") < len(names) - names[::-1].index("succeeded") - 1
 
 
 def test_an_event_without_outputs_is_completed_when_its_handler_returns() -> None:
