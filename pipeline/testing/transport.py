@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, TopicNotFoundError
-from pipeline.ports import TopicInfo, Watermarks
+from pipeline.ports import TopicInfo, TopicPartition, Watermarks
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.log import Record
@@ -113,6 +113,9 @@ class MemoryLag:
 
     def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
         return self._broker.lag(group, topics)
+
+    def partition_lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        return self._broker.partition_lag(group, topics)
 
     def close(self) -> None:
         """Nothing to release."""
