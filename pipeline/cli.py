@@ -73,14 +73,20 @@ def run(
     ],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
     config: ConfigOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus /metrics on this port (PIPELINE_METRICS_PORT)."),
+    ] = None,
 ) -> None:
     """Run the stages of MODULE until SIGINT/SIGTERM (graceful: finish, commit, leave)."""
+    from pipeline.config import load_settings
     from pipeline.logs import setup_logging
     from pipeline.worker import run_workers
 
     setup_logging()
     try:
-        code = run_workers(module, _settings(config), workers)
+        port = {} if metrics_port is None else {"metrics_port": metrics_port}
+        code = run_workers(module, load_settings(config, **port), workers)
     except PipelineError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
