@@ -187,7 +187,8 @@ EVENTS: tuple[str, ...] = tuple(
 
 class Trusted:
     """Marks a built-in subscriber whose methods cannot raise (plain counters): it is called
-    directly, without the guard user hooks get."""
+    directly, without the guard user hooks get. Its ``around_handler`` manager, when it is the
+    only one, is entered with a plain ``with``: it must never swallow an exception."""
 
 
 class Hooks:
@@ -235,6 +236,9 @@ class Hooks:
         arounds = self._around
         if not arounds:
             return handler
+        around_hooks = [h for h in self.hooks if _overrides(h, "around_handler")]
+        if len(around_hooks) == 1 and isinstance(around_hooks[0], Trusted):
+            return _trusted_wrap(arounds[0][1], handler, is_async)
         if is_async:
 
             async def wrapped_async(event: Any, ctx: Context) -> None:
@@ -258,6 +262,28 @@ class Hooks:
             _exit(entered, None)
 
         return wrapped
+
+
+def _trusted_wrap(
+    around: Callable[[Any, Any], AbstractContextManager[object]],
+    handler: Callable[..., Any],
+    is_async: bool,
+) -> Callable[..., Any]:
+    """``handler`` inside one trusted ``around_handler``: a plain ``with``, no guard (its
+    manager neither raises nor swallows the handler's exception)."""
+    if is_async:
+
+        async def timed_async(event: Any, ctx: Context) -> None:
+            with around(event, ctx):
+                await handler(event, ctx)
+
+        return timed_async
+
+    def timed(event: Any, ctx: Context) -> None:
+        with around(event, ctx):
+            handler(event, ctx)
+
+    return timed
 
 
 def _overrides(hook: Hook, name: str) -> bool:

@@ -9,10 +9,10 @@ multiprocess mode those are in the run's directory already).
 
 from __future__ import annotations
 
-import threading
-import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -43,10 +43,9 @@ class _Tally:
         self.dead: dict[str, int] = {}
         self.retried: dict[str, int] = {}
         self.errors: dict[type, str] = {}  # error type -> its label (capped)
-        # Written by handler threads too: guarded by the lock.
-        self.lock = threading.Lock()
-        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.seconds, self.running = 0.0, 0
+        # Written by handler threads too (see _Timed).
+        self.running: set[_Timed] = set()
+        self.durations: deque[float] = deque()
         self.age = OldestUnfinished()
         self.assigned: set[TopicPartition] = set()
 
@@ -79,17 +78,22 @@ class _Tally:
         self._flush_durations()
 
     def _flush_durations(self) -> None:
-        with self.lock:
-            buckets, seconds, running = self.buckets, self.seconds, self.running
-            self.buckets, self.seconds = [0] * len(buckets), 0.0
-        child = self.f.duration.labels(*self.labels)
-        if any(buckets):
+        durations = self.durations
+        if durations:
+            counts = [0] * (len(DURATION_BUCKETS) + 1)
+            seconds = 0.0
+            take = durations.popleft
+            for _ in range(len(durations)):  # what handler threads add meanwhile waits
+                took = take()
+                counts[bisect_left(DURATION_BUCKETS, took)] += 1
+                seconds += took
+            child = self.f.duration.labels(*self.labels)
             # prometheus-client has no "observe n times": add to its bucket values directly.
-            for value, n in zip(child._buckets, buckets, strict=True):
+            for value, n in zip(child._buckets, counts, strict=True):
                 if n:
                     value.inc(n)
             child._sum.inc(seconds)
-        self.f.in_flight.labels(*self.labels).set(running)
+        self.f.in_flight.labels(*self.labels).set(len(self.running))
 
     def flush_gauges(self, now_ms: int) -> None:
         oldest = self.f.oldest_age
@@ -99,24 +103,23 @@ class _Tally:
 
 
 class _Timed:
+    """One handler call: in flight while entered, then its duration. Lock-free (a set's add
+    and discard and a deque's append are atomic), as handler threads enter them too."""
+
     __slots__ = ("_start", "_tally")
 
     def __init__(self, tally: _Tally) -> None:
         self._tally = tally
 
     def __enter__(self) -> None:
-        tally = self._tally
-        with tally.lock:
-            tally.running += 1
-        self._start = time.perf_counter()
+        self._tally.running.add(self)
+        self._start = perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        took = time.perf_counter() - self._start
+        took = perf_counter() - self._start
         tally = self._tally
-        with tally.lock:
-            tally.running -= 1
-            tally.buckets[bisect_left(DURATION_BUCKETS, took)] += 1
-            tally.seconds += took
+        tally.running.discard(self)
+        tally.durations.append(took)
 
 
 class Metrics(Hook, Trusted):
@@ -175,10 +178,10 @@ class Metrics(Hook, Trusted):
         self._tally(stage).flush()
 
     def around_handler(self, stage: StageInfo, event: Any, ctx: Context) -> _Timed:
-        return _Timed(self._tally(stage))
+        return _Timed(self._tallies.get(stage.name) or self._tally(stage))
 
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
-        self._tally(stage).completed += 1
+        (self._tallies.get(stage.name) or self._tally(stage)).completed += 1
 
     # -- other outcomes ---------------------------------------------------------------------
     def on_failed(

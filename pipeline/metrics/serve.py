@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from pipeline.metrics.hook import Metrics
+from pipeline.metrics.lag import LAG_INTERVAL_S as LAG_S
 from pipeline.metrics.lag import LagCollector, readers
 
 if TYPE_CHECKING:
@@ -69,19 +70,23 @@ def with_metrics(pipeline: Pipeline, metrics: Metrics | None = None) -> Pipeline
     return dataclasses.replace(pipeline, hooks=(*pipeline.hooks, metrics or Metrics()))
 
 
-def serve(registry: CollectorRegistry, pipeline: Pipeline, port: int) -> Endpoint:
+def serve(
+    registry: CollectorRegistry, pipeline: Pipeline, port: int, lag_interval_s: float = LAG_S
+) -> Endpoint:
     """Serve ``registry`` plus the lag of ``pipeline``'s groups on ``port`` (0: any free)."""
-    lag = LagCollector(pipeline.transport.lag_monitor, readers(pipeline.plans))
+    lag = LagCollector(pipeline.transport.lag_monitor, readers(pipeline.plans), lag_interval_s)
     registry.register(lag)
     lag.start()
     server, thread = start_http_server(port, registry=registry)
     return Endpoint(server, thread, lag)
 
 
-def serve_worker(pipeline: Pipeline, port: int) -> tuple[Pipeline, Endpoint]:
+def serve_worker(
+    pipeline: Pipeline, port: int, lag_interval_s: float = LAG_S
+) -> tuple[Pipeline, Endpoint]:
     """One worker's endpoint: ``pipeline`` with its ``Metrics`` hook, and the endpoint."""
     metrics = Metrics()
-    endpoint = serve(metrics.registry, pipeline, port)
+    endpoint = serve(metrics.registry, pipeline, port, lag_interval_s)
     endpoint.metrics = metrics
     log.info("metrics on :%d/metrics", endpoint.port)
     return with_metrics(pipeline, metrics), endpoint
