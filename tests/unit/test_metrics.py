@@ -229,3 +229,20 @@ def test_the_worker_endpoint_serves_the_stage_metrics_and_the_lag_over_http() ->
         endpoint.close()
     assert "kafka_consumergroup_lag_sum{" in text
     assert "# TYPE pipeline_events_completed_total counter" in text
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "dashboards" / "pipeline.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = set(re.findall(r"\b(?:pipeline|kafka_consumergroup)_[a-z_]+\b", exprs))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes[family.type]
+    } | {"kafka_consumergroup_lag", "kafka_consumergroup_lag_sum"}
+    assert used and used <= exported, used - exported
