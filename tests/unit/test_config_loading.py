@@ -47,9 +47,7 @@ def test_an_environment_dict_setting_replaces_the_files_whole(
     assert load_settings(cfg).producer_config == {"linger.ms": "5"}
 
 
-def test_kafka_bootstrap_servers_beats_the_file(
-    cfg: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_kafka_bootstrap_servers_beats_the_file(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Docker/CI variable wins over the file's bootstrap_servers, as any variable does."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "env:2")
     assert load_settings(cfg).bootstrap_servers == "env:2"

@@ -135,10 +135,25 @@ def order(order_id: str) -> OrderPlaced:
 def test_it_counts_what_the_runner_reports(caplog: pytest.LogCaptureFixture) -> None:
     """Registered as a hook, it hears the real outcomes: its last line says what was done."""
     progress = ProgressLog(plans(), None, interval_s=3600)
-    with caplog.at_level(logging.INFO, "pipeline.progress"), TestPipeline(
-        [Payment], SETTINGS, hooks=[progress]
-    ) as t:
+    with (
+        caplog.at_level(logging.INFO, "pipeline.progress"),
+        TestPipeline([Payment], SETTINGS, hooks=[progress]) as t,
+    ):
         for i in range(3):
             t.publish(PLACED, order(f"o{i}"))
         t.run_until_idle()
     assert lines(caplog)[-1].startswith("progress payment: processed 3 (+3), failed 0")
+
+
+def test_quiet_adds_no_progress_hook() -> None:
+    """`pipeline run --quiet`: the pipeline keeps its own hooks and nothing else."""
+    from pipeline.app import Pipeline
+    from pipeline.testing import MemoryBroker
+    from pipeline.testing.transport import MemoryTransport
+    from pipeline.worker import RunOptions, with_progress
+
+    pipeline = Pipeline.build(SETTINGS, [Payment], MemoryTransport(MemoryBroker(), SETTINGS))
+    assert with_progress(pipeline, RunOptions(progress_interval_s=None)) is pipeline
+    loud = with_progress(pipeline, RunOptions())
+    assert [type(h) for h in loud.hooks] == [ProgressLog]
+    assert loud.hooks[0].interval_s == 10.0  # type: ignore[attr-defined]
