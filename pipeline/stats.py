@@ -73,12 +73,15 @@ class StatsHook(Hook, Trusted):
         if ctx.outputs:
             stats.outputs += len(ctx.outputs)
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
         self.stats.failed += 1
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
         self.stats.retried += 1
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
