@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.logs import RepeatFilter
+from pipeline.transport import JAVA_COMPATIBLE_PARTITIONER
 
 LIBRDKAFKA_LOG = logging.getLogger("pipeline.kafka.librdkafka")
 LIBRDKAFKA_LOG.addFilter(RepeatFilter())
@@ -79,6 +80,8 @@ def producer(settings: Settings, client_id: str) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": 5,
         "compression.type": "lz4",
+        # A key lands where a Java producer puts it, so both keep per-key order in one topic.
+        "partitioner": JAVA_COMPATIBLE_PARTITIONER,
     }
     return conf | settings.producer_config
 
