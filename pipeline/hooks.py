@@ -113,14 +113,21 @@ class Hook:
         """Durably done: the handler succeeded and the broker acknowledged every output (in an
         exactly-once stage: inside the open transaction; ``on_commit`` says when it commits)."""
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
-        """A handler call (or decoding the record) raised; its outcome follows."""
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
+        """A delivery of the event failed: its handler raised (after its in-process attempts),
+        or the record could not be decoded. ``attempt`` counts its failed deliveries, this one
+        included; ``retrying`` says whether it will be tried again (a retry tier, in place, or
+        held by an open breaker) rather than dead-lettered or skipped. Its outcome follows."""
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
-        """The event will be tried again (``attempt`` failed so far): its retry-topic copy is
-        acknowledged, or its partition is held for an in-place retry."""
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
+        """The event will be tried again (``attempt`` failed deliveries so far): its copy in
+        retry tier ``tier`` (an index into ``RetryPolicy.tiers``) is acknowledged, or, with
+        ``tier`` None, its partition is held for an in-place retry."""
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
         """The event's dead letter is acknowledged by the broker."""
@@ -132,7 +139,7 @@ class Hook:
         """The idempotency store had seen this event done already: it is not handled again."""
 
     # -- outputs that cannot be delivered ----------------------------------------------------
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         """An output (or copy) of the input at ``offset`` was not delivered; the partition
@@ -197,7 +204,7 @@ class Hooks:
     on_dead_lettered: Callable[..., None] | None
     on_skipped: Callable[..., None] | None
     on_duplicate: Callable[..., None] | None
-    on_stall: Callable[..., None] | None
+    on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
     on_commit: Callable[..., None] | None
     on_abort: Callable[..., None] | None

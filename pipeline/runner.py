@@ -110,7 +110,7 @@ class StageRunner:
         self._executor = parts.executor(self, p, self._invoke, batch_size, batch_timeout_s)
         self._last_commit = self._last_tick = clock.monotonic()
         self._on_succeeded, self._on_completed = h.on_succeeded, h.on_completed
-        self._on_failed, self._on_tick = h.on_failed, h.on_tick
+        self._on_tick = h.on_tick
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
@@ -272,8 +272,6 @@ class StageRunner:
                 self._succeeded(record, tp, token, ctx, payloads)
                 return
         assert error is not None
-        if self._on_failed is not None:
-            self._on_failed(record, error)
         # Only a success makes the event done for the idempotency store: a retry copy or a
         # replayed dead letter of it must still be handled.
         token.event_id = None

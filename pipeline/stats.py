@@ -73,12 +73,15 @@ class StatsHook(Hook, Trusted):
         if ctx.outputs:
             stats.outputs += len(ctx.outputs)
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
         self.stats.failed += 1
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
         self.stats.retried += 1
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
@@ -90,7 +93,7 @@ class StatsHook(Hook, Trusted):
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self.stats.duplicates += 1
 
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         self.stats.retried += 1  # the input is read and handled again
