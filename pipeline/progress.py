@@ -61,7 +61,7 @@ class ProgressLog(Hook):
     and once more when the stage stops. A drained stage (lag 0) with nothing new since its last
     line stays quiet until something happens.
 
-    ``failed`` counts handler calls that raised (each attempt); ``lag`` is the whole group's
+    ``failed`` counts failed deliveries (each retry too); ``lag`` is the whole group's
     (inputs and retry topics), where the counts are this worker's."""
 
     def __init__(
@@ -91,7 +91,9 @@ class ProgressLog(Hook):
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
         self._counts[stage.name].processed += 1
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
         self._counts[stage.name].failed += 1
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:

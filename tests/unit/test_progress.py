@@ -71,7 +71,7 @@ def test_a_line_per_interval_with_counts_since_start_and_the_lag(
         progress.on_tick(PAYMENT, 100.0)  # starts the interval
         for _ in range(3):
             progress.on_succeeded(PAYMENT, None, None)  # type: ignore[arg-type]
-        progress.on_failed(PAYMENT, None, ValueError())  # type: ignore[arg-type]
+        progress.on_failed(PAYMENT, None, ValueError(), 1, True)  # type: ignore[arg-type]
         progress.on_tick(PAYMENT, 109.0)
         progress.on_tick(PAYMENT, 110.0)
         progress.on_dead_lettered(PAYMENT, None, ValueError())  # type: ignore[arg-type]
