@@ -16,7 +16,8 @@ Rules:
 - Hooks run on the stage's consume thread, inside the loop: keep them short and never block
   (hand slow work to a queue). ``around_handler`` runs where the handler runs (its task, or
   its thread for a sync handler with a timeout), so context variables it sets (a tracing
-  span, say) are the handler's. ``on_hung_change`` may come from a handler thread.
+  span, say) are the handler's. ``on_hung_change`` may come from a handler thread and
+  ``on_stalled`` comes from the stage's stall-watch thread.
 - A hook that raises is logged (once with its traceback, then counted) and the stage goes on;
   its exception never changes an event's outcome.
 - A hook costs nothing where nobody listens: which hooks override which method is resolved once,
@@ -138,6 +139,11 @@ class Hook:
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         """The idempotency store had seen this event done already: it is not handled again."""
 
+    def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
+        """The handler call on ``record`` has run for ``running_s`` (past the stage's
+        ``stall_after_s``) and is still running; its event's fate is unchanged. Called once per
+        call, from the stage's stall-watch thread."""
+
     # -- outputs that cannot be delivered ----------------------------------------------------
     def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
@@ -211,6 +217,7 @@ class Hooks:
     on_dead_lettered: Callable[..., None] | None
     on_skipped: Callable[..., None] | None
     on_duplicate: Callable[..., None] | None
+    on_stalled: Callable[..., None] | None
     on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
     on_commit: Callable[..., None] | None

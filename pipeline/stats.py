@@ -33,6 +33,7 @@ class StageStats:
     duplicates: int = 0  # events the idempotency store had already seen done
     aborts: int = 0  # aborted transactions (exactly-once stages)
     hung_calls: int = 0  # sync handler calls past their timeout still running (abandoned)
+    stalled: int = 0  # handler calls that ran past stall_after_s (each counted once)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     outputs: int = 0
     commits: int = 0
@@ -92,6 +93,9 @@ class StatsHook(Hook, Trusted):
 
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self.stats.duplicates += 1
+
+    def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
+        self.stats.stalled += 1
 
     def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import NoReturn
@@ -22,6 +23,7 @@ from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeclarationError, SchemaError
 from pipeline.hooks import WorkerInfo, call_each
+from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
@@ -149,12 +151,32 @@ def _on_stop_signals(callback: object) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_workers(spec: str, settings: Settings, workers: int) -> int:
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How ``pipeline run`` reports: its log level (None: ``PIPELINE_LOG_LEVEL``, else INFO)
+    and the interval of its progress lines (None: ``--quiet``, no progress lines)."""
+
+    log_level: str | None = None
+    progress_interval_s: float | None = 10.0
+
+
+def with_progress(pipeline: Pipeline, options: RunOptions) -> Pipeline:
+    """``pipeline`` with a ``ProgressLog`` among its hooks, unless the options say quiet."""
+    if options.progress_interval_s is None:
+        return pipeline
+    hook = ProgressLog(pipeline.plans, pipeline.transport.lag_monitor, options.progress_interval_s)
+    return replace(pipeline, hooks=(*pipeline.hooks, hook))
+
+
+def run_workers(
+    spec: str, settings: Settings, workers: int, options: RunOptions = RunOptions()
+) -> int:
     """``pipeline run``: one worker in this process, or ``workers`` supervised child processes
     (``pipeline.supervisor``: restarted when they die)."""
     stop = StopEvent()
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
+    log_names(pipeline.plans)
     pipeline.ensure_topics()
     if workers == 1:
         set_process_title(f"pipeline worker {spec}")
@@ -164,7 +186,7 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
 
             pipeline, endpoint = serve_worker(pipeline, settings.metrics_port)
         try:
-            code = Worker(pipeline, stop=stop).run_until_signalled()
+            code = Worker(with_progress(pipeline, options), stop=stop).run_until_signalled()
         finally:
             pipeline.close()
             if endpoint is not None:
@@ -172,19 +194,20 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
         return exit_within(code)
     if stop.is_set():
         return 0
-    return _supervise(spec, settings, workers, pipeline, stop)
+    return _supervise(spec, settings, workers, pipeline, stop, options)
 
 
 def _supervise(
-    spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent
-) -> int:
+    spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent,
+    options: RunOptions,
+) -> int:  # fmt: skip
     set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
 
     def spawn(index: int) -> BaseProcess:
         # Our pid, not the child's getppid(): if we die before the child looks, that would
         # already be init's, and the child would never notice it was orphaned.
-        args = (spec, settings, index, workers, os.getpid())
+        args = (spec, settings, index, workers, os.getpid(), options)
         return ctx.Process(target=_child, args=args, name=f"worker-{index}")
 
     if settings.metrics_port is None:
@@ -200,11 +223,13 @@ def _supervise(
         endpoint.close()
 
 
-def _child(spec: str, settings: Settings, index: int, workers: int, parent: int) -> None:
+def _child(
+    spec: str, settings: Settings, index: int, workers: int, parent: int, options: RunOptions
+) -> None:
     from pipeline.logs import setup_logging
 
     set_process_title(f"pipeline worker {index}/{workers} {spec}")
-    setup_logging()
+    setup_logging(options.log_level)
     stop = StopEvent()
     _on_stop_signals(stop.set)
     try:
@@ -216,7 +241,7 @@ def _child(spec: str, settings: Settings, index: int, workers: int, parent: int)
         from pipeline.metrics import with_metrics
 
         pipeline = with_metrics(pipeline)
-    worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
+    worker = Worker(with_progress(pipeline, options), worker_id=f"w{index}", stop=stop)
     try:
         code = worker.run_until_signalled(parent_pid=parent)
     finally:

@@ -28,6 +28,7 @@ class Families:
     retried: Counter
     dead_lettered: Counter
     skipped: Counter
+    stalled: Counter
     duplicates: Counter
     commits: Counter
     commit_failures: Counter
@@ -68,6 +69,10 @@ class Families:
                 "pipeline_events_dead_lettered_total", "Dead letters acknowledged.", "error"
             ),
             skipped=counter("pipeline_events_skipped_total", "Events the handler skipped."),
+            stalled=counter(
+                "pipeline_events_stalled_total",
+                "Handler calls still running past the stage's stall_after_s.",
+            ),
             duplicates=counter(
                 "pipeline_events_duplicates_total", "Events the idempotency store had seen done."
             ),

@@ -46,6 +46,7 @@ class _Tally:
         # Written by handler threads too (see _Timed).
         self.running: set[_Timed] = set()
         self.durations: deque[float] = deque()
+        self.stalled: deque[float] = deque()  # from the stall-watch thread
         self.age = OldestUnfinished()
         self.assigned: set[TopicPartition] = set()
 
@@ -76,6 +77,12 @@ class _Tally:
                     family.labels(*labels, label).inc(n)
                 counts.clear()
         self._flush_durations()
+        stalled = self.stalled
+        if stalled:
+            n = len(stalled)
+            for _ in range(n):
+                stalled.popleft()
+            f.stalled.labels(*labels).inc(n)
 
     def _flush_durations(self) -> None:
         durations = self.durations
@@ -209,6 +216,9 @@ class Metrics(Hook, Trusted):
 
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self._tally(stage).duplicates += 1
+
+    def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
+        (self._tallies.get(stage.name) or self._tally(stage)).stalled.append(running_s)
 
     def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int

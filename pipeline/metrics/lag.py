@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pipeline.errors import KafkaError
 from pipeline.ports import LagPort, TopicPartition
 from pipeline.registry import StagePlan
 
@@ -79,7 +78,7 @@ class LagCollector:
         for group, topics in self._groups:
             try:
                 lag = monitor.partition_lag(group, topics)
-            except KafkaError as exc:
+            except Exception as exc:  # KafkaError, BrokerUnavailableError: left out, logged
                 self._lag.pop(group, None)
                 if group not in self._failing:
                     log.warning("consumer lag of %s unavailable: %s", group, exc)

@@ -246,3 +246,13 @@ def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
         for suffix in suffixes[family.type]
     } | {"kafka_consumergroup_lag", "kafka_consumergroup_lag_sum"}
     assert used and used <= exported, used - exported
+
+
+def test_a_stalled_call_is_counted_from_the_watch_thread() -> None:
+    import threading
+
+    m = Metrics()
+    watch = threading.Thread(target=m.on_stalled, args=(_info(Answer), record("t", 0, 0), 31.0))
+    watch.start()
+    watch.join()
+    assert _value(m, "pipeline_events_stalled_total", Answer) == 1
