@@ -194,7 +194,10 @@ EVENTS: tuple[str, ...] = tuple(
 class Trusted:
     """Marks a built-in subscriber whose methods cannot raise (plain counters): it is called
     directly, without the guard user hooks get. Its ``around_handler`` manager, when it is the
-    only one, is entered with a plain ``with``: it must never swallow an exception."""
+    only one, is entered with a plain ``with``: it must never swallow an exception. A trusted
+    subscriber may also define ``wrap_handler(stage, handler, is_async)``, returning the handler
+    wrapped in exactly what its ``around_handler`` does (one call per event instead of five);
+    it is used, when that subscriber is the only ``around_handler``, in its place."""
 
 
 class Hooks:
@@ -245,6 +248,9 @@ class Hooks:
             return handler
         around_hooks = [h for h in self.hooks if _overrides(h, "around_handler")]
         if len(around_hooks) == 1 and isinstance(around_hooks[0], Trusted):
+            direct = getattr(around_hooks[0], "wrap_handler", None)
+            if direct is not None:  # the same as its around_handler, with fewer calls
+                return direct(self.stage, handler, is_async)  # type: ignore[no-any-return]
             return _trusted_wrap(arounds[0][1], handler, is_async)
         if is_async:
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ class _Tally:
         self.retried: dict[str, int] = {}
         self.errors: dict[type, str] = {}  # error type -> its label (capped)
         # Written by handler threads too (see _Timed).
-        self.running: set[_Timed] = set()
+        self.running: set[object] = set()  # a _Timed, or the call's Context (wrap_handler)
         self.durations: deque[float] = deque()
         self.stalled: deque[float] = deque()  # from the stall-watch thread
         self.age = OldestUnfinished()
@@ -186,6 +186,38 @@ class Metrics(Hook, Trusted):
 
     def around_handler(self, stage: StageInfo, event: Any, ctx: Context) -> _Timed:
         return _Timed(self._tallies.get(stage.name) or self._tally(stage))
+
+    def wrap_handler(
+        self, stage: StageInfo, handler: Callable[..., Any], is_async: bool
+    ) -> Callable[..., Any]:
+        """What ``around_handler`` does, inlined into one wrapper (see ``pipeline.hooks.Trusted``):
+        the call is in flight (keyed by its context) while it runs, then its duration is kept."""
+        tally = self._tally(stage)
+        running, durations = tally.running, tally.durations
+
+        if is_async:
+
+            async def timed_async(event: Any, ctx: Context) -> None:
+                running.add(ctx)
+                start = perf_counter()
+                try:
+                    await handler(event, ctx)
+                finally:
+                    durations.append(perf_counter() - start)
+                    running.discard(ctx)
+
+            return timed_async
+
+        def timed(event: Any, ctx: Context) -> None:
+            running.add(ctx)
+            start = perf_counter()
+            try:
+                handler(event, ctx)
+            finally:
+                durations.append(perf_counter() - start)
+                running.discard(ctx)
+
+        return timed
 
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
         (self._tallies.get(stage.name) or self._tally(stage)).completed += 1

@@ -256,3 +256,30 @@ def test_a_stalled_call_is_counted_from_the_watch_thread() -> None:
     watch.start()
     watch.join()
     assert _value(m, "pipeline_events_stalled_total", Answer) == 1
+
+
+def test_a_handler_call_is_in_flight_while_it_runs_and_timed_after_either_way() -> None:
+    """Alone, Metrics wraps the handler itself (``wrap_handler``); beside another
+    ``around_handler`` hook, through its ``around_handler``: the same counts."""
+    from contextlib import nullcontext
+
+    from pipeline.hooks import Hook, Hooks
+
+    class Other(Hook):
+        def around_handler(self, stage: Any, event: Any, ctx: Any) -> Any:
+            return nullcontext()
+
+    for others in ((), (Other(),)):
+        m = Metrics()
+        info = _info(Answer)
+        seen: list[float | None] = []
+
+        def handler(event: Any, ctx: Any, m: Metrics = m, seen: list[Any] = seen) -> None:
+            seen.append(_value(m, "pipeline_events_in_flight", Answer))
+
+        wrapped = Hooks(info, [m, *others]).wrap(handler, is_async=False)
+        assert (wrapped.__name__ == "timed") is (not others)
+        wrapped(None, object())
+        assert seen == [1]
+        assert _value(m, "pipeline_events_in_flight", Answer) == 0
+        assert _value(m, "pipeline_handler_duration_seconds_count", Answer) == 1
