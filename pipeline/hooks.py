@@ -193,11 +193,9 @@ EVENTS: tuple[str, ...] = tuple(
 
 class Trusted:
     """Marks a built-in subscriber whose methods cannot raise (plain counters): it is called
-    directly, without the guard user hooks get. Its ``around_handler`` manager, when it is the
-    only one, is entered with a plain ``with``: it must never swallow an exception. A trusted
-    subscriber may also define ``wrap_handler(stage, handler, is_async)``, returning the handler
-    wrapped in exactly what its ``around_handler`` does (one call per event instead of five);
-    it is used, when that subscriber is the only ``around_handler``, in its place."""
+    directly, without the guard user hooks get. It may also define ``wrap_handler(stage,
+    handler, is_async)``, returning the handler wrapped in exactly what its ``around_handler``
+    does: when it is the only ``around_handler`` subscriber, that is used in its place."""
 
 
 class Hooks:
@@ -247,11 +245,10 @@ class Hooks:
         if not arounds:
             return handler
         around_hooks = [h for h in self.hooks if _overrides(h, "around_handler")]
-        if len(around_hooks) == 1 and isinstance(around_hooks[0], Trusted):
-            direct = getattr(around_hooks[0], "wrap_handler", None)
-            if direct is not None:  # the same as its around_handler, with fewer calls
-                return direct(self.stage, handler, is_async)  # type: ignore[no-any-return]
-            return _trusted_wrap(arounds[0][1], handler, is_async)
+        direct = getattr(around_hooks[0], "wrap_handler", None)
+        if len(around_hooks) == 1 and isinstance(around_hooks[0], Trusted) and direct:
+            # The same as its around_handler, in one call per event instead of five.
+            return direct(self.stage, handler, is_async)  # type: ignore[no-any-return]
         if is_async:
 
             async def wrapped_async(event: Any, ctx: Context) -> None:
@@ -275,28 +272,6 @@ class Hooks:
             _exit(entered, None)
 
         return wrapped
-
-
-def _trusted_wrap(
-    around: Callable[[Any, Any], AbstractContextManager[object]],
-    handler: Callable[..., Any],
-    is_async: bool,
-) -> Callable[..., Any]:
-    """``handler`` inside one trusted ``around_handler``: a plain ``with``, no guard (its
-    manager neither raises nor swallows the handler's exception)."""
-    if is_async:
-
-        async def timed_async(event: Any, ctx: Context) -> None:
-            with around(event, ctx):
-                await handler(event, ctx)
-
-        return timed_async
-
-    def timed(event: Any, ctx: Context) -> None:
-        with around(event, ctx):
-            handler(event, ctx)
-
-    return timed
 
 
 def _overrides(hook: Hook, name: str) -> bool:
