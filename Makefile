@@ -19,7 +19,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'  # postgres: the idempotency store's tests
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools

@@ -31,10 +31,22 @@ def open_store(
     if scheme.lower() == "sqlite":
         return SqliteStore(_sqlite_path(url, rest), table=table, clock=clock)
     if scheme.lower() in ("postgresql", "postgres"):
+        _require_psycopg(url)
         return PostgresStore(url.strip(), table=table, clock=clock)
     raise ConfigError(
         f"unknown idempotency store scheme {scheme!r} in {redact_url(url)!r}: expected {_EXPECTED}"
     )
+
+
+def _require_psycopg(url: str) -> None:
+    # psycopg is the [postgres] extra: say so at startup, not at the first event's connect.
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:  # not installed, or installed without a libpq to load
+        raise ConfigError(
+            f"idempotency store {redact_url(url)!r} needs psycopg ({exc}): "
+            "pip install 'kafka-pipeline[postgres]'"
+        ) from None
 
 
 def _sqlite_path(url: str, rest: str) -> str:
