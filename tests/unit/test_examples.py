@@ -26,3 +26,14 @@ def test_the_repository_stages_are_the_shipped_ones() -> None:
     assert stages.video.STAGES is video.STAGES
     assert stages.orders.STAGES is orders.STAGES
     assert stages.video.Transcode.group_id() == "video.transcode"
+
+
+def test_docker_and_the_local_broker_run_one_kafka_version() -> None:
+    """docker-compose.yml uses the local broker's Kafka version (tests/brokers.py derives its image
+    tag from the same constant)."""
+    import re
+
+    from pipeline.localkafka import DEFAULT_KAFKA_VERSION
+    compose = (ROOT / "docker-compose.yml").read_text()
+    versions = set(re.findall(r"apache/kafka:(\d+\.\d+\.\d+)", compose))
+    assert versions == {DEFAULT_KAFKA_VERSION}
