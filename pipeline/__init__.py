@@ -10,6 +10,7 @@ from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
 from pipeline.errors import (
+    AuthenticationError,
     BadMagicError,
     BrokerUnavailableError,
     ConfigError,
@@ -24,6 +25,7 @@ from pipeline.errors import (
     SchemaMismatchError,
     SchemaNotFoundError,
     SerializationError,
+    TLSError,
     TopicNotFoundError,
     TruncatedPayloadError,
     UnknownSchemaError,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from pipeline.worker import Worker
 
 __all__ = [
+    "AuthenticationError",
     "Backoff",
     "BadMagicError",
     "BreakerPolicy",
@@ -75,6 +78,7 @@ __all__ = [
     "Skip",
     "Stage",
     "StageInfo",
+    "TLSError",
     "Topic",
     "TopicNotFoundError",
     "TruncatedPayloadError",
