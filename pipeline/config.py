@@ -72,13 +72,13 @@ class Settings(BaseSettings):
     schema_registry_password: SecretStr | None = Field(
         None, description="Registry basic-auth password (needs schema_registry_username)."
     )
-    schema_registry_ca_location: Path | None = Field(
+    schema_registry_ca_file: Path | None = Field(
         None, description="CA bundle (file or directory) that signs the registry's certificate."
     )
-    schema_registry_certificate_location: Path | None = Field(
+    schema_registry_certificate_file: Path | None = Field(
         None, description="Client certificate (PEM) for mutual TLS to the registry."
     )
-    schema_registry_key_location: Path | None = Field(
+    schema_registry_key_file: Path | None = Field(
         None, description="Private key (PEM) of the client certificate."
     )
     schema_registry_key_password: SecretStr | None = None
@@ -150,11 +150,11 @@ class Settings(BaseSettings):
         # Half a credential fails only at the first registry call, mid-stream: refuse it here.
         if self.schema_registry_password is not None and not self.schema_registry_username:
             raise ValueError("schema_registry_password needs schema_registry_username")
-        key_set = self.schema_registry_key_location or self.schema_registry_key_password
-        if key_set and self.schema_registry_certificate_location is None:
+        key_set = self.schema_registry_key_file or self.schema_registry_key_password
+        if key_set and self.schema_registry_certificate_file is None:
             raise ValueError(
-                "schema_registry_key_location/_key_password need "
-                "schema_registry_certificate_location"
+                "schema_registry_key_file/_key_password need "
+                "schema_registry_certificate_file"
             )
         # Credentials in the URL would show in every repr and error that names it.
         urls = (self.schema_registry_url or "").split(",")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 
@@ -40,13 +41,12 @@ def open_store(
 
 def _require_psycopg(url: str) -> None:
     # psycopg is the [postgres] extra: say so at startup, not at the first event's connect.
-    try:
-        import psycopg  # noqa: F401
-    except ImportError as exc:  # not installed, or installed without a libpq to load
+    # Looked up, not imported: importing it stays the store's business, at connect time.
+    if importlib.util.find_spec("psycopg") is None:
         raise ConfigError(
-            f"idempotency store {redact_url(url)!r} needs psycopg ({exc}): "
+            f"idempotency store {redact_url(url)!r} needs psycopg, which is not installed: "
             "pip install 'kafka-pipeline[postgres]'"
-        ) from None
+        )
 
 
 def _sqlite_path(url: str, rest: str) -> str:

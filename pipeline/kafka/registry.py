@@ -43,9 +43,9 @@ def registry_config(settings: Settings) -> dict[str, Any]:
         secret = password.get_secret_value() if password is not None else ""
         conf["basic.auth.user.info"] = f"{settings.schema_registry_username}:{secret}"
     paths = {
-        "ssl.ca.location": settings.schema_registry_ca_location,
-        "ssl.certificate.location": settings.schema_registry_certificate_location,
-        "ssl.key.location": settings.schema_registry_key_location,
+        "ssl.ca.location": settings.schema_registry_ca_file,
+        "ssl.certificate.location": settings.schema_registry_certificate_file,
+        "ssl.key.location": settings.schema_registry_key_file,
     }
     conf.update({key: str(path) for key, path in paths.items() if path is not None})
     if settings.schema_registry_key_password is not None:
