@@ -22,6 +22,7 @@ from tests.integration.kit import (
 
 SPEC = "tests.integration.app_stages:EosEcho"
 OFFSET_BEGINNING = -2
+PACE_MS = 20  # per event, in the first worker only
 
 
 def committed_pong_ids(settings: Settings, timeout_s: float = 1.0) -> list[str]:
@@ -74,11 +75,15 @@ def test_a_worker_killed_mid_transaction_leaves_exactly_one_output_per_input(
     with Publisher(settings) as publisher:
         for i in range(1500):
             publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
-    env = settings_env(settings, TEST_DELAY_MS="5")
+    # Paced: the first worker needs at least 1500 x PACE_MS = 30 s for the whole input, so the
+    # kill lands mid-run however slowly the test notices its first 150 outputs (at 5 ms a loaded
+    # machine could let it finish first, and nothing would be in flight at the kill).
+    env = settings_env(settings, TEST_DELAY_MS=str(PACE_MS))
     with worker_process(SPEC, env, tmp_path / "w1.log") as first:
         wait_until(lambda: first.alive() and len(committed_pong_ids(settings, 0.2)) >= 150, 60,
                    "some committed transactions")  # fmt: skip
         first.kill()
+    assert len(set(committed_pong_ids(settings, 0.2))) < 1500, "killed after it had finished"
     with worker_process(SPEC, settings_env(settings), tmp_path / "w2.log") as second:
         wait_until(lambda: len(set(committed_pong_ids(settings, 0.2))) == 1500, 90, "all outputs")
         assert second.alive()
