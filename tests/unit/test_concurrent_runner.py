@@ -209,17 +209,21 @@ def test_a_hold_survives_the_end_of_backpressure(loop: Loop) -> None:
 
 
 class SlowOnce(Stage):
+    """Its handlers wait for ``release``, which the test sets only once the revoke runs."""
+
     consumes = PINGS
     emits = (PONGS,)
     group = "slow"
     concurrency = 4
+    release: ClassVar[asyncio.Event] = asyncio.Event()
 
     async def handle(self, event: Ping, ctx: Context) -> None:
-        await asyncio.sleep(0.3)  # longer than a step waits
+        await SlowOnce.release.wait()
         ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="t"))
 
 
 def test_revoke_waits_for_handlers_in_flight_and_commits_them() -> None:
+    SlowOnce.release = asyncio.Event()
     pipeline = Pipeline.build(Settings(schemas_dir=SCHEMAS), [SlowOnce])
     plan = pipeline.plans[0]
     consumer, producer = FakeConsumer(), FakeProducer()
@@ -233,12 +237,15 @@ def test_revoke_waits_for_handlers_in_flight_and_commits_them() -> None:
         [Record(TP[0], 0, n, encode(Ping(ping_id=f"p{n}", n=n), binding, TP[0]), bytes([n]))
          for n in range(4)]
     ]  # fmt: skip
-    runner.step()  # dispatched; the handlers are sleeping
+    runner.step()  # dispatched; the handlers are waiting
     assert producer.produced == []
+    assert isinstance(runner._executor, KeyedExecutor)
+    # Released on the executor's next turn of its loop, which only the revoke runs: the
+    # handlers are still in flight when it starts, however slow this thread is.
+    runner._executor.loop.call_soon(SlowOnce.release.set)
     runner.on_revoke([TP])
     assert len(producer.produced) == 4
     assert consumer.commits == [{TP: 4}]
-    assert isinstance(runner._executor, KeyedExecutor)
     runner._executor.loop.close()
 
 
