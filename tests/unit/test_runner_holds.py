@@ -3,6 +3,7 @@ never skipped when several holds and rewinds happen in one batch."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -112,9 +113,11 @@ def test_shutdown_gets_what_is_left_of_its_timeout_since_the_stop_request() -> N
     assert isinstance(stop, StopEvent)
     stop.set()
     assert stop.set_at is not None
+    stopped = stop.set_at
     stop.set_at -= 25.0
     runner.run()
-    assert len(producer.flushes) == 1 and 4.0 < producer.flushes[0] <= 5.0
+    took = time.monotonic() - stopped  # whatever this thread lost meanwhile, a loaded machine
+    assert len(producer.flushes) == 1 and 5.0 - took <= producer.flushes[0] <= 5.0
 
 
 def test_a_revoke_flushes_and_commits_within_half_the_shutdown_timeout() -> None:
