@@ -78,7 +78,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 def running(settings: Settings, stages: Sequence[type[Stage]]) -> Iterator[Worker]:
     """An in-process worker (one thread per stage); stopped gracefully at the end."""
     pipeline = Pipeline.build(settings, stages)
-    pipeline.ensure_topics()
+    ensure_visible_topics(pipeline)
     worker = Worker(pipeline, worker_id=f"test-{uuid.uuid4().hex[:6]}")
     worker.start()
     try:
@@ -218,7 +218,17 @@ def end_offsets(settings: Settings, topic: str) -> int:
 
 def prepare(settings: Settings, stages: Sequence[type[Stage]]) -> None:
     """Create the stages' topics up front, so a test can publish before a worker is up."""
-    Pipeline.build(settings, stages).ensure_topics()
+    ensure_visible_topics(Pipeline.build(settings, stages))
+
+
+def ensure_visible_topics(pipeline: Pipeline) -> None:
+    """``ensure_topics()``, then wait until the broker's metadata lists them all: a topic just
+    created can be missing from metadata for a moment (longer on a loaded machine), and a
+    Publisher checking for it then raises TopicNotFoundError."""
+    pipeline.ensure_topics()
+    wanted = set(pipeline.topics())
+    admin = pipeline.transport.admin()
+    wait_until(lambda: wanted <= set(admin.topics()), 30, f"topics {sorted(wanted)} in metadata")
 
 
 def group_members(settings: Settings, group: str) -> int:
