@@ -155,6 +155,8 @@ class KafkaProducer:
         self._queue_bytes = int(kbytes) * 1024
         self._queue_wait_s = queue_wait_s
         self.stop: threading.Event | None = None  # the stage's stop request, set by its runner
+        # A transaction open longer is aborted by the broker (librdkafka's default: 60 s).
+        self.transaction_timeout_s = int(config.get("transaction.timeout.ms", 60_000)) / 1000
 
     def produce(
         self,

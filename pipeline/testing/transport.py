@@ -69,7 +69,8 @@ class MemoryTransport:
     ) -> MemoryProducer:
         # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
         config = {"client.id": client_id, "partitioner": JAVA_COMPATIBLE_PARTITIONER,
-                  "transactional.id": transactional_id}  # fmt: skip
+                  "transactional.id": transactional_id,
+                  "transaction.timeout.ms": round(transaction_timeout_s * 1000)}  # fmt: skip
         return self.broker.producer(config | self.settings.producer_config)
 
     def admin(self) -> MemoryAdmin:
