@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else may change without notice.
 """
 
+from pipeline.alerts import Alert, Alerts
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
@@ -35,6 +36,8 @@ from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stage import Stage, Topic
 
 __all__ = [
+    "Alert",
+    "Alerts",
     "AuthenticationError",
     "Backoff",
     "BadMagicError",
@@ -58,6 +61,7 @@ __all__ = [
     "KafkaError",
     "Pipeline",
     "PipelineError",
+    "PipelineStatus",
     "Publisher",
     "RetryAfter",
     "RetryPolicy",
@@ -69,6 +73,7 @@ __all__ = [
     "Skip",
     "Stage",
     "StageInfo",
+    "StageStatus",
     "TLSError",
     "Topic",
     "TopicNotFoundError",
@@ -77,6 +82,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "load_settings",
+    "status",
 ]
 
 
@@ -91,6 +97,10 @@ def __getattr__(name: str) -> object:
         from pipeline.app import Pipeline
 
         return Pipeline
+    if name in ("status", "StageStatus", "PipelineStatus"):
+        from pipeline import queues
+
+        return getattr(queues, name)
     if name == "Worker":
         from pipeline.worker import Worker
 

@@ -24,8 +24,8 @@ from pipeline.clock import Clock
 from pipeline.config import Settings
 from pipeline.hooks import Hook, Hooks, StageInfo
 from pipeline.ports import RawRecord
+from pipeline.queues import StatusReader
 from pipeline.registry import StagePlan
-from pipeline.status import StatusReader
 from pipeline.transport import Transport
 
 if TYPE_CHECKING:

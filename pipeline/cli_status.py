@@ -1,4 +1,4 @@
-"""``pipeline status``: queue counts per stage, read from the broker (``pipeline.status``).
+"""``pipeline status``: queue counts per stage, read from the broker (``pipeline.queues``).
 
 Works with no worker running. The live columns (active, completed, failed, breaker) need the
 workers' metrics (``--metrics URL``); without them, or when they do not answer, they show
@@ -19,8 +19,8 @@ from pipeline.errors import DeclarationError, PipelineError
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
+    from pipeline.queues import PipelineStatus, StageStatus
     from pipeline.registry import StagePlan
-    from pipeline.status import PipelineStatus, StageStatus
 
 COLUMNS = ("stage", "group", "waiting", "oldest", "active", "delayed", "completed", "failed",
            "dead", "breaker")  # fmt: skip
@@ -48,7 +48,7 @@ def status_command(
     """Waiting, active, delayed, completed, failed and dead-lettered events per stage."""
     from pipeline.cli import _fail
     from pipeline.livemetrics import PrometheusSource
-    from pipeline.status import StatusReader
+    from pipeline.queues import StatusReader
 
     try:
         settings, plans = _plans(stages, names or [], config)

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.status import status
+from pipeline.queues import status
 from tests.integration.app_stages import Echo
 from tests.integration.kit import prepare, settings_env, unique_settings
 

@@ -1,4 +1,4 @@
-"""Queue counts from the broker's offsets (``pipeline.status``), on the in-memory broker with a
+"""Queue counts from the broker's offsets (``pipeline.status()``), on the in-memory broker with a
 fake clock; the live columns from a pluggable source, and the Prometheus text they are read
 from."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import BreakerPolicy, Context, DeadLetter, RetryPolicy, Settings, Stage
 from pipeline.livemetrics import Live, LiveCounts, PrometheusSource, parse
-from pipeline.status import StatusReader, status
+from pipeline.queues import StatusReader, status
 from pipeline.testing import FakeClock, TestPipeline
 from tests.conftest import TEST_SCHEMAS
 from tests.integration.app_stages import PINGS, Ping
