@@ -116,9 +116,9 @@ class WorkerProcess:
 
 @contextmanager
 def worker_process(
-    spec: str, env: dict[str, str], log: Path, workers: int = 1
+    spec: str, env: dict[str, str], log: Path, workers: int = 1, args: Sequence[str] = ()
 ) -> Iterator[WorkerProcess]:
-    cmd = [sys.executable, "-m", "pipeline", "run", spec, "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "pipeline", "run", spec, "--workers", str(workers), *args]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     handle = WorkerProcess(proc, log)
