@@ -5,6 +5,7 @@ The public API is what ``__all__`` lists; everything else may change without not
 
 from typing import TYPE_CHECKING
 
+from pipeline.alerts import Alert, Alerts
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
@@ -41,9 +42,12 @@ if TYPE_CHECKING:
     # IDEs see the real classes rather than ``object``.
     from pipeline.app import Pipeline
     from pipeline.publisher import Delivered, Publisher
+    from pipeline.queues import PipelineStatus, StageStatus, status
     from pipeline.worker import Worker
 
 __all__ = [
+    "Alert",
+    "Alerts",
     "AuthenticationError",
     "Backoff",
     "BadMagicError",
@@ -67,6 +71,7 @@ __all__ = [
     "KafkaError",
     "Pipeline",
     "PipelineError",
+    "PipelineStatus",
     "Publisher",
     "RetryAfter",
     "RetryPolicy",
@@ -78,6 +83,7 @@ __all__ = [
     "Skip",
     "Stage",
     "StageInfo",
+    "StageStatus",
     "TLSError",
     "Topic",
     "TopicNotFoundError",
@@ -86,6 +92,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "load_settings",
+    "status",
 ]
 
 
@@ -100,6 +107,10 @@ def __getattr__(name: str) -> object:
         from pipeline.app import Pipeline
 
         return Pipeline
+    if name in ("status", "StageStatus", "PipelineStatus"):
+        from pipeline import queues
+
+        return getattr(queues, name)
     if name == "Worker":
         from pipeline.worker import Worker
 

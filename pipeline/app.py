@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import registry
+from pipeline import alertwatch, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -109,7 +109,8 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        return StageRunner(
+        alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
+        runner = StageRunner(
             plan,
             consumer,
             producer,
@@ -120,10 +121,13 @@ class Pipeline:
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
             clock=clock,
-            hooks=self.hooks,
+            hooks=self.hooks if alerts is None else (*self.hooks, alerts),
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
         )
+        if alerts is not None:
+            alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
+        return runner
 
 
 def load_catalog(settings: Settings) -> SchemaCatalog:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:
+    from pipeline.alerts import Alert
     from pipeline.context import Context
 
 log = logging.getLogger("pipeline.hooks")
@@ -175,6 +176,15 @@ class Hook:
     def on_tick(self, stage: StageInfo, now: float) -> None:
         """About once a second (``now`` is the runner clock's monotonic time), busy or idle."""
 
+    # -- alerts (a stage's ``alerts = Alerts(...)``, see pipeline.alerts) --------------------
+    def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+        """A threshold of the stage's ``Alerts`` was crossed (``alert.kind``: ``"waiting"``,
+        ``"oldest_waiting"`` or ``"failure_ratio"``): once, until it resolves. Attach a
+        webhook or a pager here (hand the call to a queue: this runs on the consume thread)."""
+
+    def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
+        """A firing alert's value fell back (to ``Alerts.resolve_below`` of its threshold)."""
+
 
 WORKER_EVENTS = ("on_worker_start", "on_worker_stop")
 # What a stage's runner dispatches (the worker's own two are called by the Worker).
@@ -218,6 +228,8 @@ class Hooks:
     on_breaker_change: Callable[..., None] | None
     on_hung_change: Callable[..., None] | None
     on_tick: Callable[..., None] | None
+    on_alert: Callable[..., None] | None
+    on_resolved: Callable[..., None] | None
 
     def __init__(self, stage: StageInfo, hooks: Sequence[Hook] = ()) -> None:
         self.stage = stage

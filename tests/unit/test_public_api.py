@@ -18,6 +18,7 @@ EXPECTED = {
     "UnknownSchemaError",
     "AuthenticationError", "TLSError",  # issue 11: secured clusters
     "Worker", "WorkerInfo", "load_settings",
+    "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
 }  # fmt: skip
 
 
