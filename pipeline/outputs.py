@@ -17,10 +17,10 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, derived_id
+from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hooks import Hooks
 from pipeline.offsets import Token
-from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
+from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.serde import Codec
 
@@ -63,16 +63,7 @@ class OutputWriter:
         tp: TopicPartition,
         token: Token,
     ) -> None:
-        # One pass over the input's headers: its event id and what outputs carry forward.
-        parent = None
-        propagated = []
-        correlated = False
-        for k, v in record.headers() or ():
-            if k == EVENT_ID and v:
-                parent = v
-            elif k in PROPAGATED:
-                propagated.append((k, v))
-                correlated = correlated or k == CORRELATION_ID
+        parent, propagated, correlated = _carried(record.headers())
         if parent is None:
             parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
@@ -80,9 +71,10 @@ class OutputWriter:
         on_delivery = self.callback(tp, token, record)
         produce = self._producer.produce
         outputs = self._outputs
+        suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
-            event_id = derived_id(parent + self._seed_suffix(index))
-            headers = [(EVENT_ID, event_id.encode()), *propagated, *output.headers]
+            suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
+            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
             try:
                 produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
                         on_delivery)  # fmt: skip
@@ -93,8 +85,6 @@ class OutputWriter:
     def _seed_suffix(self, index: int) -> bytes:
         """``b"/<stage>/<index>"``: the part of a derived id's seed after the parent's id."""
         suffixes = self._suffixes
-        if index < len(suffixes):
-            return suffixes[index]
         suffixes.extend(f"/{self._stage}/{i}".encode() for i in range(len(suffixes), index + 1))
         return suffixes[index]
 
@@ -161,3 +151,18 @@ class OutputWriter:
             (tp, token, ours(err, msg.topic() if msg is not None else "?"), dead_letter)
             for tp, token, err, msg, dead_letter in failed
         ]
+
+
+def _carried(headers: RawHeaders) -> tuple[bytes | None, HeaderList, bool]:
+    """One pass over an input's headers: its event id (the last non-empty one), the headers its
+    outputs carry forward, and whether a correlation id is among them."""
+    parent = None
+    propagated: HeaderList = []
+    correlated = False
+    for k, v in headers or ():
+        if k == EVENT_ID and v:
+            parent = v
+        elif k in PROPAGATED:
+            propagated.append((k, v))
+            correlated = correlated or k == CORRELATION_ID
+    return parent, propagated, correlated
