@@ -18,6 +18,9 @@ Rules:
   its thread for a sync handler with a timeout), so context variables it sets (a tracing
   span, say) are the handler's. ``on_hung_change`` may come from a handler thread and
   ``on_stalled`` comes from the stage's stall-watch thread.
+- Two methods return something rather than only hear: ``around_handler`` (a context manager)
+  and ``output_headers`` (headers for an event's outputs, in place of the input's headers of
+  the same names: how a tracing hook puts its span's ``traceparent`` on the outputs).
 - A hook that raises is logged (once with its traceback, then counted) and the stage goes on;
   its exception never changes an event's outcome.
 - A hook costs nothing where nobody listens: which hooks override which method is resolved once,
@@ -105,6 +108,16 @@ class Hook:
         the handler's own task or thread. It sees the handler's exception but cannot swallow
         it. Typical use: ``@contextlib.contextmanager`` opening a tracing span."""
         return nullcontext()
+
+    def output_headers(
+        self, stage: StageInfo, record: RawRecord, ctx: Context
+    ) -> Sequence[tuple[str, bytes]]:
+        """Headers every output of ``record`` carries, after its handler succeeded and before
+        they are produced (on the consume thread, once per event that emitted something). A
+        header named here replaces the input's header of that name that outputs would copy
+        (``correlation-id``, ``traceparent``, ``tracestate``); headers given to ``emit`` come
+        last. A hook that raises contributes nothing."""
+        return ()
 
     # -- outcomes of each event --------------------------------------------------------------
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
@@ -218,12 +231,14 @@ class Hooks:
     on_breaker_change: Callable[..., None] | None
     on_hung_change: Callable[..., None] | None
     on_tick: Callable[..., None] | None
+    output_headers: Callable[..., list[tuple[str, bytes]]] | None
 
     def __init__(self, stage: StageInfo, hooks: Sequence[Hook] = ()) -> None:
         self.stage = stage
         self.hooks = tuple(hooks)
         for name in EVENTS:
             setattr(self, name, _resolve(stage, name, self.hooks))
+        self.output_headers = _collect(stage, "output_headers", self.hooks)
         self._around = [
             (_Guard(h, "around_handler"), partial(h.around_handler, stage))
             for h in self.hooks
@@ -290,6 +305,28 @@ def _resolve(stage: StageInfo, name: str, hooks: Sequence[Hook]) -> Callable[...
                 guard.failed(exc)
 
     return every
+
+
+def _collect(
+    stage: StageInfo, name: str, hooks: Sequence[Hook]
+) -> Callable[..., list[tuple[str, bytes]]] | None:
+    """A method whose listeners return headers: one callable concatenating what each returns
+    (a raising one returns nothing), or None when no hook overrides it."""
+    listeners = [h for h in hooks if _overrides(h, name)]
+    calls = [(_Guard(h, name), partial(getattr(h, name), stage)) for h in listeners]
+    if not calls:
+        return None
+
+    def collected(*args: Any) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        for guard, call in calls:
+            try:
+                out.extend(call(*args))
+            except Exception as exc:
+                guard.failed(exc)
+        return out
+
+    return collected
 
 
 class _Guard:

@@ -4,20 +4,21 @@ input's offset token.
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
 the copies; and the input's correlation headers, so one business flow can be followed across
-stages. A delivery report that fails marks the token failed once and queues it for the runner
-(with the error as ours, classified by the Kafka adapter), which rewinds the partition,
-dead-letters the input, or aborts the transaction, on its own thread.
+stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
+fails marks the token failed once and queues it for the runner (with the error as ours,
+classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
+the transaction, on its own thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, derived_id
+from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id
 from pipeline.hooks import Hooks
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
@@ -35,6 +36,7 @@ class OutputWriter:
         self._codec = codec
         self._producer = producer
         self._on_completed = hooks.on_completed
+        self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
@@ -65,7 +67,7 @@ class OutputWriter:
     ) -> None:
         # One pass over the input's headers: its event id and what outputs carry forward.
         parent = None
-        propagated = []
+        propagated: HeaderList = []
         correlated = False
         for k, v in record.headers() or ():
             if k == EVENT_ID and v:
@@ -77,6 +79,8 @@ class OutputWriter:
             parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
+        if self._output_headers is not None:
+            propagated = _overlay(propagated, self._output_headers(record, ctx))
         on_delivery = self.callback(tp, token, record)
         produce = self._producer.produce
         outputs = self._outputs
@@ -161,3 +165,12 @@ class OutputWriter:
             (tp, token, ours(err, msg.topic() if msg is not None else "?"), dead_letter)
             for tp, token, err, msg, dead_letter in failed
         ]
+
+
+def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -> HeaderList:
+    """The input's headers that outputs carry, with those the hooks contributed in place of
+    the ones of the same names (a tracing hook's ``traceparent`` for the input's)."""
+    if not contributed:
+        return propagated
+    names = {k for k, _ in contributed}
+    return [h for h in propagated if h[0] not in names] + list(contributed)
