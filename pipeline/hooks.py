@@ -9,7 +9,8 @@ instrumentation events). Register hooks explicitly::
     class Charge(Stage):
         hooks = (ChargeAlerts(),)                                    # one stage
 
-or, for ``pipeline run``, in a ``HOOKS`` list next to the module's ``STAGES``.
+or, for ``pipeline run``, in a ``HOOKS`` list next to the module's ``STAGES``; a
+``Publisher(settings, hooks=[...])`` hears its own publishes (``before_publish``).
 
 Rules:
 
@@ -44,6 +45,8 @@ from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:
     from pipeline.context import Context
+    from pipeline.errors import DeliveryError
+    from pipeline.publisher import Delivered
 
 log = logging.getLogger("pipeline.hooks")
 # After its first failure (logged with the traceback), a failing hook method is logged again
@@ -119,6 +122,16 @@ class Hook:
         last. A hook that raises contributes nothing."""
         return ()
 
+    # -- publishing (hooks given to a Publisher) -----------------------------------------------
+    def before_publish(
+        self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Callable[[Delivered | DeliveryError], None] | None:
+        """``Publisher.publish`` is about to produce an encoded event to ``topic``: append to
+        ``headers`` what the record should carry (a tracer's ``traceparent``). Return a callable
+        to hear how it ended (``Delivered`` or ``DeliveryError``, on the publisher's report
+        thread, or on the caller's when the producer refused it at once), or None."""
+        return None
+
     # -- outcomes of each event --------------------------------------------------------------
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
         """The handler returned; ``ctx.outputs`` are being produced."""
@@ -190,11 +203,14 @@ class Hook:
 
 
 WORKER_EVENTS = ("on_worker_start", "on_worker_stop")
-# What a stage's runner dispatches (the worker's own two are called by the Worker).
+PUBLISHER_EVENTS = ("before_publish",)
+# What a stage's runner dispatches (the worker's own two are called by the Worker, and a
+# Publisher resolves its own with ``publish_hook``).
 EVENTS: tuple[str, ...] = tuple(
     name
     for name in vars(Hook)
-    if name.startswith(("on_", "before_", "after_")) and name not in WORKER_EVENTS
+    if name.startswith(("on_", "before_", "after_"))
+    and name not in (*WORKER_EVENTS, *PUBLISHER_EVENTS)
 )
 
 
@@ -375,6 +391,42 @@ def _exit(entered: Entered, exc: BaseException | None) -> None:
         except Exception as hook_exc:
             if hook_exc is not exc:  # a generator-based manager re-raises the handler's own
                 guard.failed(hook_exc)
+
+
+PublishWatch = Callable[["Delivered | DeliveryError"], None]
+
+
+def publish_hook(
+    hooks: Sequence[Hook],
+) -> Callable[[str, bytes | None, list[tuple[str, bytes]]], PublishWatch | None] | None:
+    """A Publisher's ``before_publish`` hooks as one callable (returning one watch of the
+    delivery, or None), or None when no hook overrides it: resolved once, per publisher."""
+    calls = [(_Guard(h, "before_publish"), h.before_publish) for h in hooks
+             if _overrides(h, "before_publish")]  # fmt: skip
+    if not calls:
+        return None
+
+    def before(topic: str, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        watches: list[tuple[_Guard, PublishWatch]] = []
+        for guard, call in calls:
+            try:
+                watch = call(topic, key, headers)
+            except Exception as exc:
+                guard.failed(exc)
+                continue
+            if watch is not None:
+                watches.append((guard, watch))
+        return None if not watches else partial(_tell, watches)
+
+    return before
+
+
+def _tell(watches: Sequence[tuple[_Guard, PublishWatch]], outcome: Any) -> None:
+    for guard, watch in watches:
+        try:
+            watch(outcome)
+        except Exception as exc:
+            guard.failed(exc)
 
 
 def call_each(hooks: Sequence[Hook], name: str, *args: Any) -> None:
