@@ -15,12 +15,25 @@ _DURATION = re.compile(r"\b\d+ms\b")
 _SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
 
 
-def setup_logging(level: str | None = None) -> None:
+FORMATS = ("text", "json")
+
+
+def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """``level`` (``PIPELINE_LOG_LEVEL``, INFO by default) and ``fmt`` (``PIPELINE_LOG_FORMAT``:
+    ``text`` by default, or ``json`` for one JSON object per line: ``pipeline.jsonlogs``)."""
     level = (level or os.environ.get("PIPELINE_LOG_LEVEL") or "INFO").upper()
+    fmt = (fmt or os.environ.get("PIPELINE_LOG_FORMAT") or "text").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"PIPELINE_LOG_FORMAT={fmt!r}: expected one of {', '.join(FORMATS)}")
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
     )
+    if fmt == "json":
+        from pipeline.jsonlogs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 @dataclass(slots=True)
