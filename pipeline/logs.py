@@ -9,24 +9,49 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.errors import ConfigError
+
 # librdkafka says how long a failed connection took and how many identical errors it dropped;
 # neither makes a message different for the reader.
 _DURATION = re.compile(r"\b\d+ms\b")
 _SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(level: str | None = None) -> str:
+    """``level`` (else ``PIPELINE_LOG_LEVEL``, else INFO) as a level name, or ConfigError."""
+    chosen = level or os.environ.get("PIPELINE_LOG_LEVEL") or "INFO"
+    name = chosen.strip().upper()
+    if name == "WARN":
+        name = "WARNING"
+    if name not in LEVELS:
+        where = "--log-level" if level else "PIPELINE_LOG_LEVEL"
+        raise ConfigError(f"{where} must be one of {', '.join(LEVELS)} (got {chosen!r})")
+    return name
+
+
 FORMATS = ("text", "json")
 
 
+def log_format(fmt: str | None = None) -> str:
+    """``fmt`` (else ``PIPELINE_LOG_FORMAT``, else ``text``): ``text`` or ``json`` (one JSON
+    object per line: ``pipeline.jsonlogs``), or ConfigError."""
+    chosen = fmt or os.environ.get("PIPELINE_LOG_FORMAT") or "text"
+    name = chosen.strip().lower()
+    if name not in FORMATS:
+        choices = ", ".join(FORMATS)
+        raise ConfigError(f"PIPELINE_LOG_FORMAT must be one of {choices} (got {chosen!r})")
+    return name
+
+
 def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """``level`` (``PIPELINE_LOG_LEVEL``, INFO by default) and ``fmt`` (``PIPELINE_LOG_FORMAT``:
-    ``text`` by default, or ``json`` for one JSON object per line: ``pipeline.jsonlogs``)."""
-    level = (level or os.environ.get("PIPELINE_LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("PIPELINE_LOG_FORMAT") or "text").lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"PIPELINE_LOG_FORMAT={fmt!r}: expected one of {', '.join(FORMATS)}")
+    """Log to stderr at ``level`` (see ``log_level``) in format ``fmt`` (see ``log_format``);
+    ConfigError for a level or format that is none."""
+    fmt = log_format(fmt)
     logging.basicConfig(
-        level=level,
+        level=log_level(level),
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
     )
     if fmt == "json":

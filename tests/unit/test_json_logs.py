@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline import Context, RetryPolicy, Settings, Stage
+from pipeline.errors import ConfigError
 from pipeline.jsonlogs import JsonFormatter, structured
 from pipeline.logs import setup_logging
 from pipeline.testing import TestPipeline
@@ -107,5 +108,5 @@ def test_an_exception_is_logged_with_its_type_and_frames_not_its_message(
 
 def test_an_unknown_format_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_LOG_FORMAT", "yaml")
-    with pytest.raises(ValueError, match="expected one of text, json"):
+    with pytest.raises(ConfigError, match="must be one of text, json"):
         setup_logging()
