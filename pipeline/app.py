@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
+from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
@@ -54,6 +55,8 @@ class Pipeline:
     ) -> Pipeline:
         """``hooks`` hear every stage (each stage's own ``hooks`` are added for it)."""
         hooks = check(hooks, "Pipeline hooks")
+        if structured():  # JSON log lines: let them know each stage's and event's whereabouts
+            hooks = (LogContext(), *hooks)
         if transport is None:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created

@@ -3,7 +3,8 @@
 Every event carries an ``event-id``. Outputs get a *deterministic* id derived from their input's
 id, the stage and the output's position, so an input that is redelivered (at-least-once) yields
 outputs with the same ids and downstream dedupe recognises them as duplicates.
-``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged.
+``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged, unless
+a hook's ``output_headers`` gives its own (a tracer: its process span's ``traceparent``).
 
 Ids of records from other producers: a record without an ``event-id`` header is given uuid5 of
 its coordinates by the first stage that meets it, and every copy that stage makes (retry copy,

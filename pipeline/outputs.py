@@ -4,14 +4,15 @@ input's offset token.
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
 the copies; and the input's correlation headers, so one business flow can be followed across
-stages. A delivery report that fails marks the token failed once and queues it for the runner
-(with the error as ours, classified by the Kafka adapter), which rewinds the partition,
-dead-letters the input, or aborts the transaction, on its own thread.
+stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
+fails marks the token failed once and queues it for the runner (with the error as ours,
+classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
+the transaction, on its own thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import headers as hdr
@@ -35,6 +36,7 @@ class OutputWriter:
         self._codec = codec
         self._producer = producer
         self._on_completed = hooks.on_completed
+        self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
@@ -68,6 +70,8 @@ class OutputWriter:
             parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
+        if self._output_headers is not None:
+            propagated = _overlay(propagated, self._output_headers(record, ctx))
         on_delivery = self.callback(tp, token, record)
         produce = self._producer.produce
         outputs = self._outputs
@@ -166,3 +170,12 @@ def _carried(headers: RawHeaders) -> tuple[bytes | None, HeaderList, bool]:
             propagated.append((k, v))
             correlated = correlated or k == CORRELATION_ID
     return parent, propagated, correlated
+
+
+def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -> HeaderList:
+    """The input's headers that outputs carry, with those the hooks contributed in place of
+    the ones of the same names (a tracing hook's ``traceparent`` for the input's)."""
+    if not contributed:
+        return propagated
+    names = {k for k, _ in contributed}
+    return [h for h in propagated if h[0] not in names] + list(contributed)
