@@ -187,7 +187,7 @@ def _docker_kafka() -> Iterator[str]:
     )
     # (host ip, no port): Docker picks a free port on that address. with_bind_ports() takes
     # only a port, and with_exposed_ports() publishes on every interface.
-    container.ports[f"{_CLIENT_PORT}/tcp"] = (_HOST_IP, None)
+    container.ports[f"{_CLIENT_PORT}/tcp"] = (_HOST_IP, None)  # type: ignore[assignment]
     try:
         with _quiet_deprecations():
             container.start()
