@@ -9,6 +9,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 NODES ?= 1
+SECURITY ?=
 DEMO_EVENTS ?= 200
 ONCE ?=
 PYTEST_ARGS ?=
@@ -41,8 +42,8 @@ typecheck: $(STAMP) ## mypy --strict on the framework
 
 all: lint typecheck test ## Lint, typecheck and test
 
-kafka-up: $(STAMP) ## Start the local Kafka broker (NODES=3 for a 3-node cluster)
-	$(PY) -m pipeline.localkafka up --nodes $(NODES)
+kafka-up: $(STAMP) ## Start the local Kafka broker (NODES=3 for a 3-node cluster, SECURITY=sasl_ssl for TLS + SCRAM)
+	$(PY) -m pipeline.localkafka up --nodes $(NODES) $(if $(SECURITY),--security $(SECURITY),)
 
 kafka-down: $(STAMP) ## Stop the local Kafka broker
 	$(PY) -m pipeline.localkafka down

@@ -8,6 +8,7 @@ from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
 from pipeline.errors import (
+    AuthenticationError,
     BadMagicError,
     BrokerUnavailableError,
     ConfigError,
@@ -22,6 +23,7 @@ from pipeline.errors import (
     SchemaMismatchError,
     SchemaNotFoundError,
     SerializationError,
+    TLSError,
     TopicNotFoundError,
     TruncatedPayloadError,
     UnknownSchemaError,
@@ -33,6 +35,7 @@ from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stage import Stage, Topic
 
 __all__ = [
+    "AuthenticationError",
     "Backoff",
     "BadMagicError",
     "BreakerPolicy",
@@ -66,6 +69,7 @@ __all__ = [
     "Skip",
     "Stage",
     "StageInfo",
+    "TLSError",
     "Topic",
     "TopicNotFoundError",
     "TruncatedPayloadError",

@@ -122,6 +122,7 @@ class Pipeline:
             clock=clock,
             hooks=self.hooks,
             worker_id=worker_id,
+            poll_limit_s=_max_poll_interval_s(s),
         )
 
 
@@ -164,3 +165,16 @@ def _no_announce(_binding: Binding[Any]) -> None:
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# librdkafka's default max.poll.interval.ms.
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+
+
+def _max_poll_interval_s(settings: Settings) -> float:
+    """How long a consumer may go without polling before it leaves its group."""
+    raw = settings.consumer_config.get("max.poll.interval.ms", DEFAULT_MAX_POLL_INTERVAL_MS)
+    try:
+        return int(raw) / 1000
+    except ValueError:  # the client refuses it at startup with its own message
+        return DEFAULT_MAX_POLL_INTERVAL_MS / 1000

@@ -18,11 +18,13 @@ import typer
 
 from pipeline.cli_dlq import dlq_app
 from pipeline.errors import (
+    AuthenticationError,
     ConfigError,
     DeclarationError,
     PipelineError,
     SchemaError,
     SerializationError,
+    TLSError,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +47,8 @@ ConfigOpt = Annotated[
 StagesOpt = Annotated[
     str, typer.Option("--stages", help="Modules/packages whose topics are known (comma separated).")
 ]
-USAGE_ERRORS = (ConfigError, DeclarationError, SchemaError)
+# A refused login or untrusted certificate is fixed in the settings, like a bad option.
+USAGE_ERRORS = (ConfigError, DeclarationError, SchemaError, AuthenticationError, TLSError)
 
 
 @app.callback()

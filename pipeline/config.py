@@ -6,7 +6,9 @@ Unknown ``PIPELINE_*`` variables and unknown TOML keys are rejected with a "did 
 because a misspelt setting that is silently ignored is worse than a crash at startup.
 
 librdkafka options that have no field here go in ``consumer_config`` / ``producer_config`` using
-librdkafka's own dotted names; they are applied last and win.
+librdkafka's own dotted names; they are applied last and win. Connection options (security,
+SASL, TLS) go in ``client_config`` or the typed ``security_protocol`` / ``sasl_*`` / ``ssl_*``
+fields, because every client needs them alike (see ``pipeline.security``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from pipeline import security
 from pipeline.errors import ConfigError
 
 ENV_PREFIX = "PIPELINE_"
@@ -88,6 +91,20 @@ class Settings(BaseSettings):
     )
     consumer_config: dict[str, str] = Field(default_factory=dict)
     producer_config: dict[str, str] = Field(default_factory=dict)
+    # -- connection security: every client gets these (pipeline.security) ------------------
+    security_protocol: security.Protocol = "PLAINTEXT"
+    sasl_mechanism: security.Mechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(None, description="File holding the SASL password.")
+    ssl_ca_file: Path | None = Field(None, description="CA bundle (PEM) to verify brokers by.")
+    ssl_certificate_file: Path | None = Field(None, description="Client certificate (mTLS).")
+    ssl_key_file: Path | None = Field(None, description="Client private key (mTLS).")
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+    client_config: dict[str, str] = Field(
+        default_factory=dict, description="librdkafka options for every client (dotted names)."
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -108,7 +125,22 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("consumer_config", "producer_config", mode="before")
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _connection_fits(self) -> Settings:
+        security.check(self)  # raises ConfigError: one line, naming fields, never a secret
+        return self
+
+    def __repr_args__(self) -> Any:
+        # A password typed into a *_config dict must not show up where Settings is printed.
+        for name, value in super().__repr_args__():
+            yield name, security.redact(value) if name and name.endswith("_config") else value
+
+    @field_validator("consumer_config", "producer_config", "client_config", mode="before")
     @classmethod
     def _stringify_values(cls, value: Any) -> Any:
         # librdkafka takes strings; TOML gives ints and bools. Normalise so both spell the same.

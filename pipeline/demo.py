@@ -58,12 +58,15 @@ class ProgressView(Hook):
         row.done += 1
         row.outputs += len(ctx.outputs)
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
         self.row(stage.name).failed += 1
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
         self.row(stage.name).retried += 1
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:

@@ -60,6 +60,7 @@ class KeyedDispatcher:
         self._tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self.completed: list[Completion] = []
         self._wakeup = asyncio.Event()
+        self.running: dict[int, RawRecord] = {}  # handlers running now, by id(record)
 
     @property
     def in_flight(self) -> int:
@@ -126,12 +127,15 @@ class KeyedDispatcher:
         error: Exception | None = None
         started = not token.cancelled  # rewound or revoked while waiting: it will be read again
         if started:
+            self.running[id(record)] = record
             try:
                 ctx = await self._call(event, record)
             except asyncio.CancelledError as exc:
                 error = handler_cancelled(exc, record)
             except Exception as exc:
                 error = exc
+            finally:
+                self.running.pop(id(record), None)
         self.completed.append(Completion(record, tp, token, origin, ctx, error, started))
         self._wakeup.set()
 

@@ -21,6 +21,8 @@ The tree::
     │   └── TransactionError        a Kafka transaction failed (exactly-once stages)
     │       └── ProducerFencedError another instance took over this transactional id
     ├── BrokerUnavailableError      no broker could be found or started
+    │   ├── AuthenticationError     the brokers refused our SASL login (user, password, mechanism)
+    │   └── TLSError                no TLS connection: the brokers' certificate is not trusted...
     ├── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
     └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
         └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
@@ -125,6 +127,15 @@ class ProducerFencedError(TransactionError):
 
 class BrokerUnavailableError(PipelineError):
     pass
+
+
+class AuthenticationError(BrokerUnavailableError):
+    """The brokers answer but refuse our SASL credentials: fix the settings, not the network."""
+
+
+class TLSError(BrokerUnavailableError):
+    """The TLS handshake failed: the brokers' certificate is not trusted (``ssl_ca_file``), the
+    host name does not match it, or the brokers refused our client certificate."""
 
 
 class CallAbandoned(PipelineError):

@@ -74,6 +74,13 @@ class Executor(Protocol):
     def forget(self, partitions: list[TopicPartition]) -> None: ...
     def close(self) -> None: ...
 
+    # Whether a running handler holds the consume loop (no poll meanwhile).
+    blocking: bool
+
+    def running(self) -> Sequence[RawRecord]:
+        """The records whose handlers run now; read from the stall-watch thread."""
+        ...
+
 
 class InlineExecutor:
     def __init__(
@@ -91,6 +98,12 @@ class InlineExecutor:
         self._timeout = batch_timeout_s
         # Async handlers (or any with a timeout) share one event loop, entered once per batch.
         self.loop = None if invoke.sync else asyncio.new_event_loop()
+        self.blocking = True
+        self.current: RawRecord | None = None  # the record being handled, for the stall watch
+
+    def running(self) -> Sequence[RawRecord]:
+        current = self.current
+        return () if current is None else (current,)
 
     def room(self) -> int:
         return self._batch_size
@@ -99,10 +112,13 @@ class InlineExecutor:
         return self._consumer.consume(room, self._timeout) if room > 0 else ()
 
     def execute(self, records: Sequence[RawRecord]) -> None:
-        if self.loop is None:
-            self._sync(records)
-        else:
-            self.loop.run_until_complete(self._async(records))
+        try:
+            if self.loop is None:
+                self._sync(records)
+            else:
+                self.loop.run_until_complete(self._async(records))
+        finally:
+            self.current = None
 
     def _sync(self, records: Sequence[RawRecord]) -> None:
         # The fast path: a plain loop, no coroutine per record.
@@ -112,6 +128,7 @@ class InlineExecutor:
             if admitted is None:
                 continue
             tp, event, origin, token = admitted
+            self.current = record
             try:
                 ctx = call(event, record)
             except Exception as exc:
@@ -126,6 +143,7 @@ class InlineExecutor:
             if admitted is None:
                 continue
             tp, event, origin, token = admitted
+            self.current = record
             try:
                 ctx = await call(event, record)
             except CallAbandoned as exc:

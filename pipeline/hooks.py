@@ -16,7 +16,8 @@ Rules:
 - Hooks run on the stage's consume thread, inside the loop: keep them short and never block
   (hand slow work to a queue). ``around_handler`` runs where the handler runs (its task, or
   its thread for a sync handler with a timeout), so context variables it sets (a tracing
-  span, say) are the handler's. ``on_hung_change`` may come from a handler thread.
+  span, say) are the handler's. ``on_hung_change`` may come from a handler thread and
+  ``on_stalled`` comes from the stage's stall-watch thread.
 - A hook that raises is logged (once with its traceback, then counted) and the stage goes on;
   its exception never changes an event's outcome.
 - A hook costs nothing where nobody listens: which hooks override which method is resolved once,
@@ -113,14 +114,21 @@ class Hook:
         """Durably done: the handler succeeded and the broker acknowledged every output (in an
         exactly-once stage: inside the open transaction; ``on_commit`` says when it commits)."""
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
-        """A handler call (or decoding the record) raised; its outcome follows."""
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
+        """A delivery of the event failed: its handler raised (after its in-process attempts),
+        or the record could not be decoded. ``attempt`` counts its failed deliveries, this one
+        included; ``retrying`` says whether it will be tried again (a retry tier, in place, or
+        held by an open breaker) rather than dead-lettered or skipped. Its outcome follows."""
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
-        """The event will be tried again (``attempt`` failed so far): its retry-topic copy is
-        acknowledged, or its partition is held for an in-place retry."""
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
+        """The event will be tried again (``attempt`` failed deliveries so far): its copy in
+        retry tier ``tier`` (an index into ``RetryPolicy.tiers``) is acknowledged, or, with
+        ``tier`` None, its partition is held for an in-place retry."""
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
         """The event's dead letter is acknowledged by the broker."""
@@ -131,8 +139,13 @@ class Hook:
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         """The idempotency store had seen this event done already: it is not handled again."""
 
+    def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
+        """The handler call on ``record`` has run for ``running_s`` (past the stage's
+        ``stall_after_s``) and is still running; its event's fate is unchanged. Called once per
+        call, from the stage's stall-watch thread."""
+
     # -- outputs that cannot be delivered ----------------------------------------------------
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         """An output (or copy) of the input at ``offset`` was not delivered; the partition
@@ -197,7 +210,8 @@ class Hooks:
     on_dead_lettered: Callable[..., None] | None
     on_skipped: Callable[..., None] | None
     on_duplicate: Callable[..., None] | None
-    on_stall: Callable[..., None] | None
+    on_stalled: Callable[..., None] | None
+    on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
     on_commit: Callable[..., None] | None
     on_abort: Callable[..., None] | None

@@ -67,10 +67,14 @@ class KeyedExecutor:
         self._name = name
         self.loop = asyncio.new_event_loop()
         self.dispatcher = KeyedDispatcher(limit, invoke, self.loop)
+        self.blocking = False  # the loop polls while handlers run
         self._saturated_since: float | None = None
         self._held_back: set[TopicPartition] = set()  # paused for backpressure
 
     # -- fetch within the free slots ------------------------------------------------------
+
+    def running(self) -> Sequence[RawRecord]:
+        return list(self.dispatcher.running.values())  # one C-level copy: safe across threads
 
     def room(self) -> int:
         return self.dispatcher.room

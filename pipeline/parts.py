@@ -32,6 +32,7 @@ from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
 from pipeline.stage import Stage
+from pipeline.stalls import StallDetector, StallWatch, stall_after
 
 
 @dataclass(slots=True)
@@ -146,6 +147,16 @@ def executor(
         core, invoke, p.consumer, p.holds, p.assigned, limit=limit, batch_size=batch_size,
         batch_timeout_s=batch_timeout_s, clock=p.clock, name=p.plan.name,
     )  # fmt: skip
+
+
+def stall_watch(
+    plan: StagePlan, executor: Executor, hooks: Hooks, clock: Clock, poll_limit_s: float | None
+) -> StallWatch:
+    """The thread reporting the stage's handler calls that run too long (``pipeline.stalls``);
+    the poll deadline only matters where a running handler holds the loop."""
+    limit = poll_limit_s if executor.blocking else None
+    detector = StallDetector(stall_after(plan.stage.stall_after_s, plan.stage.timeout_s), limit)
+    return StallWatch(plan.name, executor.running, detector, clock, hooks.on_stalled, limit)
 
 
 def open_store(

@@ -63,7 +63,8 @@ class Refusals:
         self._tracker = tracker
         self._router = router
         self._assigned = assigned  # the runner's own set
-        self._on_stall, self._on_undeliverable = hooks.on_stall, hooks.on_undeliverable
+        self._on_delivery_stall = hooks.on_delivery_stall
+        self._on_undeliverable = hooks.on_undeliverable
         self._streaks = Streaks(backoff)
         # What to do with an input when it is read again, by (partition, offset).
         self.verdicts: dict[tuple[TopicPartition, int], tuple[Verdict, KafkaError]] = {}
@@ -126,8 +127,8 @@ class Refusals:
     ) -> None:
         attempt, delay = self._streaks.failed(tp, offset)
         what = "dead letter" if dead_letter else "output"
-        if self._on_stall is not None:
-            self._on_stall(tp, offset, err, attempt)
+        if self._on_delivery_stall is not None:
+            self._on_delivery_stall(tp, offset, err, attempt)
         if attempt == 1:
             log.error("%s: %s of %s not delivered (%s); input uncommitted, re-reading it in "
                       "%.2fs, backing off while this lasts", self._stage, what, where, err,

@@ -51,7 +51,7 @@ class Router:
         self._writer = writer
         self._tracker = tracker
         self._on_retrying, self._on_dead_lettered = hooks.on_retrying, hooks.on_dead_lettered
-        self._on_skipped = hooks.on_skipped
+        self._on_skipped, self._on_failed = hooks.on_skipped, hooks.on_failed
         self._holds = holds
         self._breaker = breaker
         # Claims an outcome (counts, logs) when it is final: at once, or at the transaction's
@@ -86,17 +86,25 @@ class Router:
         """Route a failed record; ``token`` is its offset token, begun before the handler ran,
         which the copy it needs (retry, dead letter) is tied to. A rewind cancels it."""
         offset = record.offset()
+        origin = origin or origin_of(record, from_retry_topic=False)
+        attempts, first_ms = self._count(tp, offset, origin)
         if isinstance(exc, CircuitOpenError):  # a dependency's breaker refused the call
             if self._breaker is not None:
                 self._breaker.cancel_probe()  # the probe told us nothing about the stage
+            self._told_failed(record, exc, attempts, True)
             self._holds.hold_everything(tp, offset, max(exc.retry_in_s, 0.1))
             return
-        origin = origin or origin_of(record, from_retry_topic=False)
-        attempts, first_ms = self._count(tp, offset, origin)
         decision = decide(self._policy, exc, attempts)
         if self._outage(decision, tp, offset):
+            self._told_failed(record, exc, attempts, True)  # held until the breaker lets it in
             return
+        retrying = decision.outcome in (Outcome.RETRY_IN_PLACE, Outcome.RETRY_TOPIC)
+        self._told_failed(record, exc, attempts, retrying)
         self._route(decision, record, tp, exc, origin, attempts, first_ms, token)
+
+    def _told_failed(self, record: RawRecord, exc: Exception, attempts: int, again: bool) -> None:
+        if self._on_failed is not None:
+            self._on_failed(record, exc, attempts, again)
 
     def _outage(self, decision: Decision, tp: TopicPartition, offset: int) -> bool:
         """Feed the stage breaker; True when it is (now) open and the record must wait."""
@@ -139,7 +147,7 @@ class Router:
                 decision.delay_s,
             )
             if self._on_retrying is not None:
-                self._on_retrying(record, exc, attempts)
+                self._on_retrying(record, exc, attempts, None)
             self._holds.rewind(tp, offset, decision.delay_s)
         elif decision.outcome is Outcome.RETRY_TOPIC:
             topic = self._plan.retry_topics[decision.tier]
@@ -153,7 +161,8 @@ class Router:
             )
             due_ms = self._clock.wall_ms() + int(decision.delay_s * 1000)
             headers = retry_headers(record, origin, attempts, due_ms, first_ms, exc)
-            self._copy(record, tp, topic, headers, token, self._retry_acked(record, exc, attempts))
+            acked = self._retry_acked(record, exc, attempts, decision.tier)
+            self._copy(record, tp, topic, headers, token, acked)
         elif decision.outcome is Outcome.DEAD_LETTER:
             self._dead_letter(record, tp, exc, origin, attempts, first_ms, token)
         else:  # SKIP
@@ -195,13 +204,15 @@ class Router:
 
         self._copy(record, tp, self._dlq.topic, headers, token, acked, dead_letter=True)
 
-    def _retry_acked(self, record: RawRecord, exc: Exception, attempts: int) -> Callable[[], None]:
+    def _retry_acked(
+        self, record: RawRecord, exc: Exception, attempts: int, tier: int
+    ) -> Callable[[], None]:
         """What the retry copy's acknowledgement does: claim the outcome (``on_retrying``)."""
         on_retrying = self._on_retrying
 
         def retrying() -> None:
             if on_retrying is not None:
-                on_retrying(record, exc, attempts)
+                on_retrying(record, exc, attempts, tier)
 
         def acked() -> None:
             self._claim(retrying)

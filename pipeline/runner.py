@@ -76,6 +76,7 @@ class StageRunner:
         store_url: str | None = None,
         hooks: Sequence[Hook] = (),
         worker_id: str = "",
+        poll_limit_s: float | None = None,
     ) -> None:
         self.plan = plan
         breaker = "closed" if plan.stage.breaker else "-"
@@ -108,9 +109,10 @@ class StageRunner:
         self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
         self._executor = parts.executor(self, p, self._invoke, batch_size, batch_timeout_s)
+        self._stalls = parts.stall_watch(plan, self._executor, h, clock, poll_limit_s)
         self._last_commit = self._last_tick = clock.monotonic()
         self._on_succeeded, self._on_completed = h.on_succeeded, h.on_completed
-        self._on_failed, self._on_tick = h.on_failed, h.on_tick
+        self._on_tick = h.on_tick
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
         # (raised from run() after the graceful shutdown, so the worker reports it: exit 1).
@@ -126,8 +128,8 @@ class StageRunner:
             self._committer.start()
             self._producer.stop = self.stop_event  # a produce waiting for queue room gives up
             self._consumer.subscribe(self.plan.subscriptions, self)
-            # A handler call still running at a stop gets half the shutdown timeout; flushing
-            # and committing get the rest.
+            self._stalls.start()
+            # A call still running at a stop gets half the shutdown timeout; flush+commit the rest.
             self._invoke.stop_event = self.stop_event
             self._invoke.stop_budget_s = self._in_loop_budget
             if self.hooks.on_stage_start is not None:
@@ -140,6 +142,7 @@ class StageRunner:
             try:
                 self._shutdown()
             finally:
+                self._stalls.stop()
                 self._invoke.close()
                 if self._dedupe is not None:
                     self._dedupe.close()
@@ -272,8 +275,6 @@ class StageRunner:
                 self._succeeded(record, tp, token, ctx, payloads)
                 return
         assert error is not None
-        if self._on_failed is not None:
-            self._on_failed(record, error)
         # Only a success makes the event done for the idempotency store: a retry copy or a
         # replayed dead letter of it must still be handled.
         token.event_id = None

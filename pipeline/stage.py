@@ -130,6 +130,8 @@ class Stage:
             handlers; CPU-bound stages scale with worker processes (``pipeline run --workers``).
         hooks: ``pipeline.hooks.Hook`` instances that hear this stage's events only (added to
             the Pipeline's own hooks).
+        stall_after_s: a handler call running longer is reported as stalled (logged, the
+            ``on_stalled`` hook, counted); default half of ``timeout_s``, else 30 s.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -143,6 +145,7 @@ class Stage:
     guarantee: ClassVar[Guarantee] = "at_least_once"
     concurrency: ClassVar[int] = 1
     hooks: ClassVar[tuple[Hook, ...]] = ()
+    stall_after_s: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -212,6 +215,13 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         )
     _check_concurrency(cls, where)
     cls.hooks = check(cls.hooks, f"{where}: `hooks`")
+    stall = cls.stall_after_s
+    if stall is not None and (isinstance(stall, bool) or not isinstance(stall, int | float)
+                              or not 0 < stall <= MAX_TIMEOUT_S):  # fmt: skip
+        raise DeclarationError(
+            f"{where}: `stall_after_s` must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] "
+            f"or None, not {stall!r}"
+        )
     if cls.timeout_s is not None and not (
         isinstance(cls.timeout_s, int | float) and 0 < cls.timeout_s < MAX_TIMEOUT_S
     ):

@@ -33,6 +33,7 @@ class StageStats:
     duplicates: int = 0  # events the idempotency store had already seen done
     aborts: int = 0  # aborted transactions (exactly-once stages)
     hung_calls: int = 0  # sync handler calls past their timeout still running (abandoned)
+    stalled: int = 0  # handler calls that ran past stall_after_s (each counted once)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     outputs: int = 0
     commits: int = 0
@@ -73,12 +74,15 @@ class StatsHook(Hook, Trusted):
         if ctx.outputs:
             stats.outputs += len(ctx.outputs)
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
         self.stats.failed += 1
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
         self.stats.retried += 1
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
@@ -90,7 +94,10 @@ class StatsHook(Hook, Trusted):
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self.stats.duplicates += 1
 
-    def on_stall(
+    def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
+        self.stats.stalled += 1
+
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
         self.stats.retried += 1  # the input is read and handled again

@@ -33,6 +33,13 @@ from pipeline.ports import (
     TransactionalProducerPort,
 )
 
+# librdkafka's name for the Java client's choice of partition for a keyed record,
+# ``toPositive(murmur2(key)) % partitions`` (keyless records: any partition). Every producer a
+# transport makes uses it unless the user's ``producer_config`` names another ``partitioner``:
+# librdkafka's own default (CRC32) puts most keys elsewhere than a Java service writing the
+# same topic, which breaks per-key order between the two.
+JAVA_COMPATIBLE_PARTITIONER = "murmur2_random"
+
 
 class Transport(Protocol):
     def check(self) -> None:
@@ -54,7 +61,9 @@ class Transport(Protocol):
     def producer(self, client_id: str) -> ProducerPort:
         """An idempotent producer: an acknowledged record is durable, never duplicated by the
         producer's own retries, and kept in order within its partition. It reports every
-        record once to its ``on_delivery``, from ``poll``/``flush`` on the caller's thread."""
+        record once to its ``on_delivery``, from ``poll``/``flush`` on the caller's thread.
+        A keyed record goes to the partition the Java client would pick for its key
+        (``JAVA_COMPATIBLE_PARTITIONER``) unless ``producer_config`` says otherwise."""
         ...
 
     def transactional_producer(

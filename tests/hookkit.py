@@ -75,13 +75,16 @@ class Recorder(Hook):
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
         self._note("completed", stage.name, _at(record))
 
-    def on_failed(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
-        self._note("failed", stage.name, _at(record), type(error).__name__)
+    def on_failed(
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
+    ) -> None:
+        self._note("failed", stage.name, _at(record), type(error).__name__, attempt, retrying)
 
     def on_retrying(
-        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int
-    ) -> None:
-        self._note("retrying", stage.name, _at(record), type(error).__name__, attempt)
+        self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
+        tier: int | None,
+    ) -> None:  # fmt: skip
+        self._note("retrying", stage.name, _at(record), type(error).__name__, attempt, tier)
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
         self._note("dead_lettered", stage.name, _at(record), type(error).__name__)
@@ -92,10 +95,10 @@ class Recorder(Hook):
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         self._note("duplicate", stage.name, _at(record))
 
-    def on_stall(
+    def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
-        self._note("stall", stage.name, tp, offset, attempt)
+        self._note("delivery_stall", stage.name, tp, offset, attempt)
 
     def on_undeliverable(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception

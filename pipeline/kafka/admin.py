@@ -15,6 +15,7 @@ from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailableError, KafkaError, TopicNotFoundError
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
+from pipeline.kafka.security import refusal
 from pipeline.ports import TopicInfo
 
 __all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo"]
@@ -35,6 +36,7 @@ class KafkaAdmin:
         self._timeout = timeout_s
         self._all_down_since: float | None = None
         self._last_error: str | None = None
+        self._refused: BrokerUnavailableError | None = None  # a login or handshake refused
         conf = kconfig.admin(settings) | {"error_cb": self._on_error}
         self._admin = kconfig.create(AdminClient, conf, "admin")
 
@@ -75,7 +77,8 @@ class KafkaAdmin:
         log lines of librdkafka, see ``pipeline.kafka.config``) are served in between.
 
         Gives up with BrokerUnavailableError after ``timeout_s``, or once every broker has
-        been down for ``ALL_DOWN_FOR_S`` (a refused connection is known at once)."""
+        been down for ``ALL_DOWN_FOR_S`` (a refused connection is known at once); at once
+        with AuthenticationError / TLSError when a broker refuses our login or handshake."""
         deadline = _clock() + self._timeout
         while True:
             try:
@@ -84,10 +87,12 @@ class KafkaAdmin:
             except KafkaException as exc:
                 failure = exc.args[0].str()
             else:
-                self._all_down_since = self._last_error = None
+                self._all_down_since = self._last_error = self._refused = None
                 return meta
             finally:
                 self._admin.poll(0)
+            if self._refused is not None:  # no point waiting: every retry is refused alike
+                raise self._refused
             now = _clock()
             down = self._all_down_since is not None and now - self._all_down_since >= ALL_DOWN_FOR_S
             if down or now >= deadline:
@@ -105,7 +110,10 @@ class KafkaAdmin:
                 self._all_down_since = _clock()
             return
         self._last_error = err.str()
-        if err.code() not in (CKafkaError._TRANSPORT, CKafkaError._RESOLVE):
+        refused = refusal(err, self._settings)
+        if refused is not None:  # _metadata raises it: one clear line, not a warning too
+            self._refused = refused
+        elif err.code() not in (CKafkaError._TRANSPORT, CKafkaError._RESOLVE):
             # Not a plain "cannot connect" (which the final error says): a non-Kafka listener,
             # an authentication failure...
             kconfig.CLIENT_ERRORS_LOG.warning("admin client: %s", err)
@@ -140,11 +148,17 @@ class LagMonitor:
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._timeout = timeout_s
+        self._settings = settings
+        self._refused: BrokerUnavailableError | None = None
         self._admin = AdminClient(kconfig.admin(settings))
         self._consumer = kconfig.create(
             Consumer,
             kconfig.common(settings)
-            | {"group.id": "pipeline-lag-monitor", "enable.auto.commit": False},
+            | {
+                "group.id": "pipeline-lag-monitor",
+                "enable.auto.commit": False,
+                "error_cb": self._on_error,
+            },
             "lag monitor consumer",
         )
 
@@ -170,11 +184,15 @@ class LagMonitor:
                 lag += max(0, high - position)
             return done, lag
         except KafkaException as exc:
-            raise KafkaError(f"lag of group {group}: {exc}") from None
+            self._consumer.poll(0)  # serves the error callback: was the connection refused?
+            raise self._refused or KafkaError(f"lag of group {group}: {exc}") from None
         finally:
             # Neither client is otherwise polled: serve their queued log lines and errors.
             self._admin.poll(0)
             self._consumer.poll(0)
+
+    def _on_error(self, err: Any) -> None:
+        self._refused = refusal(err, self._settings) or self._refused
 
     def close(self) -> None:
         self._consumer.close()

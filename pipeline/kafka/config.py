@@ -17,25 +17,34 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.kafka import security
 from pipeline.logs import RepeatFilter
+from pipeline.transport import JAVA_COMPATIBLE_PARTITIONER
 
 LIBRDKAFKA_LOG = logging.getLogger("pipeline.kafka.librdkafka")
 LIBRDKAFKA_LOG.addFilter(RepeatFilter())
 # What the clients' error callbacks report ("1/1 brokers are down", again at every reconnect).
 CLIENT_ERRORS_LOG = logging.getLogger("pipeline.kafka.errors")
 CLIENT_ERRORS_LOG.addFilter(RepeatFilter())
+# A library's loggers: shown where the application configures logging (`pipeline run` does),
+# not printed by Python's last-resort handler next to a CLI command's one error line.
+for _logger in (LIBRDKAFKA_LOG, CLIENT_ERRORS_LOG):
+    _logger.addHandler(logging.NullHandler())
 
 Client = TypeVar("Client")
 
 
 def common(settings: Settings) -> dict[str, Any]:
+    """What every client gets, whatever its role: where the cluster is, how to log in to it
+    and trust it (``pipeline.kafka.security``: ``client_config`` last), where its logs go.
+    Every client of the framework is built on this."""
     # log_level 5 (notice): librdkafka's info lines (e.g. BGQUEUE on every client teardown)
     # are noise in a worker's log; warnings and errors still show.
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "log_level": 5,
         "logger": LIBRDKAFKA_LOG,
-    }
+    } | security.options(settings)
 
 
 def consumer(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -79,6 +88,8 @@ def producer(settings: Settings, client_id: str) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": 5,
         "compression.type": "lz4",
+        # A key lands where a Java producer puts it, so both keep per-key order in one topic.
+        "partitioner": JAVA_COMPATIBLE_PARTITIONER,
     }
     return conf | settings.producer_config
 
@@ -106,6 +117,7 @@ def check(settings: Settings) -> None:
     created and destroyed in about a millisecond.
     """
     for role, factory, conf in (
+        ("connection (client_config, sasl_*, ssl_*)", Producer, common(settings)),
         ("consumer_config", Consumer, consumer(settings, "pipeline-config-check", "check")),
         ("producer_config", Producer, producer(settings, "pipeline-config-check")),
     ):

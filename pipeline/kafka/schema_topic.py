@@ -29,6 +29,7 @@ from pipeline.errors import KafkaError
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import is_partition_eof, wrap
 from pipeline.serde.catalog import WriterSchemas
+from pipeline.transport import JAVA_COMPATIBLE_PARTITIONER
 
 log = logging.getLogger("pipeline.kafka")
 
@@ -53,7 +54,10 @@ class SchemaTopic:
             if fingerprint in self._published:
                 return
             self._ensure_topic()
-            producer = Producer(kconfig.common(self._settings) | {"enable.idempotence": True})
+            producer = Producer(
+                kconfig.common(self._settings)
+                | {"enable.idempotence": True, "partitioner": JAVA_COMPATIBLE_PARTITIONER}
+            )
             errors: list[str] = []
             producer.produce(
                 self.topic,

@@ -14,17 +14,24 @@ from collections.abc import Callable, Sequence
 
 from pipeline.errors import PipelineError
 from pipeline.localkafka.cluster import LocalKafka
+from pipeline.localkafka.security import CLIENT_USER, SECURITY_CHOICES
 
 EXIT_FAILURE = 1
 EXIT_NOT_RUNNING = 3
 
 
 def _up(args: argparse.Namespace) -> int:
-    kafka = LocalKafka(nodes=args.nodes, base_port=args.base_port)
+    kafka = LocalKafka(nodes=args.nodes, base_port=args.base_port, security=args.security)
     if args.fresh:
         kafka.wipe()
     kafka.start(timeout=args.timeout)
     print(f"Kafka is up: {kafka.bootstrap_servers}", file=sys.stderr)
+    if kafka.security_files is not None:
+        print(
+            f"SASL_SSL (SCRAM-SHA-512) for user {CLIENT_USER!r}; client settings: "
+            f"pipeline --config {kafka.security_files.client_config_file}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -79,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true", help="delete all data before starting")
     up.add_argument("--base-port", type=int, default=None, help="first client port (19092)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.add_argument(
+        "--security", choices=SECURITY_CHOICES, default="plaintext",
+        help="client listener: plaintext (default) or sasl_ssl (TLS + SCRAM-SHA-512 logins)",
+    )  # fmt: skip
     up.set_defaults(handler=_up)
 
     down = sub.add_parser("down", help="stop every node (SIGTERM, then SIGKILL)")

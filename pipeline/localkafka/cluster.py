@@ -22,6 +22,7 @@ from pipeline.localkafka.layout import (
 from pipeline.localkafka.node import NodeStatus
 from pipeline.localkafka.properties import new_cluster_id
 from pipeline.localkafka.readiness import read_log, tail
+from pipeline.localkafka.security import SASL_SSL, SecurityFiles, check_security
 from pipeline.localkafka.state import ClusterState, load_state, save_state
 
 
@@ -40,6 +41,9 @@ class LocalKafka:
     The JVMs are detached: they outlive this object and this Python process. State lives under
     ``root`` (default ``<cwd>/.kafka``, see ``layout``), so a ``LocalKafka.current()`` built in
     another process finds and controls the same cluster.
+
+    ``security="sasl_ssl"``: clients connect over TLS with SCRAM-SHA-512 logins (see
+    ``pipeline.localkafka.security``); ``security_files`` has the CA and the passwords.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class LocalKafka:
         version: str | None = None,
         heap: str = "512m",
         progress: Progress | None = None,
+        security: str = "plaintext",
     ) -> None:
         self.layout: ClusterLayout = plan_cluster(
             root if root is not None else kafka_home(),
@@ -59,6 +64,10 @@ class LocalKafka:
             version or kafka_version(),
         )
         self.heap = heap
+        self.security = check_security(security)
+        self.security_files = (
+            SecurityFiles(self.layout.run_dir / "security") if security == SASL_SSL else None
+        )
         self._progress: Progress = progress or _to_stderr
 
     @classmethod
@@ -68,7 +77,10 @@ class LocalKafka:
         saved = load_state(home / "run" / "cluster.json")
         if saved is None:
             return cls(root=home, progress=progress)
-        return cls(saved.nodes, home, saved.base_port, version=saved.version, progress=progress)
+        return cls(
+            saved.nodes, home, saved.base_port, version=saved.version, progress=progress,
+            security=saved.security,
+        )  # fmt: skip
 
     @property
     def bootstrap_servers(self) -> str:
@@ -146,12 +158,14 @@ class LocalKafka:
             deadline = time.monotonic() + timeout  # a first-run download does not count
             cluster_id = self._cluster_id()
             save_state(self.layout.state_file, self._state(cluster_id))
+            if self.security_files is not None:
+                self.security_files.ensure()
             pids = {n: pid for n in wanted if (pid := nodes_.node_pid(n)) is not None}
             down = [n for n in wanted if n not in pids]
             for n in down:
                 nodes_.check_ports_free(n)
-                nodes_.write_config(self.layout, n)
-            nodes_.format_storage(java, libs, self.layout, cluster_id, down)
+                nodes_.write_config(self.layout, n, self.security_files)
+            nodes_.format_storage(java, libs, self.layout, cluster_id, down, self.security_files)
             try:
                 for n in down:
                     self._progress(
@@ -172,6 +186,7 @@ class LocalKafka:
             base_port=self.layout.base_port,
             version=self.layout.version,
             cluster_id=cluster_id,
+            security=self.security,
         )
 
     def _cluster_id(self) -> str:
@@ -187,12 +202,14 @@ class LocalKafka:
         """Discard a stopped cluster of another shape; refuse to touch a running one.
 
         Storage formatted for one node (a standalone dynamic quorum) cannot join a static
-        3-voter quorum, and vice versa, so a change of shape means fresh data.
+        3-voter quorum, and vice versa, so a change of shape means fresh data; so does a change
+        of security (the SCRAM users are created when the storage is formatted).
         """
         saved = load_state(self.layout.state_file)
-        if saved is None or (saved.nodes, saved.base_port) == (
+        if saved is None or (saved.nodes, saved.base_port, saved.security) == (
             len(self.layout.nodes),
             self.layout.base_port,
+            self.security,
         ):
             return
         other = plan_cluster(self.layout.home, saved.nodes, saved.base_port, saved.version)
@@ -202,8 +219,8 @@ class LocalKafka:
                 "stop it first (python -m pipeline.localkafka down)"
             )
         self._progress(
-            f"Discarding the stopped {saved.nodes}-node cluster's data "
-            f"(now starting {len(self.layout.nodes)} node(s))"
+            f"Discarding the stopped {saved.nodes}-node {saved.security} cluster's data "
+            f"(now starting {len(self.layout.nodes)} {self.security} node(s))"
         )
         _remove_cluster_files(self.layout.run_dir)
 

@@ -13,6 +13,7 @@ from pipeline.localkafka import process, readiness
 from pipeline.localkafka.layout import HOST, ClusterLayout, NodeSpec
 from pipeline.localkafka.logconfig import write_log4j2_xml
 from pipeline.localkafka.properties import render_properties, server_properties
+from pipeline.localkafka.security import SecurityFiles, format_arguments
 
 # Kafka's scripts use a 1 GB heap; a test broker on a 2-core box is happier with less.
 JVM_OPTS = (
@@ -65,8 +66,9 @@ def broker_command(java: str, libs: Path, node: NodeSpec, heap: str) -> list[str
 
 
 def format_command(
-    java: str, libs: Path, node: NodeSpec, cluster_id: str, standalone: bool
-) -> list[str]:
+    java: str, libs: Path, node: NodeSpec, cluster_id: str, standalone: bool,
+    extra: Sequence[str] = (),
+) -> list[str]:  # fmt: skip
     argv = [
         *_java_base(java, libs, node),
         "kafka.tools.StorageTool",
@@ -75,29 +77,35 @@ def format_command(
         cluster_id,
         "-c",
         str(node.properties_file),
+        *extra,
     ]
     # --standalone makes a lone node its own (dynamic) voter; with static
     # controller.quorum.voters the tool rejects any quorum flag.
     return [*argv, "--standalone"] if standalone else argv
 
 
-def write_config(layout: ClusterLayout, node: NodeSpec) -> None:
+def write_config(
+    layout: ClusterLayout, node: NodeSpec, security: SecurityFiles | None = None
+) -> None:
     for directory in (node.properties_file.parent, node.data_dir, node.logs_dir):
         directory.mkdir(parents=True, exist_ok=True)
     node.properties_file.write_text(
-        render_properties(server_properties(layout, node)), encoding="utf-8"
+        render_properties(server_properties(layout, node, security)), encoding="utf-8"
     )
     write_log4j2_xml(node.log4j_file)
 
 
 def format_storage(
-    java: str, libs: Path, layout: ClusterLayout, cluster_id: str, nodes: Sequence[NodeSpec]
-) -> None:
-    """Format those of ``nodes`` not formatted yet, in parallel (each is a JVM start)."""
+    java: str, libs: Path, layout: ClusterLayout, cluster_id: str, nodes: Sequence[NodeSpec],
+    security: SecurityFiles | None = None,
+) -> None:  # fmt: skip
+    """Format those of ``nodes`` not formatted yet, in parallel (each is a JVM start); with
+    ``security``, the format also creates its SCRAM users."""
     standalone = len(layout.nodes) == 1
+    extra = format_arguments(security) if security is not None else []
     running = {
         node: subprocess.Popen(
-            format_command(java, libs, node, cluster_id, standalone),
+            format_command(java, libs, node, cluster_id, standalone, extra),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import uuid
 
+from pipeline.localkafka import security as security_
 from pipeline.localkafka.layout import ClusterLayout, NodeSpec
 
 INTERNAL_TOPIC_PARTITIONS = 4
@@ -54,7 +55,9 @@ def _replication_properties(nodes: int) -> dict[str, str]:
     }
 
 
-def server_properties(layout: ClusterLayout, node: NodeSpec) -> dict[str, str]:
+def server_properties(
+    layout: ClusterLayout, node: NodeSpec, security: security_.SecurityFiles | None = None
+) -> dict[str, str]:
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
@@ -79,6 +82,8 @@ def server_properties(layout: ClusterLayout, node: NodeSpec) -> dict[str, str]:
         "num.recovery.threads.per.data.dir": "1",
         "background.threads": "2",
     }
+    if security is not None:  # the client listener speaks SASL_SSL instead
+        props.update(security_.server_properties(security, node))
     return props
 
 

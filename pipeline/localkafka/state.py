@@ -18,6 +18,7 @@ class ClusterState:
     base_port: int
     version: str
     cluster_id: str
+    security: str = "plaintext"
 
 
 def load_state(path: Path) -> ClusterState | None:
@@ -28,6 +29,7 @@ def load_state(path: Path) -> ClusterState | None:
             base_port=int(raw["base_port"]),
             version=str(raw["version"]),
             cluster_id=str(raw["cluster_id"]),
+            security=str(raw.get("security", "plaintext")),
         )
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         # Unreadable state is treated as none: the worst case is a re-format after a wipe.

@@ -13,8 +13,9 @@ What it models:
 - pause, resume and seek; asynchronous commits whose failures are reported at the next
   ``consume`` (``take_commit_failures``);
 - producers whose delivery reports are asynchronous (served by ``poll``/``flush`` only),
-  partitioning by key as librdkafka (``consistent_random``, CRC32, the default) or the Java
-  client (``murmur2_random``);
+  partitioning by key as the Java client (``murmur2_random``, what ``MemoryTransport`` gives
+  every producer unless ``producer_config`` names another ``partitioner``, as on Kafka) or
+  librdkafka's own default (``consistent_random``, CRC32: a bare ``broker.producer()``);
 - transactions: records of an open or aborted transaction are invisible to
   ``read_committed`` consumers (which stop at the last stable offset), commit markers take
   an offset, offsets sent to a transaction commit with it, and a second producer with the

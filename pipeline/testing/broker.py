@@ -47,8 +47,10 @@ class GroupMetadata:
 class MemoryBroker:
     """An in-memory Kafka cluster of one broker (see ``pipeline.testing`` for what it models).
 
-    ``default_partitions`` is what ``create`` uses when not told. ``assignor`` is the group
-    protocol when a consumer's config names none (``partition.assignment.strategy``).
+    ``default_partitions`` is what ``create`` uses when not told. ``partitioner`` is what a
+    producer uses when its config names none (librdkafka's default; ``MemoryTransport`` names
+    the Java client's). ``assignor`` is the group protocol when a consumer's config names none
+    (``partition.assignment.strategy``).
     """
 
     def __init__(

@@ -1,9 +1,11 @@
 """Which partition a produced record goes to, as the real clients choose it.
 
 - ``murmur2_random``: the Java client's default (and librdkafka's ``murmur2_random``):
-  ``toPositive(murmur2(key)) % n``, Kafka's ``Utils.murmur2`` bit for bit.
-- ``consistent_random``: librdkafka's default, which the Kafka adapter uses (it sets no
-  ``partitioner``): ``crc32(key) % n``.
+  ``toPositive(murmur2(key)) % n``, Kafka's ``Utils.murmur2`` bit for bit. Both transports
+  give it to every producer of the framework (``pipeline.transport.JAVA_COMPATIBLE_PARTITIONER``).
+- ``consistent_random``: librdkafka's own default, which a bare ``MemoryBroker.producer()``
+  keeps, as a confluent-kafka ``Producer`` configured with no ``partitioner`` does:
+  ``crc32(key) % n``.
 
 Records without a key (and, for ``consistent_random``, with an empty one) go to a partition
 of the client's own choosing: here round-robin, so that tests are deterministic.

@@ -28,6 +28,7 @@ from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.log import Record
 from pipeline.testing.producer import MemoryProducer
+from pipeline.transport import JAVA_COMPATIBLE_PARTITIONER
 
 if TYPE_CHECKING:
     from pipeline.serde import SchemaResolver
@@ -58,14 +59,17 @@ class MemoryTransport:
         )
 
     def producer(self, client_id: str) -> MemoryProducer:
-        # User overrides last, as on Kafka: message.max.bytes and partitioner are modelled.
-        return self.broker.producer({"client.id": client_id} | self.settings.producer_config)
+        # As pipeline.kafka.config.producer: the Java client's partitioner, and the user's
+        # overrides last (message.max.bytes and partitioner are modelled).
+        config = {"client.id": client_id, "partitioner": JAVA_COMPATIBLE_PARTITIONER}
+        return self.broker.producer(config | self.settings.producer_config)
 
     def transactional_producer(
         self, client_id: str, transactional_id: str, transaction_timeout_s: float
     ) -> MemoryProducer:
         # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
-        config = {"client.id": client_id, "transactional.id": transactional_id}
+        config = {"client.id": client_id, "partitioner": JAVA_COMPATIBLE_PARTITIONER,
+                  "transactional.id": transactional_id}  # fmt: skip
         return self.broker.producer(config | self.settings.producer_config)
 
     def admin(self) -> MemoryAdmin:

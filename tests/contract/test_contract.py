@@ -133,7 +133,7 @@ def test_hooks_hear_each_outcome_once_it_is_final(harness: Harness) -> None:
         poison = t.publish(PINGS, Ping(ping_id="poison", n=0), key="k")
         fine = t.publish(PINGS, Ping(ping_id="fine", n=1), key="k")
         t.run_until_idle()
-    assert rec.of("failed") == [("failed", "answer", _at(poison), "ValueError")]
+    assert rec.of("failed") == [("failed", "answer", _at(poison), "ValueError", 1, False)]
     assert rec.of("dead_lettered") == [("dead_lettered", "answer", _at(poison), "ValueError")]
     assert rec.of("succeeded") == [("succeeded", "answer", _at(fine), 1)]
     assert rec.of("completed") == [("completed", "answer", _at(fine))]
@@ -149,7 +149,8 @@ def test_hooks_hear_a_retry_once_its_copy_is_acknowledged(harness: Harness) -> N
     with harness([Flaky], hooks=[rec]) as t:
         sent = t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
         t.run_until_idle(timeout_s=60)
-    assert rec.of("retrying") == [("retrying", "flaky", _at(sent), "ConnectionError", 1)]
+    assert rec.of("retrying") == [("retrying", "flaky", _at(sent), "ConnectionError", 1, 0)]
+    assert rec.of("failed") == [("failed", "flaky", _at(sent), "ConnectionError", 1, True)]
     names = rec.names()
     assert names.index("failed") < names.index("retrying") < names.index("succeeded")
     assert len(rec.of("completed")) == 1

@@ -128,9 +128,9 @@ def test_completed_waits_for_the_outputs_acknowledgement() -> None:
     at = _at(t, sent)
     assert [h[2] for h in rec.of("succeeded")] == [at, at]
     assert rec.of("completed") == [("completed", "answer", at)]
-    assert [(h[3], h[4]) for h in rec.of("stall")] == [(sent.offset, 1)]
+    assert [(h[3], h[4]) for h in rec.of("delivery_stall")] == [(sent.offset, 1)]
     names = rec.names()
-    assert names.index("stall") < len(names) - names[::-1].index("succeeded") - 1
+    assert names.index("delivery_stall") < len(names) - names[::-1].index("succeeded") - 1
 
 
 def test_an_event_without_outputs_is_completed_when_its_handler_returns() -> None:
@@ -150,8 +150,8 @@ def test_failures_are_heard_with_their_outcome() -> None:
         t.run_until_idle()
         stats = t.stats(Answer)
     assert rec.of("failed") == [
-        ("failed", "answer", _at(t, poison), "ValueError"),
-        ("failed", "answer", _at(t, skip), "Skip"),
+        ("failed", "answer", _at(t, poison), "ValueError", 1, False),
+        ("failed", "answer", _at(t, skip), "Skip", 1, False),
     ]
     assert rec.of("dead_lettered") == [("dead_lettered", "answer", _at(t, poison), "ValueError")]
     assert rec.of("skipped") == [("skipped", "answer", _at(t, skip))]
@@ -179,7 +179,8 @@ def test_a_retry_is_heard_once_its_copy_is_acknowledged_then_the_success() -> No
     with TestPipeline([Flaky], _settings(), hooks=[rec]) as t:
         sent = t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
         t.run_until_idle()
-    assert rec.of("retrying") == [("retrying", "flaky", _at(t, sent), "ConnectionError", 1)]
+    assert rec.of("retrying") == [("retrying", "flaky", _at(t, sent), "ConnectionError", 1, 0)]
+    assert rec.of("failed") == [("failed", "flaky", _at(t, sent), "ConnectionError", 1, True)]
     [succeeded] = rec.of("succeeded")
     assert succeeded[2].startswith(t.pipeline.plans[0].retry_topics[0])
     names = rec.names()
@@ -209,6 +210,38 @@ def test_the_breaker_is_heard_opening_probing_and_closing() -> None:
         t.run_until_idle()
     changes = [(old, new) for _, _, old, new in rec.of("breaker")]
     assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
+    [failed] = rec.of("failed")
+    assert failed[3:] == ("ConnectionError", 1, True), "held by the breaker: tried again"
+    assert rec.of("retrying") == [], "a hold is not a retry copy"
+
+
+class InPlace(Stage):
+    consumes = PINGS
+    retry = RetryPolicy(in_process_attempts=1, ordered=True)
+    calls = 0
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        type(self).calls += 1
+        if type(self).calls < 3:
+            raise ConnectionError("not yet")
+
+
+def test_an_in_place_retry_is_heard_with_no_tier_and_counted_attempts() -> None:
+    InPlace.calls = 0
+    rec = Recorder()
+    with TestPipeline([InPlace], _settings(), hooks=[rec]) as t:
+        sent = t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
+        t.run_until_idle()
+    at = _at(t, sent)
+    assert [h[2:] for h in rec.of("failed")] == [
+        (at, "ConnectionError", 1, True),
+        (at, "ConnectionError", 2, True),
+    ]
+    assert [h[2:] for h in rec.of("retrying")] == [
+        (at, "ConnectionError", 1, None),
+        (at, "ConnectionError", 2, None),
+    ]
+    assert [h[2] for h in rec.of("completed")] == [at]
 
 
 def test_a_duplicate_is_heard_and_not_handled(tmp_path: Path) -> None:

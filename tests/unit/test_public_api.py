@@ -16,6 +16,7 @@ EXPECTED = {
     "SchemaMismatchError", "SchemaNotFoundError", "SerializationError", "Settings", "Skip",
     "Stage", "StageInfo", "Topic", "TopicNotFoundError", "TruncatedPayloadError",
     "UnknownSchemaError",
+    "AuthenticationError", "TLSError",  # issue 11: secured clusters
     "Worker", "WorkerInfo", "load_settings",
 }  # fmt: skip
 
