@@ -3,6 +3,8 @@
 The public API is what ``__all__`` lists; everything else may change without notice.
 """
 
+from typing import TYPE_CHECKING
+
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
@@ -33,6 +35,13 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stage import Stage, Topic
+
+if TYPE_CHECKING:
+    # Loaded lazily at run time (``__getattr__`` below); these imports let type checkers and
+    # IDEs see the real classes rather than ``object``.
+    from pipeline.app import Pipeline
+    from pipeline.publisher import Delivered, Publisher
+    from pipeline.worker import Worker
 
 __all__ = [
     "AuthenticationError",

@@ -149,7 +149,9 @@ def build_codec(
         from pipeline.kafka.registry import ConfluentRegistry
         from pipeline.serde import ConfluentCodec
 
-        return ConfluentCodec(catalog, ConfluentRegistry(settings)), _no_announce
+        registry = ConfluentRegistry(settings)
+        subjects = settings.schema_registry_subject_strategy
+        return ConfluentCodec(catalog, registry, subjects), _no_announce
     schemas = transport.schema_store()
 
     def announce(binding: Binding[Any]) -> None:

@@ -41,18 +41,47 @@ topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 
+# Help text is rich markup: "[pipeline]" unescaped would vanish as a style tag.
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file ([pipeline] table).")
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (\\[pipeline] table).")
 ]
 StagesOpt = Annotated[
     str, typer.Option("--stages", help="Modules/packages whose topics are known (comma separated).")
 ]
 # A refused login or untrusted certificate is fixed in the settings, like a bad option.
 USAGE_ERRORS = (ConfigError, DeclarationError, SchemaError, AuthenticationError, TLSError)
+DEFAULT_PROGRESS_S = 10.0
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+def version_line() -> str:
+    """``kafka-pipeline 0.1.0 (confluent-kafka 2.16.1, Python 3.11.2)``, from the installed
+    distributions' metadata (no client library is imported for it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    client = f"confluent-kafka {of('confluent-kafka')}"
+    return f"kafka-pipeline {of('kafka-pipeline')} ({client}, Python {python})"
 
 
 @app.callback()
-def _importable_cwd() -> None:
+def _importable_cwd(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Show the version."),
+    ] = False,
+) -> None:
     """Stage modules are named relative to the current directory, as with `python -m`."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -72,18 +101,41 @@ def _settings(config: Path | None) -> Any:
 @app.command()
 def run(
     module: Annotated[
-        str, typer.Argument(help="Stage module(s), e.g. stages.video or stages.video:Transcode.")
+        str,
+        typer.Argument(
+            help="Stage module(s): stages.video, stages.video:Transcode, stages/video.py, a,b."
+        ),
     ],
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
     config: ConfigOpt = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="DEBUG, INFO, WARNING or ERROR (default: PIPELINE_LOG_LEVEL, else INFO).",
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No per-stage progress lines.")
+    ] = False,
+    progress_interval: Annotated[
+        float,
+        typer.Option(
+            "--progress-interval", min=1, metavar="SECONDS", help="Seconds between progress lines."
+        ),
+    ] = DEFAULT_PROGRESS_S,
 ) -> None:
-    """Run the stages of MODULE until SIGINT/SIGTERM (graceful: finish, commit, leave)."""
-    from pipeline.logs import setup_logging
-    from pipeline.worker import run_workers
+    """Run the stages of MODULE until SIGINT/SIGTERM (graceful: finish, commit, leave).
 
-    setup_logging()
+    Logs each stage's group, retry and dead-letter topics, then a progress line per stage."""
+    from pipeline.logs import setup_logging
+    from pipeline.worker import RunOptions, run_workers
+
+    options = RunOptions(log_level, None if quiet else progress_interval)
     try:
-        code = run_workers(module, _settings(config), workers)
+        setup_logging(log_level)
+        code = run_workers(module, _settings(config), workers, options)
     except PipelineError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
@@ -173,9 +225,12 @@ def topics_list(config: ConfigOpt = None) -> None:
     from pipeline.transport import kafka
 
     try:
-        topics = kafka(_settings(config)).admin().topics()
+        settings = _settings(config)
+        topics = kafka(settings).admin().topics()
     except PipelineError as exc:
         raise _fail(exc) from None
+    if not topics:  # said on stderr, so `| wc -l` still counts topics
+        typer.echo(f"no topics on {settings.bootstrap_servers}", err=True)
     for name in sorted(topics):
         typer.echo(f"{name}\t{topics[name].partitions}")
 

@@ -1,9 +1,15 @@
-"""Typed, frozen settings, loaded from (lowest to highest precedence) defaults, a TOML file and
-``PIPELINE_*`` environment variables.
+"""Typed, frozen settings, loaded from (lowest to highest precedence) defaults, a TOML file,
+``PIPELINE_*`` environment variables and the keyword arguments of ``load_settings``.
 
 ``KAFKA_BOOTSTRAP_SERVERS`` is honoured too (it is what Docker images and CI systems export).
-Unknown ``PIPELINE_*`` variables and unknown TOML keys are rejected with a "did you mean" hint,
-because a misspelt setting that is silently ignored is worse than a crash at startup.
+Without either, the default bootstrap follows ``PIPELINE_KAFKA_BASE_PORT``, the port the local
+broker (``make kafka-up``) listens on. Unknown TOML keys, and ``PIPELINE_*`` variables close to
+a setting's name, are rejected with a "did you mean" hint, because a misspelt setting that is
+silently ignored is worse than a crash at startup; a ``PIPELINE_*`` variable like no setting
+(another tool's, say) is only warned about.
+
+The precedence is pydantic-settings' own: ``Settings.settings_customise_sources`` ranks the
+sources, and the file is read by its ``TomlConfigSettingsSource`` (``pipeline.configfile``).
 
 librdkafka options that have no field here go in ``consumer_config`` / ``producer_config`` using
 librdkafka's own dotted names; they are applied last and win. Connection options (security,
@@ -14,10 +20,12 @@ fields, because every client needs them alike (see ``pipeline.security``).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,12 +35,25 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from pipeline import security
+from pipeline.configfile import PipelineToml, config_file_in_use, reading
 from pipeline.errors import ConfigError
 
+log = logging.getLogger("pipeline.config")
 ENV_PREFIX = "PIPELINE_"
+LOCAL_HOST = "127.0.0.1"
+LOCAL_BASE_PORT = 19092  # the local broker's (pipeline.localkafka), when unset
+BASE_PORT_ENV = "PIPELINE_KAFKA_BASE_PORT"
+# A stray PIPELINE_* variable this close to a setting's name (difflib's ratio) is taken for a
+# misspelling and refused; one less alike is only warned about.
+TYPO_CUTOFF = 0.75
 # Read by other tools of this project (the local broker), not by Settings.
 _FOREIGN_ENV = {
     "PIPELINE_KAFKA_VERSION",
@@ -53,7 +74,7 @@ class Settings(BaseSettings):
     )
 
     bootstrap_servers: str = Field(
-        "127.0.0.1:19092",
+        default_factory=lambda: local_bootstrap(),
         validation_alias=AliasChoices(
             "bootstrap_servers", "PIPELINE_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
         ),
@@ -64,7 +85,27 @@ class Settings(BaseSettings):
         None,
         description="Confluent Schema Registry URL; when set, the Confluent wire format is used.",
     )
-    schema_registry_password: SecretStr | None = None
+    schema_registry_subject_strategy: Literal["topic", "record", "topic_record"] = Field(
+        "topic",
+        description="Registry subject per value: <topic>-value, <record name>, <topic>-<record>.",
+    )
+    schema_registry_username: str | None = Field(None, description="Registry basic-auth user.")
+    schema_registry_password: SecretStr | None = Field(
+        None, description="Registry basic-auth password (needs schema_registry_username)."
+    )
+    schema_registry_ca_file: Path | None = Field(
+        None, description="CA bundle (file or directory) that signs the registry's certificate."
+    )
+    schema_registry_certificate_file: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS to the registry."
+    )
+    schema_registry_key_file: Path | None = Field(
+        None, description="Private key (PEM) of the client certificate."
+    )
+    schema_registry_key_password: SecretStr | None = None
+    schema_registry_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for one registry request."
+    )
     topic_prefix: str = Field(
         "", description="Prepended to every topic and group name (environment isolation)."
     )
@@ -106,6 +147,21 @@ class Settings(BaseSettings):
         default_factory=dict, description="librdkafka options for every client (dotted names)."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest first: keyword arguments, the environment, then the TOML file that
+        ``load_settings`` is reading (none when Settings is built directly)."""
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        path = config_file_in_use()
+        return sources if path is None else (*sources, PipelineToml(settings_cls, path))
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_look_like_host_port(cls, value: str) -> str:
@@ -124,6 +180,27 @@ class Settings(BaseSettings):
                 f"topic_replication ({self.topic_replication})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _registry_settings_are_whole(self) -> Settings:
+        # Half a credential fails only at the first registry call, mid-stream: refuse it here.
+        if self.schema_registry_password is not None and not self.schema_registry_username:
+            raise ValueError("schema_registry_password needs schema_registry_username")
+        key_set = self.schema_registry_key_file or self.schema_registry_key_password
+        if key_set and self.schema_registry_certificate_file is None:
+            raise ValueError(
+                "schema_registry_key_file/_key_password need "
+                "schema_registry_certificate_file"
+            )
+        # Credentials in the URL would show in every repr and error that names it.
+        urls = (self.schema_registry_url or "").split(",")
+        if any("@" in urlsplit(url.strip()).netloc for url in urls):
+            raise ValueError(
+                "schema_registry_url must not carry credentials; set "
+                "schema_registry_username and schema_registry_password"
+            )
+        return self
+
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
@@ -161,62 +238,59 @@ class Settings(BaseSettings):
         return {"min.insync.replicas": str(self.topic_min_insync_replicas)}
 
 
+def local_bootstrap() -> str:
+    """The local broker's address: its first node listens on ``PIPELINE_KAFKA_BASE_PORT``."""
+    raw = os.environ.get(BASE_PORT_ENV, "").strip()
+    if not raw:
+        return f"{LOCAL_HOST}:{LOCAL_BASE_PORT}"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{BASE_PORT_ENV} must be a port number, got {raw!r}")
+    return f"{LOCAL_HOST}:{int(raw)}"
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings, turning every kind of bad input into one readable ConfigError."""
     if config_file is None and os.environ.get("PIPELINE_CONFIG"):
         config_file = Path(os.environ["PIPELINE_CONFIG"])
-    _reject_unknown_env()
-    values = _read_toml(config_file) if config_file else {}
-    # Precedence: explicit overrides > environment > file > defaults. pydantic-settings ranks
-    # constructor values above the environment, so file values the environment sets are dropped.
-    for name in _set_in_environment():
-        values.pop(name, None)
-    values.update(overrides)
+    _check_environment()
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
     try:
-        return Settings(**values)
+        with reading(config_file):
+            return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
     except SettingsError as exc:  # an environment value that is not valid JSON, say
         raise ConfigError(_describe_source_error(exc)) from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table = data.get("pipeline", data)
-    if not isinstance(table, dict):
-        raise ConfigError(f"config file {path}: [pipeline] must be a table")
-    for key in table:
-        if key not in Settings.model_fields:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}{_hint(key)}")
-    return dict(table)
-
-
-def _set_in_environment() -> set[str]:
-    names = {n for n in Settings.model_fields if ENV_PREFIX + n.upper() in os.environ}
-    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
-        names.add("bootstrap_servers")
-    return names
-
-
-def _reject_unknown_env() -> None:
-    for name in os.environ:
+def _check_environment() -> None:
+    """Refuse a ``PIPELINE_*`` variable that looks like a misspelt setting; warn about one
+    that looks like none (it may belong to another tool, or be left over)."""
+    for name in sorted(os.environ):
         if not name.startswith(ENV_PREFIX) or name in _FOREIGN_ENV:
             continue
         field = name[len(ENV_PREFIX) :].lower()
-        if field not in Settings.model_fields:
+        if field in Settings.model_fields:
+            continue
+        if _closest(field, TYPO_CUTOFF):
             raise ConfigError(f"unknown environment variable {name}{_hint(field, env=True)}")
+        log.warning("ignoring environment variable %s: no such setting%s", name,
+                    _hint(field, env=True))  # fmt: skip
+
+
+def _closest(key: str, cutoff: float = 0.6) -> str | None:
+    match = difflib.get_close_matches(key.lower(), list(Settings.model_fields), 1, cutoff)
+    return match[0] if match else None
 
 
 def _hint(key: str, *, env: bool = False) -> str:
-    match = difflib.get_close_matches(key.lower(), list(Settings.model_fields), n=1)
-    if not match:
+    match = _closest(key)
+    if match is None:
         return ""
-    return f" (did you mean {ENV_PREFIX + match[0].upper() if env else match[0]!r}?)"
+    return f" (did you mean {ENV_PREFIX + match.upper() if env else repr(match)}?)"
 
 
 def _describe_source_error(exc: SettingsError) -> str:

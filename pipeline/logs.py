@@ -9,16 +9,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.errors import ConfigError
+
 # librdkafka says how long a failed connection took and how many identical errors it dropped;
 # neither makes a message different for the reader.
 _DURATION = re.compile(r"\b\d+ms\b")
 _SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(level: str | None = None) -> str:
+    """``level`` (else ``PIPELINE_LOG_LEVEL``, else INFO) as a level name, or ConfigError."""
+    chosen = level or os.environ.get("PIPELINE_LOG_LEVEL") or "INFO"
+    name = chosen.strip().upper()
+    if name == "WARN":
+        name = "WARNING"
+    if name not in LEVELS:
+        where = "--log-level" if level else "PIPELINE_LOG_LEVEL"
+        raise ConfigError(f"{where} must be one of {', '.join(LEVELS)} (got {chosen!r})")
+    return name
+
+
 def setup_logging(level: str | None = None) -> None:
-    level = (level or os.environ.get("PIPELINE_LOG_LEVEL") or "INFO").upper()
+    """Log to stderr at ``level`` (see ``log_level``); ConfigError for a level that is none."""
     logging.basicConfig(
-        level=level,
+        level=log_level(level),
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
     )
 

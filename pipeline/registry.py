@@ -13,13 +13,19 @@ them all in one go instead of one per restart.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+import logging
+import os
+import pkgutil
+import sys
 import traceback
 import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
@@ -29,6 +35,7 @@ from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic, deferred_field_checks
 
+log = logging.getLogger("pipeline.registry")
 STAGES_ATTR = "STAGES"
 HOOKS_ATTR = "HOOKS"
 
@@ -59,8 +66,11 @@ class StagePlan:
 
 def load(spec: str) -> list[type[Stage]]:
     stages: list[type[Stage]] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        stages.extend(_load_one(part))
+    for part in _parts(spec):
+        named = module_spec(part)
+        if named != part:
+            log.info("%s is a file: running it as %s (name modules as with python -m)", part, named)
+        stages.extend(_load_one(named))
     if not stages:
         raise DeclarationError(f"{spec!r} names no stages")
     return list(dict.fromkeys(stages))
@@ -70,13 +80,42 @@ def load_hooks(spec: str) -> list[Hook]:
     """The ``HOOKS`` lists of the modules ``spec`` names (imported already by ``load``), in
     order, each hook once."""
     hooks: list[Hook] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        module_name = part.partition(":")[0]
+    for part in _parts(spec):
+        module_name = module_spec(part).partition(":")[0]
         listed = getattr(_import(module_name), HOOKS_ATTR, ())
         for hook in check(listed, f"{module_name}.{HOOKS_ATTR}"):
             if all(hook is not h for h in hooks):
                 hooks.append(hook)
     return hooks
+
+
+def _parts(spec: str) -> list[str]:
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
+def module_spec(part: str) -> str:
+    """``stages/images.py[:Stage]`` as ``stages.images[:Stage]``: what users type after
+    tab-completing a file, taken relative to the current directory, as ``python -m`` would.
+    A module name is returned as it is."""
+    where, colon, attr = part.partition(":")
+    if not (where.endswith(".py") or "/" in where or os.sep in where):
+        return part
+    path = Path(where)
+    path = path.with_suffix("") if path.suffix == ".py" else path
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            raise DeclarationError(
+                f"{where} is outside the current directory: run from the directory that "
+                "holds its package, or name the module (stages.images)"
+            ) from None
+    names = [p for p in path.parts if p not in ("", ".")]
+    if names and names[-1] == "__init__":
+        names.pop()
+    if not names or ".." in names or not all(n.isidentifier() for n in names):
+        raise DeclarationError(f"{where!r} is neither a module name nor a stage file")
+    return ".".join(names) + colon + attr
 
 
 def _load_one(spec: str) -> list[type[Stage]]:
@@ -85,7 +124,9 @@ def _load_one(spec: str) -> list[type[Stage]]:
     if attr:
         stage = getattr(module, attr, None)
         if not (isinstance(stage, type) and issubclass(stage, Stage)):
-            raise DeclarationError(f"{module_name} has no stage class {attr!r}")
+            raise DeclarationError(
+                f"{module_name} has no stage class {attr!r}{_stage_hint(module, attr)}"
+            )
         return [stage]
     listed = getattr(module, STAGES_ATTR, None)
     if listed is None:
@@ -96,6 +137,14 @@ def _load_one(spec: str) -> list[type[Stage]]:
     if bad:
         raise DeclarationError(f"{module_name}.{STAGES_ATTR} holds non-stages: {', '.join(bad)}")
     return list(listed)
+
+
+def _stage_hint(module: types.ModuleType, attr: str) -> str:
+    found = [n for n, v in vars(module).items() if _is_stage(v)]
+    close = difflib.get_close_matches(attr, found, n=1)
+    if close:
+        return f" (did you mean {module.__name__}:{close[0]}?)"
+    return f" (its stages: {', '.join(found)})" if found else ""
 
 
 def _is_stage(value: object) -> bool:
@@ -194,7 +243,7 @@ def discover_topics(spec: str) -> dict[str, Topic]:
     """Every Topic declared in the given modules or packages (module-level constants and the
     consumes/emits of their stages), by logical name. Used by ``pipeline publish``."""
     found: dict[str, Topic] = {}
-    for name in (p.strip() for p in spec.split(",") if p.strip()):
+    for name in _parts(spec):
         for module in _modules(name):
             for value in vars(module).values():
                 for topic in _topics_of(value):
@@ -221,7 +270,8 @@ def _import(name: str) -> types.ModuleType:
         raise  # ours already says what is wrong (a stage declaration, say)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise DeclarationError(f"no module named {name!r}") from None
+            hint = _module_hint(exc.name, name)
+            raise DeclarationError(f"no module named {name!r}{hint}") from None
         raise DeclarationError(f"cannot import {name}: {_where(exc)}{exc}") from None
     except SyntaxError as exc:  # IndentationError too
         where = f"{exc.filename}, line {exc.lineno}: " if exc.filename else ""
@@ -230,6 +280,18 @@ def _import(name: str) -> types.ModuleType:
         raise DeclarationError(
             f"cannot import {name}: {_where(exc)}{type(exc).__name__}: {exc}"
         ) from None
+
+
+def _module_hint(missing: str, name: str) -> str:
+    """``name`` with its first missing part (``missing``) replaced by a close match among its
+    siblings: the modules of its package, or the top-level ones in the current directory."""
+    parent, _, _ = missing.rpartition(".")
+    package = sys.modules.get(parent) if parent else None
+    paths = list(getattr(package, "__path__", [])) if parent else [os.getcwd()]
+    prefix = f"{parent}." if parent else ""
+    siblings = [prefix + m.name for m in pkgutil.iter_modules(paths)]
+    close = difflib.get_close_matches(missing, siblings, n=1)
+    return f" (did you mean {close[0] + name[len(missing) :]!r}?)" if close else ""
 
 
 def _where(exc: BaseException) -> str:
@@ -241,8 +303,7 @@ def _where(exc: BaseException) -> str:
 
 
 def _modules(name: str) -> list[types.ModuleType]:
-    import pkgutil
-
+    name = module_spec(name)
     module = _import(name)
     modules = [module]
     for info in pkgutil.iter_modules(getattr(module, "__path__", [])):

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import NoReturn
@@ -22,6 +23,7 @@ from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeclarationError, SchemaError
 from pipeline.hooks import WorkerInfo, call_each
+from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
@@ -149,17 +151,37 @@ def _on_stop_signals(callback: object) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_workers(spec: str, settings: Settings, workers: int) -> int:
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How ``pipeline run`` reports: its log level (None: ``PIPELINE_LOG_LEVEL``, else INFO)
+    and the interval of its progress lines (None: ``--quiet``, no progress lines)."""
+
+    log_level: str | None = None
+    progress_interval_s: float | None = 10.0
+
+
+def with_progress(pipeline: Pipeline, options: RunOptions) -> Pipeline:
+    """``pipeline`` with a ``ProgressLog`` among its hooks, unless the options say quiet."""
+    if options.progress_interval_s is None:
+        return pipeline
+    hook = ProgressLog(pipeline.plans, pipeline.transport.lag_monitor, options.progress_interval_s)
+    return replace(pipeline, hooks=(*pipeline.hooks, hook))
+
+
+def run_workers(
+    spec: str, settings: Settings, workers: int, options: RunOptions = RunOptions()
+) -> int:
     """``pipeline run``: one worker in this process, or ``workers`` supervised child processes
     (``pipeline.supervisor``: restarted when they die)."""
     stop = StopEvent()
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
+    log_names(pipeline.plans)
     pipeline.ensure_topics()
     if workers == 1:
         set_process_title(f"pipeline worker {spec}")
         try:
-            code = Worker(pipeline, stop=stop).run_until_signalled()
+            code = Worker(with_progress(pipeline, options), stop=stop).run_until_signalled()
         finally:
             pipeline.close()
         return exit_within(code)
@@ -171,17 +193,19 @@ def run_workers(spec: str, settings: Settings, workers: int) -> int:
     def spawn(index: int) -> BaseProcess:
         # Our pid, not the child's getppid(): if we die before the child looks, that would
         # already be init's, and the child would never notice it was orphaned.
-        args = (spec, settings, index, workers, os.getpid())
+        args = (spec, settings, index, workers, os.getpid(), options)
         return ctx.Process(target=_child, args=args, name=f"worker-{index}")
 
     return Supervisor(spawn, workers, stop, settings.shutdown_timeout_s).run()
 
 
-def _child(spec: str, settings: Settings, index: int, workers: int, parent: int) -> None:
+def _child(
+    spec: str, settings: Settings, index: int, workers: int, parent: int, options: RunOptions
+) -> None:
     from pipeline.logs import setup_logging
 
     set_process_title(f"pipeline worker {index}/{workers} {spec}")
-    setup_logging()
+    setup_logging(options.log_level)
     stop = StopEvent()
     _on_stop_signals(stop.set)
     try:
@@ -189,7 +213,7 @@ def _child(spec: str, settings: Settings, index: int, workers: int, parent: int)
     except (ConfigError, DeclarationError, SchemaError) as exc:  # the supervisor gives up on 2
         log.error("worker %d: %s", index, exc)
         raise SystemExit(2) from None
-    worker = Worker(pipeline, worker_id=f"w{index}", stop=stop)
+    worker = Worker(with_progress(pipeline, options), worker_id=f"w{index}", stop=stop)
     try:
         code = worker.run_until_signalled(parent_pid=parent)
     finally:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BrokerUnavailableError
-from pipeline.localkafka import LocalKafka
+from pipeline.localkafka import DEFAULT_KAFKA_VERSION, LocalKafka
 
 if TYPE_CHECKING:  # imported lazily at run time: only the Docker path needs testcontainers
     from testcontainers.core.container import DockerContainer
@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # imported lazily at run time: only the Docker path needs tes
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_BROKER = "PIPELINE_TEST_BROKER"
 BROKER_CHOICES = ("auto", "docker", "local")
-KAFKA_IMAGE = os.environ.get("PIPELINE_KAFKA_IMAGE", "apache/kafka:4.1.0")
+# The same Kafka version as the local JVM broker, so both paths test one broker.
+KAFKA_IMAGE = os.environ.get("PIPELINE_KAFKA_IMAGE", f"apache/kafka:{DEFAULT_KAFKA_VERSION}")
 START_TIMEOUT_S = 120
 CONTAINER_LABEL = "org.kafka-pipeline.test-broker"
 
@@ -164,7 +165,7 @@ def _docker_kafka() -> Iterator[str]:
 
     testcontainers' ``KafkaContainer`` is not used: it is written for Confluent's cp-kafka
     image (its start script calls /etc/confluent/docker/*, and ``with_kraft()`` rejects tags
-    below 7.0.0, so "4.1.0"). The advertised listener must name the host port Docker picks, which
+    below 7.0.0, so "4.4.0"). The advertised listener must name the host port Docker picks, which
     is known only after the container starts, so the container waits for a start script that is
     copied in afterwards (the same trick ``KafkaContainer`` uses).
     """

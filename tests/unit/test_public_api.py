@@ -55,3 +55,13 @@ def test_confluent_kafka_is_imported_only_by_the_adapter() -> None:
         if imports.search(p.read_text()) and p.relative_to(root).parts[0] != "kafka"
     ]
     assert offenders == []
+
+
+def test_there_is_one_fake_clock_for_the_runner_and_the_memory_broker() -> None:
+    """``pipeline.testing.FakeClock`` is ``pipeline.clock.FakeClock``: one time, one class."""
+    from pipeline import clock, testing
+
+    assert testing.FakeClock is clock.FakeClock
+    fake = testing.FakeClock(1_000.0, monotonic=5.0)
+    fake.advance(2.5)
+    assert (fake.monotonic(), fake.time(), fake.wall_ms()) == (7.5, 1_002.5, 1_002_500)
