@@ -100,3 +100,20 @@ chaos: $(STAMP) ## Chaos run: kills/SIGTERMs/scaling/broker restart under load; 
 	$(PY) -m chaos.runner --events $(EVENTS) --kills $(KILLS) --nodes $(NODES) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
 
 .PHONY: chaos
+
+# -- containerized Kafka: an image built here, no registry needed (see docker/kafka/build.sh) --
+# The integration tests that matter most: delivery, crash and redelivery, retries and the DLQ,
+# exactly-once. They run on a testcontainers broker from the image (tests/brokers.py).
+DOCKER_TESTS ?= tests/integration/test_delivery.py tests/integration/test_crash_and_shutdown.py \
+	tests/integration/test_retries.py tests/integration/test_failures.py \
+	tests/integration/test_exactly_once.py
+
+kafka-image: $(STAMP) ## Build the Kafka 4.4 image from Debian + the Maven jars (cached; needs a Docker engine, root once)
+	PY=$(PY) bash docker/kafka/build.sh >/dev/null
+
+test-docker: $(STAMP) ## Run the key integration tests on a broker in Docker, from make kafka-image's image
+	image="$$(PY=$(PY) bash docker/kafka/build.sh)" && \
+	PIPELINE_TEST_BROKER=docker PIPELINE_KAFKA_IMAGE="$$image" TESTCONTAINERS_RYUK_DISABLED=true \
+		$(BIN)/pytest $(DOCKER_TESTS) $(PYTEST_ARGS)
+
+.PHONY: kafka-image test-docker
