@@ -3,6 +3,9 @@
 The public API is what ``__all__`` lists; everything else may change without notice.
 """
 
+from typing import TYPE_CHECKING
+
+from pipeline.alerts import Alert, Alerts
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
@@ -34,7 +37,17 @@ from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stage import Stage, Topic
 
+if TYPE_CHECKING:
+    # Loaded lazily at run time (``__getattr__`` below); these imports let type checkers and
+    # IDEs see the real classes rather than ``object``.
+    from pipeline.app import Pipeline
+    from pipeline.publisher import Delivered, Publisher
+    from pipeline.queues import PipelineStatus, StageStatus, status
+    from pipeline.worker import Worker
+
 __all__ = [
+    "Alert",
+    "Alerts",
     "AuthenticationError",
     "Backoff",
     "BadMagicError",
@@ -58,6 +71,7 @@ __all__ = [
     "KafkaError",
     "Pipeline",
     "PipelineError",
+    "PipelineStatus",
     "Publisher",
     "RetryAfter",
     "RetryPolicy",
@@ -69,6 +83,7 @@ __all__ = [
     "Skip",
     "Stage",
     "StageInfo",
+    "StageStatus",
     "TLSError",
     "Topic",
     "TopicNotFoundError",
@@ -77,6 +92,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "load_settings",
+    "status",
 ]
 
 
@@ -91,6 +107,10 @@ def __getattr__(name: str) -> object:
         from pipeline.app import Pipeline
 
         return Pipeline
+    if name in ("status", "StageStatus", "PipelineStatus"):
+        from pipeline import queues
+
+        return getattr(queues, name)
     if name == "Worker":
         from pipeline.worker import Worker
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import registry
+from pipeline import alertwatch, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
+from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
@@ -54,6 +55,8 @@ class Pipeline:
     ) -> Pipeline:
         """``hooks`` hear every stage (each stage's own ``hooks`` are added for it)."""
         hooks = check(hooks, "Pipeline hooks")
+        if structured():  # JSON log lines: let them know each stage's and event's whereabouts
+            hooks = (LogContext(), *hooks)
         if transport is None:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created
@@ -109,7 +112,8 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        return StageRunner(
+        alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
+        runner = StageRunner(
             plan,
             consumer,
             producer,
@@ -120,10 +124,13 @@ class Pipeline:
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
             clock=clock,
-            hooks=self.hooks,
+            hooks=self.hooks if alerts is None else (*self.hooks, alerts),
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
         )
+        if alerts is not None:
+            alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
+        return runner
 
 
 def load_catalog(settings: Settings) -> SchemaCatalog:
@@ -149,7 +156,9 @@ def build_codec(
         from pipeline.kafka.registry import ConfluentRegistry
         from pipeline.serde import ConfluentCodec
 
-        return ConfluentCodec(catalog, ConfluentRegistry(settings)), _no_announce
+        registry = ConfluentRegistry(settings)
+        subjects = settings.schema_registry_subject_strategy
+        return ConfluentCodec(catalog, registry, subjects), _no_announce
     schemas = transport.schema_store()
 
     def announce(binding: Binding[Any]) -> None:

@@ -62,6 +62,8 @@ class OffsetCommitter:
     def before_batch(self) -> None:
         pass
 
+    overdue = False  # offsets commit on the interval; nothing times out in between
+
     def commit(
         self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
     ) -> None:
@@ -140,9 +142,18 @@ class TransactionCommitter:
         self._abort_pending = False  # an abort timed out and goes on in the background
         # A commit that timed out and goes on in the background: what it commits.
         self._commit_pending: tuple[set[TopicPartition], dict[TopicPartition, int]] | None = None
+        # The broker aborts a transaction open past its timeout (and the producer is fenced):
+        # one open for half of it is committed before more records join it (``overdue``).
+        self._max_open_s = getattr(producer, "transaction_timeout_s", 60.0) / 2
+        self._opened_at = 0.0
 
     def start(self) -> None:
         self._producer.init_transactions(self._timeout)
+
+    @property
+    def overdue(self) -> bool:
+        """The open transaction is old enough to commit now, whatever the commit interval."""
+        return self._open and self._clock() - self._opened_at >= self._max_open_s
 
     def before_batch(self) -> None:
         if self._commit_pending is not None:
@@ -152,6 +163,7 @@ class TransactionCommitter:
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
+            self._opened_at = self._clock()
 
     def _resume_abort(self) -> None:
         """Finish the abort that timed out (calling it again resumes it), with the full timeout.

@@ -25,6 +25,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -59,8 +60,10 @@ _FOREIGN_ENV = {
     "PIPELINE_KAFKA_HOME",
     "PIPELINE_KAFKA_BASE_PORT",
     "PIPELINE_KAFKA_IMAGE",
+    "PIPELINE_TEST_BROKER",
     "PIPELINE_CONFIG",
     "PIPELINE_LOG_LEVEL",
+    "PIPELINE_LOG_FORMAT",
 }
 
 
@@ -83,7 +86,27 @@ class Settings(BaseSettings):
         None,
         description="Confluent Schema Registry URL; when set, the Confluent wire format is used.",
     )
-    schema_registry_password: SecretStr | None = None
+    schema_registry_subject_strategy: Literal["topic", "record", "topic_record"] = Field(
+        "topic",
+        description="Registry subject per value: <topic>-value, <record name>, <topic>-<record>.",
+    )
+    schema_registry_username: str | None = Field(None, description="Registry basic-auth user.")
+    schema_registry_password: SecretStr | None = Field(
+        None, description="Registry basic-auth password (needs schema_registry_username)."
+    )
+    schema_registry_ca_file: Path | None = Field(
+        None, description="CA bundle (file or directory) that signs the registry's certificate."
+    )
+    schema_registry_certificate_file: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS to the registry."
+    )
+    schema_registry_key_file: Path | None = Field(
+        None, description="Private key (PEM) of the client certificate."
+    )
+    schema_registry_key_password: SecretStr | None = None
+    schema_registry_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for one registry request."
+    )
     topic_prefix: str = Field(
         "", description="Prepended to every topic and group name (environment isolation)."
     )
@@ -164,6 +187,27 @@ class Settings(BaseSettings):
                 f"topic_replication ({self.topic_replication})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _registry_settings_are_whole(self) -> Settings:
+        # Half a credential fails only at the first registry call, mid-stream: refuse it here.
+        if self.schema_registry_password is not None and not self.schema_registry_username:
+            raise ValueError("schema_registry_password needs schema_registry_username")
+        key_set = self.schema_registry_key_file or self.schema_registry_key_password
+        if key_set and self.schema_registry_certificate_file is None:
+            raise ValueError(
+                "schema_registry_key_file/_key_password need "
+                "schema_registry_certificate_file"
+            )
+        # Credentials in the URL would show in every repr and error that names it.
+        urls = (self.schema_registry_url or "").split(",")
+        if any("@" in urlsplit(url.strip()).netloc for url in urls):
+            raise ValueError(
+                "schema_registry_url must not carry credentials; set "
+                "schema_registry_username and schema_registry_password"
+            )
+        return self
+
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.context import Context
 from pipeline.errors import KafkaError
+from pipeline.examples import SCHEMAS_DIR
 from pipeline.hooks import Hook, StageInfo
 from pipeline.ports import LagPort, RawRecord
 from pipeline.publisher import Publisher
@@ -33,7 +34,7 @@ from pipeline.registry import StagePlan, load
 from pipeline.stop import StopEvent
 from pipeline.worker import Worker, abandon_process
 
-EXAMPLES = "stages.video,stages.orders"
+EXAMPLES = "pipeline.examples.video,pipeline.examples.orders"
 console = Console()
 
 
@@ -87,6 +88,8 @@ class Row:
 
 
 def run_demo(settings: Settings, *, events: int, once: bool) -> int:
+    # The examples bring their own schemas (inside the package, so a wheel install works).
+    settings = settings.model_copy(update={"schemas_dir": SCHEMAS_DIR})
     _ensure_broker(settings)
     view = ProgressView()
     pipeline = Pipeline.build(settings, load(EXAMPLES), hooks=[view])
@@ -130,7 +133,7 @@ def _ensure_broker(settings: Settings) -> None:
 
 
 def _publish_demo_events(pipeline: Pipeline, count: int) -> int:
-    from stages import orders, video
+    from pipeline.examples import orders, video
 
     rng = random.Random(7)
     now = datetime.now(UTC)

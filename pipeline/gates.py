@@ -44,6 +44,7 @@ from pipeline.ports import RawRecord, TopicPartition
 from pipeline.retrytopics import Origin
 
 if TYPE_CHECKING:
+    from pipeline.commit import TransactionCommitter
     from pipeline.dedupe import Deduper, EventIds
     from pipeline.holds import Holds
     from pipeline.refusals import Refusals
@@ -76,6 +77,7 @@ DUPLICATE = Settled("duplicate")
 FINISHED = Settled("finished")
 DEAD_LETTERED = Settled("dead_lettered")
 HANDED_BACK = Settled("handed_back")
+HAND_BACK = Hold(0.0)  # re-read the partition from this record at the next step
 Verdict = Hold | Settled | None
 
 
@@ -168,6 +170,18 @@ class Refused(Gate):
         return FINISHED if outcome == "finished" else DEAD_LETTERED
 
 
+class TransactionAge(Gate):
+    """Exactly-once: once the open transaction is old enough to commit (``overdue``), the rest
+    of the batch is handed back (its partitions re-read from here) so the transaction commits
+    at this step, well inside the broker's transaction timeout, however slow the handler."""
+
+    def __init__(self, committer: TransactionCommitter) -> None:
+        self._committer = committer
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        return HAND_BACK if self._committer.overdue else None
+
+
 class Breaker(Gate):
     """The stage's breaker: while it is open everything is held until the cooldown ends; half
     open, exactly one record (the probe) goes through.
@@ -235,10 +249,14 @@ def build(
     retry_topics: frozenset[str],
     breaker: CircuitBreaker | None,
     idempotent: bool,
+    transaction: TransactionCommitter | None = None,
 ) -> Chain:
     """The chain for what the stage enables, in this order: a partition held in this batch, a
-    duplicate, a retry not yet due, a record settled by a refusal, an open breaker."""
+    transaction old enough to commit, a duplicate, a retry not yet due, a record settled by a
+    refusal, an open breaker."""
     gates: list[Gate] = [HeldInBatch(holds)]
+    if transaction is not None:
+        gates.append(TransactionAge(transaction))
     dedupe = Deduplicate(tracker, hooks) if idempotent else None
     if dedupe is not None:
         gates.append(dedupe)

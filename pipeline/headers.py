@@ -3,7 +3,8 @@
 Every event carries an ``event-id``. Outputs get a *deterministic* id derived from their input's
 id, the stage and the output's position, so an input that is redelivered (at-least-once) yields
 outputs with the same ids and downstream dedupe recognises them as duplicates.
-``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged.
+``correlation-id`` and the W3C trace headers are copied from input to outputs unchanged, unless
+a hook's ``output_headers`` gives its own (a tracer: its process span's ``traceparent``).
 
 Ids of records from other producers: a record without an ``event-id`` header is given uuid5 of
 its coordinates by the first stage that meets it, and every copy that stage makes (retry copy,
@@ -15,6 +16,7 @@ read as bytes (``id_text``), never decoded blindly.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -31,7 +33,9 @@ PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
 
 Headers = dict[str, bytes]
 HeaderList = list[tuple[str, bytes | None]]
-_blake2b = hashlib.blake2b
+# Copied per id: cheaper than blake2b(seed, digest_size=16), whose keyword is parsed each call.
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)
+_hexlify = binascii.hexlify
 
 
 def new_event_id() -> str:
@@ -45,10 +49,17 @@ def derived_event_id(parent_id: str, stage: str, index: int) -> str:
 
 
 def derived_id(seed: bytes) -> str:
-    """``derived_event_id`` from its seed, ``b"<parent id>/<stage>/<index>"``: the hot path
-    builds the seed from the parent's header bytes without decoding them."""
-    h = _blake2b(seed, digest_size=16).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``derived_event_id`` from its seed, ``b"<parent id>/<stage>/<index>"``."""
+    return derived_id_bytes(seed).decode()
+
+
+def derived_id_bytes(seed: bytes) -> bytes:
+    """``derived_id`` as the header value: the hot path builds the seed from the parent's header
+    bytes and writes the id as bytes, decoding and encoding nothing."""
+    h = _BLAKE2B_16.copy()
+    h.update(seed)
+    x = _hexlify(h.digest())
+    return b"%b-%b-%b-%b-%b" % (x[:8], x[8:12], x[12:16], x[16:20], x[20:])
 
 
 def event_id_of(raw: Sequence[tuple[str, bytes | None]] | None, coordinates: str) -> str:

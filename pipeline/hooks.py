@@ -9,7 +9,8 @@ instrumentation events). Register hooks explicitly::
     class Charge(Stage):
         hooks = (ChargeAlerts(),)                                    # one stage
 
-or, for ``pipeline run``, in a ``HOOKS`` list next to the module's ``STAGES``.
+or, for ``pipeline run``, in a ``HOOKS`` list next to the module's ``STAGES``; a
+``Publisher(settings, hooks=[...])`` hears its own publishes (``before_publish``).
 
 Rules:
 
@@ -18,6 +19,9 @@ Rules:
   its thread for a sync handler with a timeout), so context variables it sets (a tracing
   span, say) are the handler's. ``on_hung_change`` may come from a handler thread and
   ``on_stalled`` comes from the stage's stall-watch thread.
+- Two methods return something rather than only hear: ``around_handler`` (a context manager)
+  and ``output_headers`` (headers for an event's outputs, in place of the input's headers of
+  the same names: how a tracing hook puts its span's ``traceparent`` on the outputs).
 - A hook that raises is logged (once with its traceback, then counted) and the stage goes on;
   its exception never changes an event's outcome.
 - A hook costs nothing where nobody listens: which hooks override which method is resolved once,
@@ -40,7 +44,10 @@ from typing import TYPE_CHECKING, Any
 from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:
+    from pipeline.alerts import Alert
     from pipeline.context import Context
+    from pipeline.errors import DeliveryError
+    from pipeline.publisher import Delivered
 
 log = logging.getLogger("pipeline.hooks")
 # After its first failure (logged with the traceback), a failing hook method is logged again
@@ -105,6 +112,26 @@ class Hook:
         the handler's own task or thread. It sees the handler's exception but cannot swallow
         it. Typical use: ``@contextlib.contextmanager`` opening a tracing span."""
         return nullcontext()
+
+    def output_headers(
+        self, stage: StageInfo, record: RawRecord, ctx: Context
+    ) -> Sequence[tuple[str, bytes]]:
+        """Headers every output of ``record`` carries, after its handler succeeded and before
+        they are produced (on the consume thread, once per event that emitted something). A
+        header named here replaces the input's header of that name that outputs would copy
+        (``correlation-id``, ``traceparent``, ``tracestate``); headers given to ``emit`` come
+        last. A hook that raises contributes nothing."""
+        return ()
+
+    # -- publishing (hooks given to a Publisher) -----------------------------------------------
+    def before_publish(
+        self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Callable[[Delivered | DeliveryError], None] | None:
+        """``Publisher.publish`` is about to produce an encoded event to ``topic``: append to
+        ``headers`` what the record should carry (a tracer's ``traceparent``). Return a callable
+        to hear how it ended (``Delivered`` or ``DeliveryError``, on the publisher's report
+        thread, or on the caller's when the producer refused it at once), or None."""
+        return None
 
     # -- outcomes of each event --------------------------------------------------------------
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
@@ -181,13 +208,25 @@ class Hook:
     def on_tick(self, stage: StageInfo, now: float) -> None:
         """About once a second (``now`` is the runner clock's monotonic time), busy or idle."""
 
+    # -- alerts (a stage's ``alerts = Alerts(...)``, see pipeline.alerts) --------------------
+    def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+        """A threshold of the stage's ``Alerts`` was crossed (``alert.kind``: ``"waiting"``,
+        ``"oldest_waiting"`` or ``"failure_ratio"``): once, until it resolves. Attach a
+        webhook or a pager here (hand the call to a queue: this runs on the consume thread)."""
+
+    def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
+        """A firing alert's value fell back (to ``Alerts.resolve_below`` of its threshold)."""
+
 
 WORKER_EVENTS = ("on_worker_start", "on_worker_stop")
-# What a stage's runner dispatches (the worker's own two are called by the Worker).
+PUBLISHER_EVENTS = ("before_publish",)
+# What a stage's runner dispatches (the worker's own two are called by the Worker, and a
+# Publisher resolves its own with ``publish_hook``).
 EVENTS: tuple[str, ...] = tuple(
     name
     for name in vars(Hook)
-    if name.startswith(("on_", "before_", "after_")) and name not in WORKER_EVENTS
+    if name.startswith(("on_", "before_", "after_"))
+    and name not in (*WORKER_EVENTS, *PUBLISHER_EVENTS)
 )
 
 
@@ -227,12 +266,16 @@ class Hooks:
     on_breaker_change: Callable[..., None] | None
     on_hung_change: Callable[..., None] | None
     on_tick: Callable[..., None] | None
+    on_alert: Callable[..., None] | None
+    on_resolved: Callable[..., None] | None
+    output_headers: Callable[..., list[tuple[str, bytes]]] | None
 
     def __init__(self, stage: StageInfo, hooks: Sequence[Hook] = ()) -> None:
         self.stage = stage
         self.hooks = tuple(hooks)
         for name in EVENTS:
             setattr(self, name, _resolve(stage, name, self.hooks))
+        self.output_headers = _collect(stage, "output_headers", self.hooks)
         self._around = [
             (_Guard(h, "around_handler"), partial(h.around_handler, stage))
             for h in self.hooks
@@ -318,6 +361,28 @@ def _unguarded(stage: StageInfo, name: str, listeners: Sequence[Hook]) -> Callab
     return each
 
 
+def _collect(
+    stage: StageInfo, name: str, hooks: Sequence[Hook]
+) -> Callable[..., list[tuple[str, bytes]]] | None:
+    """A method whose listeners return headers: one callable concatenating what each returns
+    (a raising one returns nothing), or None when no hook overrides it."""
+    listeners = [h for h in hooks if _overrides(h, name)]
+    calls = [(_Guard(h, name), partial(getattr(h, name), stage)) for h in listeners]
+    if not calls:
+        return None
+
+    def collected(*args: Any) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        for guard, call in calls:
+            try:
+                out.extend(call(*args))
+            except Exception as exc:
+                guard.failed(exc)
+        return out
+
+    return collected
+
+
 class _Guard:
     """Logs a hook method's failures: the first with its traceback, then every LOG_EVERY."""
 
@@ -364,6 +429,42 @@ def _exit(entered: Entered, exc: BaseException | None) -> None:
         except Exception as hook_exc:
             if hook_exc is not exc:  # a generator-based manager re-raises the handler's own
                 guard.failed(hook_exc)
+
+
+PublishWatch = Callable[["Delivered | DeliveryError"], None]
+
+
+def publish_hook(
+    hooks: Sequence[Hook],
+) -> Callable[[str, bytes | None, list[tuple[str, bytes]]], PublishWatch | None] | None:
+    """A Publisher's ``before_publish`` hooks as one callable (returning one watch of the
+    delivery, or None), or None when no hook overrides it: resolved once, per publisher."""
+    calls = [(_Guard(h, "before_publish"), h.before_publish) for h in hooks
+             if _overrides(h, "before_publish")]  # fmt: skip
+    if not calls:
+        return None
+
+    def before(topic: str, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        watches: list[tuple[_Guard, PublishWatch]] = []
+        for guard, call in calls:
+            try:
+                watch = call(topic, key, headers)
+            except Exception as exc:
+                guard.failed(exc)
+                continue
+            if watch is not None:
+                watches.append((guard, watch))
+        return None if not watches else partial(_tell, watches)
+
+    return before
+
+
+def _tell(watches: Sequence[tuple[_Guard, PublishWatch]], outcome: Any) -> None:
+    for guard, watch in watches:
+        try:
+            watch(outcome)
+        except Exception as exc:
+            guard.failed(exc)
 
 
 def call_each(hooks: Sequence[Hook], name: str, *args: Any) -> None:

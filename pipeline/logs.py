@@ -32,12 +32,33 @@ def log_level(level: str | None = None) -> str:
     return name
 
 
-def setup_logging(level: str | None = None) -> None:
-    """Log to stderr at ``level`` (see ``log_level``); ConfigError for a level that is none."""
+FORMATS = ("text", "json")
+
+
+def log_format(fmt: str | None = None) -> str:
+    """``fmt`` (else ``PIPELINE_LOG_FORMAT``, else ``text``): ``text`` or ``json`` (one JSON
+    object per line: ``pipeline.jsonlogs``), or ConfigError."""
+    chosen = fmt or os.environ.get("PIPELINE_LOG_FORMAT") or "text"
+    name = chosen.strip().lower()
+    if name not in FORMATS:
+        choices = ", ".join(FORMATS)
+        raise ConfigError(f"PIPELINE_LOG_FORMAT must be one of {choices} (got {chosen!r})")
+    return name
+
+
+def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Log to stderr at ``level`` (see ``log_level``) in format ``fmt`` (see ``log_format``);
+    ConfigError for a level or format that is none."""
+    fmt = log_format(fmt)
     logging.basicConfig(
         level=log_level(level),
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
     )
+    if fmt == "json":
+        from pipeline.jsonlogs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 @dataclass(slots=True)

@@ -4,23 +4,24 @@ input's offset token.
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
 the copies; and the input's correlation headers, so one business flow can be followed across
-stages. A delivery report that fails marks the token failed once and queues it for the runner
-(with the error as ours, classified by the Kafka adapter), which rewinds the partition,
-dead-letters the input, or aborts the transaction, on its own thread.
+stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
+fails marks the token failed once and queues it for the runner (with the error as ours,
+classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
+the transaction, on its own thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, derived_id
+from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hooks import Hooks
 from pipeline.offsets import Token
-from pipeline.ports import DeliveryCallback, ProducerPort, RawRecord, TopicPartition
+from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.serde import Codec
 
@@ -35,6 +36,7 @@ class OutputWriter:
         self._codec = codec
         self._producer = producer
         self._on_completed = hooks.on_completed
+        self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
@@ -63,26 +65,20 @@ class OutputWriter:
         tp: TopicPartition,
         token: Token,
     ) -> None:
-        # One pass over the input's headers: its event id and what outputs carry forward.
-        parent = None
-        propagated = []
-        correlated = False
-        for k, v in record.headers() or ():
-            if k == EVENT_ID and v:
-                parent = v
-            elif k in PROPAGATED:
-                propagated.append((k, v))
-                correlated = correlated or k == CORRELATION_ID
+        parent, propagated, correlated = _carried(record.headers())
         if parent is None:
             parent = hdr.id_from_coordinates(ctx.coordinates).encode()
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
+        if self._output_headers is not None:
+            propagated = _overlay(propagated, self._output_headers(record, ctx))
         on_delivery = self.callback(tp, token, record)
         produce = self._producer.produce
         outputs = self._outputs
+        suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
-            event_id = derived_id(parent + self._seed_suffix(index))
-            headers = [(EVENT_ID, event_id.encode()), *propagated, *output.headers]
+            suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
+            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
             try:
                 produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
                         on_delivery)  # fmt: skip
@@ -93,8 +89,6 @@ class OutputWriter:
     def _seed_suffix(self, index: int) -> bytes:
         """``b"/<stage>/<index>"``: the part of a derived id's seed after the parent's id."""
         suffixes = self._suffixes
-        if index < len(suffixes):
-            return suffixes[index]
         suffixes.extend(f"/{self._stage}/{i}".encode() for i in range(len(suffixes), index + 1))
         return suffixes[index]
 
@@ -161,3 +155,27 @@ class OutputWriter:
             (tp, token, ours(err, msg.topic() if msg is not None else "?"), dead_letter)
             for tp, token, err, msg, dead_letter in failed
         ]
+
+
+def _carried(headers: RawHeaders) -> tuple[bytes | None, HeaderList, bool]:
+    """One pass over an input's headers: its event id (the last non-empty one), the headers its
+    outputs carry forward, and whether a correlation id is among them."""
+    parent = None
+    propagated: HeaderList = []
+    correlated = False
+    for k, v in headers or ():
+        if k == EVENT_ID and v:
+            parent = v
+        elif k in PROPAGATED:
+            propagated.append((k, v))
+            correlated = correlated or k == CORRELATION_ID
+    return parent, propagated, correlated
+
+
+def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -> HeaderList:
+    """The input's headers that outputs carry, with those the hooks contributed in place of
+    the ones of the same names (a tracing hook's ``traceparent`` for the input's)."""
+    if not contributed:
+        return propagated
+    names = {k for k, _ in contributed}
+    return [h for h in propagated if h[0] not in names] + list(contributed)

@@ -102,6 +102,7 @@ def build(
     chain = gates.build(
         holds, tracker, refusals, hooks, retry_topics=frozenset(plan.retry_topics),
         breaker=breaker, idempotent=plan.stage.idempotency is not None,
+        transaction=committer if isinstance(committer, TransactionCommitter) else None,
     )  # fmt: skip
     return Parts(
         plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,

@@ -137,6 +137,35 @@ class LagPort(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """Where a group stands on one partition: the log's watermarks, and the group's committed
+    offset (the next to read), None where it has committed nothing."""
+
+    low: int
+    high: int
+    committed: int | None = None
+
+
+class BacklogPort(Protocol):
+    """What waits in topics, read from the broker without joining any group (``pipeline
+    status``, alerts). Every call is bounded by the client's timeout; ``BrokerUnavailableError``
+    when the cluster did not answer in it."""
+
+    def offsets(
+        self, group: str | None, topics: list[str]
+    ) -> dict[TopicPartition, PartitionOffsets]:
+        """Every partition of those of ``topics`` that exist; ``group`` None: watermarks only."""
+        ...
+
+    def timestamps(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The timestamp (ms) of the first committed record at or after each partition's
+        offset; a partition with none readable within the timeout is left out."""
+        ...
+
+    def close(self) -> None: ...
+
+
 Watermarks = dict[int, tuple[int, int]]  # partition -> (low, high)
 
 

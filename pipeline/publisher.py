@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -31,6 +31,7 @@ from pipeline.app import Announce, build_codec, load_catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
+from pipeline.hooks import Hook, check, publish_hook
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
 from pipeline.transport import Transport, kafka
@@ -61,8 +62,12 @@ class Publisher:
         *,
         check_topics: bool = True,
         transport: Transport | None = None,
+        hooks: Sequence[Hook] = (),
     ) -> None:
+        """``hooks``: ``pipeline.hooks.Hook`` instances whose ``before_publish`` hears each
+        publish (a tracer's producer span)."""
         self.settings = settings
+        self._before_publish = publish_hook(check(hooks, "Publisher hooks"))
         self._transport = kafka(settings) if transport is None else transport
         self._catalog = catalog or load_catalog(settings)
         self._owns_codec = codec is None
@@ -81,8 +86,8 @@ class Publisher:
         self._poller.start()
 
     @classmethod
-    def connect(cls, **overrides: Any) -> Publisher:
-        return cls(load_settings(**overrides))
+    def connect(cls, *, hooks: Sequence[Hook] = (), **overrides: Any) -> Publisher:
+        return cls(load_settings(**overrides), hooks=hooks)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -186,15 +191,27 @@ class Publisher:
         event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
         raw_headers = [(hdr.EVENT_ID, event_id.encode())]
         raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
+        raw_key = key.encode() if isinstance(key, str) else key
+        watch = None
+        if self._before_publish is not None:
+            watch = self._before_publish(physical, raw_key, raw_headers)
 
         def delivered(err: Any, msg: Any) -> None:
+            result: Delivered | DeliveryError
             if err is not None:
-                report(_delivery_error(self._producer.delivery_error(err, physical)))
+                result = _delivery_error(self._producer.delivery_error(err, physical))
             else:
-                report(Delivered(msg.topic(), msg.partition(), msg.offset(), event_id))
+                result = Delivered(msg.topic(), msg.partition(), msg.offset(), event_id)
+            if watch is not None:
+                watch(result)
+            report(result)
 
-        raw_key = key.encode() if isinstance(key, str) else key
-        self._producer.produce(physical, value, raw_key, raw_headers, delivered)
+        try:
+            self._producer.produce(physical, value, raw_key, raw_headers, delivered)
+        except KafkaError as exc:
+            if watch is not None:
+                watch(_delivery_error(exc))
+            raise
 
     def _binding(self, model: type[Event]) -> Binding:
         binding = self._bindings.get(model)

@@ -251,6 +251,23 @@ def discover_topics(spec: str) -> dict[str, Topic]:
     return found
 
 
+def discover_stages(spec: str) -> list[type[Stage]]:
+    """The stages a ``pipeline run`` spec names; a package without ``STAGES`` of its own
+    stands for the ``STAGES`` of its modules (``stages`` for ``stages.video`` and
+    ``stages.orders``). Used by ``pipeline status``."""
+    found: list[type[Stage]] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        module = _import(part.partition(":")[0])
+        if ":" in part or hasattr(module, STAGES_ATTR) or not hasattr(module, "__path__"):
+            found.extend(_load_one(part))
+            continue
+        for sub in _modules(part)[1:]:
+            found.extend(getattr(sub, STAGES_ATTR, ()))
+    if not found:
+        raise DeclarationError(f"{spec!r} names no stages")
+    return list(dict.fromkeys(found))
+
+
 def _topics_of(value: object) -> tuple[Topic, ...]:
     if isinstance(value, Topic):
         return (value,)

@@ -333,7 +333,7 @@ class StageRunner:
     # 7. commit, tick
     def _on_intervals(self) -> None:
         now = self._clock.monotonic()
-        if now - self._last_commit >= self._commit_interval:
+        if now - self._last_commit >= self._commit_interval or self._committer.overdue:
             self._last_commit = now
             self._committer.commit(self._assigned, sync=False)
             if self._dedupe is not None:

@@ -32,6 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pipeline.alerts import Alerts
 from pipeline.breaker import BreakerPolicy
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
@@ -132,6 +133,8 @@ class Stage:
             the Pipeline's own hooks).
         stall_after_s: a handler call running longer is reported as stalled (logged, the
             ``on_stalled`` hook, counted); default half of ``timeout_s``, else 30 s.
+        alerts: thresholds (``pipeline.alerts.Alerts``) whose crossing fires the ``on_alert``
+            hook once, and ``on_resolved`` when the value falls back; None: no alerts.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -146,6 +149,7 @@ class Stage:
     concurrency: ClassVar[int] = 1
     hooks: ClassVar[tuple[Hook, ...]] = ()
     stall_after_s: ClassVar[float | None] = None
+    alerts: ClassVar[Alerts | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -207,6 +211,8 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `retry` must be a RetryPolicy")
     if cls.breaker is not None and not isinstance(cls.breaker, BreakerPolicy):
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
+    if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
+        raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):

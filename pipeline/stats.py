@@ -15,6 +15,7 @@ from pipeline.hooks import Hook, Hooks, StageInfo, Trusted
 from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:
+    from pipeline.alerts import Alert
     from pipeline.context import Context
 
 
@@ -35,6 +36,7 @@ class StageStats:
     hung_calls: int = 0  # sync handler calls past their timeout still running (abandoned)
     stalled: int = 0  # handler calls that ran past stall_after_s (each counted once)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
+    alerts: int = 0  # alerts fired (pipeline.alerts)
     outputs: int = 0
     commits: int = 0
     assigned: int = 0
@@ -120,6 +122,9 @@ class StatsHook(Hook, Trusted):
 
     def on_hung_change(self, stage: StageInfo, hung: int) -> None:
         self.stats.hung_calls = hung
+
+    def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+        self.stats.alerts += 1
 
 
 def counting(stats: StageStats, *hooks: Hook, worker_id: str = "") -> Hooks:

@@ -25,6 +25,7 @@ from typing import Protocol
 from pipeline.config import Settings
 from pipeline.ports import (
     AdminPort,
+    BacklogPort,
     ConsumerPort,
     LagPort,
     ProducerPort,
@@ -85,6 +86,11 @@ class Transport(Protocol):
 
     def topic_log(self) -> TopicLogPort:
         """Snapshot reads and record deletion, outside any group (``pipeline dlq``)."""
+        ...
+
+    def backlog(self, timeout_s: float = 5.0) -> BacklogPort:
+        """Committed offsets, watermarks and record timestamps, each call bounded by
+        ``timeout_s``; joins no group (``pipeline status``, alerts)."""
         ...
 
     def schema_store(self) -> SchemaStorePort:

@@ -8,6 +8,10 @@
    call started it, it stops it at the end; a broker that was already up (``make kafka-up``)
    is left running, so a developer's edit-test loop does not pay a broker start per run.
 
+``PIPELINE_TEST_BROKER=docker`` or ``=local`` skips the choice: that broker or a failure (CI runs
+the most important integration tests in Docker, from ``make kafka-image``'s image, and the rest on
+the JVM broker while the engine is up). ``PIPELINE_KAFKA_IMAGE`` names the image.
+
 In CI (``broker_required()``), failing to get a broker must fail the session, never skip it.
 """
 
@@ -23,18 +27,24 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BrokerUnavailableError
-from pipeline.localkafka import LocalKafka
+from pipeline.localkafka import DEFAULT_KAFKA_VERSION, LocalKafka
 
 if TYPE_CHECKING:  # imported lazily at run time: only the Docker path needs testcontainers
     from testcontainers.core.container import DockerContainer
 
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
-KAFKA_IMAGE = os.environ.get("PIPELINE_KAFKA_IMAGE", "apache/kafka:4.1.0")
+ENV_BROKER = "PIPELINE_TEST_BROKER"
+BROKER_CHOICES = ("auto", "docker", "local")
+# The same Kafka version as the local JVM broker, so both paths test one broker.
+KAFKA_IMAGE = os.environ.get("PIPELINE_KAFKA_IMAGE", f"apache/kafka:{DEFAULT_KAFKA_VERSION}")
 START_TIMEOUT_S = 120
+CONTAINER_LABEL = "org.kafka-pipeline.test-broker"
 
-# Inside the container: clients use 9092 (published on a random host port), the broker talks
-# to itself on 9093 and the controller listens on 9094.
+# Inside the container: clients use 9092 (published on a random port of the host's loopback
+# address, and reached only through it), the broker talks to itself on 9093 and the controller
+# listens on 9094.
 _CLIENT_PORT = 9092
+_HOST_IP = "127.0.0.1"
 _START_SCRIPT = "/tmp/localkafka-start.sh"
 _CONTAINER_PROPERTIES = {
     "node.id": "1",
@@ -94,18 +104,38 @@ def _ping_unix_socket(path: str, timeout: float) -> bool:
     return status_line.startswith(b"HTTP/1.") and b" 200" in status_line
 
 
+def broker_choice() -> str:
+    """``PIPELINE_TEST_BROKER``: ``auto`` (the default order), ``docker`` or ``local``."""
+    choice = os.environ.get(ENV_BROKER, "").strip().lower() or "auto"
+    if choice not in BROKER_CHOICES:
+        raise BrokerUnavailableError(
+            f"{ENV_BROKER}={choice!r}: expected one of {', '.join(BROKER_CHOICES)}"
+        )
+    return choice
+
+
 @contextmanager
 def acquire_kafka() -> Iterator[str]:
     """Yield a bootstrap-servers string for the session (see the module docstring for order)."""
     configured = os.environ.get(ENV_BOOTSTRAP, "").strip()
     if configured:
         yield configured
-    elif docker_available():
+    elif _use_docker(broker_choice()):
         with _docker_kafka() as bootstrap:
             yield bootstrap
     else:
         with _local_kafka() as bootstrap:
             yield bootstrap
+
+
+def _use_docker(choice: str) -> bool:
+    if choice == "local":
+        return False
+    if docker_available():
+        return True
+    if choice == "docker":
+        raise BrokerUnavailableError(f"{ENV_BROKER}=docker, but no Docker engine answers")
+    return False
 
 
 @contextmanager
@@ -127,11 +157,15 @@ def _local_kafka() -> Iterator[str]:
 
 @contextmanager
 def _docker_kafka() -> Iterator[str]:
-    """A single-node KRaft ``apache/kafka`` container on a random host port.
+    """A single-node KRaft ``apache/kafka`` container on a random port of 127.0.0.1.
+
+    The image is the official one or ``make kafka-image``'s, which takes the same environment
+    and start script. Its client port is published on the loopback address only, and clients
+    connect through it, never to the container's bridge address.
 
     testcontainers' ``KafkaContainer`` is not used: it is written for Confluent's cp-kafka
     image (its start script calls /etc/confluent/docker/*, and ``with_kraft()`` rejects tags
-    below 7.0.0, so "4.1.0"). The advertised listener must name the host port Docker picks, which
+    below 7.0.0, so "4.4.0"). The advertised listener must name the host port Docker picks, which
     is known only after the container starts, so the container waits for a start script that is
     copied in afterwards (the same trick ``KafkaContainer`` uses).
     """
@@ -140,8 +174,10 @@ def _docker_kafka() -> Iterator[str]:
     env = {"KAFKA_" + key.upper().replace(".", "_"): v for key, v in _CONTAINER_PROPERTIES.items()}
     container = (
         DockerContainer(KAFKA_IMAGE)
-        .with_exposed_ports(_CLIENT_PORT)
         .with_envs(CLUSTER_ID="4L6g3nShT-eMCtK--X86sw", **env)
+        # Without testcontainers' reaper (its image cannot be pulled everywhere), a session
+        # killed before its teardown leaves the container; this label finds it (.ci/run).
+        .with_kwargs(labels={CONTAINER_LABEL: "true"})
         .with_command(
             [
                 "bash",
@@ -150,6 +186,9 @@ def _docker_kafka() -> Iterator[str]:
             ]
         )
     )
+    # (host ip, no port): Docker picks a free port on that address. with_bind_ports() takes
+    # only a port, and with_exposed_ports() publishes on every interface.
+    container.ports[f"{_CLIENT_PORT}/tcp"] = (_HOST_IP, None)  # type: ignore[assignment]
     try:
         with _quiet_deprecations():
             container.start()
@@ -168,15 +207,20 @@ def _docker_kafka() -> Iterator[str]:
 def _configure_and_wait(container: DockerContainer) -> str:
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    host = container.get_container_host_ip()
     port = container.get_exposed_port(_CLIENT_PORT)
-    advertised = f"PLAINTEXT://{host}:{port},BROKER://localhost:9093"
-    # The image's run script exports NAME=value arguments before configuring the broker.
-    script = f"exec /etc/kafka/docker/run KAFKA_ADVERTISED_LISTENERS={advertised}\n"
+    bindings = container.get_docker_client().client.api.port(
+        container.get_container_id(), _CLIENT_PORT
+    )
+    host_ips = {binding["HostIp"] for binding in bindings}
+    if host_ips != {_HOST_IP}:  # never reach the broker through another interface
+        raise BrokerUnavailableError(f"port {_CLIENT_PORT} published on {host_ips}, not {_HOST_IP}")
+    advertised = f"PLAINTEXT://{_HOST_IP}:{port},BROKER://localhost:9093"
+    # The image's run script configures the broker from KAFKA_* variables.
+    script = f"export KAFKA_ADVERTISED_LISTENERS={advertised}\nexec /etc/kafka/docker/run\n"
     container.copy_into_container(script.encode(), _START_SCRIPT, 0o755)
     ready = LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(START_TIMEOUT_S)
     ready.wait_until_ready(container)
-    return f"{host}:{port}"
+    return f"{_HOST_IP}:{port}"
 
 
 def _stop(container: DockerContainer) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 
@@ -31,10 +32,21 @@ def open_store(
     if scheme.lower() == "sqlite":
         return SqliteStore(_sqlite_path(url, rest), table=table, clock=clock)
     if scheme.lower() in ("postgresql", "postgres"):
+        _require_psycopg(url)
         return PostgresStore(url.strip(), table=table, clock=clock)
     raise ConfigError(
         f"unknown idempotency store scheme {scheme!r} in {redact_url(url)!r}: expected {_EXPECTED}"
     )
+
+
+def _require_psycopg(url: str) -> None:
+    # psycopg is the [postgres] extra: say so at startup, not at the first event's connect.
+    # Looked up, not imported: importing it stays the store's business, at connect time.
+    if importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(
+            f"idempotency store {redact_url(url)!r} needs psycopg, which is not installed: "
+            "pip install 'kafka-pipeline[postgres]'"
+        )
 
 
 def _sqlite_path(url: str, rest: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from pipeline.config import Settings
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.admin import KafkaAdmin, LagMonitor
+from pipeline.kafka.backlog import KafkaBacklog
 from pipeline.kafka.clients import KafkaConsumer, KafkaProducer
 from pipeline.kafka.schema_topic import SchemaTopic
 from pipeline.kafka.topics_io import KafkaTopicLog
 from pipeline.ports import (
     AdminPort,
+    BacklogPort,
     ConsumerPort,
     LagPort,
     ProducerPort,
@@ -56,6 +58,9 @@ class KafkaTransport:
 
     def topic_log(self) -> TopicLogPort:
         return KafkaTopicLog(self.settings)
+
+    def backlog(self, timeout_s: float = 5.0) -> BacklogPort:
+        return KafkaBacklog(self.settings, timeout_s)
 
     def schema_store(self) -> SchemaStorePort:
         return SchemaTopic(self.settings)

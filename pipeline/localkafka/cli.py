@@ -1,4 +1,4 @@
-"""``python -m pipeline.localkafka``: up, down, status, logs, bootstrap.
+"""``python -m pipeline.localkafka``: up, down, status, logs, bootstrap, libs.
 
 Progress and errors go to stderr, so ``bootstrap`` prints nothing but the address on stdout
 (``export KAFKA_BOOTSTRAP_SERVERS=$(python -m pipeline.localkafka bootstrap)``).
@@ -69,6 +69,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _libs(args: argparse.Namespace) -> int:
+    print(LocalKafka().assemble())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.localkafka",
@@ -101,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
 
     bootstrap = sub.add_parser("bootstrap", help="print the bootstrap servers string")
     bootstrap.set_defaults(handler=_bootstrap)
+
+    libs = sub.add_parser("libs", help="print the broker's jar directory (downloads it if needed)")
+    libs.set_defaults(handler=_libs)
     return parser
 
 

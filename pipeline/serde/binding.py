@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Generic, get_args
+from typing import Any, Generic, cast, get_args
 
 from pydantic import BaseModel, PlainSerializer, WrapSerializer
 from typing_extensions import TypeVar
@@ -38,6 +38,9 @@ class Binding(Generic[E]):
     fingerprint: bytes  # = schema.fingerprint
     to_record: Callable[[E], Mapping[str, Any]]
     guard: Check | None
+    # ``model.model_validate``, or the model's own validator when that is what it calls (one
+    # Python call and its keyword arguments less per record).
+    validate: Callable[[Any], E]
 
     @property
     def name(self) -> str:
@@ -61,7 +64,18 @@ def bind(model: type[E], schema: AvroSchema) -> Binding[E]:
         fingerprint=schema.fingerprint,
         to_record=attrgetter("__dict__") if _is_flat(model) else _dump,
         guard=compile_guard(schema),
+        validate=_validator(model),
     )
+
+
+def _validator(model: type[E]) -> Callable[[Any], E]:
+    """What validates a decoded record as ``model``: its pydantic-core validator itself, unless
+    the model is not complete yet (its validator is a placeholder until it is rebuilt) or
+    overrides ``model_validate``."""
+    own = getattr(model.model_validate, "__func__", None)
+    if own is not BaseModel.model_validate.__func__ or not model.__pydantic_complete__:  # type: ignore[attr-defined]
+        return model.model_validate
+    return cast(Callable[[Any], E], model.__pydantic_validator__.validate_python)
 
 
 def _dump(event: BaseModel) -> dict[str, Any]:

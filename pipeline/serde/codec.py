@@ -81,37 +81,39 @@ def read_event(data: bytes, start: int, writer: AvroSchema, binding: Binding[E])
         writer_parsed, reader_parsed = writer.parsed, binding.parsed
     stream = BytesIO(data)
     stream.seek(start)
-    record = _read(stream, writer_parsed, reader_parsed, writer, binding)
+    try:  # inline, not a helper: this runs once per record
+        record = schemaless_reader(stream, writer_parsed, reader_parsed)
+    except Exception as exc:
+        raise _read_error(exc, stream, writer, binding) from None
     trailing = len(data) - stream.tell()
     if trailing:
         raise TruncatedPayloadError(
             f"{trailing} trailing bytes after the {writer.full_name} record"
         )
     try:
-        return binding.model.model_validate(record)
+        return binding.validate(record)
     except ValidationError as exc:
         raise EventValidationError(_summarize(exc, binding)) from None
 
 
-def _read(
-    stream: BytesIO, writer: Any, reader: Any, writer_schema: AvroSchema, binding: Binding[Any]
-) -> Any:
-    try:
-        return schemaless_reader(stream, writer, reader)
-    except EOFError:
-        raise TruncatedPayloadError(
+def _read_error(
+    exc: Exception, stream: BytesIO, writer_schema: AvroSchema, binding: Binding[Any]
+) -> DecodeError:
+    """Ours for what fastavro raised reading a body (never quoting the payload)."""
+    if isinstance(exc, EOFError):
+        return TruncatedPayloadError(
             f"the {writer_schema.full_name} body ends early "
             f"(payload is {len(stream.getbuffer())} bytes)"
-        ) from None
-    except SchemaResolutionError as exc:  # its message is about schemas, not data
-        raise DecodeError(
+        )
+    if isinstance(exc, SchemaResolutionError):  # its message is about schemas, not data
+        return DecodeError(
             f"writer schema {writer_schema.fingerprint.hex()} ({writer_schema.source}) cannot be "
             f"read as {binding.name}: {exc}"
-        ) from None
-    except Exception as exc:  # bad union/enum index, invalid UTF-8, ...: a corrupt body
-        raise DecodeError(
-            f"the body is not a valid {writer_schema.full_name} record ({type(exc).__name__})"
-        ) from None
+        )
+    # bad union/enum index, invalid UTF-8, ...: a corrupt body
+    return DecodeError(
+        f"the body is not a valid {writer_schema.full_name} record ({type(exc).__name__})"
+    )
 
 
 def bad_magic_hint(data: bytes) -> str:

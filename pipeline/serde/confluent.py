@@ -4,16 +4,19 @@ Wire format::
 
     00 | schema id, 4 bytes big-endian | Avro binary body
 
-Encoding registers the binding's schema under the subject ``<topic>-value`` (Confluent's
-TopicNameStrategy) the first time a (subject, schema) pair is seen, then reuses the header.
+Encoding registers the binding's schema under a subject named by one of Confluent's strategies
+(``SUBJECT_STRATEGIES``: ``<topic>-value`` by default, the record's full name, or both) the first
+time a (topic, schema) pair is seen, then reuses the header. Whether the registry accepts a new
+version (compatibility) is the registry's decision; a refusal is a ``SerializationError``.
 Decoding fetches a writer schema by id once and caches it; ids are immutable in a registry, so
 the cache never goes stale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import (
     BadMagicError,
@@ -33,13 +36,25 @@ MAGIC = b"\x00"
 HEADER_SIZE = 5
 _MAX_ID = 2**32 - 1
 
+SubjectStrategy = Literal["topic", "record", "topic_record"]
+# Confluent's TopicNameStrategy, RecordNameStrategy and TopicRecordNameStrategy, for values
+# (keys are not Avro here). (topic, record full name) -> subject.
+SUBJECT_STRATEGIES: Mapping[SubjectStrategy, Callable[[str, str], str]] = {
+    "topic": lambda topic, _record: f"{topic}-value",
+    "record": lambda _topic, record: record,
+    "topic_record": lambda topic, record: f"{topic}-{record}",
+}
+
 
 class ConfluentCodec:
     """Registry-backed codec; the registry is called once per subject and schema, and per id."""
 
-    def __init__(self, catalog: SchemaCatalog, registry: RegistryPort) -> None:
+    def __init__(
+        self, catalog: SchemaCatalog, registry: RegistryPort, subjects: SubjectStrategy = "topic"
+    ) -> None:
         self._catalog = catalog
         self._registry = registry
+        self._subject = SUBJECT_STRATEGIES[subjects]
         self._headers: dict[tuple[str, bytes], bytes] = {}
         self._writers: dict[int, AvroSchema] = {}
 
@@ -67,7 +82,8 @@ class ConfluentCodec:
         return read_event(data, HEADER_SIZE, writer, binding)
 
     def _register(self, topic: str, binding: Binding[Any]) -> bytes:
-        schema_id = self._registry.register(f"{topic}-value", binding.schema.json)
+        subject = self._subject(topic, binding.schema.full_name)
+        schema_id = self._registry.register(subject, binding.schema.json)
         if not 0 <= schema_id <= _MAX_ID:
             raise SerializationError(
                 f"registry returned schema id {schema_id}, which does not fit 4 bytes"

@@ -48,6 +48,8 @@ class MemoryProducer:
         self._txn_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._txn_failed: BrokerError | None = None
         self.stop: threading.Event | None = None  # ProducerPort: the stage's stop request
+        # As the Kafka producer reports it (the broker here does not time transactions out).
+        self.transaction_timeout_s = int(config.get("transaction.timeout.ms", 60_000)) / 1000
 
     def delivery_error(self, err: Any, topic: str) -> KafkaError:
         """Ours for a delivery report's error (ours already when produce refused the record).

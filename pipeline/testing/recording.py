@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from pipeline.ports import (
     AdminPort,
+    BacklogPort,
     ConsumerPort,
     LagPort,
     ProducerPort,
@@ -72,6 +73,9 @@ class RecordingTransport:
 
     def topic_log(self) -> TopicLogPort:
         return self.inner.topic_log()
+
+    def backlog(self, timeout_s: float = 5.0) -> BacklogPort:
+        return self.inner.backlog(timeout_s)
 
     def schema_store(self) -> SchemaStorePort:
         return self.inner.schema_store()

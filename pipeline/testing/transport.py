@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, TopicNotFoundError
-from pipeline.ports import TopicInfo, TopicPartition, Watermarks
+from pipeline.ports import PartitionOffsets, TopicInfo, TopicPartition, Watermarks
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.log import Record
@@ -69,7 +69,8 @@ class MemoryTransport:
     ) -> MemoryProducer:
         # The broker aborts a fenced producer's transaction at once; timeouts are not modelled.
         config = {"client.id": client_id, "partitioner": JAVA_COMPATIBLE_PARTITIONER,
-                  "transactional.id": transactional_id}  # fmt: skip
+                  "transactional.id": transactional_id,
+                  "transaction.timeout.ms": round(transaction_timeout_s * 1000)}  # fmt: skip
         return self.broker.producer(config | self.settings.producer_config)
 
     def admin(self) -> MemoryAdmin:
@@ -80,6 +81,9 @@ class MemoryTransport:
 
     def topic_log(self) -> MemoryTopicLog:
         return MemoryTopicLog(self.broker)
+
+    def backlog(self, timeout_s: float = 5.0) -> MemoryBacklog:
+        return MemoryBacklog(self.broker)
 
     def schema_store(self) -> MemorySchemaStore:
         """One store per transport: a schema one pipeline publishes, another one reads."""
@@ -120,6 +124,37 @@ class MemoryLag:
 
     def partition_lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
         return self._broker.partition_lag(group, topics)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryBacklog:
+    """``BacklogPort`` over the broker's logs and committed offsets (never unreachable)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    def offsets(
+        self, group: str | None, topics: list[str]
+    ) -> dict[TopicPartition, PartitionOffsets]:
+        committed = self._broker.committed_offsets(group) if group is not None else {}
+        existing = self._broker.topics()
+        return {
+            (t, p): PartitionOffsets(low, high, committed.get((t, p)))
+            for t in topics
+            if t in existing
+            for p, (low, high) in self._broker.watermarks(t).items()
+        }
+
+    def timestamps(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        found: dict[TopicPartition, int] = {}
+        for (topic, partition), offset in positions.items():
+            later = (r for r in self._broker.records(topic, partition) if r.offset() >= offset)
+            first = next(later, None)
+            if first is not None:
+                found[(topic, partition)] = first.timestamp()[1]
+        return found
 
     def close(self) -> None:
         """Nothing to release."""

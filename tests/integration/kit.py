@@ -27,6 +27,7 @@ from pipeline.stage import Topic
 from pipeline.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
+OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
 
 
 def wait_until(
@@ -77,7 +78,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 def running(settings: Settings, stages: Sequence[type[Stage]]) -> Iterator[Worker]:
     """An in-process worker (one thread per stage); stopped gracefully at the end."""
     pipeline = Pipeline.build(settings, stages)
-    pipeline.ensure_topics()
+    ensure_visible_topics(pipeline)
     worker = Worker(pipeline, worker_id=f"test-{uuid.uuid4().hex[:6]}")
     worker.start()
     try:
@@ -164,6 +165,45 @@ def read_topic(
     return out
 
 
+def read_to_end(
+    settings: Settings, topic: Topic, codec: Codec | None = None, *, timeout_s: float = 60.0
+) -> list[tuple[Any, Any]]:
+    """Every record of ``topic`` up to its end offsets as they are now: (record, decoded event)
+    pairs. Partitions are assigned directly (no group to join), and the read ends at the end
+    offsets, not after a time, so nothing is missed however slow the machine: call it once the
+    writers have stopped to count everything they wrote, extras included."""
+    pipeline = Pipeline.build(settings)
+    codec = codec or pipeline.codec
+    binding = pipeline.catalog.bind(topic.model)
+    name = settings.topic(topic.name)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"to-end-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    out: list[tuple[Any, Any]] = []
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        tps = [TopicPartition(name, p) for p in partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+
+        def at_the_end() -> bool:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    out.append((msg, codec.decode(msg.value(), binding)))
+            at = {tp.partition: tp.offset for tp in consumer.position(tps)}
+            return all(end == 0 or at[p] >= end for p, end in ends.items())
+
+        wait_until(at_the_end, timeout_s, f"the end of {name}")
+    finally:
+        consumer.close()
+        pipeline.close()
+    return out
+
+
 def end_offsets(settings: Settings, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
     try:
@@ -178,7 +218,17 @@ def end_offsets(settings: Settings, topic: str) -> int:
 
 def prepare(settings: Settings, stages: Sequence[type[Stage]]) -> None:
     """Create the stages' topics up front, so a test can publish before a worker is up."""
-    Pipeline.build(settings, stages).ensure_topics()
+    ensure_visible_topics(Pipeline.build(settings, stages))
+
+
+def ensure_visible_topics(pipeline: Pipeline) -> None:
+    """``ensure_topics()``, then wait until the broker's metadata lists them all: a topic just
+    created can be missing from metadata for a moment (longer on a loaded machine), and a
+    Publisher checking for it then raises TopicNotFoundError."""
+    pipeline.ensure_topics()
+    wanted = set(pipeline.topics())
+    admin = pipeline.transport.admin()
+    wait_until(lambda: wanted <= set(admin.topics()), 30, f"topics {sorted(wanted)} in metadata")
 
 
 def group_members(settings: Settings, group: str) -> int:

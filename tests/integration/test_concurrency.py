@@ -10,7 +10,14 @@ from typing import ClassVar
 
 from pipeline import Context, Publisher, RetryPolicy, Stage
 from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
-from tests.integration.kit import committed_total, end_offsets, read_topic, running, unique_settings
+from tests.integration.kit import (
+    committed_total,
+    end_offsets,
+    prepare,
+    read_topic,
+    running,
+    unique_settings,
+)
 
 KEYS = 20
 
@@ -43,13 +50,19 @@ class Lookup(Stage):
 def test_concurrent_stage_keeps_key_order_overlaps_keys_and_commits_all(
     kafka_bootstrap: str,
 ) -> None:
+    Lookup.handled.clear()
+    Lookup.failed_once.clear()
+    Lookup.running_now[:] = [0, 0]
     settings = unique_settings(kafka_bootstrap)
     total = 600
-    with running(settings, [Lookup]), Publisher(settings) as publisher:
+    # Published before the stage starts: its fetches find many keys waiting, so handlers of
+    # different keys overlap by construction, not because publishing outran the stage.
+    prepare(settings, [Lookup])
+    with Publisher(settings) as publisher:
         for n in range(total):
             key = f"k{n % KEYS}"
             publisher.publish(PINGS, Ping(ping_id=f"{key}/{n}", n=n), key=key, wait=False)
-        publisher.flush()
+    with running(settings, [Lookup]):
         pongs = read_topic(settings, PONGS, count=total, timeout_s=60)
     # After the graceful stop: every input offset is committed (none left behind in flight).
     group = settings.topic(Lookup.group_id())

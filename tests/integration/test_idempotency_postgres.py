@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -78,15 +79,31 @@ def _claim_in_thread(store: Any, event_id: str, results: list[bool]) -> threadin
     return thread
 
 
+def _backend_pid(store: Any) -> int:
+    return int(store._connection().info.backend_pid)
+
+
+def _await_blocked(harness: PostgresHarness, pid: int, thread: threading.Thread) -> None:
+    """Until the server backend ``pid`` waits on a lock: the claim in ``thread`` has reached
+    the id the other transaction holds (a join with a timeout would pass as well when the
+    thread had not started yet, and the test would not see the wait it is about)."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'"
+    deadline = time.monotonic() + 30
+    while harness.query(sql, (pid,)) != [(1,)]:
+        assert thread.is_alive() and time.monotonic() < deadline, "the claim never blocked"
+        time.sleep(0.01)
+
+
 def test_concurrent_claim_waits_then_sees_the_duplicate(harness: PostgresHarness) -> None:
     """A transaction for an id another transaction holds waits for it, then is a duplicate."""
     first, second = harness.store(), harness.store()
     results: list[bool] = []
     with first.transaction(GROUP, "e1") as tx:
         tx.execute(f"INSERT INTO {harness.effects} (event_id) VALUES (?)", ("e1",))
+        pid = _backend_pid(second)  # before its thread uses the connection
         waiting = _claim_in_thread(second, "e1", results)
-        waiting.join(timeout=0.5)
-        assert waiting.is_alive() and results == []
+        _await_blocked(harness, pid, waiting)
+        assert results == []
     waiting.join(timeout=10)
     assert results == [True]
     assert harness.effect_counts() == {"e1": 1}
@@ -97,9 +114,9 @@ def test_concurrent_claim_takes_over_after_a_rollback(harness: PostgresHarness) 
     first, second = harness.store(), harness.store()
     results: list[bool] = []
     with pytest.raises(RuntimeError), first.transaction(GROUP, "e1"):
+        pid = _backend_pid(second)  # before its thread uses the connection
         waiting = _claim_in_thread(second, "e1", results)
-        waiting.join(timeout=0.5)
-        assert waiting.is_alive()
+        _await_blocked(harness, pid, waiting)
         raise RuntimeError("handler failed")
     waiting.join(timeout=10)
     assert results == [False]

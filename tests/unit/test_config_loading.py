@@ -25,6 +25,7 @@ def test_keyword_beats_environment_beats_file_beats_default(
     cfg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each setting comes from the highest source that sets it."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # it would beat the file
     monkeypatch.setenv("PIPELINE_BATCH_SIZE", "9")
     monkeypatch.setenv("PIPELINE_TOPIC_PREFIX", "e.")
     settings = load_settings(cfg, topic_prefix="k.")

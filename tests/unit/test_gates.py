@@ -89,7 +89,7 @@ def test_a_stage_carries_only_the_gates_it_enables(
 
 
 def test_the_fake_clock_moves_both_kinds_of_time_and_never_back() -> None:
-    clock = FakeClock(monotonic=5.0, wall=1_000.0)
+    clock = FakeClock(1_000.0, monotonic=5.0)
     clock.advance(1.5)
     assert (clock.monotonic(), clock.time(), clock.wall_ms()) == (6.5, 1_001.5, 1_001_500)
     with pytest.raises(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -53,6 +54,15 @@ def test_of_repeated_ids_the_last_non_empty_one_counts_as_for_derived_output_ids
 
 def test_derived_ids_of_utf8_ids_are_unchanged() -> None:
     assert hdr.derived_event_id("order-1", "charge", 0) == "4345c8c0-8fcc-99c2-4ded-add475d12c94"
+
+
+def test_a_derived_id_as_header_bytes_is_the_derived_id_encoded() -> None:
+    """The hot path writes the id as bytes; it must be the very id ``derived_event_id`` gives."""
+    assert hdr.derived_id_bytes(b"order-1/charge/0") == b"4345c8c0-8fcc-99c2-4ded-add475d12c94"
+    for seed in (b"", b"\xff\x00/s/1", "\u00e9v\u00e9nement/s/12".encode(), b"x" * 300):
+        expected = str(uuid.UUID(bytes=hashlib.blake2b(seed, digest_size=16).digest()))
+        assert hdr.derived_id_bytes(seed) == expected.encode()
+        assert hdr.derived_id(seed) == expected
 
 
 def test_a_copy_of_a_record_without_an_id_carries_the_id_it_was_given() -> None:

@@ -498,3 +498,23 @@ def test_around_handler_runs_where_the_handler_runs(stage: type[Stage]) -> None:
 
 def test_worker_info_names_the_stages() -> None:
     assert WorkerInfo("w", ("a", "b")).stages == ("a", "b")
+
+
+def test_alert_hooks_are_resolved_once_like_the_others_and_guarded() -> None:
+    from pipeline.alerts import Alert
+
+    heard: list[tuple[str, str, str]] = []
+
+    class Pager(Hook):
+        def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+            heard.append(("alert", stage.name, alert.kind))
+
+        def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
+            raise RuntimeError("pager down")
+
+    assert Hooks(StageInfo("s", "g", "w"), [Hook()]).on_alert is None
+    hooks = Hooks(StageInfo("s", "g", "w"), [Pager()])
+    assert hooks.on_alert is not None and hooks.on_resolved is not None
+    hooks.on_alert(Alert("waiting", 11, 10, 0))
+    hooks.on_resolved(Alert("waiting", 1, 10, 0))  # logged, not raised
+    assert heard == [("alert", "s", "waiting")]

@@ -194,3 +194,19 @@ def test_a_record_over_message_max_bytes_is_refused_locally_as_permanent() -> No
     with pytest.raises(KafkaError, match="MSG_SIZE_TOO_LARGE") as caught:
         producer.produce("t", b"x" * 5000, None, None, lambda *_: None)
     assert caught.value.permanent and not caught.value.batch_wide
+
+
+def test_produce_passes_its_arguments_where_librdkafka_expects_them() -> None:
+    """produce() calls librdkafka's produce positionally (cheaper than keywords): the callback,
+    key and value arrive in the delivery report, and the headers land in the headers slot."""
+    producer = clients.KafkaProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "log_level": 0, "message.timeout.ms": 50}
+    )
+    reports: list[Any] = []
+    producer.produce("t", b"value", b"key", [("event-id", b"id")], lambda *r: reports.append(r))
+    producer.flush(10)
+    (err, msg), = reports
+    assert err.code() == CKafkaError._MSG_TIMED_OUT
+    assert (msg.topic(), msg.key(), msg.value()) == ("t", b"key", b"value")
+    with pytest.raises(TypeError, match=r"[Hh]eader"):  # checked as headers, so in that slot
+        producer.produce("t", b"value", None, [("event-id", 5)], lambda *_: None)  # type: ignore[list-item]

@@ -368,3 +368,15 @@ def test_a_long_running_node_stays_ready_after_its_log_grows_past_the_scan_windo
     assert node.is_ready(n), "the ready line scrolled out of the scanned window"
     process.write_pid(n.pid_file, 4343)
     assert not node.is_ready(n)
+
+
+def test_cli_libs_prints_an_assembled_jar_directory_without_maven(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`libs` prints the jar directory make kafka-image copies; an assembled one needs no Maven."""
+    libs = home / "dist" / kafka_version() / "libs"
+    libs.mkdir(parents=True)
+    (libs / ".assembled").write_text("kafka\n")
+    monkeypatch.setenv("PATH", "")  # a Maven run would fail: there is no mvn
+    assert cli.main(["libs"]) == 0
+    assert capsys.readouterr().out.strip() == str(libs)

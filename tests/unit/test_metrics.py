@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from pipeline import Context, Idempotency, Pipeline, RetryPolicy, Settings, Stage, Topic
+from pipeline.hooks import StageInfo
 from pipeline.metrics import LagCollector, Metrics, readers, serve_worker
 from pipeline.metrics.age import OldestUnfinished
 from pipeline.metrics.hook import MAX_ERROR_TYPES, OTHER
@@ -283,3 +284,26 @@ def test_a_handler_call_is_in_flight_while_it_runs_and_timed_after_either_way() 
         assert seen == [1]
         assert _value(m, "pipeline_events_in_flight", Answer) == 0
         assert _value(m, "pipeline_handler_duration_seconds_count", Answer) == 1
+
+
+def test_pipeline_status_reads_the_live_columns_from_a_worker_endpoint() -> None:
+    """``pipeline status --metrics URL`` (``PrometheusSource``) understands what we serve."""
+    from pipeline.livemetrics import PrometheusSource
+
+    settings = _settings()
+    transport = MemoryTransport(MemoryBroker(FakeClock()), settings)
+    pipeline = Pipeline.build(settings, [Answer], transport)
+    _, endpoint = serve_worker(pipeline, 0)
+    try:
+        assert endpoint.metrics is not None
+        info = StageInfo("answer", "g", "w")
+        for _ in range(3):
+            endpoint.metrics.on_completed(info, record("t", 0, 0))
+        endpoint.metrics.on_failed(info, record("t", 0, 1), ValueError(), 1, False)
+        endpoint.metrics.on_breaker_change(info, "closed", "open")
+        endpoint.metrics.flush()
+        live = PrometheusSource([f"http://127.0.0.1:{endpoint.port}/metrics"]).read()
+    finally:
+        endpoint.close()
+    counts = live[("answer", "g")]
+    assert (counts.active, counts.completed, counts.failed, counts.breaker) == (0, 3, 1, "open")

@@ -140,3 +140,22 @@ def test_kept_offsets_not_read_again_are_dropped_and_a_drop_forgets_them() -> No
     assert tracker.keeping == {tp}
     tracker.drop([tp])
     assert tracker.keeping == set()
+
+
+def test_finished_records_leave_the_queue_at_the_next_begin_not_only_at_a_commit() -> None:
+    """Tokens of acknowledged records are not kept a whole commit interval: the next begin
+    drops the finished head, and the watermark and the ids it covers are as a commit finds them."""
+    part = PartitionOffsets()
+    first, second = part.begin(0, 1, "a"), part.begin(1, 1, "b")
+    first.finish_one()
+    third = part.begin(2, 1, "c")
+    assert part.in_flight == 2  # offset 0 left; 1 (unacknowledged) and 2 stay
+    second.finish_one()
+    assert part.in_flight == 2  # nothing begun since: still queued until a begin or a commit
+    assert part.committable() == 2 and part.finished_ids == ["a", "b"]
+    third.finish_one()
+    failed = part.begin(3, 1)
+    failed.finish_one()
+    failed.failed = True  # acknowledged, then its delivery failed: not finished
+    part.begin(4, 1)
+    assert part.in_flight == 2 and part.committable() == 3  # it holds the watermark as before

@@ -18,6 +18,7 @@ EXPECTED = {
     "UnknownSchemaError",
     "AuthenticationError", "TLSError",  # issue 11: secured clusters
     "Worker", "WorkerInfo", "load_settings",
+    "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
 }  # fmt: skip
 
 
@@ -72,3 +73,13 @@ def test_prometheus_client_is_imported_only_by_the_metrics_package() -> None:
     code = "import pipeline, pipeline.worker, sys; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "metrics off: prometheus-client is not even imported"
+
+
+def test_there_is_one_fake_clock_for_the_runner_and_the_memory_broker() -> None:
+    """``pipeline.testing.FakeClock`` is ``pipeline.clock.FakeClock``: one time, one class."""
+    from pipeline import clock, testing
+
+    assert testing.FakeClock is clock.FakeClock
+    fake = testing.FakeClock(1_000.0, monotonic=5.0)
+    fake.advance(2.5)
+    assert (fake.monotonic(), fake.time(), fake.wall_ms()) == (7.5, 1_002.5, 1_002_500)

@@ -3,6 +3,7 @@ never skipped when several holds and rewinds happen in one batch."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,9 +109,11 @@ def test_shutdown_gets_what_is_left_of_its_timeout_since_the_stop_request() -> N
     assert isinstance(stop, StopEvent)
     stop.set()
     assert stop.set_at is not None
+    stopped = stop.set_at
     stop.set_at -= 25.0
     rig.close()
-    assert len(rig.producer.flushes) == 1 and 4.0 < rig.producer.flushes[0] <= 5.0
+    took = time.monotonic() - stopped  # whatever this thread lost meanwhile, a loaded machine
+    assert len(rig.producer.flushes) == 1 and 5.0 - took <= rig.producer.flushes[0] <= 5.0
 
 
 def test_a_revoke_flushes_and_commits_within_half_the_shutdown_timeout() -> None:

@@ -4,10 +4,10 @@ one readable message, so a mismatch never surfaces as a poison record in product
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -264,3 +264,34 @@ def test_a_flat_model_is_written_from_its_dict_without_a_copy(catalog: SchemaCat
         video_id="v", thumb=Thumb(width=1, url="u"), format=Format.PNG, at=datetime(2024, 1, 1)
     )
     assert catalog.bind(Thumbnailed).to_record(thumbnailed) == thumbnailed.model_dump()
+
+
+def test_a_decoded_record_is_validated_as_model_validate_would_unless_the_model_overrides_it(
+    catalog: SchemaCatalog,
+) -> None:
+    """The per-record path calls the model's validator directly, with model_validate's result;
+    a model with its own model_validate keeps getting it called."""
+    codec = SingleObjectCodec(catalog)
+    plain = catalog.bind(Thumbnailed)
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    event = Thumbnailed(video_id="v1", thumb=Thumb(url="u", width=1), format=Format.PNG, at=at)
+    assert codec.decode(codec.encode(event, plain, "t"), plain) == event
+
+    class Counted(Event, schema="video.Thumbnailed"):
+        video_id: str
+        thumb: Thumb
+        format: Format
+        caption: str | None = None
+        at: datetime
+        retries: int = 0
+        calls: ClassVar[list[Any]] = []
+
+        @classmethod
+        def model_validate(cls, obj: Any, **kwargs: Any) -> Counted:
+            cls.calls.append(obj)
+            return super().model_validate(obj, **kwargs)
+
+    counted = catalog.bind(Counted)
+    sent = Counted(video_id="v1", thumb=Thumb(url="u", width=1), format=Format.PNG, at=at)
+    data = codec.encode(sent, counted, "t")
+    assert codec.decode(data, counted).video_id == "v1" and len(Counted.calls) == 1

@@ -1,0 +1,107 @@
+"""The alert watch: a hook subscriber judging a stage's Alerts on its ticks, reading the backlog
+off the consume thread; in memory with a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline import Context, DeclarationError, RetryPolicy, Settings, Stage
+from pipeline.alerts import Alert, Alerts
+from pipeline.alertwatch import AlertWatch, BacklogPoller, Reading
+from pipeline.hooks import Hook, Hooks, StageInfo
+from pipeline.testing import FakeClock, TestPipeline
+from tests.conftest import TEST_SCHEMAS
+from tests.integration.app_stages import PINGS, Ping
+
+INFO = StageInfo("s", "g", "w")
+
+
+class Pager(Hook):
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, str, float]] = []
+
+    def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+        self.heard.append(("alert", alert.kind, alert.value))
+
+    def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
+        self.heard.append(("resolved", alert.kind, alert.value))
+
+
+def _watch(alerts: Alerts, readings: list[Reading]) -> tuple[AlertWatch, BacklogPoller, Pager]:
+    """A watch whose poller is driven by hand (no thread): ``poll_once`` takes the next reading."""
+    clock, pager = FakeClock(), Pager()
+    poller = BacklogPoller("s", lambda: readings.pop(0))
+    watch = AlertWatch(alerts, clock, poller)
+    watch.attach(Hooks(INFO, [pager]))
+    return watch, poller, pager
+
+
+def test_the_backlog_is_judged_from_the_last_reading_and_a_read_is_asked_per_interval() -> None:
+    readings: list[Reading] = [(50, 10.0), (150, 20.0), (70, 5.0)]
+    watch, poller, pager = _watch(Alerts(waiting_above=100, check_interval_s=10), readings)
+    watch.on_tick(INFO, 0.0)  # the first tick asks for a read; no answer yet
+    assert poller._wanted.is_set() and pager.heard == []
+    poller._wanted.clear()
+    poller.poll_once()
+    watch.on_tick(INFO, 1.0)  # 50 waiting: below; the next read is due at 10
+    assert not poller._wanted.is_set()
+    watch.on_tick(INFO, 10.0)
+    poller.poll_once()
+    watch.on_tick(INFO, 11.0)
+    assert pager.heard == [("alert", "waiting", 150)]
+    watch.on_tick(INFO, 12.0)  # no new reading: nothing judged again
+    poller.poll_once()
+    watch.on_tick(INFO, 20.0)
+    assert pager.heard[-1] == ("resolved", "waiting", 70)
+
+
+def test_a_failed_read_makes_the_backlog_unknown_and_nothing_changes() -> None:
+    def broken() -> Reading:
+        raise OSError("broker down")
+
+    clock, pager = FakeClock(), Pager()
+    poller = BacklogPoller("s", broken)
+    watch = AlertWatch(Alerts(waiting_above=0), clock, poller)
+    watch.attach(Hooks(INFO, [pager]))
+    watch.rules.backlog(5, None, at=0)  # firing
+    poller.poll_once()
+    watch.on_tick(INFO, 1.0)
+    assert pager.heard == [] and poller.take() is None
+
+
+def test_a_stage_with_alerts_fires_and_resolves_its_failure_ratio_in_memory() -> None:
+    class Flaky(Stage):
+        consumes = PINGS
+        retry = RetryPolicy(in_process_attempts=1, tiers=())
+        alerts = Alerts(failure_ratio_above=0.5, window_s=10, min_events=4)
+
+        def handle(self, event: Ping, ctx: Context) -> None:
+            if event.ping_id.startswith("fail"):
+                raise ValueError("failing on command")
+
+    pager = Pager()
+    with TestPipeline([Flaky], Settings(schemas_dir=TEST_SCHEMAS), hooks=[pager]) as t:
+        for i in range(4):
+            t.publish(PINGS, Ping(ping_id=f"fail-{i}", n=i))
+        t.run_until(lambda: bool(pager.heard), timeout_s=5)
+        assert pager.heard == [("alert", "failure_ratio", 1.0)]
+        assert t.stats(Flaky).alerts == 1
+        assert isinstance(t.clock, FakeClock)
+        t.clock.advance(11)  # the failures leave the window
+        for i in range(10):
+            t.publish(PINGS, Ping(ping_id=f"ok-{i}", n=i))
+        t.run_until(lambda: len(pager.heard) == 2, timeout_s=5)
+        assert pager.heard[1] == ("resolved", "failure_ratio", 0.0)
+
+
+def test_alerts_must_be_an_alerts_declaration() -> None:
+    with pytest.raises(DeclarationError, match="`alerts` must be an Alerts"):
+
+        class Wrong(Stage):
+            consumes = PINGS
+            alerts: Any = {"waiting_above": 10}
+
+            def handle(self, event: Ping, ctx: Context) -> None:
+                pass
