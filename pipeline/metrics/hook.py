@@ -1,8 +1,9 @@
 """``Metrics``: the Prometheus subscriber of the stage hooks.
 
 The hot path only adds to plain ints kept per stage (a few tens of nanoseconds an event); they
-are written to the prometheus-client metrics after each batch, on every tick (about once a
-second) and when the stage stops. So a scrape sees values at most about a second old, and a
+are written to the prometheus-client metrics on every tick (about once a second, busy or idle)
+and when the stage stops, never per batch: with small batches that would cost more than the
+counting. So a scrape sees values at most about a second old, and a
 worker killed with -9 loses at most that second of counts (never a total from before: in
 multiprocess mode those are in the run's directory already).
 """
@@ -180,9 +181,6 @@ class Metrics(Hook, Trusted):
         tally = self._tally(stage)
         tally.consumed += len(records)
         tally.age.fetched(records)
-
-    def after_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
-        self._tally(stage).flush()
 
     def around_handler(self, stage: StageInfo, event: Any, ctx: Context) -> _Timed:
         return _Timed(self._tallies.get(stage.name) or self._tally(stage))
