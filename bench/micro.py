@@ -114,13 +114,13 @@ def records(count: int) -> list[Record]:
     return out
 
 
-def runner_us(recs: list[Record]) -> float:
+def runner_us(recs: list[Record], hooks: Sequence[Any] = ()) -> float:
     args = argparse.Namespace(prefix="", src="bench-micro.src", dst="bench-micro.out",
                               group="bench-micro", io_ms=0, concurrency=1)  # fmt: skip
     settings = Settings(schemas_dir=common.SCHEMAS_DIR)
     pipeline = Pipeline.build(settings, [ours.stage_class(args)])
     consumer, producer = MemoryConsumer(recs, settings.batch_size), MemoryProducer()
-    runner = StageRunner(pipeline.plans[0], consumer, producer, pipeline.codec)  # type: ignore[arg-type]
+    runner = StageRunner(pipeline.plans[0], consumer, producer, pipeline.codec, hooks=hooks)  # type: ignore[arg-type]
     runner._consumer.subscribe(pipeline.plans[0].subscriptions, runner)
     start = time.perf_counter()
     while runner.stats.processed < len(recs):
@@ -161,9 +161,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--messages", type=int, default=200_000)
     recs = records(p.parse_args().messages)
-    raw, runner = raw_us(recs), runner_us(recs)
+    from pipeline.metrics import Metrics
+
+    raw, runner, metered = raw_us(recs), runner_us(recs), runner_us(recs, [Metrics()])
     print(f"RAW loop body      {raw:6.1f} µs/msg")
     print(f"StageRunner.step   {runner:6.1f} µs/msg  ({runner / raw:.2f} x RAW; no Kafka)")
+    print(f"  with Metrics     {metered:6.1f} µs/msg  ({metered / runner - 1:+.1%} for metrics)")
     for name, fn in steps(recs[0]):
         print(f"  {min(timeit.repeat(fn, number=20_000, repeat=3)) / 20_000 * 1e6:6.2f} µs  {name}")
 

@@ -33,6 +33,8 @@ class Contender:
 
 RAW = Contender("raw", "bench.contenders.raw", PROJECT_PY)
 OURS = Contender("ours", "bench.contenders.ours", PROJECT_PY)
+# OURS with metrics on (drain only): its throughput over OURS' is the cost of metrics.
+OURS_METRICS = Contender("ours-metrics", "bench.contenders.ours_metrics", PROJECT_PY)
 PEERS = {
     "faststream": Contender("faststream", "bench.contenders.faststream_peer", PEERS_PY, True),
     "quix": Contender("quix", "bench.contenders.quix_peer", PEERS_PY, True),

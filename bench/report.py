@@ -17,6 +17,7 @@ TARGETS = {  # name: (target, higher is better)
     "p99_ours_vs_raw": (1.25, False),
     "rss_growth_mb": (20.0, False),
     "produce_requests_per_message": (0.05, False),
+    "metrics_on_vs_off": (0.95, True),
 }
 
 
@@ -145,6 +146,9 @@ def headline(
     labels = list(chain)
     return {
         "ours_vs_raw": _r(ours / raw),
+        "metrics_on_vs_off": _r(throughput(drain["ours-metrics"]) / ours)
+        if "ours-metrics" in drain
+        else None,
         "ours_vs_best_peer": _r(ours / ran[best]) if best else None,
         "best_peer": best,
         "p99_ours_vs_raw": p99_ratio(chain[labels[0]]) if labels else None,

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import phases, report
 from bench.contenders import common, load
-from bench.phases import OURS, PEERS, RAW, Contender, Run
+from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
 from bench.topics import RunTopics
 
@@ -161,7 +161,7 @@ def main() -> int:
     peers, not_run = available_peers([p for p in args.peers.split(",") if p])
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
     run = Run(bootstrap, topics, args.time_limit)
-    contenders = [RAW, OURS, *peers]
+    contenders = [RAW, OURS, OURS_METRICS, *peers]
     sweep = [int(n) for n in args.concurrency.split(",")]
     cases, io_note = io_cases(peers, sweep)
     notes = [io_note, *config_drift()] + [f"{p}: not run: {why}" for p, why in not_run.items()]

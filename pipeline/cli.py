@@ -127,17 +127,26 @@ def run(
             "--progress-interval", min=1, metavar="SECONDS", help="Seconds between progress lines."
         ),
     ] = DEFAULT_PROGRESS_S,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", metavar="PORT",
+            help="Serve Prometheus /metrics on this port (PIPELINE_METRICS_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the stages of MODULE until SIGINT/SIGTERM (graceful: finish, commit, leave).
 
     Logs each stage's group, retry and dead-letter topics, then a progress line per stage."""
+    from pipeline.config import load_settings
     from pipeline.logs import setup_logging
     from pipeline.worker import RunOptions, run_workers
 
     options = RunOptions(log_level, None if quiet else progress_interval)
     try:
         setup_logging(log_level)
-        code = run_workers(module, _settings(config), workers, options)
+        port = {} if metrics_port is None else {"metrics_port": metrics_port}
+        code = run_workers(module, load_settings(config, **port), workers, options)
     except PipelineError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

@@ -52,7 +52,7 @@ class OffsetCommitter:
         self._group = group
         self._consumer = consumer
         self._tracker = tracker
-        self._on_commit = hooks.on_commit
+        self._on_commit, self._on_commit_failed = hooks.on_commit, hooks.on_commit_failed
         self.store: DoneStore | None = None  # the stage's idempotency store, once opened
         self._pending_ids: list[str] = []
 
@@ -69,7 +69,10 @@ class OffsetCommitter:
     ) -> None:
         # Async commits are marked done when sent; one that failed (e.g. ILLEGAL_GENERATION
         # during a rebalance) must be sent again, or the group's offset stays behind.
-        self._tracker.commit_failed(self._consumer.take_commit_failures())
+        failures = self._consumer.take_commit_failures()
+        self._tracker.commit_failed(failures)
+        if failures and self._on_commit_failed is not None:
+            self._on_commit_failed(failures)
         offsets = self._tracker.committable(assigned)
         if self.store is not None:
             self._pending_ids += self._tracker.take_finished_ids()
@@ -83,7 +86,12 @@ class OffsetCommitter:
                 self._pending_ids = []
         if not offsets:
             return
-        self._consumer.commit(offsets, sync=sync)
+        try:
+            self._consumer.commit(offsets, sync=sync)
+        except KafkaError:
+            if self._on_commit_failed is not None:
+                self._on_commit_failed(list(offsets))
+            raise
         self._tracker.mark_committed(offsets)
         if self._on_commit is not None:
             self._on_commit(offsets)
@@ -125,6 +133,7 @@ class TransactionCommitter:
         self._producer = producer
         self._tracker = tracker
         self._on_commit, self._on_abort = hooks.on_commit, hooks.on_abort
+        self._on_commit_failed = hooks.on_commit_failed
         self._rewind_all = rewind_all
         self._timeout = timeout_s
         self._clock = clock
@@ -208,6 +217,7 @@ class TransactionCommitter:
                             "transaction", exc)  # fmt: skip
                 return
             log.warning("transaction failed (%s); aborting and rewinding", exc)
+            self._commit_failed(assigned)
             self.abort(self._left(deadline))
             return
         self._committed(assigned, offsets)
@@ -230,6 +240,7 @@ class TransactionCommitter:
                     code=exc.code,
                 ) from None
             log.warning("transaction failed (%s); aborting and rewinding", exc)
+            self._commit_failed(assigned)
             self.abort()
             return
         log.info("the timed-out commit finished; transactions go on")
@@ -247,6 +258,10 @@ class TransactionCommitter:
         self._tracker.mark_committed(offsets)
         if self._on_commit is not None:
             self._on_commit(offsets)
+
+    def _commit_failed(self, assigned: set[TopicPartition]) -> None:
+        if self._on_commit_failed is not None:
+            self._on_commit_failed(sorted(assigned))
 
     def _left(self, deadline: float) -> float:
         # Never 0: librdkafka would then not even try.

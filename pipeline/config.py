@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         "sqlite:///.pipeline/idempotency.db",
         description="Idempotency store for stages that declare one (sqlite:/// or postgresql://).",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (0: any free one); None: off.",
+    )
     consumer_config: dict[str, str] = Field(default_factory=dict)
     producer_config: dict[str, str] = Field(default_factory=dict)
     # -- connection security: every client gets these (pipeline.security) ------------------

@@ -128,6 +128,12 @@ class LagPort(Protocol):
         ``group`` over ``topics``; ``KafkaError`` while the cluster cannot tell."""
         ...
 
+    def partition_lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        """Records not yet committed by ``group``, per partition of ``topics`` (from the log's
+        start when the group has committed nothing there); ``KafkaError`` while the cluster
+        cannot tell."""
+        ...
+
     def close(self) -> None: ...
 
 

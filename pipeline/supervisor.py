@@ -135,6 +135,8 @@ class Supervisor:
         self._procs: dict[int, BaseProcess] = {}
         self._restart_at: dict[int, float] = {}
         self._fatal = False
+        # Told the pid of every worker that exited (died, or stopped at the end).
+        self.on_death: Callable[[int | None], None] | None = None
 
     def run(self) -> int:
         for index in range(len(self._trackers)):
@@ -160,6 +162,8 @@ class Supervisor:
             self._died(index, proc)
 
     def _died(self, index: int, proc: BaseProcess) -> None:
+        if self.on_death is not None:
+            self.on_death(proc.pid)
         code = proc.exitcode
         if code == CONFIG_ERROR_EXIT:
             log.error("worker %d (pid %s) %s (a configuration error, which restarting cannot "
@@ -207,6 +211,9 @@ class Supervisor:
                 log.error("worker %d (pid %s) did not stop in time; killing it", index, proc.pid)
                 proc.kill()
                 proc.join(5)
+        if self.on_death is not None:
+            for _, proc in procs:
+                self.on_death(proc.pid)
         codes = {index: proc.exitcode for index, proc in procs}
         log.info("workers exited: %s", ", ".join(
             f"{index}: {describe_exit(code)}" for index, code in sorted(codes.items())

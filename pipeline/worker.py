@@ -180,13 +180,27 @@ def run_workers(
     pipeline.ensure_topics()
     if workers == 1:
         set_process_title(f"pipeline worker {spec}")
+        endpoint = None
+        if settings.metrics_port is not None:
+            from pipeline.metrics import serve_worker
+
+            pipeline, endpoint = serve_worker(pipeline, settings.metrics_port)
         try:
             code = Worker(with_progress(pipeline, options), stop=stop).run_until_signalled()
         finally:
             pipeline.close()
+            if endpoint is not None:
+                endpoint.close()
         return exit_within(code)
     if stop.is_set():
         return 0
+    return _supervise(spec, settings, workers, pipeline, stop, options)
+
+
+def _supervise(
+    spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent,
+    options: RunOptions,
+) -> int:  # fmt: skip
     set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
 
@@ -196,7 +210,17 @@ def run_workers(
         args = (spec, settings, index, workers, os.getpid(), options)
         return ctx.Process(target=_child, args=args, name=f"worker-{index}")
 
-    return Supervisor(spawn, workers, stop, settings.shutdown_timeout_s).run()
+    if settings.metrics_port is None:
+        return Supervisor(spawn, workers, stop, settings.shutdown_timeout_s).run()
+    from pipeline.metrics import serve_supervisor
+
+    endpoint = serve_supervisor(pipeline, settings.metrics_port)  # before any worker starts
+    try:
+        supervisor = Supervisor(spawn, workers, stop, settings.shutdown_timeout_s)
+        supervisor.on_death = endpoint.worker_died
+        return supervisor.run()
+    finally:
+        endpoint.close()
 
 
 def _child(
@@ -213,6 +237,10 @@ def _child(
     except (ConfigError, DeclarationError, SchemaError) as exc:  # the supervisor gives up on 2
         log.error("worker %d: %s", index, exc)
         raise SystemExit(2) from None
+    if settings.metrics_port is not None:  # the supervisor serves them, from the run's directory
+        from pipeline.metrics import with_metrics
+
+        pipeline = with_metrics(pipeline)
     worker = Worker(with_progress(pipeline, options), worker_id=f"w{index}", stop=stop)
     try:
         code = worker.run_until_signalled(parent_pid=parent)

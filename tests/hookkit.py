@@ -108,6 +108,9 @@ class Recorder(Hook):
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
         self._note("commit", stage.name, dict(offsets))
 
+    def on_commit_failed(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        self._note("commit_failed", stage.name, sorted(partitions))
+
     def on_abort(self, stage: StageInfo) -> None:
         self._note("abort", stage.name)
 

@@ -117,12 +117,18 @@ class CountingProducer(KafkaProducer):
         self.made.append(self)
 
 
-def main(args: Any) -> None:
+def main(args: Any, metrics: bool = False) -> None:
+    """``metrics``: as ``pipeline run`` with ``PIPELINE_METRICS_PORT`` (the ``Metrics`` hook, its
+    /metrics endpoint and the lag thread)."""
     settings = Settings(
         bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, schemas_dir=common.SCHEMAS_DIR
     )
     pipeline = Pipeline.build(settings, [stage_class(args)])
     pipeline.ensure_topics()
+    if metrics:
+        from pipeline.metrics import serve_worker
+
+        pipeline, _endpoint = serve_worker(pipeline, 0)
     plan = pipeline.plans[0]
     METER.count, METER.time_limit_s = args.count, args.time_limit
     MeteredConsumer.inputs = frozenset(plan.inputs)

@@ -16,7 +16,7 @@ from pipeline.errors import BrokerUnavailableError, KafkaError, TopicNotFoundErr
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
 from pipeline.kafka.security import refusal
-from pipeline.ports import TopicInfo
+from pipeline.ports import TopicInfo, TopicPartition
 
 __all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo"]
 
@@ -164,6 +164,22 @@ class LagMonitor:
 
     def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
         """(records committed since the start of the log, records not yet committed)."""
+        done = lag = 0
+        for low, position, high in self._positions(group, topics).values():
+            done += max(0, position - low)
+            lag += max(0, high - position)
+        return done, lag
+
+    def partition_lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        return {
+            tp: max(0, high - position)
+            for tp, (_, position, high) in self._positions(group, topics).items()
+        }
+
+    def _positions(
+        self, group: str, topics: list[str]
+    ) -> dict[TopicPartition, tuple[int, int, int]]:
+        """(low watermark, committed position or low, high watermark) per partition."""
         try:
             meta = self._consumer.list_topics(timeout=self._timeout)
             parts = [
@@ -174,15 +190,13 @@ class LagMonitor:
             ]
             request = [ConsumerGroupTopicPartitions(group, parts)]
             result = self._admin.list_consumer_group_offsets(request)[group].result(self._timeout)
-            done = lag = 0
+            out = {}
             for tp in result.topic_partitions:
                 low, high = self._consumer.get_watermark_offsets(
                     CTopicPartition(tp.topic, tp.partition), timeout=self._timeout, cached=False
                 )
-                position = tp.offset if tp.offset >= 0 else low
-                done += max(0, position - low)
-                lag += max(0, high - position)
-            return done, lag
+                out[(tp.topic, tp.partition)] = (low, tp.offset if tp.offset >= 0 else low, high)
+            return out
         except KafkaException as exc:
             self._consumer.poll(0)  # serves the error callback: was the connection refused?
             raise self._refused or KafkaError(f"lag of group {group}: {exc}") from None

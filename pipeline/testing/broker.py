@@ -217,6 +217,17 @@ class MemoryBroker:
                     done, lag = done + position, lag + max(0, end - position)
             return done, lag
 
+    def partition_lag(self, group_id: str, topics: list[str]) -> dict[TopicPartition, int]:
+        """As ``LagMonitor.partition_lag``: offsets not yet committed, per partition."""
+        with self.condition:
+            committed = self.committed_offsets(group_id)
+            return {
+                (topic, p): max(0, end - committed.get((topic, p), 0))
+                for topic in topics
+                if topic in self._topics
+                for p, end in self.end_offsets(topic).items()
+            }
+
     def pending(self, group_id: str, topic: str) -> int:
         """Records of ``topic`` a read_committed member of ``group_id`` would still be given
         from the committed offsets (markers and aborted records not counted): 0 when the

@@ -122,6 +122,9 @@ class MemoryLag:
     def lag(self, group: str, topics: list[str]) -> tuple[int, int]:
         return self._broker.lag(group, topics)
 
+    def partition_lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        return self._broker.partition_lag(group, topics)
+
     def close(self) -> None:
         """Nothing to release."""
 

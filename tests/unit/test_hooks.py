@@ -86,6 +86,15 @@ def test_an_event_nobody_overrides_resolves_to_none_and_the_stats_are_called_ung
     assert hooks.wrap(handler, is_async=False) is handler, "no around_handler: not wrapped"
 
 
+def test_trusted_hooks_of_one_event_are_each_called_in_order_without_a_guard() -> None:
+    one, two = StageStats("s", "g"), StageStats("s", "g")
+    hooks = Hooks(StageInfo("s", "g", "w"), [StatsHook(one), StatsHook(two)])
+    assert hooks.on_skipped is not None
+    hooks.on_skipped(None, ValueError("x"))
+    assert one.skipped == two.skipped == 1
+    assert hooks.on_skipped.__name__ == "each", "trusted: called without a guard"
+
+
 def test_a_runner_without_user_hooks_wraps_nothing_and_resolves_no_tick() -> None:
     with TestPipeline([Answer], _settings()) as t:
         runner = t.pipeline.runner(t.pipeline.plans[0], "w9")
@@ -114,6 +123,19 @@ def test_a_success_is_heard_from_start_to_completion_and_commit() -> None:
     commits = [c[2] for c in rec.of("commit")]
     assert {(sent.topic, sent.partition): sent.offset + 1} in commits
     assert rec.of("revoke"), "closing the harness hands the partitions back"
+
+
+def test_a_refused_commit_is_heard_and_its_offsets_are_committed_later() -> None:
+    """The broker refuses two asynchronous commits: ``on_commit_failed`` names the partition
+    each time, and the next commit carries its offset."""
+    rec = Recorder()
+    with TestPipeline([Quiet], _settings(), hooks=[rec]) as t:
+        t.broker.fail_commits(t.pipeline.plans[0].group, 2)
+        sent = t.publish(PINGS, Ping(ping_id="p0", n=0), key="k")
+        t.run_until_idle()
+    tp = (sent.topic, sent.partition)
+    assert [h[2] for h in rec.of("commit_failed")] == [[tp], [tp]]
+    assert any(c[2].get(tp) == sent.offset + 1 for c in rec.of("commit")[2:])
 
 
 def test_completed_waits_for_the_outputs_acknowledgement() -> None:

@@ -58,6 +58,23 @@ def test_confluent_kafka_is_imported_only_by_the_adapter() -> None:
     assert offenders == []
 
 
+def test_prometheus_client_is_imported_only_by_the_metrics_package() -> None:
+    import re
+    from pathlib import Path
+
+    imports = re.compile(r"^\s*(from|import)\s+prometheus_client", re.MULTILINE)
+    root = Path(pipeline.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if imports.search(p.read_text()) and p.relative_to(root).parts[0] != "metrics"
+    ]
+    assert offenders == []
+    code = "import pipeline, pipeline.worker, sys; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", "metrics off: prometheus-client is not even imported"
+
+
 def test_there_is_one_fake_clock_for_the_runner_and_the_memory_broker() -> None:
     """``pipeline.testing.FakeClock`` is ``pipeline.clock.FakeClock``: one time, one class."""
     from pipeline import clock, testing
