@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from pipeline.alerts import Alert, AlertRules, Alerts, Change
 from pipeline.clock import Clock
 from pipeline.config import Settings
-from pipeline.hooks import Hook, Hooks, StageInfo
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo
 from pipeline.ports import RawRecord
 from pipeline.queues import StatusReader
 from pipeline.registry import StagePlan

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
-from pipeline.hooks import Hooks
+from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import ConsumerPort, TopicPartition
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.breaker import CircuitBreaker, State
-from pipeline.hooks import Hooks
+from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.retrytopics import Origin

@@ -20,7 +20,7 @@ from pipeline.dedupe import Deduper
 from pipeline.errors import TruncatedPayloadError, UnknownSchemaError
 from pipeline.execute import Core, Executor, InlineExecutor
 from pipeline.holds import Holds
-from pipeline.hooks import Hooks
+from pipeline.hookcalls import Hooks
 from pipeline.invoke import Invoker
 from pipeline.keyed import KeyedExecutor
 from pipeline.offsets import OffsetTracker

@@ -31,7 +31,8 @@ from pipeline.app import Announce, build_codec, load_catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
-from pipeline.hooks import Hook, check, publish_hook
+from pipeline.hookcalls import publish_hook
+from pipeline.hooks import Hook, check
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
 from pipeline.transport import Transport, kafka

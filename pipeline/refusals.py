@@ -31,7 +31,7 @@ from typing import Literal
 from pipeline.backoff import Backoff, Streaks
 from pipeline.errors import KafkaError
 from pipeline.holds import Holds
-from pipeline.hooks import Hooks
+from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.outputs import FailedDelivery
 from pipeline.ports import RawRecord, TopicPartition

@@ -15,7 +15,7 @@ from pipeline.breaker import CircuitBreaker, CircuitOpenError, State
 from pipeline.clock import SYSTEM, Clock
 from pipeline.deadletter import DeadLetterSource, headers_for
 from pipeline.failures import Decision, Outcome, RetryPolicy, decide
-from pipeline.hooks import Hooks
+from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker, Token
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.registry import StagePlan

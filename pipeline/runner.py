@@ -18,9 +18,8 @@ Each ``step``, in order:
    refused outputs (``pipeline.refusals``: re-read after a backoff, or dead-letter the input);
 7. on their intervals: commit the contiguous finished watermark of each partition, and tick.
 
-Hooks (``pipeline.hooks``) hear every step: batches, each event's outcome, commits, rebalances.
-They are resolved once, here in the constructor; a hook point nobody listens to is ``None`` and
-costs one attribute test. ``StageStats`` is such a subscriber.
+Hooks (``pipeline.hooks``) hear every step, resolved once in the constructor: a hook point nobody
+listens to is ``None`` and costs one attribute test. ``StageStats`` is such a subscriber.
 
 Guarantee: an offset is committed only after its handler succeeded and every output (or its
 retry / dead-letter copy) was acknowledged, so a crash at any point redelivers rather than
@@ -44,7 +43,8 @@ from pipeline.context import Context
 from pipeline.dedupe import Deduper
 from pipeline.errors import CallAbandoned, KafkaError, PipelineError, TooManyHungCalls
 from pipeline.execute import Admitted
-from pipeline.hooks import Hook, Hooks, StageInfo
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo
 from pipeline.offsets import Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.refusals import ALONE_FLUSH_S

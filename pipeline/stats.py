@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.hooks import Hook, Hooks, StageInfo, Trusted
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo, Trusted
 from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:

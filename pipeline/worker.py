@@ -22,7 +22,8 @@ from typing import NoReturn
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeclarationError, SchemaError
-from pipeline.hooks import WorkerInfo, call_each
+from pipeline.hookcalls import call_each
+from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.stop import StopEvent

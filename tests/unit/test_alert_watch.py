@@ -10,7 +10,8 @@ import pytest
 from pipeline import Context, DeclarationError, RetryPolicy, Settings, Stage
 from pipeline.alerts import Alert, Alerts
 from pipeline.alertwatch import AlertWatch, BacklogPoller, Reading
-from pipeline.hooks import Hook, Hooks, StageInfo
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo
 from pipeline.testing import FakeClock, TestPipeline
 from tests.conftest import TEST_SCHEMAS
 from tests.integration.app_stages import PINGS, Ping

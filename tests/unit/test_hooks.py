@@ -27,7 +27,8 @@ from pipeline import (
     Stage,
     Topic,
 )
-from pipeline.hooks import Hook, Hooks, StageInfo, WorkerInfo
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.stats import StageStats, StatsHook
 from pipeline.testing import FakeClock, MemoryBroker, MemoryTransport, TestPipeline
 from pipeline.worker import Worker

@@ -264,7 +264,8 @@ def test_a_handler_call_is_in_flight_while_it_runs_and_timed_after_either_way() 
     ``around_handler`` hook, through its ``around_handler``: the same counts."""
     from contextlib import nullcontext
 
-    from pipeline.hooks import Hook, Hooks
+    from pipeline.hookcalls import Hooks
+    from pipeline.hooks import Hook
 
     class Other(Hook):
         def around_handler(self, stage: Any, event: Any, ctx: Any) -> Any:

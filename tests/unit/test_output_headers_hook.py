@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline import Context, RetryPolicy, Settings, Stage
-from pipeline.hooks import Hook, Hooks, StageInfo
+from pipeline.hookcalls import Hooks
+from pipeline.hooks import Hook, StageInfo
 from pipeline.ports import RawRecord
 from pipeline.testing import TestPipeline
 from tests.conftest import TEST_SCHEMAS
