@@ -199,9 +199,10 @@ def read_topic(
     are assigned directly. Reading stops when every partition reached the end it had at the
     start (for a ``transactional`` topic: that end but one, the final commit marker, which is
     never delivered), or after a quiet spell without records: 3 s, or for a transactional
-    topic 15 s, longer than the workers' transaction timeout (10 s), so that a transaction
-    left open by a killed worker is aborted by the broker and the records after it show."""
-    idle_s = 15.0 if transactional else 3.0
+    topic 30 s, longer than the workers' transaction timeout (10 s) plus the broker's check for
+    timed-out transactions (every 10 s by default) with room for a loaded machine, so that a
+    transaction left open by a killed worker is aborted and the records after it show."""
+    idle_s = 30.0 if transactional else 3.0
     marker = 1 if transactional else 0
     consumer = Consumer(
         {

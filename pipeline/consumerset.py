@@ -9,6 +9,7 @@ runner sees one consumer and routes by topic without knowing.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,10 +91,24 @@ class ConsumerSet:
         raise NotImplementedError("exactly-once stages read inputs and retries with one consumer")
 
     def close(self) -> None:
+        """Both at once: each close waits for its LeaveGroup answer (up to the request timeout
+        on a slow broker), and one after the other would spend the shutdown budget twice."""
+        errors: list[BaseException] = []
+
+        def close_retry() -> None:
+            try:
+                self._retry.close()
+            except BaseException as exc:  # raised below, on the caller's thread
+                errors.append(exc)
+
+        other = threading.Thread(target=close_retry, name="close-retry-consumer", daemon=True)
+        other.start()
         try:
             self._main.close()
         finally:
-            self._retry.close()
+            other.join()
+        if errors:
+            raise errors[0]
 
     def _split(
         self, partitions: list[TopicPartition]

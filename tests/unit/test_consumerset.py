@@ -60,3 +60,21 @@ def test_retries_are_looked_for_at_most_every_100_ms() -> None:
     clock.advance(0.1)
     both.consume(10, 0.1)
     assert len(retry.asked) == 2
+
+
+def test_close_closes_both_consumers_at_once() -> None:
+    """A close waits for the group to answer; the two waits overlap instead of adding up."""
+    import threading as _threading
+
+    both = _threading.Barrier(2, timeout=10)
+
+    class Slow:
+        closed = False
+
+        def close(self) -> None:
+            both.wait()  # returns only when the other consumer's close is running too
+            self.closed = True
+
+    main, retry = Slow(), Slow()
+    ConsumerSet(main, retry, ["t.retry"]).close()  # type: ignore[arg-type]
+    assert main.closed and retry.closed
