@@ -35,6 +35,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.lanes import Lanes
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "Hook",
     "Idempotency",
     "KafkaError",
+    "Lanes",
     "Pipeline",
     "PipelineError",
     "PipelineStatus",

@@ -32,6 +32,7 @@ class Output:
     event: Event
     key: bytes | None
     headers: list[tuple[str, bytes]]  # extra headers given to emit()
+    lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
 
 
 class Context:
@@ -118,9 +119,11 @@ class Context:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        priority: int | str | None = None,
     ) -> None:
         """Queue ``event`` for ``topic``. The key defaults to the topic's key field, else the
-        input record's key, so per-key order is kept along the pipeline."""
+        input record's key, so per-key order is kept along the pipeline. ``priority``: the lane
+        of a topic with priorities (an index, 0 highest, or a level name; default 0)."""
         if topic.name not in self._allowed:
             raise DeclarationError(
                 f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
@@ -134,4 +137,11 @@ class Context:
             key = str(getattr(event, topic.key))
         raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
         extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
-        self.outputs.append(Output(topic, event, raw_key, extra))
+        if priority is None:
+            self.outputs.append(Output(topic, event, raw_key, extra))
+            return
+        try:
+            lane = topic.lane(priority)
+        except ValueError as exc:
+            raise DeclarationError(f"stage {self.stage}: {exc}") from None
+        self.outputs.append(Output(topic, event, raw_key, extra, lane))

@@ -20,6 +20,7 @@ from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hookcalls import Hooks
+from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
@@ -79,9 +80,11 @@ class OutputWriter:
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
+            physical = outputs[output.topic.name][0]
+            if output.lane:
+                physical = lane_topic(physical, output.lane)
             try:
-                produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
-                        on_delivery)  # fmt: skip
+                produce(physical, payloads[index], output.key, headers, on_delivery)
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break

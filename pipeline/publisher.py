@@ -33,6 +33,7 @@ from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
 from pipeline.hookcalls import publish_hook
 from pipeline.hooks import Hook, check
+from pipeline.lanes import lane_topic
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
 from pipeline.transport import Transport, kafka
@@ -102,12 +103,16 @@ class Publisher:
         wait: bool = True,
         timeout_s: float = 30.0,
         on_delivery: DeliveryHandler | None = None,
+        priority: int | str | None = None,
     ) -> Delivered | None:
         """Encode and send ``event``. With ``wait`` (default) block until acknowledged and
-        return where it was stored; otherwise return None and report to ``on_delivery``."""
+        return where it was stored; otherwise return None and report to ``on_delivery``.
+        ``priority``: the lane of a topic with priorities (``pipeline.lanes``): an index, 0
+        highest as in Bull, or a level name; default 0, the topic itself."""
         _require_topic(topic)
+        lane = topic.lane(priority)
         if not wait:
-            self._send(topic, event, key, headers, on_delivery or self._remember_failure)
+            self._send(topic, event, key, headers, on_delivery or self._remember_failure, lane)
             return None
         done = threading.Event()
         outcome: list[Delivered | DeliveryError] = []
@@ -116,7 +121,7 @@ class Publisher:
             outcome.append(result)
             done.set()
 
-        self._send(topic, event, key, headers, record)
+        self._send(topic, event, key, headers, record, lane)
         if not done.wait(timeout_s):
             raise DeliveryError(f"no acknowledgement for {topic.name} within {timeout_s}s")
         return _unwrap(outcome[0])
@@ -128,16 +133,18 @@ class Publisher:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        priority: int | str | None = None,
     ) -> Delivered:
         """Send ``event`` and await its acknowledgement without blocking the event loop."""
         _require_topic(topic)
+        lane = topic.lane(priority)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered | DeliveryError] = loop.create_future()
 
         def record(result: Delivered | DeliveryError) -> None:
             loop.call_soon_threadsafe(_settle, future, result)
 
-        self._send(topic, event, key, headers, record)
+        self._send(topic, event, key, headers, record, lane)
         return _unwrap(await future)
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -179,14 +186,17 @@ class Publisher:
         key: str | bytes | None,
         headers: dict[str, str | bytes] | None,
         report: DeliveryHandler,
+        lane: int = 0,
     ) -> None:
         if not isinstance(event, topic.model):
             raise TypeError(
                 f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}"
             )
-        physical = self.settings.topic(topic.name)
+        base = self.settings.topic(topic.name)
+        physical = lane_topic(base, lane) if lane else base
         self._ensure_topic(physical)
-        value = self._codec.encode(event, self._binding(topic.model), physical)
+        # Encoded for the topic itself whatever the lane: lanes are one topic to schemas.
+        value = self._codec.encode(event, self._binding(topic.model), base)
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
         event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()

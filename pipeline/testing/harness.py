@@ -43,6 +43,7 @@ from pipeline.errors import DeliveryError
 from pipeline.events import Event
 from pipeline.failures import REQUESTS
 from pipeline.hooks import Hook, StageInfo
+from pipeline.lanes import lane_topic
 from pipeline.registry import StagePlan
 from pipeline.stage import Stage, Topic
 from pipeline.stats import StageStats
@@ -136,13 +137,16 @@ class TestPipeline:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        priority: int | str | None = None,
     ) -> StoredRecord:
         """Write ``event`` to ``topic`` as ``Publisher.publish`` does (its key field, an
-        ``event-id``) and wait for the acknowledgement; returns the record as stored."""
+        ``event-id``, the lane ``priority`` names) and wait for the acknowledgement; returns
+        the record as stored."""
         binding = self.pipeline.catalog.bind(topic.model)
         self.pipeline.announce(binding)
-        physical = self.settings.topic(topic.name)
-        value = self.pipeline.codec.encode(event, binding, physical)
+        base = self.settings.topic(topic.name)
+        value = self.pipeline.codec.encode(event, binding, base)
+        physical = lane_topic(base, topic.lane(priority))
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
         event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
@@ -219,17 +223,24 @@ class TestPipeline:
 
     # -- what came out -------------------------------------------------------------------
 
-    def records(self, topic: Topic | str) -> list[StoredRecord]:
-        """Every committed record of ``topic`` (a Topic, or a physical topic name)."""
-        physical = topic if isinstance(topic, str) else self.settings.topic(topic.name)
-        return list(self.transport.topic_log().read(physical))
+    def records(self, topic: Topic | str, priority: int | str | None = None) -> list[StoredRecord]:
+        """Every committed record of ``topic`` (a Topic, or a physical topic name); of a
+        Topic with priorities, of the lane ``priority`` names, else of every lane, lane 0
+        first."""
+        if isinstance(topic, str):
+            return list(self.transport.topic_log().read(topic))
+        base = self.settings.topic(topic.name)
+        lanes = range(topic.lanes) if priority is None else (topic.lane(priority),)
+        log = self.transport.topic_log()
+        return [r for lane in lanes for r in log.read(lane_topic(base, lane))]
 
-    def outputs(self, topic: Topic) -> list[Any]:
-        """The events in ``topic``, decoded, partition by partition in offset order."""
+    def outputs(self, topic: Topic, priority: int | str | None = None) -> list[Any]:
+        """The events in ``topic`` (its lanes as ``records``), decoded, partition by partition
+        in offset order."""
         binding = self.pipeline.catalog.bind(topic.model)
         return [
             self.pipeline.codec.decode(r.value, binding)
-            for r in self.records(topic)
+            for r in self.records(topic, priority)
             if r.value is not None
         ]
 
@@ -245,8 +256,12 @@ class TestPipeline:
         """(records committed, records not yet committed) of ``stage``'s group on its inputs."""
         plan = self._plan(stage)
         monitor = self.transport.lag_monitor()
-        try:
-            return monitor.lag(plan.group, list(plan.inputs))
+        try:  # each lane's inputs in the group that reads them
+            done = waiting = 0
+            for group, topics in plan.lane_readers:
+                d, w = monitor.lag(group, topics)
+                done, waiting = done + d, waiting + w
+            return done, waiting
         finally:
             monitor.close()
 
@@ -303,16 +318,8 @@ class TestPipeline:
         return all(self._unfinished(group, topics) == 0 for group, topics in self._readers())
 
     def _readers(self) -> list[tuple[str, list[str]]]:
-        """(group, topics) of every consumer the stages read with; as ``Pipeline.runner``
-        splits them (retry topics in ``<group>.retry``, except for exactly-once stages)."""
-        out: list[tuple[str, list[str]]] = []
-        for plan in self.pipeline.plans:
-            if plan.retry_topics and plan.stage.guarantee != "exactly_once":
-                out.append((plan.group, list(plan.inputs)))
-                out.append((f"{plan.group}.retry", list(plan.retry_topics)))
-            else:
-                out.append((plan.group, plan.subscriptions))
-        return out
+        """(group, topics) of every consumer the stages read with (``StagePlan.readers``)."""
+        return [reader for plan in self.pipeline.plans for reader in plan.readers]
 
     def _unfinished(self, group: str, topics: Sequence[str]) -> int:
         inner = self.transport.inner

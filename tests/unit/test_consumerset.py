@@ -3,7 +3,7 @@ consumers in their own groups on a memory broker, as ``Pipeline.runner`` makes t
 
 from __future__ import annotations
 
-from pipeline.consumerset import ConsumerSet
+from pipeline.consumerset import ConsumerSet, Source
 from pipeline.ports import TopicPartition
 from pipeline.testing import FakeClock, MemoryBroker
 from tests.unit.memory_rig import AskingConsumer
@@ -32,7 +32,10 @@ def consumers(
     producer.flush(1)
     main = AskingConsumer(broker, {"group.id": "g"})
     retry = AskingConsumer(broker, {"group.id": "g.retry"})
-    both = ConsumerSet(main, retry, [RETRY], clock.monotonic)
+    both = ConsumerSet(
+        [Source(retry, frozenset([RETRY]), ConsumerSet.RETRY_POLL_INTERVAL_S),
+         Source(main, frozenset(["in"]))], clock.monotonic,
+    )  # fmt: skip
     both.subscribe(["in", RETRY], Listener())
     return both, main, retry, clock
 
@@ -76,5 +79,6 @@ def test_close_closes_both_consumers_at_once() -> None:
             self.closed = True
 
     main, retry = Slow(), Slow()
-    ConsumerSet(main, retry, ["t.retry"]).close()  # type: ignore[arg-type]
+    sources = [Source(retry, frozenset(["t.retry"]), 0.1), Source(main, frozenset())]  # type: ignore[arg-type]
+    ConsumerSet(sources).close()
     assert main.closed and retry.closed
