@@ -35,7 +35,9 @@ DEFAULT_INTERVAL_S = 10.0
 def log_names(plans: Sequence[StagePlan]) -> None:
     """One line per stage: its groups, and the topics it reads and writes besides its own."""
     for plan in plans:
-        reads = ", ".join(plan.inputs)
+        [(_, lane0), *lanes] = plan.lane_readers
+        reads = ", ".join(lane0) + "".join(f"; lane {k}: {', '.join(ts)} (group {g})"
+                                           for k, (g, ts) in enumerate(lanes, 1))  # fmt: skip
         if not plan.retry_topics:
             retries = "retries: none (in place)" if plan.stage.retry.ordered else "retries: none"
         elif plan.stage.guarantee == "exactly_once":  # one transaction, so one consumer
