@@ -99,14 +99,14 @@ class ConsumerSet:
         """Never more than ``max_records`` in all (a concurrent stage asks for its free slots
         only), in source order: retries, then lane 0, lane 1, ..."""
         n = len(self._sources)
-        got: list[list[RawRecord]] = [[] for _ in range(n)]
-        asked, room = [0] * n, max_records
+        parts: list[tuple[int, Sequence[RawRecord]]] = []  # (source, its records)
+        asked, taken, room = [0] * n, [0] * n, max_records
         book, now, last = self._book, self._clock(), n - 1
         for i, source in enumerate(self._sources):
             if i == self._first_lane and book is not None:  # what lower lanes are owed
                 for lane, owed in enumerate(book.owed(room)):
                     if owed:
-                        room -= self._take(lane, owed, 0, got, asked)
+                        room -= self._take(lane, owed, 0, parts, asked, taken)
             if room <= 0:
                 break
             if source.every_s:
@@ -116,17 +116,23 @@ class ConsumerSet:
             # Only the last source may wait, and only when nothing came: never a stall while
             # records are in hand, and a set of one lane is the single call it always was.
             wait = timeout_s if i == last and room == max_records else 0
-            room -= self._take(i, room, wait, got, asked)
+            room -= self._take(i, room, wait, parts, asked, taken)
         if book is not None:
-            book.record(max_records, asked, [len(g) for g in got], max_records - room)
-        return got[0] if n == 1 else [r for batch in got for r in batch]
+            book.record(max_records, asked, taken, max_records - room)
+        if len(parts) == 1:
+            return parts[0][1]
+        parts.sort(key=_source)  # stable: a lane's owed records stay before its others
+        return [r for _, batch in parts for r in batch]
 
     def _take(
-        self, i: int, n: int, wait: float, got: list[list[RawRecord]], asked: list[int]
-    ) -> int:
+        self, i: int, n: int, wait: float, parts: list[tuple[int, Sequence[RawRecord]]],
+        asked: list[int], taken: list[int],
+    ) -> int:  # fmt: skip
         records = self._consumers[i].consume(n, wait)
         asked[i] += n
-        got[i].extend(records)
+        if records:
+            taken[i] += len(records)
+            parts.append((i, records))
         return len(records)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
@@ -193,3 +199,7 @@ class ConsumerSet:
         for tp in partitions:
             by.setdefault(id(self._owner.get(tp[0], self._default)), []).append(tp)
         return [(c, by[id(c)]) for c in self._consumers if id(c) in by]
+
+
+def _source(part: tuple[int, Sequence[RawRecord]]) -> int:
+    return part[0]
