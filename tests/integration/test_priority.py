@@ -11,7 +11,13 @@ from pipeline import Context, Publisher, RetryPolicy, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.queues import StatusReader
 from tests.integration.app_stages import Ping
-from tests.integration.kit import prepare, running, unique_settings, wait_until
+from tests.integration.kit import (
+    group_members,
+    prepare,
+    running,
+    unique_settings,
+    wait_until,
+)
 
 BACKLOG = 4000
 URGENT = 5
@@ -75,3 +81,36 @@ def test_urgent_events_overtake_a_low_lane_backlog(kafka_bootstrap: str) -> None
                 wait_until(lambda: reader.read().stage("mailer").lanes == (0, 0, 0), 30,
                            "every lane's group to commit")  # fmt: skip
     assert set(Mailer.seen.values()) == {1}, "an event was handled twice"
+
+
+class Counter(Stage):
+    """Counts every event it handles, whichever worker and lane."""
+
+    consumes = MAIL
+    group = "counter"
+    retry = RetryPolicy(in_process_attempts=1, tiers=())
+    lock = threading.Lock()
+    seen: ClassVar[dict[str, int]] = {}
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        with self.lock:
+            self.seen[event.ping_id] = self.seen.get(event.ping_id, 0) + 1
+
+
+def test_two_workers_share_every_lane_and_handle_each_event_once(kafka_bootstrap: str) -> None:
+    """Each lane is balanced in its own group: with two workers, both hold partitions of every
+    lane, and every event of every lane is handled once."""
+    Counter.seen.clear()
+    settings = unique_settings(kafka_bootstrap)
+    prepare(settings, [Counter])
+    groups = [settings.topic(g) for g in ("counter", "counter.p1", "counter.p2")]
+    with running(settings, [Counter]), running(settings, [Counter]):
+        wait_until(lambda: all(group_members(settings, g) == 2 for g in groups), 60,
+                   "both workers in every lane's group")  # fmt: skip
+        with Publisher(settings) as publisher:
+            for n in range(300):
+                publisher.publish(MAIL, Ping(ping_id=f"e{n}", n=n), key=f"k{n}",
+                                  priority=n % 3, wait=False)  # fmt: skip
+            publisher.flush()
+        wait_until(lambda: len(Counter.seen) == 300, 60, "every event")
+    assert set(Counter.seen.values()) == {1}, "an event was handled twice"
