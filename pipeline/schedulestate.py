@@ -47,7 +47,11 @@ def ensure_state_topic(settings: Settings, transport: Transport) -> list[str]:
         created = admin.create([topic], partitions=1, config=dict(STATE_TOPIC_CONFIG))
     else:
         created = admin.ensure([topic])
-    partitions = admin.topics()[topic].partitions
+    if created:
+        return created
+    # Missing from metadata only just after a racing worker created it (with one partition).
+    info = admin.topics().get(topic)
+    partitions = 1 if info is None else info.partitions
     if partitions != 1:
         raise ConfigError(
             f"topic {topic} has {partitions} partitions; the schedules' state needs exactly one "
