@@ -117,6 +117,10 @@ class Scheduler:
     def state(self) -> ScheduleState | None:
         return self._state
 
+    def idle(self) -> bool:
+        """Owner, and nothing due now: every tick up to the clock's now has been handled."""
+        return self.owner and self._wait_s(1.0) > 0
+
     def run(self) -> None:
         """Step until ``stop_event`` is set, then leave the group (handing ownership over)."""
         try:
