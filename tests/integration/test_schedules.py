@@ -3,18 +3,24 @@ while the owner is killed with -9 and another takes over."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
 
 from pipeline.app import Pipeline
+from pipeline.cli import app
 from pipeline.config import Settings
-from pipeline.schedulestate import state_topic
+from pipeline.schedulestate import read_state, state_topic
+from pipeline.transport import kafka
+from pipeline.worker import Worker
 from tests.integration.kit import (
     WorkerProcess,
     ensure_visible_topics,
@@ -111,3 +117,54 @@ def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
     assert [n for n, c in counts.items() if c > 1] == [], "ticks fired more than once"
     assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1)), "ticks missing"
     assert max(ticks) - min(ticks) >= 20
+
+
+def test_the_cli_lists_pauses_triggers_and_resumes_a_running_schedule(
+    kafka_bootstrap: str,
+) -> None:
+    """`pipeline schedules pause` stops the ticks (the owner marks them skipped), `trigger`
+    fires one event even while paused, `resume` starts the ticks again, and `list` says so."""
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    env = settings_env(settings)
+    runner = CliRunner()
+
+    def cli(env: dict[str, str], *args: str) -> Any:  # in-process: no interpreter start-up
+        return runner.invoke(app, list(args), env=env)
+
+    pipeline = Pipeline.from_spec(SPEC, settings)
+    ensure_visible_topics(pipeline)
+    worker = Worker(pipeline, worker_id="cli-test")
+    worker.start()
+    stages = f"--stages={SPEC}"
+    try:
+        wait_until(lambda: len(committed_ticks(settings)) >= 2, 60, "the first ticks")
+        assert cli(env, "schedules", "pause", "every-second", stages).exit_code == 0
+        paused_at = time.time()
+        log = kafka(settings).topic_log()
+
+        def skipped_while_paused() -> bool:  # the owner marks ticks handled, fires none
+            through = read_state(log, state_topic(settings)).through_ms["every-second"]
+            return through / 1000 >= paused_at + 2
+
+        wait_until(skipped_while_paused, 30, "ticks skipped while paused")
+        assert max(committed_ticks(settings)) <= paused_at + 1.5
+        listed = cli(env, "schedules", "list", stages, "--json")
+        assert json.loads(listed.stdout)[0]["state"] == "paused", listed.output
+
+        triggered = cli(env, "schedules", "trigger", "every-second", stages)
+        assert triggered.exit_code == 0, triggered.output
+        extra = lambda: [e for _, e in read_to_end(settings, TICKS) if "." in e.ping_id]  # noqa: E731
+        wait_until(lambda: len(extra()) == 1, 30, "the triggered event")
+
+        assert cli(env, "schedules", "resume", "every-second", stages).exit_code == 0
+        resumed_at = time.time()
+        wait_until(lambda: max(committed_ticks(settings)) > resumed_at, 30, "ticks again")
+    finally:
+        worker.stop()
+        assert worker.join(30)
+        pipeline.close()
+    assert not worker.failed
+    assert len(extra()) == 1, "a trigger fires once"
+    regular = [n for _, e in read_to_end(settings, TICKS) if "." not in e.ping_id
+               for n in [e.n]]  # fmt: skip
+    assert len(regular) == len(set(regular))
