@@ -34,12 +34,11 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
+from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, ProducerFencedError
 from pipeline.ports import RawHeaders, RawRecord, TopicPartition, TransactionalProducerPort
 from pipeline.schedules import Due, Schedule, due, from_ms, to_ms
 from pipeline.schedulestate import (
-    PAUSED,
-    TRIGGER,
     ScheduleState,
     Trigger,
     ensure_state_topic,
@@ -56,13 +55,15 @@ log = logging.getLogger("pipeline.schedules")
 IDLE_WAIT_S = 1.0  # longest wait in consume: how soon a stop request is seen
 RETRY_S = 1.0  # after a failed take-over or transaction, before taking over again
 FENCED_RETRY_S = 5.0  # after being fenced: the group is moving ownership elsewhere
-REFRESH_S = 5.0  # the owner re-reads the state at least this often (CLI commands)
+# The owner learns of CLI commands from its consumer of the state topic, which it seeks to the
+# end of what it read when taking over; it also re-reads the topic from where it stands this
+# often. Not more often: a read opens a client, which on a loaded machine can delay a tick ~1 s.
+REFRESH_S = 60.0
 INIT_TIMEOUT_S = 30.0
 TRANSACTION_TIMEOUT_S = 10.0  # an open transaction of a killed owner is aborted after this
 MAX_RECORDS = 500
 SCHEDULE_HEADER = "schedule"
 TICK_HEADER = "schedule-tick"
-_COMMAND_PREFIXES = (f"{PAUSED}/".encode(), f"{TRIGGER}/".encode())
 
 Output = tuple[str, bytes | None, bytes | None, RawHeaders]  # topic, key, value, headers
 
@@ -140,7 +141,8 @@ class Scheduler:
             return
         if self._state is None and not self._take_over():
             return
-        if _has_commands(records) or self._clock.monotonic() >= self._refresh_at:
+        self._follow(records)
+        if self._clock.monotonic() >= self._refresh_at:  # should the seek have failed
             self._refresh()
         self._fire_due()
 
@@ -199,9 +201,21 @@ class Scheduler:
             return False
         self._producer, self._state = producer, state
         self._refresh_at = self._clock.monotonic() + REFRESH_S
+        # Follow the topic from the end of what was read, so no command falls in between.
+        self._consumer.seek((self.topic, 0), state.next_offset)
         log.info("schedules: taken over by %s at %s@%d", self._client_id, self.topic,
                  state.next_offset)  # fmt: skip
         return True
+
+    def _follow(self, records: Sequence[RawRecord]) -> None:
+        """Apply the state records the consumer delivered after what the state holds (older
+        ones it holds already): CLI commands, and this owner's own ticks."""
+        state = self._state
+        assert state is not None
+        for r in records:
+            if not r.error() and r.offset() >= state.next_offset:
+                state.apply(StoredRecord(r.topic(), r.partition(), r.offset(), r.key(),
+                                         r.value(), (), r.timestamp()[1]))  # fmt: skip
 
     def _refresh(self) -> None:
         assert self._state is not None
@@ -325,10 +339,6 @@ class Scheduler:
     def _drop_producer(self) -> None:
         # No transaction is ever left open between steps; dropping the client is enough.
         self._producer = None
-
-
-def _has_commands(records: Sequence[RawRecord]) -> bool:
-    return any((r.key() or b"").startswith(_COMMAND_PREFIXES) for r in records if not r.error())
 
 
 def _ignore(_err: Any, _msg: Any) -> None:
