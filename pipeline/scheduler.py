@@ -169,20 +169,21 @@ class Scheduler:
     # -- steps ------------------------------------------------------------------------------
 
     def _wait_s(self, max_wait_s: float) -> float:
-        """Until the next tick (or trigger) is due, at most ``max_wait_s``."""
+        """Until the next tick (or trigger) is due, at most ``max_wait_s``. A schedule whose
+        event function failed waits for its retry, not for its (past) tick: no busy loop."""
         state = self._state
         if state is None or not self._owned:
             return max_wait_s
-        if state.triggers:
-            return 0.0
-        now = self._clock.time()
+        now, mono = self._clock.time(), self._clock.monotonic()
         soonest = max_wait_s
+        for name in {t.name for t in state.triggers.values()} & self.schedules.keys():
+            soonest = min(soonest, max(self._failing.get(name, 0.0) - mono, 0.0))
         for name, schedule in self.schedules.items():
             through = state.through_ms.get(name)
             if through is None:
                 return 0.0  # a new schedule: its starting point is written at once
-            nxt = schedule.next_tick(from_ms(through, schedule)).timestamp()
-            soonest = min(soonest, max(nxt - now, 0.0))
+            due_in = schedule.next_tick(from_ms(through, schedule)).timestamp() - now
+            soonest = min(soonest, max(due_in, self._failing.get(name, 0.0) - mono, 0.0))
         return soonest
 
     def _take_over(self) -> bool:
@@ -273,14 +274,15 @@ class Scheduler:
 
     def _plan_trigger(self, trigger: Trigger, outputs: list[Output], fired: list[Fired]) -> bool:
         schedule = self.schedules.get(trigger.name)
-        if schedule is None:
-            return False  # another deployment's: left for it
+        if schedule is None or self._failing.get(trigger.name, 0.0) > self._clock.monotonic():
+            return False  # another deployment's (left for it), or retried later
         tick = from_ms(trigger.at_ms, schedule)
         try:
             event = self._event(schedule, tick, trigger.trigger_id)
         except Exception:
             log.exception("schedule %s: its event failed for trigger %s", trigger.name,
                           trigger.trigger_id)  # fmt: skip
+            self._failing[trigger.name] = self._clock.monotonic() + RETRY_S
             return False
         outputs.extend([event, (self.topic, trigger.key, None, None)])
         fired.append(Fired(trigger.name, tick, trigger.trigger_id))

@@ -12,7 +12,7 @@ import pytest
 from pipeline import Settings
 from pipeline.app import Pipeline
 from pipeline.errors import ConfigError
-from pipeline.scheduler import Scheduler
+from pipeline.scheduler import RETRY_S, Scheduler
 from pipeline.schedules import Schedule
 from pipeline.schedulestate import paused_record, state_topic, trigger_record
 from pipeline.testing import FakeClock, MemoryBroker
@@ -197,3 +197,17 @@ def test_an_event_function_that_fails_holds_its_schedule_only() -> None:
     assert good == list(range(int(START) + 1, int(START) + len(good) + 1))
     assert late == list(range(int(START) + 1, int(START) + len(late) + 1))
     assert len(late) >= 3
+
+
+def test_a_failing_event_function_waits_for_its_retry_instead_of_spinning() -> None:
+    """Its tick is past due, but the scheduler waits the retry delay in consume, not zero."""
+
+    def broken(tick: datetime) -> Ping:
+        raise RuntimeError("bug")
+
+    rig = Rig(Schedule("broken", cron="* * * * * *", emit=PINGS, event=broken))
+    s = rig.scheduler()
+    run(rig.clock, [s], 2)
+    s.step()  # the tick is due: the function fails again, and is retried in RETRY_S
+    assert s.owner and rig.pings() == []
+    assert s._wait_s(5.0) == pytest.approx(RETRY_S)
