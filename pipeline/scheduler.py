@@ -124,6 +124,8 @@ class Scheduler:
 
     def run(self) -> None:
         """Step until ``stop_event`` is set, then leave the group (handing ownership over)."""
+        described = ", ".join(f"{s.name} ({s.cron}, {s.tz})" for s in self.schedules.values())
+        log.info("schedules %s: state and ownership in %s", described, self.topic)
         try:
             while not self.stop_event.is_set():
                 self.step(IDLE_WAIT_S)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.unit.test_cli_errors import cli
+from pathlib import Path
+
+from tests.unit.test_cli_errors import ROOT, cli
 
 SPEC = "tests.integration.schedule_stages"
 
@@ -19,3 +21,16 @@ def test_a_module_without_schedules_is_one_line_and_exit_2() -> None:
     result = cli("schedules", "list", "--stages", "tests.integration.app_stages")
     assert result.returncode == 2, result.stderr
     assert "declares no SCHEDULES" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_bad_cron_in_a_stages_module_stops_pipeline_run_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "badcron.py").write_text(
+        "from pipeline import Schedule\n"
+        "from tests.integration.schedule_stages import TICKS, TickSink, tick_event\n"
+        "STAGES = [TickSink]\n"
+        "SCHEDULES = [Schedule('x', cron='0 99 * * *', emit=TICKS, event=tick_event)]\n"
+    )
+    result = cli("run", "badcron", PYTHONPATH=f"{tmp_path}:{ROOT}",
+                 PIPELINE_SCHEMAS_DIR=str(ROOT / "tests" / "schemas"))  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "error: Schedule 'x': '0 99 * * *' is not a cron expression" in result.stderr
