@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from pipeline.app import Pipeline
 from pipeline.cli import app
 from pipeline.config import Settings
+from pipeline.schedules import to_ms
 from pipeline.schedulestate import read_state, state_topic
 from pipeline.transport import kafka
 from pipeline.worker import Worker
@@ -168,3 +169,34 @@ def test_the_cli_lists_pauses_triggers_and_resumes_a_running_schedule(
     regular = [n for _, e in read_to_end(settings, TICKS) if "." not in e.ping_id
                for n in [e.n]]  # fmt: skip
     assert len(regular) == len(set(regular))
+
+
+def test_a_zombie_owner_is_fenced_by_the_real_broker_and_fires_nothing_twice(
+    kafka_bootstrap: str,
+) -> None:
+    """Two schedulers both believe they own the schedules (a split brain): the one that took
+    over last fenced the other through init_transactions, whose next transaction fails with
+    ProducerFencedError; the ticks read read_committed are each there once, none missing."""
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    pipeline = Pipeline.from_spec(SPEC, settings)
+    ensure_visible_topics(pipeline)
+    zombie, successor = pipeline.scheduler("zombie"), pipeline.scheduler("successor")
+    assert zombie is not None and successor is not None
+    try:
+        wait_until(lambda: zombie.step(0.2) or zombie.owner, 60, "the first owner")
+        wait_until(lambda: zombie.step(0.2) or len(zombie.fired) >= 2, 30, "its ticks")
+        successor.on_assign([(state_topic(settings), 0)])  # as a group split in two would
+        wait_until(lambda: successor.step(0.2) or successor.owner, 30, "the second owner")
+        wait_until(lambda: zombie.step(0.2) or not zombie.owner, 30, "the zombie fenced")
+        fenced_at = len(zombie.fired)
+        wait_until(lambda: successor.step(0.2) or len(successor.fired) >= 3, 30, "new ticks")
+        assert len(zombie.fired) == fenced_at
+    finally:
+        zombie.close()
+        successor.close()
+        pipeline.close()
+    ticks = committed_ticks(settings)
+    assert len(ticks) == len(set(ticks)), "ticks fired more than once"
+    assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1)), "ticks missing"
+    fired = [to_ms(f.tick) // 1000 for f in (*zombie.fired, *successor.fired)]
+    assert sorted(fired) == sorted(ticks)
