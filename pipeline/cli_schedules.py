@@ -3,8 +3,8 @@
 The schedules are the ``SCHEDULES`` of the modules ``--stages`` names; their state (last tick
 handled, paused) is read from the broker, so these work with no worker running. ``pause``,
 ``resume`` and ``trigger`` write a command record to the state topic and return once the
-broker has acknowledged it; the owning worker applies it within a second or so (at most
-``pipeline.scheduler.REFRESH_S``), and ``trigger`` fires exactly once. An unknown schedule,
+broker has acknowledged it; the owning worker, which follows that topic, applies it within a
+second or so, and ``trigger`` fires exactly once. An unknown schedule,
 a module that does not import or bad settings exit 2; a broker that does not answer, 1.
 """
 
