@@ -35,6 +35,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ __all__ = [
     "Publisher",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
     "SchemaError",
     "SchemaMismatchError",
     "SchemaNotFoundError",
