@@ -120,8 +120,7 @@ class DelayMove(Gate):
             event_id = next((v for k, v in headers or () if k == EVENT_ID and v), None)
             if event_id is not None and event_id in cancels:
                 self._tracker.partition(tp).begin(record.offset(), 0)  # done: finished at once
-                log.info("delayed event %s cancelled at %s[%d]@%d", event_id.decode(errors="replace"),
-                         tp[0], tp[1], record.offset())  # fmt: skip
+                log.info("delayed event cancelled at %s[%d]@%d", tp[0], tp[1], record.offset())
                 return CANCELLED
         token = self._tracker.partition(tp).begin(record.offset(), 1)
         self._writer.copy(record, hop.topic, hop.headers, tp, token)

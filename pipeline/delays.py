@@ -1,7 +1,7 @@
 """Delayed events: the tiers, due times and headers of a record on its way to its topic.
 
 A delayed event for topic ``T`` does not go to ``T`` at once: it goes to one of ``T``'s *delay
-tiers*, the topics ``T.delay.<hold>s`` (``TIERS_S``: 0.25 s, then ×4 up to 65536 s ≈ 18 h). A
+tiers*, the topics ``T.delay.<hold>s`` (``TIERS_S``: 0.25 s, then times 4 up to 65536 s ≈ 18 h). A
 record written to a tier at ``now`` is released from it at ``min(due, now + hold)``: every
 record of a tier partition waits the same hold, so release times follow the offsets (up to the
 spread of the writers' clocks, and of due times under the smallest hold), and the mover can
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import DeclarationError
 from pipeline.ports import RawHeaders
 
 # Holds of the tiers, in seconds. Each record stays at most one hold (≈ 18 h) in a tier, far
@@ -42,7 +43,7 @@ SLACK_MS = 1_000  # writer clocks differ: a tier due time may be this much past 
 MAX_DIGITS = 19
 
 
-class DelayError(PipelineError, ValueError):
+class DelayError(DeclarationError, ValueError):
     """A delay outside 1 s .. 30 days, both ``delay`` and ``deliver_at`` given, or a topic not
     declared ``delayed=True``."""
 
@@ -102,9 +103,7 @@ def defer(
     return _to_tier(base or target, target, due_ms, now_ms, kept)
 
 
-def next_hop(
-    base: str, target: str, due_ms: int, now_ms: int, headers: RawHeaders
-) -> Hop:
+def next_hop(base: str, target: str, due_ms: int, now_ms: int, headers: RawHeaders) -> Hop:
     """Where a record released from a tier of ``base`` goes: its target once due, else the
     tier that fits what is left."""
     kept = [(k, v) for k, v in headers or () if not k.startswith(PREFIX) and v is not None]
@@ -175,7 +174,29 @@ def due_ms(
     else:
         raise DelayError(f"delay must be a timedelta or seconds, not {type(delay).__name__}")
     if not MIN_DELAY_S <= seconds <= MAX_DELAY_S:
-        raise DelayError(
-            f"a delay must be from {MIN_DELAY_S:g} s to 30 days; got {seconds:.3f} s"
-        )
+        raise DelayError(f"a delay must be from {MIN_DELAY_S:g} s to 30 days; got {seconds:.3f} s")
     return now_ms + round(seconds * 1000)
+
+
+def relative(
+    topic: Any, delay: timedelta | float | None, deliver_at: datetime | None
+) -> tuple[int | None, int | None]:
+    """``ctx.emit``'s delay, checked without a clock: (delay ms, None) for ``delay``, (None,
+    due wall ms) for ``deliver_at`` (its range is checked by ``fix_due`` on the writer's)."""
+    if not getattr(topic, "delayed", False):
+        raise DelayError(f"topic {topic.name!r} is not declared delayed=True")
+    if deliver_at is not None and delay is None:
+        if not isinstance(deliver_at, datetime):
+            raise DelayError(f"deliver_at must be a datetime, not {type(deliver_at).__name__}")
+        return None, round(deliver_at.timestamp() * 1000)
+    return due_ms(0, delay, deliver_at), None
+
+
+def fix_due(later: tuple[int | None, int | None], now_ms: int) -> int:
+    """The due time of an emitted delay, on the writer's clock (``DelayError`` if out of
+    range)."""
+    delay_ms, at_ms = later
+    if delay_ms is not None:
+        return now_ms + delay_ms
+    assert at_ms is not None
+    return due_ms(now_ms, (at_ms - now_ms) / 1000)

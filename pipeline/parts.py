@@ -93,7 +93,7 @@ def build(
         )  # fmt: skip
     else:
         committer = OffsetCommitter(plan.group, consumer, tracker, hooks)
-    outputs = OutputWriter(plan, codec, producer, hooks)
+    outputs = OutputWriter(plan, codec, producer, hooks, clock)
     policy = plan.stage.retry
     router = Router(
         plan, policy, outputs, tracker, hooks, holds, breaker, committer.after_commit, clock

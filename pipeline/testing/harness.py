@@ -170,6 +170,16 @@ class TestPipeline:
             value=value, headers=tuple(raw), timestamp_ms=msg.timestamp()[1],
         )  # fmt: skip
 
+    def cancel(self, topic: Topic, event_id: str) -> None:
+        """Withdraw a delayed event of ``topic``, as ``Publisher.cancel`` does."""
+        physical = delays.cancel_topic(self.settings.topic(topic.name))
+        outcome: list[Any] = []
+        self._producer.produce(physical, b"cancelled", event_id.encode(), [],
+                               lambda e, _m: outcome.append(e))  # fmt: skip
+        self._producer.flush(self._step_timeout)
+        if not outcome or outcome[0] is not None:
+            raise DeliveryError(f"cancellation not stored in {physical}: {outcome}")
+
     # -- running -------------------------------------------------------------------------
 
     def step(self) -> None:
