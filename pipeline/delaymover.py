@@ -193,7 +193,8 @@ def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: b
     if not names:
         return
     if create:
-        admin.create(names, partitions=1)
+        # Compacted: a cancellation outlives any retention, for delays up to 30 days.
+        admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
         return
     missing = [n for n in names if n not in admin.topics()]
     if missing:
@@ -201,5 +202,11 @@ def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: b
                     ", ".join(missing))  # fmt: skip
 
 
-def is_mover(plan: StagePlan) -> bool:
-    return issubclass(plan.stage, DelayMover)
+def tiers_read(plan: StagePlan) -> list[tuple[str, list[str]]]:
+    """(mover group, tier topics) of each delayed input of ``plan``, physical names: where
+    ``pipeline status`` counts the stage's delayed events."""
+    out = []
+    for topic, physical in zip(plan.stage.input_topics(), plan.inputs, strict=False):
+        if topic.delayed:
+            out.append((f"{physical}.delay", delays.tier_topics(physical)))
+    return out
