@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pipeline import delays
 from pipeline.clock import Clock
 from pipeline.config import Settings
-from pipeline.errors import KafkaError
+from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.failures import DeadLetter, RetryPolicy
 from pipeline.gates import Gate, Hold, Settled, Verdict
 from pipeline.headers import EVENT_ID
@@ -74,6 +74,8 @@ class Cancellations:
             return True
         try:
             self.refresh()
+        except TopicNotFoundError:  # never created (creating is off): nothing can be cancelled
+            self.read_at_ms = self._clock.wall_ms()
         except KafkaError as exc:
             log.warning("cannot read cancellations from %s (%s); delivery waits", self.topic, exc)
             return False
