@@ -106,3 +106,23 @@ def test_interleaved_delays_arrive_in_due_order_across_a_worker_restart(
         assert due_b > due_a - PRECISION_MS, f"{b} (due {due_b}) came after {a} (due {due_a})"
     delivered = {r.key() for r, _ in read_to_end(settings, DELAYED)}
     assert cancelled.encode() not in delivered and len(delivered) == len(wanted)
+
+
+def test_two_workers_share_the_moving_and_deliver_every_delayed_event_once(
+    kafka_bootstrap: str,
+) -> None:
+    """Scale-out: with two workers both movers of the topic hold tier partitions, and 30
+    events of 1-3 s come out at their due times, each once (no worker restarts here)."""
+    Receive.got = []
+    settings = unique_settings(kafka_bootstrap)
+    with running(settings, [Receive]), running(settings, [Receive]):
+        group = settings.topic(f"{DELAYED.name}.delay")
+        wait_until(lambda: group_members(settings, group) == 2, 30, "both movers assigned")
+        plan = [(f"w{i}", 1 + (i * 397 % 2000) / 1000) for i in range(30)]
+        _publish(settings, plan, None)
+        wait_until(lambda: len(Receive.got) >= len(plan), 30, "every delayed event")
+        assert group_members(settings, group) == 2
+    assert sorted(g[0] for g in Receive.got) == sorted(p for p, _ in plan)
+    late = [handled - due for _, handled, due in Receive.got]
+    print(f"\ntwo workers, lateness ms: p50 {_percentile(late, 0.5)} p99 {_percentile(late, 0.99)}")
+    assert min(late) >= 0 and _percentile(late, 0.99) <= PRECISION_MS
