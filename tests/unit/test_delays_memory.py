@@ -187,3 +187,30 @@ def test_the_publisher_writes_a_delayed_event_to_its_tier_and_a_cancel_to_the_ca
         assert before + 90_000 <= due <= int(time.time() * 1000) + 90_000
         [cancel] = t.records("test.reminders.delay.cancel")
         assert cancel.key == b"p1"
+
+
+class BadDelay(Stage):
+    """Emits with a delay out of range: ping n=0 (half a second), n=1 (a past deliver_at)."""
+
+    consumes = PINGS
+    emits = (REMINDERS,)
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.n == 0:
+            ctx.emit(REMINDERS, Ping(ping_id="x", n=0), delay=0.5)
+        else:
+            past = datetime.fromtimestamp(CLOCK[0].time() - 60, tz=UTC)
+            ctx.emit(REMINDERS, Ping(ping_id="x", n=1), deliver_at=past)
+
+
+def test_a_bad_delay_in_ctx_emit_dead_letters_the_input_at_once() -> None:
+    """A programming error, not a transient one: no retries, the input parked with the reason."""
+    with _pipeline(BadDelay, Remind) as t:
+        t.publish(PINGS, Ping(ping_id="a", n=0))
+        t.publish(PINGS, Ping(ping_id="b", n=1))
+        t.run_until_idle()
+        failures = [d.failure for d in t.dead_letters(BadDelay)]
+        assert [f.exception_type for f in failures] == ["pipeline.delays.DelayError"] * 2
+        assert [f.attempts for f in failures] == [1, 1]
+        assert t.records("test.reminders.delay.0.25s") == []
+    assert SEEN == []
