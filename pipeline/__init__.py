@@ -10,6 +10,7 @@ from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
+from pipeline.delays import DelayError
 from pipeline.errors import (
     AuthenticationError,
     BadMagicError,
@@ -36,6 +37,7 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.lanes import Lanes
+from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ __all__ = [
     "DeadLetter",
     "DeclarationError",
     "DecodeError",
+    "DelayError",
     "Delivered",
     "DeliveryError",
     "DuplicateGroupError",
@@ -77,6 +80,7 @@ __all__ = [
     "Publisher",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
     "SchemaError",
     "SchemaMismatchError",
     "SchemaNotFoundError",

@@ -81,12 +81,15 @@ class Topic:
     ``priorities`` makes it priority lanes (``pipeline.lanes``): a number of lanes, or their
     level names, highest first; ``publish(..., priority=)`` and ``ctx.emit(..., priority=)``
     pick one (lane 0, the base topic, by default).
+    ``delayed=True`` lets events be published or emitted to it with a delay: its delay tiers
+    are created and moved by the workers of the stages that consume it (``pipeline.delays``).
     """
 
     name: str
     model: type[Event]
     key: str | None = None
     id_field: str | None = None
+    delayed: bool = False
     priorities: int | tuple[str, ...] | None = None
     # The level names, highest first; () without lanes. Derived from ``priorities``.
     levels: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)

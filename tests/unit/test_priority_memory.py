@@ -167,3 +167,46 @@ def test_status_counts_waiting_per_lane() -> None:
 def test_publishing_to_a_priority_the_topic_lacks_is_refused() -> None:
     with TestPipeline([Mailer], SETTINGS) as t, pytest.raises(ValueError, match="no priority"):
         t.publish(MAIL, Ping(ping_id="x", n=0), priority=3)
+
+
+DELAYED_MAIL = Topic("test.reminders", Ping, delayed=True, priorities=3)
+
+
+class Reminder(Stage):
+    """Notes the lane and the broker's wall clock of each reminder it handles."""
+
+    consumes = DELAYED_MAIL
+    retry = NO_RETRIES
+    seen: ClassVar[list[tuple[str, str, int]]] = []
+    clock: ClassVar[list[object]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        now = self.clock[0].wall_ms()  # type: ignore[attr-defined]
+        Reminder.seen.append((event.ping_id, ctx.topic, now - int(ctx.headers["delay-due-ms"])))
+
+
+class Reschedule(Stage):
+    """Emits each pong as a reminder 5 s later, on the lane its n names."""
+
+    consumes = PONGS
+    emits = (DELAYED_MAIL,)
+    retry = NO_RETRIES
+
+    def handle(self, event: Pong, ctx: Context) -> None:
+        reminder = Ping(ping_id=event.ping_id, n=event.n)
+        ctx.emit(DELAYED_MAIL, reminder, delay=5, priority=event.n)
+
+
+def test_a_delayed_event_is_delivered_to_its_lane_when_due() -> None:
+    """Delays and lanes combine: one set of delay tiers, each event delivered to its lane,
+    not before its due time; from a publisher and from ctx.emit alike."""
+    Reminder.seen.clear()
+    with TestPipeline([Reminder, Reschedule], SETTINGS) as t:
+        Reminder.clock[:] = [t.clock]
+        t.publish(DELAYED_MAIL, Ping(ping_id="low", n=0), priority=2, delay=3)
+        t.publish(DELAYED_MAIL, Ping(ping_id="top", n=0), delay=3)
+        t.publish(PONGS, Pong(ping_id="mid", n=1, handled_by="t"))
+        t.run_until_idle()
+    lanes = {ping: topic.rsplit(".", 1)[-1] for ping, topic, _ in Reminder.seen}
+    assert lanes == {"low": "p2", "top": "reminders", "mid": "p1"}
+    assert all(late >= 0 for _, _, late in Reminder.seen), "none early"
