@@ -36,6 +36,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.lanes import Lanes
 from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
@@ -72,6 +73,7 @@ __all__ = [
     "Hook",
     "Idempotency",
     "KafkaError",
+    "Lanes",
     "Pipeline",
     "PipelineError",
     "PipelineStatus",

@@ -22,6 +22,7 @@ from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hookcalls import Hooks
+from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
@@ -87,9 +88,11 @@ class OutputWriter:
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
-            topic, sent = outputs[output.topic.name][0], headers
-            if output.due_ms is not None:  # to a delay tier of its topic
-                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers)
+            base = outputs[output.topic.name][0]
+            topic = lane_topic(base, output.lane) if output.lane else base
+            sent = headers
+            if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
+                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers, base=base)
                 topic, sent = hop.topic, [*hop.headers]
             try:
                 produce(topic, payloads[index], output.key, sent, on_delivery)
