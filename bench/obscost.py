@@ -1,7 +1,7 @@
 """The cost of observability: OURS with metrics or tracing on, next to OURS without, in one run.
 
-    .venv/bin/python -m bench.obscost [--messages 20000] [--rounds 7] [--skip-drain|--skip-callgrind]
-    make bench BENCH_ARGS=--obs-cost          # the same, from bench.run
+    .venv/bin/python -m bench.obscost [--messages 20000] [--rounds 7] [--skip-drain]
+    make bench BENCH_ARGS=--obs-cost      # the same, from bench.run (--skip-callgrind: drains only)
 
 Two measurements, because one machine shared with other work cannot give a 5 % answer from
 throughput alone (single drains of OURS have spread 14-24k msg/s in one run here):
@@ -185,7 +185,8 @@ def instructions(variant: str, count: int) -> int:
     with tempfile.TemporaryDirectory(prefix="obscost-") as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-               str(phases.PROJECT_PY), "-m", "bench.obscost", "--child", variant, str(count)]  # fmt: skip
+               str(phases.PROJECT_PY), "-m", "bench.obscost", "--child", variant,
+               str(count)]  # fmt: skip
         env = os.environ | {"PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode:
@@ -217,8 +218,8 @@ def callgrind(variants: list[str]) -> dict[str, Any]:
 
 
 def render(stamp: str, args: argparse.Namespace, data: dict[str, Any]) -> str:
-    lines = [f"# Observability cost {stamp}", "",
-             f"{os.cpu_count()} cores shared with other work; versions {data['versions']}.", ""]  # fmt: skip
+    where = f"{os.cpu_count()} cores shared with other work; versions {data['versions']}."
+    lines = [f"# Observability cost {stamp}", "", where, ""]
     drains = data.get("drain")
     if drains:
         lines += [
