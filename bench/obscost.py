@@ -1,17 +1,20 @@
 """The cost of observability: OURS with metrics or tracing on, next to OURS without, in one run.
 
-    .venv/bin/python -m bench.obscost [--messages 20000] [--rounds 7] [--skip-drain]
-    make bench BENCH_ARGS=--obs-cost      # the same, from bench.run (--skip-callgrind: drains only)
+    .venv/bin/python -m bench.obscost [--messages 200000] [--rounds 5] [--skip-drain]
+    make bench BENCH_ARGS=--obs-cost ROUNDS=5   # the same, from bench.run
 
 Two measurements, because one machine shared with other work cannot give a 5 % answer from
 throughput alone (single drains of OURS have spread 14-24k msg/s in one run here):
 
-1. **Paired drains** on the real broker. Each round drains the same pre-filled topic with OURS
-   and with every variant, back to back, in an order that rotates each round; each variant's
-   figure per round is its ratio to *that round's* OURS (so load that drifts between rounds
-   cancels), and the headline is the median of those ratios. Throughput and CPU per record of
-   the consume-loop thread (CPU time does not count waiting for the cores, so it moves less
-   with load) are both given.
+1. **Paired drains** on the real broker. By default (``--pairing together``) OURS and one
+   variant drain the same pre-filled topic *at the same time*, each in its own group, for
+   ``--time-limit`` seconds (the topic holds more than either drains in that time): both live
+   through the same moments of the machine's load, so it cancels out of their ratio, which
+   one after the other it does not (seen here: 0.35-3.3 for the same pair at load 15-27).
+   Each round pairs OURS with every variant; the headline is the median over rounds of the
+   variant's throughput over OURS', and of its CPU per record over OURS' (the consume-loop
+   thread, and the process). ``--pairing sequential`` drains them one after the other, the
+   order rotating each round.
 2. **Instruction counts per record** under valgrind's callgrind, which are independent of
    load: the stage's ``StageRunner`` fed by ``bench.micro``'s in-memory consumer and producer
    (no Kafka, the same ports), once with ``SMALL`` and once with ``LARGE`` records; the
@@ -45,7 +48,7 @@ from typing import Any
 
 from bench import phases
 from bench.contenders import load
-from bench.procs import ROOT
+from bench.procs import ROOT, Proc, module, wait_exit
 from bench.topics import RunTopics
 
 RESULTS = ROOT / "bench" / "results"
@@ -64,9 +67,13 @@ NOMINAL_RATE = 20_000.0  # records/s the fake clock moves at in the callgrind ru
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--messages", type=int, default=20_000, help="records per drain")
-    p.add_argument("--rounds", type=int, default=7, help="paired drain rounds")
-    p.add_argument("--time-limit", type=float, default=30.0)
+    p.add_argument("--messages", type=int, default=200_000, help="records in the drained topic")
+    p.add_argument("--rounds", type=int, default=5, help="paired drain rounds")
+    p.add_argument("--time-limit", type=float, default=15.0, help="longest drain (s)")
+    p.add_argument(
+        "--pairing", choices=("together", "sequential"), default="together",
+        help="together: OURS and a variant drain at once; sequential: one after the other",
+    )  # fmt: skip
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--skip-drain", action="store_true", help="callgrind counts only")
     p.add_argument("--skip-callgrind", action="store_true", help="paired drains only")
@@ -89,16 +96,49 @@ def paired_drains(args: argparse.Namespace, variants: list[str]) -> dict[str, An
         src = topics.name("src")
         topics.create([src, *(topics.name("out", c.name) for c in contenders)])
         load.prefill(bootstrap, src, args.messages)
-        print(f"paired drains: {args.messages} records, {args.rounds} rounds", flush=True)
-        for r, order in phases.rotations(contenders, args.rounds):
-            results = {}
-            for c in order:
-                results[c.name] = result = run.drain(c, src, f"r{r}", args.messages)
-                print(f"  round {r} {c.name:<17} {phases._brief(result)}", flush=True)
-            rounds.append(results)
+        print(f"{args.pairing} pairs: {args.messages} records, {args.rounds} rounds", flush=True)
+        for r in range(1, args.rounds + 1):
+            if args.pairing == "sequential":
+                rounds.append(_sequential(run, contenders, src, r, args.messages))
+            else:
+                rounds += [_together(run, VARIANTS[v], src, r, args.messages) for v in variants]
     finally:
         topics.delete_all()
-    return {"rounds": rounds, "load": os.getloadavg()}
+    return {"rounds": rounds, "load": os.getloadavg(), "pairing": args.pairing}
+
+
+def _sequential(
+    run: phases.Run, contenders: list[phases.Contender], src: str, r: int, count: int
+) -> dict[str, dict[str, Any]]:
+    """OURS and every variant one after the other, the order rotating with the round."""
+    shift = (r - 1) % len(contenders)
+    results = {}
+    for c in contenders[shift:] + contenders[:shift]:
+        results[c.name] = result = run.drain(c, src, f"r{r}", count)
+        print(f"  round {r} {c.name:<17} {phases._brief(result)}", flush=True)
+    return results
+
+
+def _together(
+    run: phases.Run, variant: phases.Contender, src: str, r: int, count: int
+) -> dict[str, dict[str, Any]]:
+    """OURS and ``variant`` draining at the same time, each in its own group, for the time
+    limit (the topic holds more than either drains in it): both share the same moments of the
+    machine's load, so their ratio keeps what load does to both out."""
+    pair = [OURS, variant] if r % 2 else [variant, OURS]  # who starts first alternates
+    t = run.topics
+    procs = [
+        Proc(module(c.python, c.module, run.args(src, t.name("out", c.name),
+                                                 t.name("g", c.name, variant.name, r), count)))
+        for c in pair
+    ]  # fmt: skip
+    results = {}
+    for c, proc in zip(pair, procs, strict=True):
+        results[c.name] = result = proc.result(run.time_limit_s + 90)
+        print(f"  round {r} {c.name:<17} {phases._brief(result)}", flush=True)
+    for proc in procs:
+        wait_exit(proc)
+    return results
 
 
 def _per_record(result: dict[str, Any], key: str) -> float | None:
@@ -223,7 +263,8 @@ def render(stamp: str, args: argparse.Namespace, data: dict[str, Any]) -> str:
     drains = data.get("drain")
     if drains:
         lines += [
-            f"## Paired drains: {args.messages} records, {args.rounds} rounds (load "
+            f"## Paired drains ({drains['pairing']}): {args.time_limit:g} s each, "
+            f"{args.rounds} rounds (load "
             f"{', '.join(f'{x:.1f}' for x in drains['load'])} at the end)",
             "",
             "Ratios to the same round's OURS (throughput: higher is better; CPU per record: "
