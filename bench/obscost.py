@@ -77,6 +77,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--skip-drain", action="store_true", help="callgrind counts only")
     p.add_argument("--skip-callgrind", action="store_true", help="paired drains only")
+    p.add_argument("--baseline", type=float, help="OURS' instructions/record, known already")
     p.add_argument("--child", nargs=2, metavar=("VARIANT", "RECORDS"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -237,9 +238,10 @@ def instructions(variant: str, count: int) -> int:
         return int(match.group(1))
 
 
-def callgrind(variants: list[str]) -> dict[str, Any]:
-    per_record: dict[str, float] = {}
-    for variant in ["none", *variants]:
+def callgrind(variants: list[str], baseline: float | None = None) -> dict[str, Any]:
+    """``baseline``: OURS' instructions per record from an earlier run (it is not measured)."""
+    per_record: dict[str, float] = {} if baseline is None else {"none": baseline}
+    for variant in [*(["none"] if baseline is None else []), *variants]:
         small, large = instructions(variant, SMALL), instructions(variant, LARGE)
         per_record[variant] = (large - small) / (LARGE - SMALL)
         print(f"  callgrind {variant:<12} {per_record[variant]:>10,.0f} instructions/record",
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     started, data = time.monotonic(), {"versions": versions(), "params": vars(args)}
     if not args.skip_callgrind:
         print("callgrind: instructions per record, in-memory runner", flush=True)
-        data["callgrind"] = callgrind(variants)
+        data["callgrind"] = callgrind(variants, args.baseline)
     if not args.skip_drain:
         drains = paired_drains(args, variants)
         drains["ratios"] = {VARIANTS[v].name: paired_ratios(drains["rounds"], VARIANTS[v].name)
