@@ -145,12 +145,14 @@ def _together(
 def _per_record(result: dict[str, Any], key: str) -> float | None:
     if "error" in result or not result.get("processed") or result.get(key) is None:
         return None
-    return float(result[key]) / result["processed"] * 1e6
+    return float(result[key]) / float(result["processed"]) * 1e6
 
 
 def paired_ratios(rounds: list[dict[str, dict[str, Any]]], name: str) -> dict[str, Any]:
     """Per round, the variant's figure over that round's OURS; medians over rounds."""
-    speed, loop_cpu, cpu = [], [], []
+    speed: list[float] = []
+    loop_cpu: list[float] = []
+    cpu: list[float] = []
     for results in rounds:
         base, it = results.get(OURS.name, {}), results.get(name, {})
         if "error" in base or "error" in it or not base or not it:
