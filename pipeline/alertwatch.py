@@ -88,6 +88,8 @@ class AlertWatch(Hook):
     def on_assign(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
         if self._judge in partitions and not self.judges_backlog:
             self.judges_backlog, self._next_read = True, None  # read at the next tick
+            if self._poller is not None:
+                self._poller.take()  # one read for an earlier role (it ended mid-read) is stale
             log.info("%s: this worker judges the group's waiting alerts (it holds %s[%d])",
                      stage.name, *self._judge)  # fmt: skip
 

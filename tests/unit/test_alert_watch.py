@@ -190,3 +190,17 @@ def test_a_stages_judge_partition_is_partition_0_of_its_first_input() -> None:
         transport = MemoryTransport(MemoryBroker(FakeClock()), settings)
         found = watch(plan, settings, transport, FakeClock())
         assert found is not None and found._judge == ("x.test.pings", 0)
+
+
+def test_a_read_left_from_an_earlier_judge_role_is_not_judged_when_the_role_comes_back() -> None:
+    """A read still running when the role moved away ends later; if the role comes back, that
+    stale answer is dropped and a fresh read is asked for."""
+    watch, poller, pager = _member([(500, 9.0)])
+    watch.on_assign(INFO, [JUDGE])
+    watch.on_tick(INFO, 0.0)  # asks for a read
+    watch.on_revoke(INFO, [JUDGE])
+    poller._wanted.clear()
+    poller.poll_once()  # the read ends after the revoke
+    watch.on_assign(INFO, [JUDGE])
+    watch.on_tick(INFO, 1.0)
+    assert pager.heard == [] and poller._wanted.is_set()
