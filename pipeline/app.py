@@ -22,7 +22,7 @@ from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
 from pipeline.jsonlogs import LogContext, structured
-from pipeline.ports import ConsumerPort, ProducerPort
+from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
@@ -127,10 +127,25 @@ class Pipeline:
             hooks=self.hooks if alerts is None else (*self.hooks, alerts),
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
+            partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:
+    """How a rate-limited stage reads its topics' partition counts (its share of the limit):
+    through one admin client, made at the first read (each read bounded by its timeout)."""
+    admin: list[AdminPort] = []
+
+    def counts(topics: Sequence[str]) -> dict[str, int]:
+        if not admin:
+            admin.append(transport.admin())
+        infos = admin[0].topics()
+        return {t: infos[t].partitions for t in topics if t in infos}
+
+    return counts
 
 
 def load_catalog(settings: Settings) -> SchemaCatalog:

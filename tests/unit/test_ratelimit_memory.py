@@ -1,0 +1,252 @@
+"""A rate-limited stage run by the real runner on the in-memory broker with a FakeClock (no
+Kafka, no sleeping): the limit holds partitions instead of failing anything, it combines with
+``concurrency``, and workers of one group share it by their partitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from pipeline import BreakerPolicy, Context, DeclarationError, Settings, Stage, gates
+from pipeline.app import Pipeline
+from pipeline.clock import FakeClock
+from pipeline.ratelimit import RateLimit
+from pipeline.runner import StageRunner
+from pipeline.testing import MemoryBroker, TestPipeline
+from pipeline.testing.lockstep import Lockstep
+from pipeline.testing.transport import MemoryTransport
+from tests.integration.app_stages import PINGS, Ping
+from tests.unit.memory_rig import SCHEMAS, key_for
+
+PARTITIONS = 6
+
+
+class Limited(Stage):
+    """Five calls a second, a burst of five."""
+
+    consumes = PINGS
+    group = "limited"
+    rate_limit = RateLimit(max=5, per_s=1)
+    clock: FakeClock
+    calls: list[tuple[float, int]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        Limited.calls.append((self.clock.monotonic(), event.n))
+
+
+class Plain(Stage):
+    consumes = PINGS
+    group = "plain"
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        pass
+
+
+class LimitedConcurrent(Stage):
+    """The seed's mailer: 5 in flight, 100 a minute."""
+
+    consumes = PINGS
+    group = "limited-concurrent"
+    concurrency = 5
+    rate_limit = RateLimit(max=100, per_s=60)
+    clock: FakeClock
+    calls: list[tuple[float, int]] = []
+    in_flight = 0
+    most_in_flight = 0
+
+    async def handle(self, event: Ping, ctx: Context) -> None:
+        cls = LimitedConcurrent
+        cls.in_flight += 1
+        cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
+        cls.calls.append((self.clock.monotonic(), event.n))
+        await asyncio.sleep(0)
+        cls.in_flight -= 1
+
+
+class Shared(Stage):
+    """Thirty calls a second for the whole group, evenly spaced (a burst of one)."""
+
+    consumes = PINGS
+    group = "shared"
+    rate_limit = RateLimit(max=30, per_s=1, burst=1)
+    clock: FakeClock
+    calls: list[tuple[float, int]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        Shared.calls.append((self.clock.monotonic(), event.n))
+
+
+def assert_within_bucket(
+    times: Sequence[float], limit: RateLimit, capacity: float | None = None
+) -> None:
+    """No stretch of calls went faster than the token bucket allows: j - i + 1 calls between
+    t_i and t_j need at most capacity + rate * (t_j - t_i) tokens (``capacity``: the
+    workers' buckets together, the limit's burst unless given)."""
+    times = sorted(times)
+    capacity = limit.capacity if capacity is None else capacity
+    for i in range(len(times)):
+        for j in range(i, len(times)):
+            allowed = capacity + limit.rate * (times[j] - times[i]) + 1e-6
+            assert j - i + 1 <= allowed, f"calls {i}..{j} within {times[j] - times[i]:.3f}s"
+
+
+def test_a_limited_stage_holds_its_partition_and_handles_everything_at_the_limit() -> None:
+    Limited.calls.clear()
+    with TestPipeline([Limited], Settings(schemas_dir=SCHEMAS)) as t:
+        Limited.clock = t.clock  # type: ignore[assignment]
+        start = t.clock.monotonic()
+        for n in range(25):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key="one-key")
+        t.run_until_idle()
+        stats = t.stats(Limited)
+        assert [n for _, n in Limited.calls] == list(range(25)), "each once, in order"
+        assert_within_bucket([at for at, _ in Limited.calls], Limited.rate_limit)
+        # The burst of 5, then 20 more at 5/s: at least 4 s on the fake clock.
+        assert Limited.calls[-1][0] - start >= 4.0 - 1e-6
+        assert (stats.retried, stats.dead_lettered, stats.failed) == (0, 0, 0)
+        assert t.dead_letters(Limited) == []
+        assert t.lag(Limited) == (25, 0)
+
+
+def test_a_rate_limit_combines_with_concurrency_five_in_flight_and_100_a_minute() -> None:
+    cls = LimitedConcurrent
+    cls.calls.clear()
+    cls.most_in_flight = 0
+    with TestPipeline([cls], Settings(schemas_dir=SCHEMAS)) as t:
+        cls.clock = t.clock  # type: ignore[assignment]
+        for n in range(130):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=f"k{n % 7}")
+        t.run_until_idle(timeout_s=120)
+        assert sorted(n for _, n in cls.calls) == list(range(130))
+        assert cls.most_in_flight <= 5
+        times = sorted(at for at, _ in cls.calls)
+        assert_within_bucket(times, cls.rate_limit)
+        assert times[-1] - times[0] >= 30 * 60 / 100 - 1e-6, "100 at once, then 30 at 100/min"
+        assert t.stats(cls).retried == 0 and t.dead_letters(cls) == []
+
+
+class Group:
+    """``workers`` runners of one stage in one group on a memory broker, stepped in turn."""
+
+    def __init__(self, stage: type[Stage], workers: int) -> None:
+        self.clock = FakeClock()
+        self.broker = MemoryBroker(self.clock, default_partitions=PARTITIONS)
+        settings = Settings(schemas_dir=SCHEMAS).model_copy(update={"commit_interval_s": 0.0})
+        self.pipeline = Pipeline.build(settings, [stage], MemoryTransport(self.broker, settings))
+        self.pipeline.ensure_topics()
+        self.plan = self.pipeline.plans[0]
+        self.runners: list[StageRunner] = []
+        self.stepped: list[Lockstep] = []
+        for i in range(workers):
+            self.add(f"w{i}")
+
+    def add(self, worker: str) -> None:
+        runner = self.pipeline.runner(self.plan, worker, clock=self.clock)
+        self.runners.append(runner)
+        self.stepped.append(Lockstep(runner, worker, 30.0))
+
+    def stop(self, index: int) -> None:
+        self.stepped.pop(index).stop(30.0)
+        self.runners.pop(index)
+
+    def publish(self, count: int) -> None:
+        producer = self.broker.producer()
+        binding = self.plan.inputs[PINGS.name]
+        for n in range(count):
+            value = self.pipeline.codec.encode(Ping(ping_id=f"p{n}", n=n), binding, PINGS.name)
+            key = key_for(n % PARTITIONS, PARTITIONS, n // PARTITIONS)  # evenly spread
+            producer.produce(PINGS.name, value, key, None, lambda _e, _m: None)
+        producer.flush(1)
+
+    def round(self, advance_s: float = 0.01) -> None:
+        for stepped in self.stepped:
+            stepped.step()
+        self.clock.advance(advance_s)
+
+    def shares(self) -> list[float]:
+        limiters = [r._parts.chain.rate_limit for r in self.runners]
+        return [limiter.limiter.share for limiter in limiters if limiter is not None]
+
+    def close(self) -> None:
+        for stepped in self.stepped:
+            stepped.stop(30.0)
+
+
+def test_three_workers_share_a_group_limit_by_their_partitions() -> None:
+    Shared.calls.clear()
+    group = Group(Shared, workers=3)
+    Shared.clock = group.clock
+    try:
+        for _ in range(5):
+            group.round()  # everyone joins; the group settles before any record is there
+        group.publish(300)
+        for _ in range(1_500):  # 15 s on the fake clock: 300 calls at 30/s take 10
+            group.round()
+            if len(Shared.calls) == 300:
+                break
+        assert sorted(n for _, n in Shared.calls) == list(range(300)), "each once"
+        assert group.shares() == pytest.approx([1 / 3] * 3)
+        times = sorted(at for at, _ in Shared.calls)
+        steady = times[30:270]
+        rate = (len(steady) - 1) / (steady[-1] - steady[0])
+        assert rate == pytest.approx(30, rel=0.1)
+        # Each worker's bucket keeps 0.2 s of its 10/s (holds last 0.1 s at least): 3 x 2.
+        assert_within_bucket(times, Shared.rate_limit, capacity=6)
+    finally:
+        group.close()
+
+
+def test_a_worker_left_alone_takes_the_whole_limit_after_the_rebalance() -> None:
+    Shared.calls.clear()
+    group = Group(Shared, workers=2)
+    Shared.clock = group.clock
+    try:
+        for _ in range(5):
+            group.round()
+        group.publish(60)
+        for _ in range(50):
+            group.round()
+        assert group.shares() == pytest.approx([0.5, 0.5])
+        group.stop(1)  # leaves the group: its partitions go to w0
+        before = len(Shared.calls)
+        for _ in range(300):
+            group.round()
+            if len(Shared.calls) == 60:
+                break
+        assert group.shares() == [1.0]
+        assert sorted(n for _, n in Shared.calls) == list(range(60)), "nothing lost"
+        after = [at for at, _ in Shared.calls[before:]]  # w0's: the only worker left
+        rate = (len(after) - 1) / (after[-1] - after[0])
+        assert rate == pytest.approx(30, rel=0.15), "the whole limit, not its old half"
+    finally:
+        group.close()
+
+
+class LimitedWithBreaker(Limited):
+    group = "limited-breaker"
+    breaker = BreakerPolicy()
+
+
+def test_only_a_limited_stage_carries_the_rate_gate_and_it_comes_before_the_breaker() -> None:
+    broker = MemoryBroker(FakeClock())
+    settings = Settings(schemas_dir=SCHEMAS)
+    stages = [Limited, LimitedWithBreaker, Plain]
+    pipeline = Pipeline.build(settings, stages, MemoryTransport(broker, settings))
+    chains = {plan.name: pipeline.runner(plan, "w1")._parts.chain for plan in pipeline.plans}
+    kinds = {name: [type(g) for g in chain.gates] for name, chain in chains.items()}
+    assert gates.RateLimited not in kinds["plain"]
+    assert kinds["limited"][-1] is gates.RateLimited
+    assert kinds["limited_with_breaker"][-2:] == [gates.RateLimited, gates.Breaker]
+
+
+def test_a_rate_limit_that_is_not_a_rate_limit_is_refused_at_declaration() -> None:
+    with pytest.raises(DeclarationError, match="`rate_limit` must be a RateLimit"):
+
+        class Wrong(Stage):
+            consumes = PINGS
+            rate_limit = 100  # type: ignore[assignment]
+
+            def handle(self, event: Ping, ctx: Context) -> None:
+                pass
