@@ -1,0 +1,94 @@
+"""Three workers of a stage limited to 50 events/s handle 1,000 events at 50/s +-10% on the
+real broker, nothing lost, nothing retried: each worker takes its share of the partitions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import ClassVar
+
+from pipeline import Context, Publisher, Stage
+from pipeline.ratelimit import RateLimit
+from pipeline.testing.partitioner import murmur2_partition
+from pipeline.worker import Worker
+from tests.integration.app_stages import PINGS, Ping
+from tests.integration.kit import (
+    committed_total,
+    end_offsets,
+    prepare,
+    running,
+    unique_settings,
+    wait_until,
+)
+
+PARTITIONS = 6
+WORKERS = 3
+TOTAL = 1_000
+RATE = 50
+
+
+class Mailer(Stage):
+    consumes = PINGS
+    rate_limit = RateLimit(max=RATE, per_s=1)
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    calls: ClassVar[list[tuple[float, int]]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        with self.lock:
+            self.calls.append((time.monotonic(), event.n))
+
+
+def balanced_keys(count: int) -> Iterator[str]:
+    """``count`` keys, as many on each partition as the Java partitioner can make it."""
+    by_partition: list[list[str]] = [[] for _ in range(PARTITIONS)]
+    i = 0
+    while min(len(keys) for keys in by_partition) < count // PARTITIONS + 1:
+        key = f"user-{i}"
+        by_partition[murmur2_partition(key.encode(), PARTITIONS)].append(key)
+        i += 1
+    for n in range(count):
+        yield by_partition[n % PARTITIONS][n // PARTITIONS]
+
+
+def input_partitions(workers: list[Worker], topic: str) -> list[int]:
+    return [sum(1 for t, _ in w.runners[0]._assigned if t == topic) for w in workers]
+
+
+def test_three_workers_limited_to_50_a_second_handle_1000_events_at_50_a_second(
+    kafka_bootstrap: str,
+) -> None:
+    Mailer.calls.clear()
+    settings = unique_settings(kafka_bootstrap, topic_partitions=PARTITIONS)
+    topic = settings.topic(PINGS.name)
+    prepare(settings, [Mailer])
+    with ExitStack() as stack:
+        workers = [stack.enter_context(running(settings, [Mailer])) for _ in range(WORKERS)]
+        # The group settles first (two input partitions each): the shares are then 1/3 each.
+        wait_until(
+            lambda: input_partitions(workers, topic) == [2, 2, 2], 60, "a balanced group"
+        )
+        with Publisher(settings) as publisher:
+            for n, key in enumerate(balanced_keys(TOTAL)):
+                publisher.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=key, wait=False)
+            publisher.flush()
+        wait_until(lambda: len(Mailer.calls) >= TOTAL, 90, f"{TOTAL} events handled")
+        stats = [w.runners[0].stats for w in workers]
+    assert committed_total(settings, settings.topic(Mailer.group_id()), topic) == TOTAL
+    assert end_offsets(settings, topic) == TOTAL
+    handled = sorted(n for _, n in Mailer.calls)
+    assert handled == list(range(TOTAL)), "an event was lost or handled twice"
+    assert sum(s.retried + s.dead_lettered + s.failed for s in stats) == 0
+
+    times = sorted(at for at, _ in Mailer.calls)
+    # The steady part: past the first burst (a bucket of 50 between the three), before the
+    # workers' queues run dry one after the other.
+    steady = times[100:900]
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    print(f"rate in the steady part: {rate:.2f}/s over {steady[-1] - steady[0]:.1f}s")
+    assert abs(rate - RATE) <= RATE * 0.1, f"{rate:.1f}/s, not {RATE}/s +-10%"
+    # Nowhere faster than the buckets allow: any second holds at most the rate plus a burst.
+    for i, start in enumerate(times):
+        within = sum(1 for t in times[i : i + 3 * RATE] if t - start <= 1.0)
+        assert within <= 2 * RATE + WORKERS, f"{within} calls in the second from {start:.2f}"
