@@ -273,11 +273,14 @@ def build(
     breaker: CircuitBreaker | None,
     idempotent: bool,
     transaction: TransactionCommitter | None = None,
+    extra: Sequence[Gate] = (),
     rate_limit: GroupShare | None = None,
+    key_limit: Gate | None = None,
 ) -> Chain:
     """The chain for what the stage enables, in this order: a partition held in this batch, a
     transaction old enough to commit, a duplicate, a retry not yet due, a record settled by a
-    refusal, no token of the rate limit, an open breaker."""
+    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), no token of the
+    rate limit (group-wide, or the key's: ``pipeline.keylimit``), an open breaker."""
     gates: list[Gate] = [HeldInBatch(holds)]
     if transaction is not None:
         gates.append(TransactionAge(transaction))
@@ -287,9 +290,12 @@ def build(
     if retry_topics:
         gates.append(RetryDue(holds))
     gates.append(Refused(refusals, tracker))
+    gates.extend(extra)
     limit_gate = RateLimited(rate_limit) if rate_limit is not None else None
     if limit_gate is not None:
         gates.append(limit_gate)
+    if key_limit is not None:
+        gates.append(key_limit)
     breaker_gate = Breaker(breaker) if breaker is not None else None
     if breaker_gate is not None:
         gates.append(breaker_gate)
