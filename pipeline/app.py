@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, delaymover, registry
+from pipeline import alertwatch, delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -63,6 +63,8 @@ class Pipeline:
         catalog = load_catalog(settings)
         stages = list(stages)
         stages += delaymover.movers(stages, settings, transport.topic_log)  # delayed topics
+        stages += [delaymover.mover_stage(t, settings, transport.topic_log)
+                   for t in keylimit.deferrals(stages)]  # fmt: skip
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         codec, announce = build_codec(settings, catalog, transport)
         return cls(settings, catalog, codec, announce, plans, transport, hooks)

@@ -23,10 +23,11 @@ from pipeline.holds import Holds
 from pipeline.hookcalls import Hooks
 from pipeline.invoke import Invoker
 from pipeline.keyed import KeyedExecutor
+from pipeline.keylimit import KeyRateLimited
 from pipeline.offsets import OffsetTracker
 from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
-from pipeline.ratelimit import GroupShare, PartitionCounts
+from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin
@@ -118,6 +119,7 @@ def build(
         transaction=committer if isinstance(committer, TransactionCommitter) else None,
         extra=built_in(tracker, outputs, clock) if built_in is not None else (),
         rate_limit=group_share(plan, assigned, clock, partition_counts),
+        key_limit=key_limit(plan, codec, tracker, outputs, clock),
     )  # fmt: skip
     return Parts(
         plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,
@@ -137,6 +139,17 @@ def group_share(
     return GroupShare(
         limit, list(plan.inputs), plan.retry_topics, assigned, counts, clock.monotonic, plan.name
     )
+
+
+def key_limit(
+    plan: StagePlan, codec: Codec, tracker: OffsetTracker, writer: OutputWriter, clock: Clock
+) -> KeyRateLimited | None:
+    """The gate of the stage's per-key rate limit, if it has one."""
+    limit = plan.stage.rate_limit
+    if limit is None or not limit.keyed:
+        return None
+    deferral = deferral_name(plan.group)
+    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock)
 
 
 def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:

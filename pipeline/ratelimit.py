@@ -37,6 +37,7 @@ _EPSILON = 1e-9  # float refills: 0.9999999 tokens is a token
 # A held partition waits at least ``gates.MIN_HOLD_S`` (0.1 s): a bucket must keep what twice
 # that refills, or the tokens of a hold would overflow and the rate fall short of the limit.
 MIN_BUCKET_S = 0.2
+DEFERRAL_SUFFIX = ".deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,12 @@ class RateLimit:
     @property
     def keyed(self) -> bool:
         return self.per_key or self.key is not None
+
+
+def deferral_name(group_id: str) -> str:
+    """Where a stage with a per-key limit defers a busy key's excess (``pipeline.keylimit``):
+    its group's name (logical or physical) and ``.deferred``."""
+    return f"{group_id}{DEFERRAL_SUFFIX}"
 
 
 class TokenBucket:

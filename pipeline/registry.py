@@ -31,6 +31,7 @@ from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
 from pipeline.hooks import Hook, check
+from pipeline.ratelimit import deferral_name
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic, deferred_field_checks
@@ -176,7 +177,7 @@ def plan(
                 stage=stage,
                 name=stage.stage_name(),
                 group=group,
-                inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()},
+                inputs=_inputs(stage, bindings, settings),
                 outputs={t.name: (settings.topic(t.name), bindings[t.name]) for t in stage.emits},
                 dlq_topic=dlq_topic(group),
                 retry_topics=tuple(retry_topic(group, t) for t in stage.retry.tiers)
@@ -190,6 +191,19 @@ def plan(
         )
         raise kind("invalid stage declarations:\n  - " + "\n  - ".join(problems))
     return plans
+
+
+def _inputs(
+    stage: type[Stage], bindings: dict[str, Binding], settings: Settings
+) -> dict[str, Binding]:
+    """Physical input topics and their bindings; a stage with a per-key rate limit reads its
+    deferral topic too (``pipeline.keylimit``), records of its one input topic."""
+    inputs = {settings.topic(t.name): bindings[t.name] for t in stage.input_topics()}
+    limit = stage.rate_limit
+    if limit is not None and limit.keyed:
+        [binding] = inputs.values()  # one input topic: checked at declaration
+        inputs[settings.topic(deferral_name(stage.group_id()))] = binding
+    return inputs
 
 
 def _bind_topics(

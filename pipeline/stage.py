@@ -220,8 +220,7 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
-    if cls.rate_limit is not None and not isinstance(cls.rate_limit, RateLimit):
-        raise DeclarationError(f"{where}: `rate_limit` must be a RateLimit(...) or None")
+    _check_rate_limit(cls, where)
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):
@@ -243,6 +242,17 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(
             f"{where}: `timeout_s` must be between 0 and {MAX_TIMEOUT_S:g}s: the consume loop "
             "waits for the handler, and a longer wait would exceed max.poll.interval.ms"
+        )
+
+
+def _check_rate_limit(cls: type[Stage], where: str) -> None:
+    limit = cls.rate_limit
+    if limit is not None and not isinstance(limit, RateLimit):
+        raise DeclarationError(f"{where}: `rate_limit` must be a RateLimit(...) or None")
+    if limit is not None and limit.keyed and len(cls.input_topics()) != 1:
+        raise DeclarationError(
+            f"{where}: a per-key `rate_limit` needs a stage with one input topic (its deferral "
+            "topic carries that topic's events); split the stage, or limit the whole group"
         )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from pipeline.clock import FakeClock
+from pipeline.keylimit import SWEEP_AT, KeyBuckets
 from pipeline.ports import TopicPartition
 from pipeline.ratelimit import (
     MIN_BUCKET_S,
@@ -201,3 +202,25 @@ def test_a_worker_with_nothing_assigned_holds_rather_than_waits_forever() -> Non
     clock = FakeClock()
     limiter = a_share(RateLimit(max=10, per_s=1), set(), Counts({"in": 2}), clock)
     assert limiter.take() == UNKNOWN_COUNTS_HOLD_S
+
+
+def test_each_key_has_its_own_bucket_and_its_excess_gets_due_times_one_token_apart() -> None:
+    clock = FakeClock()
+    keys = KeyBuckets(RateLimit(max=2, per_s=1, per_key=True), clock.monotonic)
+    assert [keys.admit(b"busy") for _ in range(5)] == pytest.approx([0, 0, 0.5, 1.0, 1.5])
+    assert keys.admit(b"quiet") == 0.0, "another key is not held back"
+    clock.advance(1.5)
+    assert keys.admit(b"busy") == pytest.approx(0.5), "behind the deferred ones, in order"
+
+
+def test_key_buckets_forget_full_buckets_once_there_are_many_keys() -> None:
+    clock = FakeClock()
+    keys = KeyBuckets(RateLimit(max=1, per_s=1, per_key=True), clock.monotonic)
+    for n in range(SWEEP_AT):
+        keys.admit(n)
+    clock.advance(1)  # every bucket is full again: as good as new
+    keys.admit(b"busy")
+    keys.admit(b"busy")  # in debt: kept
+    assert len(keys) == 1
+    keys.admit("new")
+    assert len(keys) == 2

@@ -17,7 +17,7 @@ from pipeline.runner import StageRunner
 from pipeline.testing import MemoryBroker, TestPipeline
 from pipeline.testing.lockstep import Lockstep
 from pipeline.testing.transport import MemoryTransport
-from tests.integration.app_stages import PINGS, Ping
+from tests.integration.app_stages import PINGS, PONGS, Ping
 from tests.unit.memory_rig import SCHEMAS, key_for
 
 PARTITIONS = 6
@@ -181,15 +181,15 @@ def test_three_workers_share_a_group_limit_by_their_partitions() -> None:
     try:
         for _ in range(5):
             group.round()  # everyone joins; the group settles before any record is there
-        group.publish(300)
-        for _ in range(1_500):  # 15 s on the fake clock: 300 calls at 30/s take 10
-            group.round()
-            if len(Shared.calls) == 300:
+        group.publish(150)
+        for _ in range(160):  # 8 s on the fake clock: 150 calls at 30/s take 5
+            group.round(0.05)
+            if len(Shared.calls) == 150:
                 break
-        assert sorted(n for _, n in Shared.calls) == list(range(300)), "each once"
+        assert sorted(n for _, n in Shared.calls) == list(range(150)), "each once"
         assert group.shares() == pytest.approx([1 / 3] * 3)
         times = sorted(at for at, _ in Shared.calls)
-        steady = times[30:270]
+        steady = times[15:135]
         rate = (len(steady) - 1) / (steady[-1] - steady[0])
         assert rate == pytest.approx(30, rel=0.1)
         # Each worker's bucket keeps 0.2 s of its 10/s (holds last 0.1 s at least): 3 x 2.
@@ -247,6 +247,75 @@ def test_a_rate_limit_that_is_not_a_rate_limit_is_refused_at_declaration() -> No
         class Wrong(Stage):
             consumes = PINGS
             rate_limit = 100  # type: ignore[assignment]
+
+            def handle(self, event: Ping, ctx: Context) -> None:
+                pass
+
+
+class PerKey(Stage):
+    """Two calls a second per record key."""
+
+    consumes = PINGS
+    group = "per-key"
+    rate_limit = RateLimit(max=2, per_s=1, per_key=True)
+    clock: FakeClock
+    calls: list[tuple[float, str]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        PerKey.calls.append((self.clock.monotonic(), event.ping_id))
+
+
+def test_a_busy_key_is_deferred_and_never_holds_back_the_other_keys_of_its_partition() -> None:
+    PerKey.calls.clear()
+    settings = Settings(schemas_dir=SCHEMAS, topic_partitions=1)  # every key on one partition
+    with TestPipeline([PerKey], settings) as t:
+        PerKey.clock = t.clock  # type: ignore[assignment]
+        start = t.clock.monotonic()
+        for n in range(10):
+            t.publish(PINGS, Ping(ping_id=f"busy/{n}", n=n), key="busy")
+        for name in "abcde":  # behind the busy key's excess, on the same partition
+            t.publish(PINGS, Ping(ping_id=f"{name}/0", n=0), key=name)
+        t.run_until_idle(timeout_s=60)
+        at = {ping_id: when - start for when, ping_id in PerKey.calls}
+        assert len(PerKey.calls) == len(at) == 15, "each event once"
+        assert all(at[f"{name}/0"] < 0.5 for name in "abcde"), "the other keys went on at once"
+        busy = [(when, p) for when, p in PerKey.calls if p.startswith("busy/")]
+        assert [p for _, p in busy] == [f"busy/{n}" for n in range(10)], "in order"
+        # Two at once (the burst), then one every half second: the ninth after 4 s.
+        assert busy[-1][0] - start >= 4.0 - 1e-6
+        assert_within_bucket([when for when, _ in busy], PerKey.rate_limit)
+        stats = t.stats(PerKey)
+        assert (stats.retried, stats.dead_lettered, stats.failed) == (0, 0, 0)
+        assert t.dead_letters(PerKey) == []
+        assert t.lag(PerKey) == (15 + 8, 0), "the inputs and the 8 deferred copies committed"
+
+
+class PerCustomer(PerKey):
+    """Limited per value of a key function of the event (its n), whatever the record key."""
+
+    group = "per-customer"
+    rate_limit = RateLimit(max=1, per_s=10, key=lambda event: event.n % 2)
+
+
+def test_a_key_function_limits_each_value_it_returns() -> None:
+    PerKey.calls.clear()
+    with TestPipeline([PerCustomer], Settings(schemas_dir=SCHEMAS, topic_partitions=1)) as t:
+        PerKey.clock = t.clock  # type: ignore[assignment]
+        for n in range(4):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=f"k{n}")
+        t.run_until_idle(timeout_s=60)
+        at = dict((p, when) for when, p in PerKey.calls)
+        assert sorted(at) == ["p0", "p1", "p2", "p3"]
+        assert at["p0"] == at["p1"], "odd and even each had a token at once"
+        assert at["p2"] - at["p0"] >= 10 - 1e-6 and at["p3"] - at["p1"] >= 10 - 1e-6
+
+
+def test_a_per_key_limit_needs_one_input_topic() -> None:
+    with pytest.raises(DeclarationError, match="per-key `rate_limit` needs a stage with one"):
+
+        class TwoInputs(Stage):
+            consumes = (PINGS, PONGS)
+            rate_limit = RateLimit(max=1, per_key=True)
 
             def handle(self, event: Ping, ctx: Context) -> None:
                 pass
