@@ -35,6 +35,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.ratelimit import RateLimit
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ __all__ = [
     "PipelineError",
     "PipelineStatus",
     "Publisher",
+    "RateLimit",
     "RetryAfter",
     "RetryPolicy",
     "SchemaError",

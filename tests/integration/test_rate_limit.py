@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import ClassVar
 
-from pipeline import Context, Publisher, Stage
-from pipeline.ratelimit import RateLimit
+from pipeline import Context, Publisher, RateLimit, Stage
 from pipeline.testing.partitioner import murmur2_partition
 from pipeline.worker import Worker
 from tests.integration.app_stages import PINGS, Ping
@@ -92,3 +91,47 @@ def test_three_workers_limited_to_50_a_second_handle_1000_events_at_50_a_second(
     for i, start in enumerate(times):
         within = sum(1 for t in times[i : i + 3 * RATE] if t - start <= 1.0)
         assert within <= 2 * RATE + WORKERS, f"{within} calls in the second from {start:.2f}"
+
+
+class PerUser(Stage):
+    consumes = PINGS
+    rate_limit = RateLimit(max=5, per_s=1, per_key=True)
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    calls: ClassVar[list[tuple[float, str]]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        with self.lock:
+            self.calls.append((time.monotonic(), event.ping_id))
+
+
+def test_a_busy_key_is_deferred_through_the_delay_tiers_and_the_other_keys_go_on(
+    kafka_bootstrap: str,
+) -> None:
+    """One partition: the other keys' events sit behind the busy key's excess, and are not
+    held back by it; the excess comes back through the real delay tiers, nothing lost."""
+    PerUser.calls.clear()
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    prepare(settings, [PerUser])
+    busy, others = 15, [f"user-{i}" for i in range(10)]
+    with running(settings, [PerUser]) as worker:
+        wait_until(lambda: worker.runners[0]._assigned, 60, "an assignment")
+        started = time.monotonic()
+        with Publisher(settings) as publisher:
+            for n in range(busy):
+                publisher.publish(PINGS, Ping(ping_id=f"busy/{n}", n=n), key="busy", wait=False)
+            for key in others:
+                publisher.publish(PINGS, Ping(ping_id=f"{key}/0", n=0), key=key, wait=False)
+            publisher.flush()
+        wait_until(lambda: len(PerUser.calls) >= busy + len(others), 60, "every event handled")
+        stats = worker.runners[0].stats
+    at = {ping_id: when - started for when, ping_id in PerUser.calls}
+    assert len(PerUser.calls) == len(at) == busy + len(others), "each event once"
+    busy_at = sorted(at[f"busy/{n}"] for n in range(busy))
+    last_other = max(at[f"{key}/0"] for key in others)
+    print(f"other keys done after {last_other:.2f}s, busy key after {busy_at[-1]:.2f}s")
+    assert last_other < busy_at[5], "the other keys waited for the busy key's excess"
+    # 5 at once, then 10 more at 5/s: the last one no earlier than 2 s after the first.
+    assert busy_at[-1] - busy_at[0] >= 2.0 - 0.05
+    assert stats.retried + stats.dead_lettered + stats.failed == 0
+    group, topic = settings.topic(PerUser.group_id()), settings.topic(PINGS.name)
+    assert committed_total(settings, group, topic) == busy + len(others)

@@ -12,7 +12,6 @@ import pytest
 from pipeline import BreakerPolicy, Context, DeclarationError, Settings, Stage, gates
 from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
-from pipeline.ratelimit import RateLimit
 from pipeline.runner import StageRunner
 from pipeline.testing import MemoryBroker, TestPipeline
 from pipeline.testing.lockstep import Lockstep
