@@ -65,9 +65,7 @@ def test_three_workers_limited_to_50_a_second_handle_1000_events_at_50_a_second(
     with ExitStack() as stack:
         workers = [stack.enter_context(running(settings, [Mailer])) for _ in range(WORKERS)]
         # The group settles first (two input partitions each): the shares are then 1/3 each.
-        wait_until(
-            lambda: input_partitions(workers, topic) == [2, 2, 2], 60, "a balanced group"
-        )
+        wait_until(lambda: input_partitions(workers, topic) == [2, 2, 2], 60, "a balanced group")
         with Publisher(settings) as publisher:
             for n, key in enumerate(balanced_keys(TOTAL)):
                 publisher.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=key, wait=False)

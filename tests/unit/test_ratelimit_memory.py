@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from pipeline import BreakerPolicy, Context, DeclarationError, Settings, Stage, gates
+from pipeline import BreakerPolicy, Context, DeclarationError, RateLimit, Settings, Stage, gates
 from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
 from pipeline.runner import StageRunner
