@@ -318,3 +318,31 @@ def test_a_per_key_limit_needs_one_input_topic() -> None:
 
             def handle(self, event: Ping, ctx: Context) -> None:
                 pass
+
+
+class LimitedExactlyOnce(Limited):
+    group = "limited-eos"
+    guarantee = "exactly_once"
+
+
+class PerKeyExactlyOnce(PerKey):
+    group = "per-key-eos"
+    guarantee = "exactly_once"
+
+
+@pytest.mark.parametrize("stage", [LimitedExactlyOnce, PerKeyExactlyOnce])
+def test_an_exactly_once_stage_is_limited_the_same_way(stage: type[Stage]) -> None:
+    Limited.calls.clear()
+    PerKey.calls.clear()
+    settings = Settings(schemas_dir=SCHEMAS, topic_partitions=1)
+    with TestPipeline([stage], settings) as t:
+        Limited.clock = PerKey.clock = t.clock  # type: ignore[assignment]
+        for n in range(12):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key="one-key")
+        t.run_until_idle(timeout_s=60)
+        calls = Limited.calls or PerKey.calls
+        assert len(calls) == 12
+        limit = stage.rate_limit
+        assert limit is not None
+        assert_within_bucket([at for at, _ in calls], limit)
+        assert t.dead_letters(stage) == [] and t.stats(stage).retried == 0
