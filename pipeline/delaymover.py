@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pipeline import delays
 from pipeline.clock import Clock
 from pipeline.config import Settings
-from pipeline.errors import KafkaError
+from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.failures import DeadLetter, RetryPolicy
 from pipeline.gates import Gate, Hold, Settled, Verdict
 from pipeline.headers import EVENT_ID
@@ -74,6 +74,8 @@ class Cancellations:
             return True
         try:
             self.refresh()
+        except TopicNotFoundError:  # never created (creating is off): nothing can be cancelled
+            self.read_at_ms = self._clock.wall_ms()
         except KafkaError as exc:
             log.warning("cannot read cancellations from %s (%s); delivery waits", self.topic, exc)
             return False
@@ -193,7 +195,8 @@ def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: b
     if not names:
         return
     if create:
-        admin.create(names, partitions=1)
+        # Compacted: a cancellation outlives any retention, for delays up to 30 days.
+        admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
         return
     missing = [n for n in names if n not in admin.topics()]
     if missing:
@@ -201,5 +204,11 @@ def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: b
                     ", ".join(missing))  # fmt: skip
 
 
-def is_mover(plan: StagePlan) -> bool:
-    return issubclass(plan.stage, DelayMover)
+def tiers_read(plan: StagePlan) -> list[tuple[str, list[str]]]:
+    """(mover group, tier topics) of each delayed input of ``plan``, physical names: where
+    ``pipeline status`` counts the stage's delayed events."""
+    out = []
+    for topic, physical in zip(plan.stage.input_topics(), plan.inputs, strict=False):
+        if topic.delayed:
+            out.append((f"{physical}.delay", delays.tier_topics(physical)))
+    return out

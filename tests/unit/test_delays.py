@@ -3,13 +3,17 @@ delay, on a fixed clock (``pipeline.delays``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline import delays
+from pipeline.clock import FakeClock
+from pipeline.delaymover import Cancellations
 from pipeline.delays import TIERS_S, DelayError, defer, next_hop, pick_tier
-from pipeline.errors import DeclarationError
+from pipeline.dlq import StoredRecord
+from pipeline.errors import DeclarationError, KafkaError, TopicNotFoundError
 
 NOW = 1_700_000_000_000
 
@@ -130,3 +134,47 @@ def test_tier_and_cancel_topic_names() -> None:
     assert delays.hold_of("a.b.delay.16s") == 16
     assert delays.hold_of("a.b.delay.3s") is None
     assert delays.hold_of("a.b.retry.1s") is None
+
+
+class _Log:
+    """A TopicLogPort's ``read``: the records given, or the error given."""
+
+    def __init__(self, records: list[StoredRecord], error: Exception | None = None) -> None:
+        self.records, self.error, self.reads = records, error, 0
+
+    def read(
+        self, topic: str, *, partition: int | None = None, start_offset: int = 0
+    ) -> Iterator[StoredRecord]:
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return iter([r for r in self.records if r.offset >= start_offset])
+
+
+def _cancel(offset: int, event_id: bytes, value: bytes | None = b"cancelled") -> StoredRecord:
+    return StoredRecord("t.delay.cancel", 0, offset, event_id, value, (), 0)
+
+
+def test_cancellations_are_read_incrementally_at_most_once_a_second() -> None:
+    """Read again only when the last read is a second old, from where it stopped; a
+    tombstone withdraws a cancellation."""
+    clock = FakeClock()
+    log = _Log([_cancel(0, b"a"), _cancel(1, b"b")])
+    cancels = Cancellations(lambda: log, "t.delay.cancel", clock)  # type: ignore[arg-type,return-value]
+    assert cancels.fresh(clock.wall_ms()) and b"a" in cancels and b"b" in cancels
+    log.records.append(_cancel(2, b"a", None))
+    clock.advance(0.5)
+    assert cancels.fresh(clock.wall_ms()) and log.reads == 1 and b"a" in cancels
+    clock.advance(0.5)
+    assert cancels.fresh(clock.wall_ms()) and log.reads == 2
+    assert b"a" not in cancels and b"b" in cancels
+
+
+def test_an_unreadable_cancel_topic_holds_the_last_hop_and_a_missing_one_does_not() -> None:
+    """Cannot read: not fresh (the mover holds the last hop, nothing lost, nothing delivered
+    that may be cancelled). Never created: nothing can be cancelled, delivery goes on."""
+    clock = FakeClock()
+    down = _Log([], KafkaError("broker down"))
+    assert not Cancellations(lambda: down, "c", clock).fresh(clock.wall_ms())  # type: ignore[arg-type,return-value]
+    missing = _Log([], TopicNotFoundError("no such topic"))
+    assert Cancellations(lambda: missing, "c", clock).fresh(clock.wall_ms())  # type: ignore[arg-type,return-value]

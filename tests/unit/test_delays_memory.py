@@ -3,14 +3,17 @@ stage sees, instantly (the mover is a built-in stage run by ``TestPipeline`` lik
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from pipeline import Context, Settings, Stage, Topic
+from pipeline import Context, Publisher, Settings, Stage, Topic
 from pipeline.delays import DelayError
 from pipeline.failures import RetryPolicy
+from pipeline.queues import status
 from pipeline.testing import TestPipeline
 from tests.conftest import TEST_SCHEMAS
 from tests.integration.app_stages import PINGS, Ping
@@ -147,3 +150,67 @@ def test_a_delay_on_an_undelayed_topic_or_out_of_range_is_refused() -> None:
             t.publish(PINGS, Ping(ping_id="x", n=1), delay=5)
         with pytest.raises(DelayError, match="from 1 s to 30 days"):
             t.publish(REMINDERS, Ping(ping_id="x", n=1), delay=timedelta(days=40))
+
+
+def test_pipeline_status_counts_events_waiting_in_the_delay_tiers_as_delayed() -> None:
+    """The ``delayed`` figure of the stage that reads the topic: 2 waiting, then 0 delivered."""
+    with _pipeline(Remind) as t:
+        t.publish(REMINDERS, Ping(ping_id="a", n=1), delay=30)
+        t.publish(REMINDERS, Ping(ping_id="b", n=1), delay=timedelta(days=2))
+        t.run_until(lambda: t.clock.wall_ms() > 0)  # the mover joins and holds its tiers
+        assert status([Remind], SETTINGS, transport=t.transport).stage("remind").delayed == 2
+        t.run_until_idle(timeout_s=3 * 86_400)
+        assert status([Remind], SETTINGS, transport=t.transport).stage("remind").delayed == 0
+    assert [s[1] for s in SEEN] == ["a", "b"]
+
+
+def test_the_publisher_writes_a_delayed_event_to_its_tier_and_a_cancel_to_the_cancel_topic() -> (
+    None
+):
+    """``publish(delay=)`` (sync and async) and ``cancel`` on any transport: the tier record
+    carries the due time on the publisher's clock, the cancel is keyed by the event id."""
+    with _pipeline(Remind) as t:
+        with Publisher(t.settings, transport=t.transport) as publisher:
+            before = int(time.time() * 1000)
+            where = publisher.publish(REMINDERS, Ping(ping_id="p1", n=1), delay=90)
+            assert where is not None and where.topic == "test.reminders.delay.64s"
+            at = datetime.now(UTC) + timedelta(hours=2)
+            done = asyncio.run(
+                publisher.publish_async(REMINDERS, Ping(ping_id="p2", n=1), deliver_at=at)
+            )
+            assert done.topic == "test.reminders.delay.4096s"
+            publisher.cancel(REMINDERS, "p1")
+            with pytest.raises(DelayError, match="delayed=True"):
+                publisher.publish(PINGS, Ping(ping_id="x", n=1), delay=5)
+        [stored] = t.records("test.reminders.delay.64s")
+        due = int(dict(stored.headers)["delay-due-ms"] or b"0")
+        assert before + 90_000 <= due <= int(time.time() * 1000) + 90_000
+        [cancel] = t.records("test.reminders.delay.cancel")
+        assert cancel.key == b"p1"
+
+
+class BadDelay(Stage):
+    """Emits with a delay out of range: ping n=0 (half a second), n=1 (a past deliver_at)."""
+
+    consumes = PINGS
+    emits = (REMINDERS,)
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.n == 0:
+            ctx.emit(REMINDERS, Ping(ping_id="x", n=0), delay=0.5)
+        else:
+            past = datetime.fromtimestamp(CLOCK[0].time() - 60, tz=UTC)
+            ctx.emit(REMINDERS, Ping(ping_id="x", n=1), deliver_at=past)
+
+
+def test_a_bad_delay_in_ctx_emit_dead_letters_the_input_at_once() -> None:
+    """A programming error, not a transient one: no retries, the input parked with the reason."""
+    with _pipeline(BadDelay, Remind) as t:
+        t.publish(PINGS, Ping(ping_id="a", n=0))
+        t.publish(PINGS, Ping(ping_id="b", n=1))
+        t.run_until_idle()
+        failures = [d.failure for d in t.dead_letters(BadDelay)]
+        assert [f.exception_type for f in failures] == ["pipeline.delays.DelayError"] * 2
+        assert [f.attempts for f in failures] == [1, 1]
+        assert t.records("test.reminders.delay.0.25s") == []
+    assert SEEN == []
