@@ -15,6 +15,10 @@ deferred to when that token is due:
 3. the stage reads its deferral topic as one of its inputs; a record from there already holds
    its token and goes straight to its handler.
 
+A retry of a busy key is not deferred (its copy would lose its retry history): it is handled
+when due, and its token counts, so the key's next events wait that much longer. Keyless
+records (``per_key=True``) share one bucket.
+
 So nothing is lost, failed, retried or dead-lettered for the limit; only this stage sees the
 copy (the input topic's other groups are not affected). Each key's deferred records get due
 times one token apart, in arrival order. Limits: the delay tiers deliver within their precision
@@ -112,7 +116,9 @@ class KeyRateLimited(Gate):
         if key is _UNDECODABLE:
             return None  # the decode step routes its failure
         wait_s = self._buckets.admit(key)
-        if wait_s <= 0:
+        if wait_s <= 0 or origin is not None:
+            # A retry-topic record is never deferred: a copy would lose its retry history (and
+            # a failing event could go round for ever). It runs when due; its token counts.
             return None
         now_ms = self._clock.wall_ms()
         hop = delays.defer(self._deferral, now_ms + round(wait_s * 1000), now_ms,

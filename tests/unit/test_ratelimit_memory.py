@@ -9,7 +9,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from pipeline import BreakerPolicy, Context, DeclarationError, RateLimit, Settings, Stage, gates
+from pipeline import (
+    BreakerPolicy,
+    Context,
+    DeclarationError,
+    RateLimit,
+    RetryPolicy,
+    Settings,
+    Stage,
+    gates,
+)
 from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
 from pipeline.runner import StageRunner
@@ -346,3 +355,38 @@ def test_an_exactly_once_stage_is_limited_the_same_way(stage: type[Stage]) -> No
         assert limit is not None
         assert_within_bucket([at for at, _ in calls], limit)
         assert t.dead_letters(stage) == [] and t.stats(stage).retried == 0
+
+
+class PerKeyFlaky(Stage):
+    """One call per key every 10 s; the first event fails once."""
+
+    consumes = PINGS
+    group = "per-key-flaky"
+    rate_limit = RateLimit(max=1, per_s=10, per_key=True)
+    retry = RetryPolicy(in_process_attempts=1, tiers=(1.0,))  # to the retry topic at once
+    clock: FakeClock
+    calls: list[tuple[float, int]] = []
+    failed: set[int] = set()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        if event.n == 0 and event.n not in self.failed:
+            self.failed.add(event.n)
+            raise ConnectionError("down")
+        PerKeyFlaky.calls.append((self.clock.monotonic(), event.n))
+
+
+def test_a_retry_of_a_busy_key_is_handled_when_due_not_deferred() -> None:
+    cls = PerKeyFlaky
+    cls.calls.clear()
+    cls.failed.clear()
+    with TestPipeline([cls], Settings(schemas_dir=SCHEMAS, topic_partitions=1)) as t:
+        cls.clock = t.clock  # type: ignore[assignment]
+        start = t.clock.monotonic()
+        for n in range(3):
+            t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key="busy")
+        t.run_until_idle(timeout_s=120)
+        at = {n: when - start for when, n in cls.calls}
+        assert sorted(at) == [0, 1, 2]
+        assert at[0] < 5, "the retry ran at its 1 s tier, not behind the key's deferrals"
+        assert at[1] >= 10 - 1e-6 and at[2] >= 20 - 1e-6
+        assert t.stats(cls).retried == 1 and t.dead_letters(cls) == []
