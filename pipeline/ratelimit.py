@@ -265,3 +265,9 @@ class GroupShare:
         if wanted:
             found = self._read_counts(wanted)
             known.update({t: n for t, n in found.items() if t in wanted})
+        # A topic just created can be missing from metadata for a moment: a share computed
+        # without it would be wrong until the next rebalance, so it is read again instead.
+        missing = [t for t in self._inputs if t not in known]
+        missing += [t for t, p in self._assigned if p >= known.get(t, 0) and t in wanted]
+        if missing:
+            raise LookupError(f"no partition count for {', '.join(sorted(set(missing)))} yet")

@@ -198,6 +198,16 @@ def test_unknown_partition_counts_hold_records_and_are_asked_again_a_second_late
     assert limiter.take() == 0.0 and limiter.share == pytest.approx(0.5)
 
 
+def test_a_topic_missing_from_metadata_is_asked_for_again_rather_than_counted_as_empty() -> None:
+    clock = FakeClock()
+    counts = Counts({})  # the input topic was just created: not in metadata yet
+    limiter = a_share(RateLimit(max=10, per_s=1), {("in", 0)}, counts, clock)
+    assert limiter.take() == UNKNOWN_COUNTS_HOLD_S
+    counts.counts["in"] = 2
+    clock.advance(UNKNOWN_COUNTS_HOLD_S)
+    assert limiter.take() == 0.0 and limiter.share == pytest.approx(0.5)
+
+
 def test_a_worker_with_nothing_assigned_holds_rather_than_waits_forever() -> None:
     clock = FakeClock()
     limiter = a_share(RateLimit(max=10, per_s=1), set(), Counts({"in": 2}), clock)
