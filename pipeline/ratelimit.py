@@ -34,9 +34,12 @@ MAX_PERIOD_S = 30 * 24 * 3600.0
 # With partition counts unknown (the broker unreachable), records wait this long and ask again.
 UNKNOWN_COUNTS_HOLD_S = 1.0
 _EPSILON = 1e-9  # float refills: 0.9999999 tokens is a token
-# A held partition waits at least ``gates.MIN_HOLD_S`` (0.1 s): a bucket must keep what twice
-# that refills, or the tokens of a hold would overflow and the rate fall short of the limit.
-MIN_BUCKET_S = 0.2
+# A bucket keeps at least what this long refills, or the tokens that come in while a held
+# partition is resumed and fetched again would overflow, and the rate fall short of the limit.
+# A hold lasts 0.1 s at least (``gates.MIN_HOLD_S``), but on Kafka the partition's records are
+# often back only about a second later (measured with librdkafka 2.16: a 1 s gap after a good
+# share of the holds); with a bucket of 0.2 s a limit of 50/s and ``burst=1`` ran at 17/s.
+MIN_BUCKET_S = 1.5
 DEFERRAL_SUFFIX = ".deferred"
 
 
@@ -46,8 +49,9 @@ class RateLimit:
 
     ``burst``: how many calls may go at once after a quiet spell (default ``max``, as Bull's
     limiter starts each window with ``max``); 1 spaces calls evenly. A worker's bucket holds
-    its share of it, and at least one call and what 0.2 s of its rate adds up to (a held
-    partition waits at least 0.1 s, and what the bucket cannot keep meanwhile is lost).
+    its share of it, and at least one call and what 1.5 s of its rate adds up to (a held
+    partition may be fetched again only a second later, and what the bucket cannot keep
+    meanwhile would be lost).
 
     ``per_key=True`` limits each record key on its own instead, and ``key`` (a function of the
     decoded event, returning something hashable) each value it returns: a busy key's excess is

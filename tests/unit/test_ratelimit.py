@@ -145,21 +145,22 @@ def test_a_worker_with_a_third_of_the_partitions_passes_a_third_of_the_rate() ->
             passed += 1
         clock.advance(0.001)
     assert limiter.share == pytest.approx(1 / 3)
-    assert passed == pytest.approx(20 + 20 * 10, abs=1), "its third of the burst, then 20/s"
+    # Its bucket holds 1.5 s of its 20/s (more than its third of the burst): 30, then 20/s.
+    assert passed == pytest.approx(20 * MIN_BUCKET_S + 20 * 10, abs=1)
 
 
 def test_the_share_is_recomputed_after_a_rebalance_and_counts_are_read_only_when_needed() -> None:
     clock = FakeClock()
     assigned = {("in", 0)}
     counts = Counts({"in": 4, "in.retry.1s": 4})
-    limiter = a_share(RateLimit(max=4, per_s=1, burst=1), assigned, counts, clock)
+    limiter = a_share(RateLimit(max=4, per_s=100, burst=1), assigned, counts, clock)
     assert limiter.take() == 0.0 and limiter.share == pytest.approx(1 / 4)
-    assert limiter.take() == pytest.approx(1.0), "1/s: the next token in a second"
+    assert limiter.take() == pytest.approx(100.0), "1 a 100 s: the next token in 100 s"
 
     assigned.update({("in", 1), ("in", 2), ("in", 3)})  # the others left the group
     limiter.changed()
-    clock.advance(0.25)  # a quarter token refilled at the old rate, then 4/s from now
-    assert limiter.take() == pytest.approx(0.75 / 4) and limiter.share == 1.0
+    clock.advance(25)  # a quarter token refilled at the old rate, then 4 a 100 s from now
+    assert limiter.take() == pytest.approx(0.75 * 25) and limiter.share == 1.0
     assert counts.reads == [["in", "in.retry.1s"]], "the counts were known: not read again"
 
     assigned.add(("in", 4))  # a fifth partition was added to the topic
@@ -170,7 +171,8 @@ def test_the_share_is_recomputed_after_a_rebalance_and_counts_are_read_only_when
 
 
 def test_a_bucket_keeps_at_least_what_its_shortest_hold_refills() -> None:
-    """Holds last 0.1 s at least: a burst of 1 at 100/s would lose 9 tokens in every one."""
+    """A held partition may be fetched again a second later: a bucket of one token at 100/s
+    would lose 99 tokens meanwhile."""
     clock = FakeClock()
     limiter = a_share(RateLimit(max=100, per_s=1, burst=1), {("in", 0)}, Counts({"in": 1}), clock)
     limiter.take()

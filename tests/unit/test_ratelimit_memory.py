@@ -21,6 +21,7 @@ from pipeline import (
 )
 from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
+from pipeline.ratelimit import MIN_BUCKET_S
 from pipeline.runner import StageRunner
 from pipeline.testing import MemoryBroker, TestPipeline
 from pipeline.testing.lockstep import Lockstep
@@ -86,14 +87,17 @@ class Shared(Stage):
         Shared.calls.append((self.clock.monotonic(), event.n))
 
 
-def assert_within_bucket(
-    times: Sequence[float], limit: RateLimit, capacity: float | None = None
-) -> None:
-    """No stretch of calls went faster than the token bucket allows: j - i + 1 calls between
-    t_i and t_j need at most capacity + rate * (t_j - t_i) tokens (``capacity``: the
-    workers' buckets together, the limit's burst unless given)."""
+def buckets(limit: RateLimit, workers: int = 1) -> float:
+    """The tokens ``workers`` equal shares of ``limit`` hold together when full."""
+    rate, burst = limit.rate / workers, limit.capacity / workers
+    return workers * max(burst, rate * MIN_BUCKET_S, 1.0)
+
+
+def assert_within_bucket(times: Sequence[float], limit: RateLimit, workers: int = 1) -> None:
+    """No stretch of calls went faster than the token buckets allow: j - i + 1 calls between
+    t_i and t_j need at most capacity + rate * (t_j - t_i) tokens."""
     times = sorted(times)
-    capacity = limit.capacity if capacity is None else capacity
+    capacity = buckets(limit, workers)
     for i in range(len(times)):
         for j in range(i, len(times)):
             allowed = capacity + limit.rate * (times[j] - times[i]) + 1e-6
@@ -111,8 +115,8 @@ def test_a_limited_stage_holds_its_partition_and_handles_everything_at_the_limit
         stats = t.stats(Limited)
         assert [n for _, n in Limited.calls] == list(range(25)), "each once, in order"
         assert_within_bucket([at for at, _ in Limited.calls], Limited.rate_limit)
-        # The burst of 5, then 20 more at 5/s: at least 4 s on the fake clock.
-        assert Limited.calls[-1][0] - start >= 4.0 - 1e-6
+        # A full bucket (7.5: 1.5 s of 5/s), then the rest at 5/s.
+        assert Limited.calls[-1][0] - start >= (25 - buckets(Limited.rate_limit)) / 5 - 0.2
         assert (stats.retried, stats.dead_lettered, stats.failed) == (0, 0, 0)
         assert t.dead_letters(Limited) == []
         assert t.lag(Limited) == (25, 0)
@@ -189,19 +193,18 @@ def test_three_workers_share_a_group_limit_by_their_partitions() -> None:
     try:
         for _ in range(5):
             group.round()  # everyone joins; the group settles before any record is there
-        group.publish(150)
-        for _ in range(160):  # 8 s on the fake clock: 150 calls at 30/s take 5
+        group.publish(240)
+        for _ in range(240):  # 12 s on the fake clock: 240 calls at 30/s take 8
             group.round(0.05)
-            if len(Shared.calls) == 150:
+            if len(Shared.calls) == 240:
                 break
-        assert sorted(n for _, n in Shared.calls) == list(range(150)), "each once"
+        assert sorted(n for _, n in Shared.calls) == list(range(240)), "each once"
         assert group.shares() == pytest.approx([1 / 3] * 3)
         times = sorted(at for at, _ in Shared.calls)
-        steady = times[15:135]
+        steady = times[60:230]  # past the full buckets (45 between the three)
         rate = (len(steady) - 1) / (steady[-1] - steady[0])
         assert rate == pytest.approx(30, rel=0.1)
-        # Each worker's bucket keeps 0.2 s of its 10/s (holds last 0.1 s at least): 3 x 2.
-        assert_within_bucket(times, Shared.rate_limit, capacity=6)
+        assert_within_bucket(times, Shared.rate_limit, workers=3)
     finally:
         group.close()
 
@@ -213,19 +216,20 @@ def test_a_worker_left_alone_takes_the_whole_limit_after_the_rebalance() -> None
     try:
         for _ in range(5):
             group.round()
-        group.publish(60)
-        for _ in range(50):
-            group.round()
+        group.publish(200)
+        for _ in range(10):
+            group.round(0.05)
         assert group.shares() == pytest.approx([0.5, 0.5])
         group.stop(1)  # leaves the group: its partitions go to w0
         before = len(Shared.calls)
-        for _ in range(300):
-            group.round()
-            if len(Shared.calls) == 60:
+        for _ in range(200):
+            group.round(0.05)
+            if len(Shared.calls) == 200:
                 break
         assert group.shares() == [1.0]
-        assert sorted(n for _, n in Shared.calls) == list(range(60)), "nothing lost"
-        after = [at for at, _ in Shared.calls[before:]]  # w0's: the only worker left
+        assert sorted(n for _, n in Shared.calls) == list(range(200)), "nothing lost"
+        # w0's, the only worker left: past what its bucket held, at the whole limit.
+        after = sorted(at for at, _ in Shared.calls[before + 50 :])
         rate = (len(after) - 1) / (after[-1] - after[0])
         assert rate == pytest.approx(30, rel=0.15), "the whole limit, not its old half"
     finally:
