@@ -19,7 +19,8 @@ while the test waits. ``run_until_idle`` steps every stage until each group has
 committed everything in its topics and no producer waits for a delivery report; when a round
 changes nothing it lets time pass on the broker's ``FakeClock`` so that what waits for a
 deadline comes due (straight to a held partition's deadline when that is far off: a delayed
-event's tier). ``publish(..., delay=...)`` and ``cancel`` delay events on that clock. It is bounded by ``timeout_s`` on that clock and by ``max_steps``.
+event's tier). ``publish(..., delay=...)`` and ``cancel`` delay events on that clock. It is
+bounded by ``timeout_s`` on that clock and by ``max_steps``.
 
 ``fail_fast=True`` re-raises, after the step in which it happened, the first error a handler
 raised other than its requests (``DeadLetter``, ``Skip``, ``RetryAfter``): the test fails with
