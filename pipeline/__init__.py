@@ -37,6 +37,7 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.ratelimit import RateLimit
+from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ __all__ = [
     "RateLimit",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
     "SchemaError",
     "SchemaMismatchError",
     "SchemaNotFoundError",

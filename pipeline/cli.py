@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.cli_dlq import dlq_app
+from pipeline.cli_schedules import schedules_app
 from pipeline.cli_status import status_command
 from pipeline.errors import (
     AuthenticationError,
@@ -41,6 +42,7 @@ app = typer.Typer(
 topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(schedules_app, name="schedules")
 app.command("status")(status_command)
 
 # Help text is rich markup: "[pipeline]" unescaped would vanish as a style tag.
