@@ -103,6 +103,8 @@ def run(options: Options) -> int:
             return _execute(state)
         finally:
             pool.kill_all()
+            if isinstance(broker, brokers.PrivateBroker):
+                broker.keep_logs(scenario.run_dir)
     finally:
         broker.close()
 

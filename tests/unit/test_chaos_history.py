@@ -4,9 +4,11 @@ broker. Also the pure parts it relies on: the fault schedule and the load plan."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from chaos.broker import PrivateBroker
 from chaos.faults import FaultPlan, Kind, counts, schedule
 from chaos.history import (
     History,
@@ -231,3 +233,16 @@ def test_the_load_numbers_each_key_in_order_and_poisons_the_requested_share() ->
         assert [e.seq for e in plan if e.key == key and e.poison is None] == list(
             range(sum(1 for e in plan if e.key == key and e.poison is None))
         )
+
+
+def test_a_private_broker_keeps_each_nodes_server_log_in_the_run_dir(tmp_path: Path) -> None:
+    """The next run wipes the broker's home: a run's own broker logs (its transaction
+    coordinator's aborts of killed workers' transactions) stay with the run."""
+    broker = PrivateBroker(tmp_path / "home", 19999, nodes=3)  # never started
+    for node in broker.layout.nodes:
+        node.server_log.parent.mkdir(parents=True, exist_ok=True)
+        node.server_log.write_text(f"node {node.node_id}\n")
+    broker.keep_logs(tmp_path / "run")
+    kept = sorted((tmp_path / "run" / "broker").iterdir())
+    assert [p.name for p in kept] == ["node-1.log", "node-2.log", "node-3.log"]
+    assert kept[2].read_text() == "node 3\n"
