@@ -52,7 +52,10 @@ class TopicRead:
     values: list[str] = field(default_factory=list)
     unstable: dict[int, tuple[int, int]] = field(default_factory=dict)  # p -> (LSO, high)
     unread: dict[int, tuple[int, int]] = field(default_factory=dict)  # p -> (reached, end)
-    waited_s: float = 0.0  # for open transactions to end
+    # Partitions with a transaction open at the first look (p -> (LSO, high)): what the read
+    # waited for, and for how long (``waited_s``, 0 when nothing was open).
+    held: dict[int, tuple[int, int]] = field(default_factory=dict)
+    waited_s: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -139,11 +142,18 @@ def read_topic(
     transactions' records too (to tell "never written" from "written, not committed")."""
     began = time.monotonic()
     result = TopicRead(topic)
+
+    def waiting(unstable: dict[int, tuple[int, int]]) -> None:
+        result.held = result.held or dict(unstable)
+        if on_wait is not None:
+            on_wait(unstable)
+
     if isolation == "read_committed":
-        ends, result.unstable = stable_ends(settings, topic, began + settle_timeout_s, on_wait)
+        ends, result.unstable = stable_ends(settings, topic, began + settle_timeout_s, waiting)
     else:  # everything written counts, open transactions included: no wait for them
         ends, _ = stable_ends(settings, topic, began, None, isolation="read_uncommitted")
-    result.waited_s = time.monotonic() - began
+    if result.held or result.unstable:
+        result.waited_s = time.monotonic() - began
     deadline = time.monotonic() + read_timeout_s
     consumer = _consumer(settings, isolation, **{"enable.partition.eof": True})
     reached = dict.fromkeys(ends, 0)

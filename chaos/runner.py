@@ -267,9 +267,10 @@ def _read(r: Run, topic: str, extract: Callable[[Any], str | None]) -> readback.
     """A complete read_committed read of ``topic``; time spent waiting for transactions still
     open (a killed worker's, until the broker aborts it) goes into the timeline."""
     read = readback.read_topic(r.scenario.settings, topic, extract)
-    if read.waited_s >= 1.0 or read.unstable:
-        r.record.note(r.injector.now_s(), f"read back {topic}: waited {read.waited_s:.1f}s "
-                      f"for open transactions; {len(read.values)} records")  # fmt: skip
+    if read.held:
+        held = ", ".join(f"[{p}] LSO {lso} < high {high}" for p, (lso, high) in read.held.items())
+        r.record.note(r.injector.now_s(), f"read back {topic}: waited {read.waited_s:.1f}s for "
+                      f"open transactions ({held}); {len(read.values)} records")  # fmt: skip
     return read
 
 

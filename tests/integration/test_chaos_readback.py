@@ -106,6 +106,7 @@ def test_a_read_waits_for_an_open_transaction_and_then_reads_what_was_committed_
     [read_back] = result
     assert read_back.complete, read_back.problems()
     assert sorted(read_back.values) == sorted(committed)
+    assert read_back.held == seen_unstable[0] and read_back.waited_s > 0
 
 
 def test_a_transaction_open_past_the_bound_leaves_the_read_incomplete_and_named(
@@ -148,4 +149,4 @@ def test_a_partition_ending_with_an_aborted_transaction_or_empty_is_read_to_its_
     read_back = read_topic(settings, name, header(ID), read_timeout_s=30.0)
     assert read_back.complete, read_back.problems()
     assert read_back.values == ["kept"]
-    assert not read_back.unstable and read_back.unread == {}
+    assert read_back.held == {} and read_back.waited_s == 0.0
