@@ -12,11 +12,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from chaos import forensics
+from chaos.history import History, Published
 from chaos.readback import TopicRead, header, read_topic
 from pipeline.config import Settings
 from tests.integration.kit import unique_settings, wait_until
@@ -150,3 +153,25 @@ def test_a_partition_ending_with_an_aborted_transaction_or_empty_is_read_to_its_
     assert read_back.complete, read_back.problems()
     assert read_back.values == ["kept"]
     assert read_back.held == {} and read_back.waited_s == 0.0
+
+
+def test_missing_outputs_are_listed_and_told_apart_aborted_from_never_written(
+    topic: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """The forensics of a failed run: every input without a committed output is listed with
+    its coordinates, and one whose output sits in an aborted transaction is counted apart
+    from one whose output was never written."""
+    settings, name = topic
+    producer = transactional(settings, "forensics")
+    producer.begin_transaction()
+    produce(producer, name, 0, ["e0", "e1"])
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce(producer, name, 0, ["e2"])
+    assert producer.flush(30) == 0
+    producer.abort_transaction(30)  # e2's output: written, never committed; e3's: never written
+    published = [Published(f"e{i}", "k", i, 5, 100 + i) for i in range(4)]
+    history = History(published, [], [], [], eos_outputs=["e0", "e1"], eos_dlq=[])
+    assert forensics.keep_missing(settings, name, header(ID), tmp_path, history) == 1
+    lines = (tmp_path / "eos_missing.txt").read_text().splitlines()
+    assert lines == ["partition 5 @102..103: 2 event(s) (e2..e3)", "e2 5 102", "e3 5 103"]
