@@ -51,8 +51,7 @@ class KafkaAdmin:
         }
 
     def create(self, names: list[str], partitions: int | None = None) -> list[str]:
-        """Create the topics that do not exist yet; returns the ones created. Returns once
-        they are all in the cluster's metadata (see ``_await_visible``)."""
+        """Create the topics that do not exist yet; returns the ones created."""
         existing = self.topics()
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if not missing:
@@ -67,7 +66,7 @@ class KafkaAdmin:
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing worker made it
                     raise wrap(exc, f"create topic {name}") from None
-        self._await_visible(missing)
+        self._await_visible(missing)  # returns once they are usable, not merely accepted
         log.info(
             "created topics %s with %d partitions, replication %d",
             ", ".join(missing),
