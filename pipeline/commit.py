@@ -16,10 +16,10 @@ coordinator is moving to another broker) goes on in the background and must be *
 before the next ``begin_transaction`` (librdkafka refuses the begin with ``_CONFLICT``): the
 next batch resumes it first, and only an abort that still cannot finish stops the stage; a
 revoke or the shutdown resumes it too, within their budget, so a worker does not exit with it
-pending. A commit that runs out of time (outputs still waiting for a moved partition leader) is resumed
-the same way rather than aborted: aborting it would conflict with the commit that librdkafka
-carries on in the background (``_CONFLICT``), and rewinding would need the group coordinator,
-which may be the broker that is away.
+pending. A commit that runs out of time (outputs still waiting for a moved partition leader)
+is resumed the same way rather than aborted: aborting it would conflict with the commit that
+librdkafka carries on in the background (``_CONFLICT``), and rewinding would need the group
+coordinator, which may be the broker that is away.
 """
 
 from __future__ import annotations
