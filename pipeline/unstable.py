@@ -26,7 +26,10 @@ from pipeline.ports import TopicPartition
 log = logging.getLogger("pipeline.unstable")
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 10.0  # a hold ends at most this long after the transaction does
-LOG_EVERY_S = 60.0  # a hold that lasts is logged again (ERROR) this often
+# A hold is expected while a killed worker's transaction waits for the broker to abort it
+# (its timeout: seconds) and is logged at WARNING; one that lasts this long is not, and is
+# logged at ERROR with the remedy, again as often.
+LOG_EVERY_S = 60.0
 REMEDY = (
     "an open or hanging transaction holds the group's offsets; if it does not end within the "
     "transaction timeout, find and abort it: kafka-transactions.sh --bootstrap-server <b> "
@@ -40,7 +43,7 @@ class _Hold:
     since: float
     next_try: float
     backoff: float
-    logged: float
+    logged: float  # when it was last logged at ERROR (its start, at first)
 
 
 class StartHolds:
@@ -74,9 +77,9 @@ class StartHolds:
                 continue
             self._holds[tp] = _Hold(now, now + self._first, self._first, now)
             self.total += 1
-            log.error("group %s: %s[%d] held: its committed offset cannot be read stably "
-                      "(%s); it is not read from the reset policy, and is asked again. %s",
-                      self._group, tp[0], tp[1], reason, REMEDY)  # fmt: skip
+            log.warning("group %s: %s[%d] held: its committed offset cannot be read stably "
+                        "(%s); it is not read from the reset policy, and is asked again",
+                        self._group, tp[0], tp[1], reason)  # fmt: skip
 
     def due(self) -> list[TopicPartition]:
         """Held partitions whose next read is due."""
@@ -90,7 +93,7 @@ class StartHolds:
         return max(0.0, min(h.next_try for h in self._holds.values()) - self._clock())
 
     def failed(self, tp: TopicPartition, reason: str) -> None:
-        """The read failed again: back off (doubling, capped); log again now and then."""
+        """The read failed again: back off (doubling, capped); ERROR once it lasts."""
         hold = self._holds.get(tp)
         if hold is None:
             return
