@@ -105,8 +105,8 @@ def measure(work: str, n: int) -> list[tuple[str, float, float]]:
            sys.executable, "-m", "bench.instructions", "--child", "--workload", work,
            "--messages", str(n)]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL, text=True, **pipes)
     assert proc.stdin is not None and proc.stdout is not None
     rows: list[tuple[str, float, float]] = []
     for line in proc.stdout:
@@ -138,7 +138,7 @@ def table(rows: list[tuple[str, float, float]]) -> list[str]:
     whole, raw = rows[0][1], rows[1][1]
     steps = rows[2:]
     rest = whole - sum(ir for _, ir, _ in steps)
-    lines = [f"| step | instructions/msg | share of OURS | young GCs / 1000 msgs |",
+    lines = ["| step | instructions/msg | share of OURS | young GCs / 1000 msgs |",
              "|---|---:|---:|---:|"]  # fmt: skip
     for name, ir, gcs in [*steps, ("rest of the loop (gates, settle, batching)", rest, 0.0)]:
         lines.append(f"| {name} | {ir:,.0f} | {100 * ir / whole:.1f}% | {gcs:.1f} |")

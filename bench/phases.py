@@ -74,7 +74,11 @@ def rotations(items: list[Contender], rounds: int) -> Iterator[tuple[int, list[C
 
 
 def drain_rounds(
-    run: Run, contenders: list[Contender], src: str, count: int, rounds: int,
+    run: Run,
+    contenders: list[Contender],
+    src: str,
+    count: int,
+    rounds: int,
     workload: str = "order",
 ) -> dict[str, list[dict[str, Any]]]:
     """``workload``: see ``bench.contenders.workloads`` (its rounds get their own groups)."""

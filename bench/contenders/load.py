@@ -38,9 +38,7 @@ def _send(producer: Producer, topic: str, value: bytes, key: bytes, headers: boo
             producer.poll(0.05)
 
 
-def prefill(
-    bootstrap: str, topic: str, count: int, seed: int = 7, workload: str = "order"
-) -> None:
+def prefill(bootstrap: str, topic: str, count: int, seed: int = 7, workload: str = "order") -> None:
     """``count`` records of ``workload``, the same for every run with the same seed."""
     producer, rng, work = _producer(bootstrap, 20), Random(seed), WORKLOADS[workload]
     for _ in range(count):
