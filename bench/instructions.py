@@ -63,6 +63,11 @@ def phases(work: Workload, n: int) -> Iterator[Phase]:
 
     yield "StageRunner, whole loop", whole
     yield "RAW loop body", lambda: micro.raw_us(recs, work)
+    values = [r.value() for r in recs]
+    yield "RAW: decode (Avro + validate)", lambda: [work.decode(v) for v in values]
+    models = [work.decode(v) for v in values]
+    yield "RAW: transform", lambda: [work.transform(m) for m in models]
+    yield "RAW: encode", lambda: [work.encode(m) for m in models]
     # The runner's steps on their own, on a fresh runner (its tracker empty again).
     runner = _runner(work, recs)
     decode, outputs, tracker = runner._decode, runner._outputs, runner._tracker
@@ -136,7 +141,8 @@ def _last_total(directory: Path) -> int:
 
 def table(rows: list[tuple[str, float, float]]) -> list[str]:
     whole, raw = rows[0][1], rows[1][1]
-    steps = rows[2:]
+    raw_steps = [r for r in rows[2:] if r[0].startswith("RAW: ")]
+    steps = [r for r in rows[2:] if not r[0].startswith("RAW: ")]
     rest = whole - sum(ir for _, ir, _ in steps)
     lines = ["| step | instructions/msg | share of OURS | young GCs / 1000 msgs |",
              "|---|---:|---:|---:|"]  # fmt: skip
@@ -145,6 +151,8 @@ def table(rows: list[tuple[str, float, float]]) -> list[str]:
     lines.append(f"| **OURS, whole loop** | {whole:,.0f} | 100% | {rows[0][2]:.1f} |")
     lines.append(f"| **RAW loop body** | {raw:,.0f} | {100 * raw / whole:.1f}% "
                  f"(OURS = {whole / raw:.2f}x RAW) | {rows[1][2]:.1f} |")  # fmt: skip
+    for name, ir, gcs in raw_steps:
+        lines.append(f"| {name} | {ir:,.0f} | {100 * ir / whole:.1f}% | {gcs:.1f} |")
     return lines
 
 

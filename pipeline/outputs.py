@@ -15,10 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
+from pipeline.headers import (
+    CORRELATION_ID,
+    EVENT_ID,
+    PROPAGATED,
+    HeaderList,
+    derived_id_bytes,
+    id_from_coordinates_bytes,
+)
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
@@ -66,8 +72,8 @@ class OutputWriter:
         token: Token,
     ) -> None:
         parent, propagated, correlated = _carried(record.headers())
-        if parent is None:
-            parent = hdr.id_from_coordinates(ctx.coordinates).encode()
+        if parent is None:  # a record from another producer: its id is its coordinates'
+            parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{token.offset}")
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
         if self._output_headers is not None:
@@ -115,30 +121,12 @@ class OutputWriter:
             on_delivery(exc, None)
 
     def callback(self, tp: TopicPartition, token: Token, record: RawRecord) -> DeliveryCallback:
-        """The delivery report handler for one input's outputs."""
-        failed = self._failed
-        completed = self._on_completed
-        if completed is None:
-
-            def delivered(err: Any, msg: Any) -> None:
-                if err is None:
-                    token.finish_one()
-                elif not token.failed:
-                    token.failed = True
-                    failed.append((tp, token, err, msg, False))
-
-            return delivered
-
-        def delivered_then_completed(err: Any, msg: Any) -> None:
-            if err is None:
-                token.finish_one()
-                if token.outstanding == 0 and not token.failed and not token.cancelled:
-                    completed(record)  # the input's last output is acknowledged
-            elif not token.failed:
-                token.failed = True
-                failed.append((tp, token, err, msg, False))
-
-        return delivered_then_completed
+        """The delivery report handler for one input's outputs: one small object (a closure
+        would be five GC-tracked objects: function, closure tuple, three cells), kept by the
+        producer until the broker answers, for every record in flight."""
+        if self._on_completed is None:
+            return Delivered(tp, token, self._failed)
+        return DeliveredThenCompleted(tp, token, self._failed, record, self._on_completed)
 
     @property
     def failed(self) -> bool:
@@ -179,3 +167,43 @@ def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -
         return propagated
     names = {k for k, _ in contributed}
     return [h for h in propagated if h[0] not in names] + list(contributed)
+
+
+class Delivered:
+    """The delivery report handler of one input's outputs: each acknowledgement finishes one
+    of its token's units; the first refusal marks the token failed and queues it for the
+    runner (``OutputWriter.take_failed``), once."""
+
+    __slots__ = ("_failed", "_token", "_tp")
+
+    def __init__(self, tp: TopicPartition, token: Token, failed: list[Any]) -> None:
+        self._tp, self._token, self._failed = tp, token, failed
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        token = self._token
+        if err is None:
+            if token.outstanding > 0:  # Token.finish_one, inline: once per output
+                token.outstanding -= 1
+        elif not token.failed:
+            token.failed = True
+            self._failed.append((self._tp, token, err, msg, False))
+
+
+class DeliveredThenCompleted(Delivered):
+    """``Delivered``, and the ``on_completed`` hooks once the input's last output is
+    acknowledged (its token not failed or cancelled meanwhile)."""
+
+    __slots__ = ("_completed", "_record")
+
+    def __init__(
+        self, tp: TopicPartition, token: Token, failed: list[Any], record: RawRecord,
+        completed: Callable[[RawRecord], None],
+    ) -> None:  # fmt: skip
+        super().__init__(tp, token, failed)
+        self._record, self._completed = record, completed
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        Delivered.__call__(self, err, msg)
+        token = self._token
+        if err is None and token.outstanding == 0 and not token.failed and not token.cancelled:
+            self._completed(self._record)  # the input's last output is acknowledged
