@@ -121,12 +121,12 @@ class OutputWriter:
             on_delivery(exc, None)
 
     def callback(self, tp: TopicPartition, token: Token, record: RawRecord) -> DeliveryCallback:
-        """The delivery report handler for one input's outputs: one small object (a closure
-        would be five GC-tracked objects: function, closure tuple, three cells), kept by the
-        producer until the broker answers, for every record in flight."""
+        """The delivery report handler for one input's outputs: the token itself (see
+        ``Token.__call__``), or, with ``on_completed`` hooks, a small object around it."""
+        token.tp, token.refused = tp, self._failed
         if self._on_completed is None:
-            return Delivered(tp, token, self._failed)
-        return DeliveredThenCompleted(tp, token, self._failed, record, self._on_completed)
+            return token
+        return DeliveredThenCompleted(token, record, self._on_completed)
 
     @property
     def failed(self) -> bool:
@@ -169,41 +169,19 @@ def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -
     return [h for h in propagated if h[0] not in names] + list(contributed)
 
 
-class Delivered:
-    """The delivery report handler of one input's outputs: each acknowledgement finishes one
-    of its token's units; the first refusal marks the token failed and queues it for the
-    runner (``OutputWriter.take_failed``), once."""
+class DeliveredThenCompleted:
+    """The token's delivery report handling (``Token.__call__``), then the ``on_completed``
+    hooks once the input's last output is acknowledged (its token not failed or cancelled)."""
 
-    __slots__ = ("_failed", "_token", "_tp")
-
-    def __init__(self, tp: TopicPartition, token: Token, failed: list[Any]) -> None:
-        self._tp, self._token, self._failed = tp, token, failed
-
-    def __call__(self, err: Any, msg: Any) -> None:
-        token = self._token
-        if err is None:
-            if token.outstanding > 0:  # Token.finish_one, inline: once per output
-                token.outstanding -= 1
-        elif not token.failed:
-            token.failed = True
-            self._failed.append((self._tp, token, err, msg, False))
-
-
-class DeliveredThenCompleted(Delivered):
-    """``Delivered``, and the ``on_completed`` hooks once the input's last output is
-    acknowledged (its token not failed or cancelled meanwhile)."""
-
-    __slots__ = ("_completed", "_record")
+    __slots__ = ("_completed", "_record", "_token")
 
     def __init__(
-        self, tp: TopicPartition, token: Token, failed: list[Any], record: RawRecord,
-        completed: Callable[[RawRecord], None],
-    ) -> None:  # fmt: skip
-        super().__init__(tp, token, failed)
-        self._record, self._completed = record, completed
+        self, token: Token, record: RawRecord, completed: Callable[[RawRecord], None]
+    ) -> None:
+        self._token, self._record, self._completed = token, record, completed
 
     def __call__(self, err: Any, msg: Any) -> None:
-        Delivered.__call__(self, err, msg)
         token = self._token
+        token(err, msg)
         if err is None and token.outstanding == 0 and not token.failed and not token.cancelled:
             self._completed(self._record)  # the input's last output is acknowledged
