@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from pipeline.publisher import Delivered
 
 
+
 @dataclass(frozen=True, slots=True)
 class StageInfo:
     """Which stage a hook hears from: its name, its consumer group, and the worker running it."""

@@ -173,14 +173,7 @@ class KafkaProducer:
         # instructions a record); test_kafka_clients pins this order of librdkafka's produce.
         try:
             self._producer.produce(
-                topic,
-                value,
-                key,
-                UNASSIGNED,
-                on_delivery,
-                None,
-                0,
-                headers,  # type: ignore[arg-type]
+                topic, value, key, UNASSIGNED, on_delivery, None, 0, headers  # type: ignore[arg-type]
             )
         except BufferError:
             self._produce_when_room(topic, value, key, headers, on_delivery)
@@ -201,14 +194,7 @@ class KafkaProducer:
             deadline = self._queue_full(topic, len(value or b""), deadline)
             try:
                 self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    UNASSIGNED,
-                    on_delivery,
-                    None,
-                    0,
-                    headers,  # type: ignore[arg-type]
+                    topic, value, key, UNASSIGNED, on_delivery, None, 0, headers  # type: ignore[arg-type]
                 )
                 return
             except BufferError:
