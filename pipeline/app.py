@@ -15,16 +15,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, registry
+from pipeline import alertwatch, delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
 from pipeline.jsonlogs import LogContext, structured
-from pipeline.ports import ConsumerPort, ProducerPort
+from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
+from pipeline.scheduler import Scheduler, ensure_state_topic
+from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 from pipeline.transport import Transport, kafka
@@ -44,6 +46,7 @@ class Pipeline:
     plans: tuple[StagePlan, ...]
     transport: Transport
     hooks: tuple[Hook, ...] = ()
+    schedules: tuple[Schedule, ...] = ()  # cron schedules (pipeline.schedules)
 
     @classmethod
     def build(
@@ -52,28 +55,40 @@ class Pipeline:
         stages: Iterable[type[Stage]] = (),
         transport: Transport | None = None,
         hooks: Sequence[Hook] = (),
+        schedules: Sequence[Schedule] = (),
     ) -> Pipeline:
-        """``hooks`` hear every stage (each stage's own ``hooks`` are added for it)."""
+        """``hooks`` hear every stage (each stage's own ``hooks`` are added for it).
+        ``schedules``: cron schedules, fired by one worker of all that run them."""
         hooks = check(hooks, "Pipeline hooks")
+        declared = check_schedules(schedules)
         if structured():  # JSON log lines: let them know each stage's and event's whereabouts
             hooks = (LogContext(), *hooks)
         if transport is None:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
+        stages = list(stages)
+        stages += delaymover.movers(stages, settings, transport.topic_log)  # delayed topics
+        stages += [delaymover.mover_stage(t, settings, transport.topic_log)
+                   for t in keylimit.deferrals(stages)]  # fmt: skip
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
+        for schedule in declared:  # every emitted model has a schema, checked now
+            catalog.bind(schedule.emit.model)
         codec, announce = build_codec(settings, catalog, transport)
-        return cls(settings, catalog, codec, announce, plans, transport, hooks)
+        return cls(settings, catalog, codec, announce, plans, transport, hooks, declared)
 
     @classmethod
     def from_spec(
         cls, spec: str, settings: Settings, transport: Transport | None = None
     ) -> Pipeline:
         """The stages a ``pipeline run`` spec names, with the ``HOOKS`` of their modules."""
-        return cls.build(settings, registry.load(spec), transport, registry.load_hooks(spec))
+        stages, hooks = registry.load(spec), registry.load_hooks(spec)
+        return cls.build(settings, stages, transport, hooks, load_schedules(spec))
 
     def topics(self) -> list[str]:
-        return list(dict.fromkeys(t for plan in self.plans for t in plan.topics))
+        emitted = [self.settings.topic(s.emit.name) for s in self.schedules]
+        read = [t for plan in self.plans for t in plan.topics]
+        return list(dict.fromkeys([*read, *emitted]))
 
     def close(self) -> None:
         """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
@@ -82,11 +97,28 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        created = self.transport.admin().ensure(self.topics())
+        admin = self.transport.admin()
+        created = admin.ensure(self.topics())
+        delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
+        if self.schedules:
+            created += ensure_state_topic(self.settings, self.transport)
+            for schedule in self.schedules:
+                self.announce(self.catalog.bind(schedule.emit.model))
         return created
+
+    def scheduler(self, worker_id: str | None = None, clock: Clock = SYSTEM) -> Scheduler | None:
+        """The component that fires this pipeline's schedules (None without any); every
+        worker runs one, and one of them, the owner, fires (``pipeline.scheduler``)."""
+        if not self.schedules:
+            return None
+        bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
+        return Scheduler(
+            self.schedules, self.settings, self.transport, self.codec, bindings,
+            worker_id=worker_id or default_worker_id(), clock=clock,
+        )  # fmt: skip
 
     def runner(
         self, plan: StagePlan, worker_id: str | None = None, clock: Clock = SYSTEM
@@ -97,13 +129,13 @@ class Pipeline:
         client_id = f"{plan.group}-{worker_id}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
-        consumer: ConsumerPort = self.transport.consumer(plan.group, client_id)
         # One transaction commits one group's offsets, so an exactly-once stage reads its retry
-        # topics with the same consumer; others use a second one, balanced on its own.
-        if plan.retry_topics and not exactly_once:
-            retry_group = f"{plan.group}.retry"
-            retry = self.transport.consumer(retry_group, f"{client_id}-retry", retry=True)
-            consumer = ConsumerSet(consumer, retry, plan.retry_topics, clock.monotonic)
+        # topics with the same consumer; others read retries and each priority lane with a
+        # consumer of their own, each balanced on its own (``plan.readers``).
+        def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
+            return self.transport.consumer(group, client_id + suffix, retry=retry)
+
+        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.
@@ -127,10 +159,25 @@ class Pipeline:
             hooks=self.hooks if alerts is None else (*self.hooks, alerts),
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
+            partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:
+    """How a rate-limited stage reads its topics' partition counts (its share of the limit):
+    through one admin client, made at the first read (each read bounded by its timeout)."""
+    admin: list[AdminPort] = []
+
+    def counts(topics: Sequence[str]) -> dict[str, int]:
+        if not admin:
+            admin.append(transport.admin())
+        infos = admin[0].topics()
+        return {t: infos[t].partitions for t in topics if t in infos}
+
+    return counts
 
 
 def load_catalog(settings: Settings) -> SchemaCatalog:

@@ -108,10 +108,13 @@ class AdminPort(Protocol):
         """Every topic but internal ones (names starting with ``__``), by name."""
         ...
 
-    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+    def create(
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
         """Create those of ``names`` that do not exist (``partitions`` each, default
         ``Settings.topic_partitions``); returns the ones created. A topic a racing client
-        created meanwhile counts as existing, not as an error."""
+        created meanwhile counts as existing, not as an error. ``config``: topic configs on top
+        of ``Settings.topic_config()`` (``cleanup.policy=compact`` for a state topic, say)."""
         ...
 
     def ensure(self, names: list[str]) -> list[str]:

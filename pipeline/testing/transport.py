@@ -100,8 +100,10 @@ class MemoryAdmin:
     def topics(self) -> dict[str, TopicInfo]:
         return {n: t for n, t in self._broker.topics().items() if not n.startswith("__")}
 
-    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
-        return self._broker.create(names, partitions or self._settings.topic_partitions)
+    def create(
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
+        return self._broker.create(names, partitions or self._settings.topic_partitions, config)
 
     def ensure(self, names: list[str]) -> list[str]:
         if self._settings.create_topics:

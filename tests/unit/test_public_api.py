@@ -19,6 +19,10 @@ EXPECTED = {
     "AuthenticationError", "TLSError",  # issue 11: secured clusters
     "Worker", "WorkerInfo", "load_settings",
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
+    "Schedule",  # issue 13: cron schedules
+    "DelayError",  # issue 13: delayed events
+    "Lanes",  # issue 13: priority lanes
+    "RateLimit",  # issue 13: rate limits
 }  # fmt: skip
 
 
