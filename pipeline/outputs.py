@@ -3,7 +3,7 @@ input's offset token.
 
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
-the copies; and the input's correlation headers, so one business flow can be followed across
+the copies; its input's id as ``parent-id``, so a job's chain can be followed hop by hop; and the input's correlation headers, so one business flow can be followed across
 stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
 fails marks the token failed once and queues it for the runner (with the error as ours,
 classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
@@ -18,7 +18,14 @@ from typing import Any
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
+from pipeline.headers import (
+    CORRELATION_ID,
+    EVENT_ID,
+    PARENT_ID,
+    PROPAGATED,
+    HeaderList,
+    derived_id_bytes,
+)
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
@@ -78,7 +85,8 @@ class OutputWriter:
         suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
-            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
+            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
+                       *propagated, *output.headers]  # fmt: skip
             try:
                 produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
                         on_delivery)  # fmt: skip

@@ -39,6 +39,7 @@ from pipeline.events import Event
 from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
+from pipeline.jobs.tracking import JobTracking
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -135,6 +136,8 @@ class Stage:
             ``on_stalled`` hook, counted); default half of ``timeout_s``, else 30 s.
         alerts: thresholds (``pipeline.alerts.Alerts``) whose crossing fires the ``on_alert``
             hook once, and ``on_resolved`` when the value falls back; None: no alerts.
+        track_jobs: record each event's job status (``pipeline.jobs.JobTracking``): state,
+            attempts, progress, result; the handler's non-None return value is the result.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -150,6 +153,7 @@ class Stage:
     hooks: ClassVar[tuple[Hook, ...]] = ()
     stall_after_s: ClassVar[float | None] = None
     alerts: ClassVar[Alerts | None] = None
+    track_jobs: ClassVar[JobTracking | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,7 +162,7 @@ class Stage:
         _check_shape(cls)
 
     # The framework calls this; subclasses must override it.
-    def handle(self, event: Any, ctx: Context) -> Awaitable[None] | None:
+    def handle(self, event: Any, ctx: Context) -> Awaitable[Any] | Any:
         raise NotImplementedError
 
     # Optional lifecycle hooks, called once per worker, around the consume loop.
@@ -213,6 +217,8 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
+    if cls.track_jobs is not None and not isinstance(cls.track_jobs, JobTracking):
+        raise DeclarationError(f"{where}: `track_jobs` must be a JobTracking(...) or None")
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):

@@ -48,15 +48,19 @@ class KafkaAdmin:
             if not name.startswith("__")
         }
 
-    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+    def create(
+        self, names: list[str], partitions: int | None = None,
+        config: dict[str, str] | None = None,
+    ) -> list[str]:  # fmt: skip
         """Create the topics that do not exist yet; returns the ones created."""
         existing = self.topics()
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if not missing:
             return []
         count = partitions or self._settings.topic_partitions
-        replicas, config = self._settings.topic_replication, self._settings.topic_config()
-        new = [NewTopic(n, count, replicas, config=config) for n in missing]
+        replicas = self._settings.topic_replication
+        configs = self._settings.topic_config() | (config or {})
+        new = [NewTopic(n, count, replicas, config=configs) for n in missing]
         futures = self._admin.create_topics(new, operation_timeout=self._timeout)
         for name, future in futures.items():
             try:
