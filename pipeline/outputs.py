@@ -3,11 +3,12 @@ input's offset token.
 
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
-the copies; its input's id as ``parent-id``, so a job's chain can be followed hop by hop; and the input's correlation headers, so one business flow can be followed across
-stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
-fails marks the token failed once and queues it for the runner (with the error as ours,
-classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
-the transaction, on its own thread.
+the copies; its input's id as ``parent-id``, so a job's chain can be followed hop by hop; and
+the input's correlation headers, so one business flow can be followed across stages (a hook's
+``output_headers`` replace those of the same names). A delivery report that fails marks the
+token failed once and queues it for the runner (with the error as ours, classified by the Kafka
+adapter), which rewinds the partition, dead-letters the input, or aborts the transaction, on
+its own thread.
 """
 
 from __future__ import annotations

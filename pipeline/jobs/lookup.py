@@ -43,10 +43,10 @@ def list_jobs(
 ) -> list[Job]:  # fmt: skip
     """The most recently updated jobs, newest first, filtered by stage and state."""
     if isinstance(store, JobStore):
-        return store.list(stage, state, limit)
+        return store.find(stage, state, limit)
     opened = _open(store, settings)
     try:
-        return opened.list(stage, state, limit)
+        return opened.find(stage, state, limit)
     finally:
         opened.close()
 

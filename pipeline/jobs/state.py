@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 State = Literal["waiting", "delayed", "active", "retrying", "failed", "completed", "dead-lettered"]
 STATES: tuple[State, ...] = get_args(State)
@@ -114,4 +114,4 @@ def decode(raw: bytes) -> Job:
     job = Job(**known)
     if not isinstance(job.attempt, int) or isinstance(job.attempt, bool):
         raise ValueError("a job entry's attempt is not an integer")
-    return cast(Job, job)
+    return job

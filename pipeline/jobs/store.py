@@ -76,9 +76,12 @@ class JobStore:
         rows = self._query("SELECT body FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0][0]) if rows else None
 
-    def list(self, stage: str | None = None, state: str | None = None, limit: int = 20) -> list[Job]:
+    def find(
+        self, stage: str | None = None, state: str | None = None, limit: int = 20
+    ) -> list[Job]:
         """The most recently updated jobs, newest first, of ``stage`` and in ``state``."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if stage is not None:
             where.append("stage = ?")
             params.append(stage)
@@ -114,8 +117,8 @@ class JobStore:
                     marks[(topic, partition)] = offset + 1
                     changed += self._apply_one(key, value)
                 db.executemany(
-                    "INSERT INTO positions (topic, partition, next_offset) VALUES (?, ?, ?) "
-                    "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+                    "INSERT INTO positions (topic, partition, next_offset) VALUES (?, ?, ?) ON "
+                    "CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                     [(t, p, o) for (t, p), o in marks.items()],
                 )
             except BaseException:

@@ -98,7 +98,7 @@ class JobTracker(Hook):
     def on_progress(
         self, stage: StageInfo, record: RawRecord, percent: float, note: str | None
     ) -> None:
-        job_id, held = self._held(record)
+        _, held = self._held(record)
         if held is not None:
             self._keep(replace(held, progress=percent, note=note, updated_at=self._clock.time()))
 

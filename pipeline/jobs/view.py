@@ -74,8 +74,11 @@ class JobView:
     async def get_async(self, job_id: str) -> Job | None:
         return await asyncio.to_thread(self.store.get, job_id)
 
-    def list(self, stage: str | None = None, state: str | None = None, limit: int = 20) -> list[Job]:
-        return self.store.list(stage, state, limit)
+    def find(
+        self, stage: str | None = None, state: str | None = None, limit: int = 20
+    ) -> list[Job]:
+        """The most recently updated jobs, newest first, of ``stage`` and in ``state``."""
+        return self.store.find(stage, state, limit)
 
     # -- following the topic -----------------------------------------------------------------
     def start(self) -> JobView:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from pipeline import Context, DeadLetter, RetryPolicy, Stage
+from pipeline import Context, DeadLetter, Stage
 from pipeline.jobs import JobTracking, JobView, get
 from pipeline.jobs.result import RESULT_MAX_BYTES
 from pipeline.testing import TestPipeline
@@ -97,7 +95,7 @@ def test_a_job_with_outputs_completes_with_its_ctx_result(tmp_path: Path) -> Non
         with _view(t) as view:
             job = view.get(_event_id(stored))
         assert job is not None and (job.state, job.result) == ("completed", "sent")
-        [pong] = t.outputs(PONGS)
+        assert [p.ping_id for p in t.outputs(PONGS)] == ["p1"]
 
 
 def test_a_poison_event_s_job_is_dead_lettered_with_the_reason(tmp_path: Path) -> None:
