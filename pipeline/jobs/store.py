@@ -44,7 +44,11 @@ Entry = tuple[bytes | None, bytes | None, str, int, int]
 
 
 class JobStoreError(PipelineError):
-    """The job view's store cannot be opened or read (a missing file, say)."""
+    """The job view's store cannot be opened or read."""
+
+
+class NoJobView(JobStoreError):
+    """No store where lookups look: no view has run with these settings."""
 
 
 class JobStore:
@@ -53,7 +57,7 @@ class JobStore:
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
-            raise JobStoreError(
+            raise NoJobView(
                 f"no job view at {self.path}: start one (`pipeline job-view`, or a JobView in "
                 "your process) or set PIPELINE_JOBS_STORE to where it keeps its store"
             )
