@@ -98,6 +98,19 @@ def test_a_job_with_outputs_completes_with_its_ctx_result(tmp_path: Path) -> Non
         assert [p.ping_id for p in t.outputs(PONGS)] == ["p1"]
 
 
+def test_an_output_names_its_parent_so_a_chain_can_be_followed(tmp_path: Path) -> None:
+    """Each output carries its input's id as ``parent-id``; ``correlation-id`` is the chain's
+    first event."""
+    with TestPipeline([EmitsAndResults], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until_idle()
+        [pong] = t.records(PONGS)
+        headers = dict(pong.headers)
+        assert headers["parent-id"] == _event_id(stored).encode()
+        assert headers["correlation-id"] == _event_id(stored).encode()
+        assert headers["event-id"] != headers["parent-id"]
+
+
 def test_a_poison_event_s_job_is_dead_lettered_with_the_reason(tmp_path: Path) -> None:
     with TestPipeline([Poison], _settings(tmp_path)) as t:
         stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
