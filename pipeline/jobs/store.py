@@ -66,9 +66,9 @@ class JobStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S,
                                        check_same_thread=False, isolation_level=None)  # fmt: skip
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            if create:
+            if create:  # the view's own: readers find the file in WAL mode already
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise JobStoreError(f"cannot open the job store {self.path}: {exc}") from None
@@ -84,17 +84,14 @@ class JobStore:
         self, stage: str | None = None, state: str | None = None, limit: int = 20
     ) -> list[Job]:
         """The most recently updated jobs, newest first, of ``stage`` and in ``state``."""
-        where: list[str] = []
-        params: list[Any] = []
-        if stage is not None:
-            where.append("stage = ?")
-            params.append(stage)
-        if state is not None:
-            where.append("state = ?")
-            params.append(state)
-        sql = "SELECT body FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        where, params = _where(stage, state)
+        sql = f"SELECT body FROM jobs{where}"
         sql += " ORDER BY updated_at DESC LIMIT ?"
         return [_job(body) for (body,) in self._query(sql, (*params, limit))]
+
+    def count(self, stage: str | None = None, state: str | None = None) -> int:
+        where, params = _where(stage, state)
+        return int(self._query(f"SELECT COUNT(*) FROM jobs{where}", params)[0][0])
 
     def positions(self, topic: str) -> dict[int, int]:
         rows = self._query("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
@@ -170,6 +167,12 @@ class JobStore:
                 return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise JobStoreError(f"cannot read the job store {self.path}: {exc}") from None
+
+
+def _where(stage: str | None, state: str | None) -> tuple[str, tuple[str, ...]]:
+    clauses = [f"{name} = ?" for name, v in (("stage", stage), ("state", state)) if v is not None]
+    params = tuple(v for v in (stage, state) if v is not None)
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _job(body: str) -> Job:
