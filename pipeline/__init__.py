@@ -22,6 +22,7 @@ from pipeline.errors import (
     EventValidationError,
     KafkaError,
     PipelineError,
+    ResultError,
     SchemaError,
     SchemaMismatchError,
     SchemaNotFoundError,
@@ -35,6 +36,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.jobs.tracking import JobTracking
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -68,11 +70,13 @@ __all__ = [
     "HandlerTimeout",
     "Hook",
     "Idempotency",
+    "JobTracking",
     "KafkaError",
     "Pipeline",
     "PipelineError",
     "PipelineStatus",
     "Publisher",
+    "ResultError",
     "RetryAfter",
     "RetryPolicy",
     "SchemaError",
