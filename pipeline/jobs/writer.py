@@ -21,14 +21,16 @@ import threading
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.errors import TopicNotFoundError
+from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.jobs.state import Job, encode
 from pipeline.ports import ProducerPort
 from pipeline.transport import Transport
 
 log = logging.getLogger("pipeline.jobs")
 TOPIC = "_pipeline.jobs"
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 2.0  # at stop, after the stage's own shutdown: status is not worth more
+_ALWAYS = threading.Event()
+_ALWAYS.set()
 
 
 def jobs_topic(settings: Settings) -> str:
@@ -51,6 +53,9 @@ def ensure_jobs_topic(settings: Settings, transport: Transport) -> str:
 class JobWriter:
     def __init__(self, producer: ProducerPort, topic: str, interval_s: float = 0.1) -> None:
         self._producer, self._topic, self._interval = producer, topic, interval_s
+        # A produce finding the local queue full gives up at once rather than wait for room
+        # (it would hold the consume loop at a commit): the entries wait for the next flush.
+        producer.stop = _ALWAYS
         self._pending: dict[str, Job | None] = {}  # None: a tombstone
         self._lock = threading.Lock()  # guards _pending
         self._producing = threading.Lock()  # one flush at a time: a job's entries stay in order
@@ -76,15 +81,22 @@ class JobWriter:
         self._thread.start()
 
     def flush(self) -> None:
-        """Produce what is pending now (on the caller's thread) and serve delivery reports."""
+        """Produce what is pending now (on the caller's thread) and serve delivery reports.
+        Never waits long for room in the producer's queue (see ``__init__``): what does not
+        fit stays pending for the next flush, unless a newer status of its job came meanwhile."""
         with self._producing:
             with self._lock:
                 pending, self._pending = self._pending, {}
             produce = self._producer.produce
-            for job_id, job in pending.items():
+            items = list(pending.items())
+            for done, (job_id, job) in enumerate(items):
                 value = None if job is None else encode(job)
-                produce(self._topic, value, job_id.encode(), None, self._delivered)
-            self.produced += len(pending)
+                try:
+                    produce(self._topic, value, job_id.encode(), None, self._delivered)
+                except KafkaError as exc:
+                    self._requeue(items[done:], exc)
+                    break
+                self.produced += 1
             self._producer.poll(0)
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
@@ -104,9 +116,18 @@ class JobWriter:
             self._wake.clear()
             try:
                 self.flush()
-            except Exception as exc:  # a refused produce: the next flush tries the rest
+            except Exception as exc:  # not the broker (flush handles that): said, and on
                 self.failed += 1
-                log.warning("jobs: cannot produce job entries to %s (%s)", self._topic, exc)
+                log.warning("jobs: flushing job entries to %s failed (%s)", self._topic, exc)
+
+    def _requeue(self, items: list[tuple[str, Job | None]], exc: KafkaError) -> None:
+        self.failed += 1
+        if self.failed == 1 or self.failed % 1000 == 0:
+            log.warning("jobs: cannot produce to %s now (%s); %d job entries wait for the next "
+                        "flush", self._topic, exc, len(items))  # fmt: skip
+        with self._lock:
+            for job_id, job in items:
+                self._pending.setdefault(job_id, job)
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline import Settings
 from pipeline.context import Context
+from pipeline.errors import KafkaError
 from pipeline.hooks import StageInfo
 from pipeline.jobs import JobStore, JobTracking, JobView
 from pipeline.jobs.state import Job, decode, encode
@@ -180,3 +181,33 @@ def test_expired_entries_are_tombstoned_by_the_view_and_removed_everywhere(
     assert [j.id for j in other.find()] == ["new"]
     view.close()
     other.close()
+
+
+class FullOnce(Produced):
+    """Its local queue is full for the second record of the first flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
+                on_delivery: Any) -> None:  # fmt: skip
+        self.calls += 1
+        if self.calls == 2:
+            raise KafkaError("produce: the producer's local queue is full (stopping)")
+        super().produce(topic, value, key, headers, on_delivery)
+
+
+def test_entries_that_do_not_fit_the_producer_s_queue_wait_for_the_next_flush() -> None:
+    """A full queue never blocks the flush: the rest stay pending, unless newer came."""
+    producer = FullOnce()
+    writer = JobWriter(producer, "_pipeline.jobs")  # type: ignore[arg-type]
+    assert producer.stop is not None and producer.stop.is_set()  # never waits for room
+    for job_id in ("a", "b", "c"):
+        writer.put(Job(job_id, "active"))
+    writer.flush()
+    assert [k for _, _, k in producer.records] == [b"a"]
+    writer.put(Job("c", "completed"))  # newer than the pending c: it wins
+    writer.flush()
+    assert [(k, decode(v).state) for _, v, k in producer.records if v] == [
+        (b"a", "active"), (b"b", "active"), (b"c", "completed")]  # fmt: skip
