@@ -3,7 +3,10 @@ letter, a worker killed with SIGKILL, and several workers on one stage."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from pipeline.testing import murmur2_partition
 from tests.integration.app_stages import PINGS, Ping
 from tests.integration.job_stages import AlwaysFails, Square
 from tests.integration.kit import (
+    ROOT,
     group_members,
     marks,
     prepare,
@@ -97,6 +101,20 @@ def test_a_job_is_seen_waiting_then_active_at_50_percent_then_completed_with_its
         assert done.created_at is not None and done.started_at is not None
         assert done.finished_at is not None and done.expires_at == done.finished_at + 3600
     assert jobs.get(job_id, settings=settings) == done
+    # The command line reads the same store; --sync reads the topic into a fresh one first.
+    env = settings_env(settings, PIPELINE_JOBS_STORE=str(settings.jobs_store))
+    assert json.loads(_cli(env, "job", job_id, "--json")) == done.to_dict()
+    listed = json.loads(_cli(env | {"PIPELINE_JOBS_STORE": str(tmp_path / "cli.sqlite3")},
+                             "jobs", "--stage", "square", "--state", "completed", "--json",
+                             "--sync"))  # fmt: skip
+    assert [j["id"] for j in listed] == [job_id]
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_a_failing_job_retries_under_a_new_attempt_and_ends_dead_lettered(
