@@ -37,6 +37,7 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.jobs.tracking import JobTracking
+from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ __all__ = [
     "ResultError",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
     "SchemaError",
     "SchemaMismatchError",
     "SchemaNotFoundError",

@@ -26,6 +26,8 @@ from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
+from pipeline.scheduler import Scheduler, ensure_state_topic
+from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 from pipeline.transport import Transport, kafka
@@ -45,6 +47,7 @@ class Pipeline:
     plans: tuple[StagePlan, ...]
     transport: Transport
     hooks: tuple[Hook, ...] = ()
+    schedules: tuple[Schedule, ...] = ()  # cron schedules (pipeline.schedules)
 
     @classmethod
     def build(
@@ -53,9 +56,12 @@ class Pipeline:
         stages: Iterable[type[Stage]] = (),
         transport: Transport | None = None,
         hooks: Sequence[Hook] = (),
+        schedules: Sequence[Schedule] = (),
     ) -> Pipeline:
-        """``hooks`` hear every stage (each stage's own ``hooks`` are added for it)."""
+        """``hooks`` hear every stage (each stage's own ``hooks`` are added for it).
+        ``schedules``: cron schedules, fired by one worker of all that run them."""
         hooks = check(hooks, "Pipeline hooks")
+        declared = check_schedules(schedules)
         if structured():  # JSON log lines: let them know each stage's and event's whereabouts
             hooks = (LogContext(), *hooks)
         if transport is None:
@@ -63,18 +69,23 @@ class Pipeline:
         transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
+        for schedule in declared:  # every emitted model has a schema, checked now
+            catalog.bind(schedule.emit.model)
         codec, announce = build_codec(settings, catalog, transport)
-        return cls(settings, catalog, codec, announce, plans, transport, hooks)
+        return cls(settings, catalog, codec, announce, plans, transport, hooks, declared)
 
     @classmethod
     def from_spec(
         cls, spec: str, settings: Settings, transport: Transport | None = None
     ) -> Pipeline:
         """The stages a ``pipeline run`` spec names, with the ``HOOKS`` of their modules."""
-        return cls.build(settings, registry.load(spec), transport, registry.load_hooks(spec))
+        stages, hooks = registry.load(spec), registry.load_hooks(spec)
+        return cls.build(settings, stages, transport, hooks, load_schedules(spec))
 
     def topics(self) -> list[str]:
-        return list(dict.fromkeys(t for plan in self.plans for t in plan.topics))
+        emitted = [self.settings.topic(s.emit.name) for s in self.schedules]
+        read = [t for plan in self.plans for t in plan.topics]
+        return list(dict.fromkeys([*read, *emitted]))
 
     def close(self) -> None:
         """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
@@ -87,7 +98,22 @@ class Pipeline:
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
+        if self.schedules:
+            created += ensure_state_topic(self.settings, self.transport)
+            for schedule in self.schedules:
+                self.announce(self.catalog.bind(schedule.emit.model))
         return created
+
+    def scheduler(self, worker_id: str | None = None, clock: Clock = SYSTEM) -> Scheduler | None:
+        """The component that fires this pipeline's schedules (None without any); every
+        worker runs one, and one of them, the owner, fires (``pipeline.scheduler``)."""
+        if not self.schedules:
+            return None
+        bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
+        return Scheduler(
+            self.schedules, self.settings, self.transport, self.codec, bindings,
+            worker_id=worker_id or default_worker_id(), clock=clock,
+        )  # fmt: skip
 
     def runner(
         self, plan: StagePlan, worker_id: str | None = None, clock: Clock = SYSTEM

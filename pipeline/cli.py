@@ -18,6 +18,7 @@ import typer
 
 from pipeline.cli_dlq import dlq_app
 from pipeline.cli_jobs import job_command, job_view_command, jobs_command
+from pipeline.cli_schedules import schedules_app
 from pipeline.cli_status import status_command
 from pipeline.errors import (
     AuthenticationError,
@@ -42,6 +43,7 @@ app = typer.Typer(
 topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(schedules_app, name="schedules")
 app.command("status")(status_command)
 app.command("job")(job_command)
 app.command("jobs")(jobs_command)

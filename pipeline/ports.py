@@ -109,14 +109,12 @@ class AdminPort(Protocol):
         ...
 
     def create(
-        self, names: list[str], partitions: int | None = None,
-        config: dict[str, str] | None = None,
-    ) -> list[str]:  # fmt: skip
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
         """Create those of ``names`` that do not exist (``partitions`` each, default
-        ``Settings.topic_partitions``; ``config``: topic configs on top of
-        ``Settings.topic_config()``, e.g. ``cleanup.policy=compact``); returns the ones
-        created. A topic a racing client created meanwhile counts as existing, not as an
-        error."""
+        ``Settings.topic_partitions``); returns the ones created. A topic a racing client
+        created meanwhile counts as existing, not as an error. ``config``: topic configs on top
+        of ``Settings.topic_config()`` (``cleanup.policy=compact`` for a state topic, say)."""
         ...
 
     def ensure(self, names: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from pipeline.hookcalls import call_each
 from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
+from pipeline.scheduler import Scheduler
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
 
@@ -62,6 +63,26 @@ class Worker:
             self.runners.append(runner)
             self._threads.append(thread)
             thread.start()
+        self._start_scheduler()
+
+    def _start_scheduler(self) -> None:
+        """Schedules fire from a thread of their own, never from a stage's loop."""
+        scheduler = self.pipeline.scheduler(self._worker_id)
+        if scheduler is None:
+            return
+        scheduler.stop_event = self.stop_event
+        thread = threading.Thread(target=self._run_scheduler, args=(scheduler,),
+                                  name="schedules", daemon=True)  # fmt: skip
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_scheduler(self, scheduler: Scheduler) -> None:
+        try:
+            scheduler.run()
+        except BaseException as exc:
+            log.exception("the scheduler crashed; stopping the worker")
+            self._errors.append(exc)
+            self.stop_event.set()
 
     def _run(self, runner: StageRunner) -> None:
         try:

@@ -49,9 +49,8 @@ class KafkaAdmin:
         }
 
     def create(
-        self, names: list[str], partitions: int | None = None,
-        config: dict[str, str] | None = None,
-    ) -> list[str]:  # fmt: skip
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
         """Create the topics that do not exist yet; returns the ones created."""
         existing = self.topics()
         missing = [n for n in dict.fromkeys(names) if n not in existing]

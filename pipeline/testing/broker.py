@@ -90,9 +90,11 @@ class MemoryBroker:
             self._rebalance_subscribers(name)
             return True
 
-    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+    def create(
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
         """As ``KafkaAdmin.create``: create the missing topics, return the ones created."""
-        return [n for n in dict.fromkeys(names) if self.create_topic(n, partitions)]
+        return [n for n in dict.fromkeys(names) if self.create_topic(n, partitions, config)]
 
     def ensure(self, names: list[str]) -> list[str]:
         """As ``KafkaAdmin.ensure`` with ``create_topics`` on (there is no off here)."""

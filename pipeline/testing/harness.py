@@ -44,6 +44,7 @@ from pipeline.events import Event
 from pipeline.failures import REQUESTS
 from pipeline.hooks import Hook, StageInfo
 from pipeline.registry import StagePlan
+from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 from pipeline.stats import StageStats
 from pipeline.testing.broker import MemoryBroker
@@ -86,10 +87,12 @@ class TestPipeline:
         fail_fast: bool = False,
         step_timeout_s: float = 30.0,
         hooks: Sequence[Hook] = (),
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         """``settings``: ``load_settings()`` (the project's config) if None. ``transport``: a
         ``MemoryTransport`` on a new ``MemoryBroker(FakeClock())`` if None. ``hooks``: the
-        Pipeline's hooks (``pipeline.hooks``), as in ``Pipeline.build``."""
+        Pipeline's hooks (``pipeline.hooks``), as in ``Pipeline.build``. ``schedules``: cron
+        schedules, fired on the broker's clock by a scheduler stepped with the stages."""
         settings = settings or load_settings()
         if transport is None:
             settings = settings.model_copy(update={"commit_interval_s": COMMIT_EVERY_STEP_S})
@@ -101,7 +104,8 @@ class TestPipeline:
         self._originals = list(stages)
         self.transport = RecordingTransport(transport)
         self.pipeline = Pipeline.build(
-            settings, self._originals, self.transport, (_NoteErrors(self.errors), *hooks)
+            settings, self._originals, self.transport, (_NoteErrors(self.errors), *hooks),
+            schedules,
         )
         self.pipeline.ensure_topics()
         self._stepped: dict[str, Lockstep] = {}  # by group
@@ -111,6 +115,7 @@ class TestPipeline:
         self._raised = 0
         for plan in self.pipeline.plans:
             self._start(plan)
+        self.scheduler = self.pipeline.scheduler("test", clock=self.clock)
 
     # -- the broker ----------------------------------------------------------------------
 
@@ -166,7 +171,9 @@ class TestPipeline:
     # -- running -------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One step of every stage's loop, in declaration order."""
+        """One step of the scheduler, if any, and of every stage's loop, in declaration order."""
+        if self.scheduler is not None:
+            self.scheduler.step()
         for stepped in list(self._stepped.values()):
             stepped.step()
             self._raise_handler_error()
@@ -255,6 +262,8 @@ class TestPipeline:
     def close(self) -> None:
         """Stop every stage gracefully (flush, commit, leave), as a worker does."""
         try:
+            if self.scheduler is not None:
+                self.scheduler.close()
             for stepped in [*self._stepped.values(), *self._abandoned]:
                 stepped.stop(self._step_timeout)
         finally:
@@ -300,6 +309,8 @@ class TestPipeline:
     def _idle(self) -> bool:
         if self.transport.outstanding():
             return False
+        if self.scheduler is not None and not self.scheduler.idle():
+            return False
         return all(self._unfinished(group, topics) == 0 for group, topics in self._readers())
 
     def _readers(self) -> list[tuple[str, list[str]]]:
@@ -326,7 +337,8 @@ class TestPipeline:
 
     def _progress(self) -> tuple[int, ...]:
         stats = [s.runner.stats for s in self._stepped.values()]
-        return tuple(n for s in stats for n in (s.consumed, s.processed, s.dead_lettered))
+        fired = len(self.scheduler.fired) if self.scheduler is not None else 0
+        return (fired, *(n for s in stats for n in (s.consumed, s.processed, s.dead_lettered)))
 
     def _describe(self) -> str:
         left = [

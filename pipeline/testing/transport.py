@@ -101,12 +101,9 @@ class MemoryAdmin:
         return {n: t for n, t in self._broker.topics().items() if not n.startswith("__")}
 
     def create(
-        self, names: list[str], partitions: int | None = None,
-        config: dict[str, str] | None = None,
-    ) -> list[str]:  # fmt: skip
-        # ``config`` is not kept: the broker models no compaction (records go only by
-        # delete_records), so a compacted topic keeps every record here.
-        return self._broker.create(names, partitions or self._settings.topic_partitions)
+        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    ) -> list[str]:
+        return self._broker.create(names, partitions or self._settings.topic_partitions, config)
 
     def ensure(self, names: list[str]) -> list[str]:
         if self._settings.create_topics:

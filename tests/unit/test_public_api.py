@@ -19,6 +19,7 @@ EXPECTED = {
     "AuthenticationError", "TLSError",  # issue 11: secured clusters
     "Worker", "WorkerInfo", "load_settings",
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
+    "Schedule",  # issue 13: cron schedules
     "JobTracking", "ResultError",  # issue 14: job status
 }  # fmt: skip
 JOBS_EXPECTED = {
