@@ -99,7 +99,8 @@ class JobTracker(Hook):
         self, stage: StageInfo, record: RawRecord, percent: float, note: str | None
     ) -> None:
         _, held = self._held(record)
-        if held is not None:
+        # Only while active: a timed-out sync call left running reports into the void.
+        if held is not None and held.state == "active":
             self._keep(replace(held, progress=percent, note=note, updated_at=self._clock.time()))
 
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:

@@ -94,6 +94,18 @@ def test_each_flush_writes_the_latest_status_so_far() -> None:
                                                                      ("active", 50.0)]
 
 
+def test_progress_of_a_call_that_timed_out_is_ignored() -> None:
+    """A sync call abandoned at its timeout runs on; its progress must not touch the job."""
+    t, produced, _ = tracker()
+    rec = ev()
+    handle(t, rec)
+    t.on_failed(STAGE, rec, TimeoutError("handler exceeded 1s"), 1, True)
+    t.on_progress(STAGE, rec, 90.0, "late")
+    t.writer.flush()
+    [retrying] = produced.jobs()
+    assert retrying is not None and (retrying.state, retrying.progress) == ("retrying", None)
+
+
 def test_an_in_place_retry_is_the_next_attempt() -> None:
     """A held partition re-reads the same record: its attempt is the failures so far + 1."""
     t, produced, _ = tracker()
