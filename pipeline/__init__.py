@@ -10,6 +10,7 @@ from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
+from pipeline.delays import DelayError
 from pipeline.errors import (
     AuthenticationError,
     BadMagicError,
@@ -63,6 +64,7 @@ __all__ = [
     "DeadLetter",
     "DeclarationError",
     "DecodeError",
+    "DelayError",
     "Delivered",
     "DeliveryError",
     "DuplicateGroupError",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, registry
+from pipeline import alertwatch, delaymover, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -68,6 +68,8 @@ class Pipeline:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
+        stages = list(stages)
+        stages += delaymover.movers(stages, settings, transport.topic_log)  # delayed topics
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         for schedule in declared:  # every emitted model has a schema, checked now
             catalog.bind(schedule.emit.model)
@@ -94,7 +96,9 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        created = self.transport.admin().ensure(self.topics())
+        admin = self.transport.admin()
+        created = admin.ensure(self.topics())
+        delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)

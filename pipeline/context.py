@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
@@ -34,6 +36,10 @@ class Output:
     event: Event
     key: bytes | None
     headers: list[tuple[str, bytes]]  # extra headers given to emit()
+    # emit(delay=...): (delay in ms, None) or (None, due wall ms); the writer fixes the due
+    # time on its clock (``due_ms``) and sends the output to a delay tier (``pipeline.delays``).
+    delay: tuple[int | None, int | None] | None = None
+    due_ms: int | None = None
 
 
 class Context:
@@ -153,9 +159,13 @@ class Context:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
     ) -> None:
         """Queue ``event`` for ``topic``. The key defaults to the topic's key field, else the
-        input record's key, so per-key order is kept along the pipeline."""
+        input record's key, so per-key order is kept along the pipeline. ``delay`` (1 s to 30
+        days) or ``deliver_at``: the topic's consumers see it then (a ``delayed=True`` topic);
+        a bad one raises ``DelayError`` here (the event is dead-lettered, never retried)."""
         if topic.name not in self._allowed:
             raise DeclarationError(
                 f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
@@ -169,4 +179,9 @@ class Context:
             key = str(getattr(event, topic.key))
         raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
         extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
-        self.outputs.append(Output(topic, event, raw_key, extra))
+        later = (
+            None
+            if delay is None and deliver_at is None
+            else delays.relative(topic, delay, deliver_at)
+        )
+        self.outputs.append(Output(topic, event, raw_key, extra, later))

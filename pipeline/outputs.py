@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline import delays
 from pipeline import headers as hdr
+from pipeline.clock import SYSTEM, Clock
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import (
@@ -38,7 +40,10 @@ FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
 
 class OutputWriter:
-    def __init__(self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks) -> None:
+    def __init__(
+        self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks,
+        clock: Clock = SYSTEM,
+    ) -> None:  # fmt: skip
         self._stage = plan.name
         self._outputs = plan.outputs
         self._codec = codec
@@ -46,6 +51,7 @@ class OutputWriter:
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
+        self._clock = clock  # fixes the due time of delayed outputs
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
         self._failed: list[tuple[TopicPartition, Token, Any, Any, bool]] = []
@@ -56,6 +62,8 @@ class OutputWriter:
         out = []
         for output in ctx.outputs:
             physical, binding = self._outputs[output.topic.name]
+            if output.delay is not None:  # checked here: a bad one fails the handler's call
+                output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
                 out.append(self._codec.encode(output.event, binding, physical))
             except SerializationError:
@@ -88,9 +96,12 @@ class OutputWriter:
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
                        *propagated, *output.headers]  # fmt: skip
+            topic, sent = outputs[output.topic.name][0], headers
+            if output.due_ms is not None:  # to a delay tier of its topic
+                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers)
+                topic, sent = hop.topic, [*hop.headers]
             try:
-                produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
-                        on_delivery)  # fmt: skip
+                produce(topic, payloads[index], output.key, sent, on_delivery)
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break

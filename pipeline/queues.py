@@ -7,7 +7,8 @@ Everything but the live columns comes from the broker, so it works with no worke
 - **oldest_waiting_s**: now minus the timestamp of the record at the committed offset, the
   oldest waiting event of each partition (None when nothing waits).
 - **delayed**: records in the stage's retry topics not yet committed by the group that reads
-  them (``<group>.retry``; the group itself for exactly-once stages): exact.
+  them (``<group>.retry``; the group itself for exactly-once stages), plus the delayed events
+  of its ``delayed=True`` inputs waiting in their delay tiers (``pipeline.delays``): exact.
 - **dead_lettered**: records in ``<group>.dlq`` now (high minus low watermark): exact for what
   the topic holds (a purge or retention removes them), an upper bound for exactly-once stages,
   whose transaction markers take offsets too.
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline import delaymover
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.livemetrics import LiveCounts, LiveSource
@@ -154,6 +156,8 @@ class StatusReader:
         delayed = (
             self._port.offsets(retry_group, list(plan.retry_topics)) if plan.retry_topics else {}
         )
+        for group, tiers in delaymover.tiers_read(plan):  # delayed events of its inputs
+            delayed = {**delayed, **self._port.offsets(group, tiers)}
         dead = self._port.offsets(None, [plan.dlq_topic])
         present = {t for t, _ in (*_tps(backlog), *delayed, *dead)}
         missing = tuple(t for t in (*plan.inputs, *plan.retry_topics, plan.dlq_topic)

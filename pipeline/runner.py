@@ -342,6 +342,10 @@ class StageRunner:
             self._last_tick = now
             self._on_tick(now)
 
+    def hold_deadlines(self) -> list[float]:
+        """When each held partition resumes (monotonic): a test harness's fake clock jumps."""
+        return self._holds.pauses.deadlines()
+
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
         the rest of the batch is dropped (it will be read again)."""

@@ -78,12 +78,15 @@ class Topic:
     ``id_field`` optionally names the field that identifies the event; the publisher then uses
     its value as the ``event-id`` header (otherwise a new UUID), so publishing the same business
     event twice is recognised as a duplicate by idempotent stages.
+    ``delayed=True`` lets events be published or emitted to it with a delay: its delay tiers
+    are created and moved by the workers of the stages that consume it (``pipeline.delays``).
     """
 
     name: str
     model: type[Event]
     key: str | None = None
     id_field: str | None = None
+    delayed: bool = False
     # Declaration problems found while field checks were deferred (see deferred_field_checks).
     problems: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 

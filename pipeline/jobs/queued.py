@@ -2,7 +2,9 @@
 
 Give it to the ``Publisher`` of the web application that queues jobs, and each event it
 publishes (to the tracked ``topics``, or to any) gets a ``waiting`` entry once the broker has
-acknowledged the event, so a status endpoint can answer ``waiting`` before any worker took it::
+acknowledged the event, so a status endpoint can answer ``waiting`` before any worker took it
+(``delayed`` for an event published with ``delay=`` / ``deliver_at=``, until it is due and
+handled)::
 
     queued = JobsQueued(settings, topics=[EMAILS])
     publisher = Publisher(settings, hooks=[queued])
@@ -17,8 +19,10 @@ it is behind (``pipeline.jobs.state.merge``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from pipeline import delays
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.errors import DeliveryError
@@ -50,17 +54,24 @@ class JobsQueued(Hook):
     def before_publish(
         self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> Callable[[Any], None] | None:
-        if self._names is not None and topic not in self._names:
+        # A delayed publish goes to a delay tier first; the topic it is for is in its headers.
+        target = next((v for k, v in headers if k == delays.TARGET and v), None)
+        name = target.decode(errors="replace") if target is not None else topic
+        if self._names is not None and name not in self._names:
             return None
-        return self._delivered
+        return partial(self._delivered, delayed_for=name) if target is not None else self._delivered
 
-    def _delivered(self, outcome: Any) -> None:
+    def _delivered(self, outcome: Any, delayed_for: str | None = None) -> None:
         if isinstance(outcome, DeliveryError):
             return  # not stored, so not waiting: publish raised (or told on_delivery)
         now = self._clock.time()
-        self.writer.put(Job(outcome.event_id, "waiting", 1, None, outcome.topic,
-                            outcome.partition, outcome.offset, created_at=now,
-                            updated_at=now))  # fmt: skip
+        if delayed_for is not None:  # its coordinates are the tier's: the worker's come later
+            job = Job(outcome.event_id, "delayed", 1, None, delayed_for, created_at=now,
+                      updated_at=now)  # fmt: skip
+        else:
+            job = Job(outcome.event_id, "waiting", 1, None, outcome.topic, outcome.partition,
+                      outcome.offset, created_at=now, updated_at=now)  # fmt: skip
+        self.writer.put(job)
 
     def close(self) -> None:
         self.writer.close()

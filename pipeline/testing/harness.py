@@ -18,7 +18,9 @@ The runners are the ones ``Pipeline.runner`` builds, stepped in lockstep with th
 while the test waits. ``run_until_idle`` steps every stage until each group has
 committed everything in its topics and no producer waits for a delivery report; when a round
 changes nothing it lets time pass on the broker's ``FakeClock`` so that what waits for a
-deadline comes due. It is bounded by ``timeout_s`` on that clock and by ``max_steps``.
+deadline comes due (straight to a held partition's deadline when that is far off: a delayed
+event's tier). ``publish(..., delay=...)`` and ``cancel`` delay events on that clock. It is
+bounded by ``timeout_s`` on that clock and by ``max_steps``.
 
 ``fail_fast=True`` re-raises, after the step in which it happened, the first error a handler
 raised other than its requests (``DeadLetter``, ``Skip``, ``RetryAfter``): the test fails with
@@ -32,9 +34,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
@@ -141,9 +145,12 @@ class TestPipeline:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
     ) -> StoredRecord:
         """Write ``event`` to ``topic`` as ``Publisher.publish`` does (its key field, an
-        ``event-id``) and wait for the acknowledgement; returns the record as stored."""
+        ``event-id``; ``delay`` or ``deliver_at``: to its delay tiers, due on the broker's
+        clock) and wait for the acknowledgement; returns the record as stored."""
         binding = self.pipeline.catalog.bind(topic.model)
         self.pipeline.announce(binding)
         physical = self.settings.topic(topic.name)
@@ -155,6 +162,8 @@ class TestPipeline:
         raw += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
         outcome: list[tuple[Any, Any]] = []
         raw_key = key.encode() if isinstance(key, str) else key
+        if delay is not None or deliver_at is not None:
+            physical, raw = _deferred(topic, physical, raw, self.clock.wall_ms(), delay, deliver_at)
         self._producer.produce(physical, value, raw_key, raw, lambda e, m: outcome.append((e, m)))
         self._producer.flush(self._step_timeout)
         if not outcome:
@@ -167,6 +176,16 @@ class TestPipeline:
             topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=raw_key,
             value=value, headers=tuple(raw), timestamp_ms=msg.timestamp()[1],
         )  # fmt: skip
+
+    def cancel(self, topic: Topic, event_id: str) -> None:
+        """Withdraw a delayed event of ``topic``, as ``Publisher.cancel`` does."""
+        physical = delays.cancel_topic(self.settings.topic(topic.name))
+        outcome: list[Any] = []
+        self._producer.produce(physical, b"cancelled", event_id.encode(), [],
+                               lambda e, _m: outcome.append(e))  # fmt: skip
+        self._producer.flush(self._step_timeout)
+        if not outcome or outcome[0] is not None:
+            raise DeliveryError(f"cancellation not stored in {physical}: {outcome}")
 
     # -- running -------------------------------------------------------------------------
 
@@ -205,7 +224,9 @@ class TestPipeline:
             if progress != last:
                 tick, last = FIRST_TICK_S, progress
             elif isinstance(clock, FakeClock):  # nothing moved: let a deadline come due
-                clock.advance(min(tick, max(deadline - clock.monotonic(), 0)))
+                # A hold far ahead (a delayed event's tier) is jumped to, not ticked towards.
+                step = max(tick, self._next_hold_s(clock.monotonic()))
+                clock.advance(min(step, max(deadline - clock.monotonic(), 0)))
                 tick = min(tick * 2, MAX_TICK_S)
         raise HarnessError(f"not {what} after {max_steps} rounds: {self._describe()}")
 
@@ -335,6 +356,13 @@ class TestPipeline:
         finally:
             monitor.close()
 
+    def _next_hold_s(self, now: float) -> float:
+        """How long until the earliest held partition of any stage resumes, when that is more
+        than ``MAX_TICK_S`` away (0 otherwise: ticking gets there soon enough)."""
+        ends = [e for s in self._stepped.values() for e in s.runner.hold_deadlines()]
+        wait = min(ends, default=now) - now
+        return wait if wait > MAX_TICK_S else 0.0
+
     def _progress(self) -> tuple[int, ...]:
         stats = [s.runner.stats for s in self._stepped.values()]
         fired = len(self.scheduler.fired) if self.scheduler is not None else 0
@@ -349,6 +377,16 @@ class TestPipeline:
         if self.transport.outstanding():
             left.append(f"{self.transport.outstanding()} delivery report(s) outstanding")
         return "; ".join(left) or "idle now"
+
+
+def _deferred(
+    topic: Topic, physical: str, raw: list[tuple[str, bytes]], now_ms: int,
+    delay: timedelta | float | None, deliver_at: datetime | None,
+) -> tuple[str, list[tuple[str, bytes]]]:  # fmt: skip
+    if not topic.delayed:
+        raise delays.DelayError(f"topic {topic.name!r} is not declared delayed=True")
+    hop = delays.defer(physical, delays.due_ms(now_ms, delay, deliver_at), now_ms, raw)
+    return hop.topic, hop.headers
 
 
 class _NoteErrors(Hook):

@@ -20,6 +20,7 @@ EXPECTED = {
     "Worker", "WorkerInfo", "load_settings",
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
     "Schedule",  # issue 13: cron schedules
+    "DelayError",  # issue 13: delayed events
     "JobTracking", "ResultError",  # issue 14: job status
 }  # fmt: skip
 JOBS_EXPECTED = {

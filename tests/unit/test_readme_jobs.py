@@ -50,7 +50,8 @@ def test_the_status_endpoint_answers_id_state_progress_and_result(tmp_path: Path
 
 
 def test_jobs_queued_writes_waiting_once_the_broker_has_the_event(tmp_path: Path) -> None:
-    """The Publisher hook: a delivered event is ``waiting``; a refused one is nothing."""
+    """The Publisher hook: a delivered event is ``waiting`` (``delayed`` when published with a
+    delay, to a delay tier of the tracked topic)."""
     clock = FakeClock()
     settings = Settings(schemas_dir=SCHEMAS, jobs_store=tmp_path / "jobs.sqlite3")
     transport = MemoryTransport(MemoryBroker(clock), settings)
@@ -59,11 +60,18 @@ def test_jobs_queued_writes_waiting_once_the_broker_has_the_event(tmp_path: Path
         watch = queued.before_publish(settings.topic(PINGS.name), None, [])
         assert watch is not None
         watch(Delivered("test.pings", 2, 17, "job-1"))
+        # Published with delay=: stored in a delay tier, for the tracked topic.
+        tier = [("delay-target", settings.topic(PINGS.name).encode())]
+        later = queued.before_publish("test.pings.delay.60s", None, tier)
+        assert later is not None
+        later(Delivered("test.pings.delay.60s", 0, 3, "job-2"))
     view = JobView(settings, transport=transport, clock=clock)
     view.catch_up(5)
-    job = view.get("job-1")
+    job, delayed = view.get("job-1"), view.get("job-2")
     view.close()
     assert job is not None
     assert (job.state, job.attempt, job.topic, job.partition, job.offset) == (
         "waiting", 1, "test.pings", 2, 17)  # fmt: skip
     assert job.created_at == clock.time()
+    assert delayed is not None
+    assert (delayed.state, delayed.topic, delayed.offset) == ("delayed", "test.pings", None)
