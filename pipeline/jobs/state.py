@@ -88,6 +88,9 @@ def merge(held: Job | None, new: Job) -> Job | None:
     if new.order < held.order:
         return None
     filled: dict[str, Any] = {n: getattr(held, n) for n in _INHERITED if getattr(new, n) is None}
+    if held.created_at is not None and new.created_at is not None:
+        # The earliest known: a delayed event's record is written again when it is due.
+        filled["created_at"] = min(held.created_at, new.created_at)
     if new.attempt == held.attempt:
         filled |= {n: getattr(held, n) for n in _SAME_ATTEMPT if getattr(new, n) is None}
     return replace(new, **filled) if filled else new

@@ -12,10 +12,11 @@ import os
 import time
 from pathlib import Path
 
-from pipeline import Context, RetryPolicy, Stage
+from pipeline import Context, RetryPolicy, Stage, Topic
 from pipeline.jobs import JobTracking
 from tests.integration.app_stages import PINGS, Ping
 
+LATER = Topic("test.later", Ping, key="ping_id", delayed=True)
 GATE_WAIT_S = 60.0  # a gate never opened fails the handler rather than hang the test
 
 
@@ -68,6 +69,16 @@ class AlwaysFails(Stage):
 
     def handle(self, event: Ping, ctx: Context) -> None:
         raise ConnectionError(f"smtp refused ping {event.ping_id}")
+
+
+class Later(Stage):
+    """Handles pings published with a delay."""
+
+    consumes = LATER
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> int:
+        return event.n
 
 
 STAGES = [Square]

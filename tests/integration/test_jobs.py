@@ -20,7 +20,7 @@ from pipeline.jobs import Job, JobsQueued, JobStore, JobView
 from pipeline.jobs.state import decode
 from pipeline.testing import murmur2_partition
 from tests.integration.app_stages import PINGS, Ping
-from tests.integration.job_stages import AlwaysFails, Square
+from tests.integration.job_stages import LATER, AlwaysFails, Later, Square
 from tests.integration.kit import (
     ROOT,
     group_members,
@@ -115,6 +115,27 @@ def _cli(env: dict[str, str], *args: str) -> str:
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_a_job_published_with_a_delay_is_delayed_then_completed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``delay=``: delayed (in a delay tier) until due, then handled and completed."""
+    settings = _settings(kafka_bootstrap, tmp_path)
+    prepare(settings, [Later])
+    with JobView(settings) as view, JobsQueued(settings, topics=[LATER]) as queued, \
+            Publisher(settings, hooks=[queued]) as publisher:  # fmt: skip
+        delivered = publisher.publish(LATER, Ping(ping_id="later", n=3), delay=2.0)
+        assert delivered is not None
+        delayed = wait_until(lambda: _job(view, delivered.job_id, state="delayed"), 30,
+                             "delayed")  # fmt: skip
+        assert delayed.topic == settings.topic(LATER.name)
+        with running(settings, [Later]):
+            done = wait_until(lambda: _job(view, delivered.job_id, state="completed"), 60,
+                              "completed")  # fmt: skip
+    assert (done.result, done.attempt, done.topic) == (3, 1, settings.topic(LATER.name))
+    assert done.started_at is not None and done.created_at is not None
+    assert done.started_at >= done.created_at + 1.0  # not before it was due (2 s, 1 s slack)
 
 
 def test_a_failing_job_retries_under_a_new_attempt_and_ends_dead_lettered(

@@ -81,6 +81,12 @@ def test_a_later_entry_inherits_what_it_does_not_know() -> None:
     assert again.created_at == 100.0
 
 
+def test_a_job_was_created_when_it_was_first_stored() -> None:
+    """A delayed event is written again when due: the worker's later record time is not it."""
+    held = merge(job("delayed", created_at=100.0), job("active", created_at=160.0))
+    assert held is not None and held.created_at == 100.0
+
+
 def test_entries_round_trip_and_garbage_is_refused() -> None:
     entry = job("completed", result={"a": [1, 2]}, error=None, expires_at=5.0)
     assert decode(encode(entry)) == entry
