@@ -38,6 +38,7 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.jobs.tracking import JobTracking
+from pipeline.lanes import Lanes
 from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
@@ -75,6 +76,7 @@ __all__ = [
     "Idempotency",
     "JobTracking",
     "KafkaError",
+    "Lanes",
     "Pipeline",
     "PipelineError",
     "PipelineStatus",

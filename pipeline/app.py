@@ -128,13 +128,13 @@ class Pipeline:
         client_id = f"{plan.group}-{worker_id}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
-        consumer: ConsumerPort = self.transport.consumer(plan.group, client_id)
         # One transaction commits one group's offsets, so an exactly-once stage reads its retry
-        # topics with the same consumer; others use a second one, balanced on its own.
-        if plan.retry_topics and not exactly_once:
-            retry_group = f"{plan.group}.retry"
-            retry = self.transport.consumer(retry_group, f"{client_id}-retry", retry=True)
-            consumer = ConsumerSet(consumer, retry, plan.retry_topics, clock.monotonic)
+        # topics with the same consumer; others read retries and each priority lane with a
+        # consumer of their own, each balanced on its own (``plan.readers``).
+        def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
+            return self.transport.consumer(group, client_id + suffix, retry=retry)
+
+        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.

@@ -40,6 +40,7 @@ class Output:
     # time on its clock (``due_ms``) and sends the output to a delay tier (``pipeline.delays``).
     delay: tuple[int | None, int | None] | None = None
     due_ms: int | None = None
+    lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
 
 
 class Context:
@@ -161,11 +162,14 @@ class Context:
         headers: dict[str, str | bytes] | None = None,
         delay: timedelta | float | None = None,
         deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> None:
         """Queue ``event`` for ``topic``. The key defaults to the topic's key field, else the
         input record's key, so per-key order is kept along the pipeline. ``delay`` (1 s to 30
         days) or ``deliver_at``: the topic's consumers see it then (a ``delayed=True`` topic);
-        a bad one raises ``DelayError`` here (the event is dead-lettered, never retried)."""
+        a bad one raises ``DelayError`` here (the event is dead-lettered, never retried).
+        ``priority``: the lane of a topic with priorities (an index, 0 highest, or a level
+        name; default 0)."""
         if topic.name not in self._allowed:
             raise DeclarationError(
                 f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
@@ -184,4 +188,11 @@ class Context:
             if delay is None and deliver_at is None
             else delays.relative(topic, delay, deliver_at)
         )
-        self.outputs.append(Output(topic, event, raw_key, extra, later))
+        lane = 0 if priority is None else self._lane(topic, priority)
+        self.outputs.append(Output(topic, event, raw_key, extra, later, lane=lane))
+
+    def _lane(self, topic: Topic, priority: int | str) -> int:
+        try:
+            return topic.lane(priority)
+        except ValueError as exc:  # a declaration error: the input is dead-lettered
+            raise DeclarationError(f"stage {self.stage}: {exc}") from None

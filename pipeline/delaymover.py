@@ -38,6 +38,7 @@ from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.failures import DeadLetter, RetryPolicy
 from pipeline.gates import Gate, Hold, Settled, Verdict
 from pipeline.headers import EVENT_ID
+from pipeline.lanes import lane_topic
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import AdminPort, RawRecord, TopicLogPort, TopicPartition
 from pipeline.retrytopics import Origin
@@ -161,7 +162,8 @@ def mover_stage(
         "group": f"{topic.name}.delay",
         "name": f"{topic.name}.delay",
         "base": settings.topic(topic.name),
-        "targets": frozenset({settings.topic(topic.name)}),
+        # The topic and its priority lanes (``pipeline.lanes``) share its tiers.
+        "targets": frozenset(lane_topic(settings.topic(topic.name), k) for k in range(topic.lanes)),
         "topic_log": staticmethod(topic_log) if topic_log is not None else None,
         "__module__": __name__,
     }

@@ -30,6 +30,7 @@ from pipeline.headers import (
     derived_id_bytes,
 )
 from pipeline.hookcalls import Hooks
+from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
@@ -96,9 +97,11 @@ class OutputWriter:
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
                        *propagated, *output.headers]  # fmt: skip
-            topic, sent = outputs[output.topic.name][0], headers
-            if output.due_ms is not None:  # to a delay tier of its topic
-                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers)
+            base = outputs[output.topic.name][0]
+            topic = lane_topic(base, output.lane) if output.lane else base
+            sent = headers
+            if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
+                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers, base=base)
                 topic, sent = hop.topic, [*hop.headers]
             try:
                 produce(topic, payloads[index], output.key, sent, on_delivery)

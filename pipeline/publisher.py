@@ -36,6 +36,7 @@ from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
 from pipeline.hookcalls import publish_hook
 from pipeline.hooks import Hook, check
+from pipeline.lanes import lane_topic
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
 from pipeline.transport import Transport, kafka
@@ -116,6 +117,7 @@ class Publisher:
         on_delivery: DeliveryHandler | None = None,
         delay: timedelta | float | None = None,
         deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> Delivered | None:
         """Encode and send ``event``. With ``wait`` (default) block until acknowledged and
         return where it was stored; otherwise return None and report to ``on_delivery``.
@@ -123,11 +125,15 @@ class Publisher:
         ``delay`` (a timedelta or seconds) or ``deliver_at`` (a datetime): the topic's
         consumers see the event at that time, not before (a ``delayed=True`` topic; 1 s to 30
         days, else ``DelayError``). It is stored in a delay tier meanwhile (``Delivered``
-        says where); ``cancel(topic, event_id)`` withdraws it."""
+        says where); ``cancel(topic, event_id)`` withdraws it.
+
+        ``priority``: the lane of a topic with priorities (``pipeline.lanes``): an index, 0
+        highest as in Bull, or a level name; default 0, the topic itself."""
         _require_topic(topic)
-        due = self._due(topic, delay, deliver_at)
+        due, lane = self._due(topic, delay, deliver_at), topic.lane(priority)
         if not wait:
-            self._send(topic, event, key, headers, on_delivery or self._remember_failure, due)
+            report = on_delivery or self._remember_failure
+            self._send(topic, event, key, headers, report, due, lane)
             return None
         done = threading.Event()
         outcome: list[Delivered | DeliveryError] = []
@@ -136,7 +142,7 @@ class Publisher:
             outcome.append(result)
             done.set()
 
-        self._send(topic, event, key, headers, record, due)
+        self._send(topic, event, key, headers, record, due, lane)
         if not done.wait(timeout_s):
             raise DeliveryError(f"no acknowledgement for {topic.name} within {timeout_s}s")
         return _unwrap(outcome[0])
@@ -150,18 +156,19 @@ class Publisher:
         headers: dict[str, str | bytes] | None = None,
         delay: timedelta | float | None = None,
         deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> Delivered:
         """Send ``event`` and await its acknowledgement without blocking the event loop
         (``delay`` / ``deliver_at`` as in ``publish``)."""
         _require_topic(topic)
-        due = self._due(topic, delay, deliver_at)
+        due, lane = self._due(topic, delay, deliver_at), topic.lane(priority)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered | DeliveryError] = loop.create_future()
 
         def record(result: Delivered | DeliveryError) -> None:
             loop.call_soon_threadsafe(_settle, future, result)
 
-        self._send(topic, event, key, headers, record, due)
+        self._send(topic, event, key, headers, record, due, lane)
         return _unwrap(await future)
 
     def cancel(self, topic: Topic, event_id: str, *, timeout_s: float = 30.0) -> None:
@@ -239,20 +246,23 @@ class Publisher:
         headers: dict[str, str | bytes] | None,
         report: DeliveryHandler,
         due_ms: int | None = None,
+        lane: int = 0,
     ) -> None:
         if not isinstance(event, topic.model):
             raise TypeError(
                 f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}"
             )
-        physical = self.settings.topic(topic.name)
-        value = self._codec.encode(event, self._binding(topic.model), physical)
+        base = self.settings.topic(topic.name)
+        physical = lane_topic(base, lane) if lane else base
+        # Encoded for the topic itself whatever the lane: lanes are one topic to schemas.
+        value = self._codec.encode(event, self._binding(topic.model), base)
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
         event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
         raw_headers = [(hdr.EVENT_ID, event_id.encode())]
         raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
         if due_ms is not None:  # to a delay tier; the mover delivers it when due
-            hop = delays.defer(physical, due_ms, SYSTEM.wall_ms(), raw_headers)
+            hop = delays.defer(physical, due_ms, SYSTEM.wall_ms(), raw_headers, base=base)
             physical, raw_headers = hop.topic, hop.headers
         self._ensure_topic(physical)
         raw_key = key.encode() if isinstance(key, str) else key

@@ -12,6 +12,8 @@ Everything but the live columns comes from the broker, so it works with no worke
 - **dead_lettered**: records in ``<group>.dlq`` now (high minus low watermark): exact for what
   the topic holds (a purge or retention removes them), an upper bound for exactly-once stages,
   whose transaction markers take offsets too.
+- **lanes**: for a stage whose inputs have priority lanes (``pipeline.lanes``), waiting per
+  lane, lane 0 first (each lane is read in its own group, ``<group>.p<k>``).
 - **committed**: input records the group has settled since the log's start (completed,
   retried, dead-lettered or skipped alike), while retention keeps them.
 
@@ -61,6 +63,7 @@ class StageStatus:
     breaker: str | None  # "closed", "open", "half-open"; "none" without one; None: unknown
     partitions: tuple[PartitionStatus, ...]
     missing_topics: tuple[str, ...] = ()  # declared topics the cluster does not have
+    lanes: tuple[int, ...] = ()  # waiting per priority lane, lane 0 first; () without lanes
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,9 @@ class StatusReader:
 
     def backlog(self, plan: StagePlan) -> Backlog:
         """Waiting events of ``plan``'s inputs and the age of the oldest (what alerts need)."""
-        marks = self._port.offsets(plan.group, list(plan.inputs))
+        marks: dict[TopicPartition, PartitionOffsets] = {}
+        for group, topics in plan.lane_readers:  # each priority lane in its own group
+            marks.update(self._port.offsets(group, topics))
         positions = {tp: self._position(o) for tp, o in marks.items()}
         behind = {tp: pos for tp, pos in positions.items() if marks[tp].high > pos}
         stamps = self._port.timestamps(behind)
@@ -180,6 +185,7 @@ class StatusReader:
             breaker=breaker,
             partitions=backlog.partitions,
             missing_topics=missing,
+            lanes=_lanes(plan, backlog),
         )
 
     def _position(self, o: PartitionOffsets) -> int:
@@ -196,6 +202,16 @@ class StatusReader:
             return self._live.read(), None
         except OSError as exc:
             return None, str(exc)
+
+
+def _lanes(plan: StagePlan, backlog: Backlog) -> tuple[int, ...]:
+    if not plan.lanes:
+        return ()
+    lane_of = {t: k for k, (_, topics) in enumerate(plan.lane_readers) for t in topics}
+    waiting = [0] * (len(plan.lanes) + 1)
+    for p in backlog.partitions:
+        waiting[lane_of[p.topic]] += p.waiting
+    return tuple(waiting)
 
 
 def _tps(backlog: Backlog) -> list[TopicPartition]:

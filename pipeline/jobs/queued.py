@@ -29,6 +29,7 @@ from pipeline.errors import DeliveryError
 from pipeline.hooks import Hook
 from pipeline.jobs.state import Job
 from pipeline.jobs.writer import JobWriter, ensure_jobs_topic
+from pipeline.lanes import lane_topic
 from pipeline.transport import Transport, kafka
 
 if TYPE_CHECKING:
@@ -47,7 +48,10 @@ class JobsQueued(Hook):
         transport = kafka(settings) if transport is None else transport
         topic = ensure_jobs_topic(settings, transport)
         self._clock = clock
-        self._names = None if topics is None else {settings.topic(t.name) for t in topics}
+        # Each lane of a topic with priorities is a topic of its own (``pipeline.lanes``).
+        self._names = None if topics is None else {
+            lane_topic(settings.topic(t.name), lane) for t in topics for lane in range(t.lanes)
+        }
         self.writer = JobWriter(transport.producer("jobs-queued"), topic)
         self.writer.start("publisher")
 

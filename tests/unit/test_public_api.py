@@ -21,6 +21,7 @@ EXPECTED = {
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
     "Schedule",  # issue 13: cron schedules
     "DelayError",  # issue 13: delayed events
+    "Lanes",  # issue 13: priority lanes
     "JobTracking", "ResultError",  # issue 14: job status
 }  # fmt: skip
 JOBS_EXPECTED = {

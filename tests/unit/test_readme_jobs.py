@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pipeline import Context, Settings, Stage
+from pipeline import Context, Settings, Stage, Topic
 from pipeline.jobs import JobsQueued, JobTracking, JobView
 from pipeline.publisher import Delivered
 from pipeline.testing import FakeClock, MemoryBroker, TestPipeline
@@ -55,8 +55,11 @@ def test_jobs_queued_writes_waiting_once_the_broker_has_the_event(tmp_path: Path
     clock = FakeClock()
     settings = Settings(schemas_dir=SCHEMAS, jobs_store=tmp_path / "jobs.sqlite3")
     transport = MemoryTransport(MemoryBroker(clock), settings)
-    with JobsQueued(settings, topics=[PINGS], transport=transport, clock=clock) as queued:
+    urgent = Topic("test.urgent", Ping, priorities=2)
+    with JobsQueued(settings, topics=[PINGS, urgent], transport=transport,
+                    clock=clock) as queued:  # fmt: skip
         assert queued.before_publish("other.topic", None, []) is None  # not tracked
+        assert queued.before_publish("test.urgent.p1", None, []) is not None  # a lane of it
         watch = queued.before_publish(settings.topic(PINGS.name), None, [])
         assert watch is not None
         watch(Delivered("test.pings", 2, 17, "job-1"))
