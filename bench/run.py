@@ -46,6 +46,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32", help="I/O concurrency sweep")
     p.add_argument("--peers", default="faststream,quix,faust")
     p.add_argument("--priority-backlog", type=int, default=50_000, help="low-lane backlog")
+    p.add_argument("--obs-cost", action="store_true",
+                   help="only the cost of metrics and tracing (bench.obscost)")  # fmt: skip
     return p.parse_args()
 
 
@@ -158,6 +160,10 @@ def io_cases(peers: list[Contender], sweep: list[int]) -> tuple[list[tuple[Conte
 
 def main() -> int:
     args, started = parse(), time.monotonic()
+    if args.obs_cost:
+        from bench import obscost
+
+        return obscost.main(["--messages", str(args.messages), "--rounds", str(args.rounds)])
     bootstrap = bootstrap_servers()
     peers, not_run = available_peers([p for p in args.peers.split(",") if p])
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")

@@ -41,6 +41,7 @@ from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
 from pipeline.jobs.tracking import JobTracking
 from pipeline.lanes import Lanes, lane_of, levels
+from pipeline.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -158,6 +159,8 @@ class Stage:
             hook once, and ``on_resolved`` when the value falls back; None: no alerts.
         lanes: how fetches are shared among the priority lanes of its inputs
             (``pipeline.lanes.Lanes``; default: each lower lane is guaranteed 10 %).
+        rate_limit: at most ``max`` handler calls every ``per_s`` seconds for the whole group
+            (``pipeline.ratelimit.RateLimit``), or per key; None: no limit.
         track_jobs: record each event's job status (``pipeline.jobs.JobTracking``): state,
             attempts, progress, result; the handler's non-None return value is the result.
     """
@@ -176,6 +179,7 @@ class Stage:
     stall_after_s: ClassVar[float | None] = None
     alerts: ClassVar[Alerts | None] = None
     lanes: ClassVar[Lanes] = Lanes()
+    rate_limit: ClassVar[RateLimit | None] = None
     track_jobs: ClassVar[JobTracking | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -240,6 +244,7 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
+    _check_rate_limit(cls, where)
     if cls.track_jobs is not None and not isinstance(cls.track_jobs, JobTracking):
         raise DeclarationError(f"{where}: `track_jobs` must be a JobTracking(...) or None")
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
@@ -264,6 +269,17 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(
             f"{where}: `timeout_s` must be between 0 and {MAX_TIMEOUT_S:g}s: the consume loop "
             "waits for the handler, and a longer wait would exceed max.poll.interval.ms"
+        )
+
+
+def _check_rate_limit(cls: type[Stage], where: str) -> None:
+    limit = cls.rate_limit
+    if limit is not None and not isinstance(limit, RateLimit):
+        raise DeclarationError(f"{where}: `rate_limit` must be a RateLimit(...) or None")
+    if limit is not None and limit.keyed and len(cls.input_topics()) != 1:
+        raise DeclarationError(
+            f"{where}: a per-key `rate_limit` needs a stage with one input topic (its deferral "
+            "topic carries that topic's events); split the stage, or limit the whole group"
         )
 
 

@@ -22,6 +22,7 @@ EXPECTED = {
     "Schedule",  # issue 13: cron schedules
     "DelayError",  # issue 13: delayed events
     "Lanes",  # issue 13: priority lanes
+    "RateLimit",  # issue 13: rate limits
     "JobTracking", "ResultError",  # issue 14: job status
 }  # fmt: skip
 JOBS_EXPECTED = {
