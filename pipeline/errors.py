@@ -11,6 +11,7 @@ The tree::
     │   ├── SchemaNotFoundError     a model or topic names a schema that schemas/ lacks
     │   └── SchemaMismatchError     a pydantic model does not match its Avro schema
     ├── SerializationError          an event could not be encoded
+    │   └── ResultError             a job result is not JSON, or larger than RESULT_MAX_BYTES
     ├── DecodeError                 bytes could not be turned back into an event (a poison record)
     │   ├── BadMagicError           the framing byte(s) are not ours
     │   ├── UnknownSchemaError      the writer schema's fingerprint / id cannot be resolved
@@ -64,6 +65,12 @@ class SchemaMismatchError(SchemaError):
 
 class SerializationError(PipelineError):
     pass
+
+
+class ResultError(SerializationError):
+    """A handler's job result (``ctx.result`` or its return value) cannot be stored: not
+    JSON-serialisable, or over ``pipeline.jobs.RESULT_MAX_BYTES``. Never retried: the event is
+    dead-lettered with this error."""
 
 
 class DecodeError(PipelineError):

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 EVENT_ID = "event-id"
 CORRELATION_ID = "correlation-id"
+# On every output: the event-id of the input it was derived from (its job's parent), so a
+# chain can be followed back one hop at a time; correlation-id names the chain's first event.
+PARENT_ID = "parent-id"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)

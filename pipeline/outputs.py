@@ -3,11 +3,12 @@ input's offset token.
 
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
-the copies; and the input's correlation headers, so one business flow can be followed across
-stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
-fails marks the token failed once and queues it for the runner (with the error as ours,
-classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
-the transaction, on its own thread.
+the copies; its input's id as ``parent-id``, so a job's chain can be followed hop by hop; and
+the input's correlation headers, so one business flow can be followed across stages (a hook's
+``output_headers`` replace those of the same names). A delivery report that fails marks the
+token failed once and queues it for the runner (with the error as ours, classified by the Kafka
+adapter), which rewinds the partition, dead-letters the input, or aborts the transaction, on
+its own thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pipeline import headers as hdr
 from pipeline.clock import SYSTEM, Clock
 from pipeline.context import Context
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
+from pipeline.headers import (
+    CORRELATION_ID,
+    EVENT_ID,
+    PARENT_ID,
+    PROPAGATED,
+    HeaderList,
+    derived_id_bytes,
+)
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
@@ -87,7 +95,8 @@ class OutputWriter:
         suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
-            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
+            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
+                       *propagated, *output.headers]  # fmt: skip
             base = outputs[output.topic.name][0]
             topic = lane_topic(base, output.lane) if output.lane else base
             sent = headers

@@ -46,12 +46,21 @@ log = logging.getLogger("pipeline.publisher")
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """Where the broker stored an event."""
+    """Where the broker stored an event, and its id (its ``event-id`` header): the job id a
+    tracking stage's status is found by (``pipeline.jobs.get(delivered.job_id)``)."""
 
     topic: str
     partition: int
     offset: int
     event_id: str
+
+    @property
+    def job_id(self) -> str:
+        return self.event_id
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 DeliveryHandler = Callable[[Delivered | DeliveryError], None]

@@ -39,6 +39,7 @@ from pipeline.events import Event
 from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
+from pipeline.jobs.tracking import JobTracking
 from pipeline.lanes import Lanes, lane_of, levels
 from pipeline.ratelimit import RateLimit
 
@@ -160,6 +161,8 @@ class Stage:
             (``pipeline.lanes.Lanes``; default: each lower lane is guaranteed 10 %).
         rate_limit: at most ``max`` handler calls every ``per_s`` seconds for the whole group
             (``pipeline.ratelimit.RateLimit``), or per key; None: no limit.
+        track_jobs: record each event's job status (``pipeline.jobs.JobTracking``): state,
+            attempts, progress, result; the handler's non-None return value is the result.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -177,6 +180,7 @@ class Stage:
     alerts: ClassVar[Alerts | None] = None
     lanes: ClassVar[Lanes] = Lanes()
     rate_limit: ClassVar[RateLimit | None] = None
+    track_jobs: ClassVar[JobTracking | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,7 +189,7 @@ class Stage:
         _check_shape(cls)
 
     # The framework calls this; subclasses must override it.
-    def handle(self, event: Any, ctx: Context) -> Awaitable[None] | None:
+    def handle(self, event: Any, ctx: Context) -> Awaitable[Any] | Any:
         raise NotImplementedError
 
     # Optional lifecycle hooks, called once per worker, around the consume loop.
@@ -241,6 +245,8 @@ def _check_policies(cls: type[Stage], where: str) -> None:
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
     _check_rate_limit(cls, where)
+    if cls.track_jobs is not None and not isinstance(cls.track_jobs, JobTracking):
+        raise DeclarationError(f"{where}: `track_jobs` must be a JobTracking(...) or None")
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):
