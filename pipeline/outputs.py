@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import headers as hdr
-from pipeline.context import Context
+from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
-from pipeline.serde import Codec
+from pipeline.serde import Binding, Codec
 
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
@@ -33,6 +33,7 @@ class OutputWriter:
     def __init__(self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks) -> None:
         self._stage = plan.name
         self._outputs = plan.outputs
+        self._replies = plan.replies
         self._codec = codec
         self._producer = producer
         self._on_completed = hooks.on_completed
@@ -47,7 +48,10 @@ class OutputWriter:
         its siblings half published."""
         out = []
         for output in ctx.outputs:
-            physical, binding = self._outputs[output.topic.name]
+            if output.reply_to is not None:
+                physical, binding = output.reply_to, self._reply_binding(output)
+            else:
+                physical, binding = self._outputs[output.topic.name]
             try:
                 out.append(self._codec.encode(output.event, binding, physical))
             except SerializationError:
@@ -56,6 +60,16 @@ class OutputWriter:
                 name = type(output.event).__name__
                 raise SerializationError(f"cannot encode {name}: {exc}") from exc
         return out
+
+    def _reply_binding(self, output: Output) -> Binding:
+        binding = self._replies.get(type(output.event))
+        if binding is None:  # a bug of the stage: the request is dead-lettered, not retried
+            declared = ", ".join(m.__name__ for m in self._replies) or "none"
+            raise SerializationError(
+                f"stage {self._stage} replied with {type(output.event).__name__}, which no input "
+                f"topic declares as its replies (declared: {declared}): set Topic(..., replies=)"
+            )
+        return binding
 
     def produce(
         self,
@@ -80,8 +94,8 @@ class OutputWriter:
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
             try:
-                produce(outputs[output.topic.name][0], payloads[index], output.key, headers,
-                        on_delivery)  # fmt: skip
+                physical = output.reply_to or outputs[output.topic.name][0]
+                produce(physical, payloads[index], output.key, headers, on_delivery)
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break

@@ -28,6 +28,7 @@ from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
+from pipeline.reply import replying
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
@@ -130,8 +131,11 @@ def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None
 def invoker(plan: StagePlan, stage: Stage, hooks: Hooks) -> Invoker:
     """What calls the stage's handler (inside the ``around_handler`` hooks, if any)."""
     is_async = plan.stage.is_async()
+    handler = stage.handle
+    if plan.replies:  # its returned event is the reply to a request
+        handler = replying(handler, is_async)
     return Invoker(
-        plan.name, hooks.wrap(stage.handle, is_async), is_async, frozenset(plan.outputs),
+        plan.name, hooks.wrap(handler, is_async), is_async, frozenset(plan.outputs),
         plan.stage.retry, plan.stage.timeout_s, plan.group, hooks.on_hung_change,
     )  # fmt: skip
 

@@ -24,12 +24,13 @@ import traceback
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
+from pipeline.events import Event
 from pipeline.hooks import Hook, check
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
@@ -51,6 +52,8 @@ class StagePlan:
     outputs: dict[str, tuple[str, Binding]]  # logical topic -> (physical topic, binding)
     dlq_topic: str
     retry_topics: tuple[str, ...] = ()  # one per RetryPolicy tier, in tier order
+    # Models its input topics declare as ``replies``: what ``ctx.reply`` may send.
+    replies: dict[type[Event], Binding] = field(default_factory=dict)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -182,6 +185,7 @@ def plan(
                 retry_topics=tuple(retry_topic(group, t) for t in stage.retry.tiers)
                 if stage.retry.uses_retry_topics
                 else (),
+                replies=_bind_replies(stage, catalog, problems),
             )
         )
     if problems:
@@ -190,6 +194,19 @@ def plan(
         )
         raise kind("invalid stage declarations:\n  - " + "\n  - ".join(problems))
     return plans
+
+
+def _bind_replies(
+    stage: type[Stage], catalog: SchemaCatalog, problems: list[str]
+) -> dict[type[Event], Binding]:
+    replies = {}
+    for topic in stage.input_topics():
+        if topic.replies is not None and topic.replies not in replies:
+            try:
+                replies[topic.replies] = catalog.bind(topic.replies)
+            except SchemaError as exc:
+                problems.append(f"topic {topic.name!r} replies: {exc}")
+    return replies
 
 
 def _bind_topics(

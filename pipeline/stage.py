@@ -77,12 +77,15 @@ class Topic:
     ``id_field`` optionally names the field that identifies the event; the publisher then uses
     its value as the ``event-id`` header (otherwise a new UUID), so publishing the same business
     event twice is recognised as a duplicate by idempotent stages.
+    ``replies`` optionally names the model of the reply to a request on this topic
+    (``Publisher.request``, ``pipeline.reply``): what the stage reading it returns.
     """
 
     name: str
     model: type[Event]
     key: str | None = None
     id_field: str | None = None
+    replies: type[Event] | None = None
     # Declaration problems found while field checks were deferred (see deferred_field_checks).
     problems: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -94,6 +97,13 @@ class Topic:
         if not (isinstance(self.model, type) and issubclass(self.model, Event)):
             raise DeclarationError(
                 f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
+            )
+        if self.replies is not None and not (
+            isinstance(self.replies, type) and issubclass(self.replies, Event)
+        ):
+            raise DeclarationError(
+                f"topic {self.name!r}: replies must be a pipeline.Event subclass, "
+                f"got {self.replies!r}"
             )
         problems = tuple(
             f"topic {self.name!r}: {role} field {name!r} is not a field of {self.model.__name__}"

@@ -20,6 +20,7 @@ EXPECTED = {
     "Worker", "WorkerInfo", "load_settings",
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
     "Schedule",  # issue 13: cron schedules
+    "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
 }  # fmt: skip
 
 
