@@ -24,7 +24,9 @@ QUOTES = Topic("test.quotes", QuoteRequested, key="sku", replies=Quote)
 
 
 def price(request: QuoteRequested) -> Quote:
-    return Quote(sku=request.sku, price_cents=100 * request.quantity, quoted_by=f"pid-{os.getpid()}")
+    return Quote(
+        sku=request.sku, price_cents=100 * request.quantity, quoted_by=f"pid-{os.getpid()}"
+    )
 
 
 class Quoter(Stage):
