@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import phases, report
+from bench import phases, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -184,12 +184,15 @@ def main() -> int:
         chain = phases.chain_rounds(run, [RAW, OURS], rates, args.chain_seconds, args.rounds)
         print(f"io: handler awaits {args.io_ms:g} ms, {args.io_messages} records", flush=True)
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
+        print("request-reply: round trips (bench/reply_latency.py)", flush=True)
+        replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "chain": chain, "io": io, "notes": notes,
+            "request_reply": replies,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
@@ -226,6 +229,9 @@ def render(
         "",
         f"## I/O-bound stage: handler awaits {args.io_ms:g} ms, {args.io_messages} records",
         *report.io_table(data["io"]),
+        "",
+        "## Request-reply round trip (one request at a time; 16 in flight)",
+        f"`{json.dumps(data['request_reply'])}`",
         "",
         "## Notes",
         *(f"- {n}" for n in data["notes"]),
