@@ -185,3 +185,36 @@ def test_a_reply_of_an_undeclared_model_dead_letters_the_request() -> None:
         [dead] = harness.dead_letters(WrongReply)
         message = dead.headers["dlq-exception-message"] or b""
         assert b"no input topic declares" in message
+
+
+class TransactionalQuoter(Quoter):
+    guarantee = "exactly_once"
+
+
+def test_an_exactly_once_stage_replies_inside_its_transaction() -> None:
+    """The reply is one of the transaction's outputs: the requester, reading committed records
+    only, gets it once the transaction commits."""
+    t = memory()
+    with stages_running(t, TransactionalQuoter), Publisher(SETTINGS, transport=t) as pub:
+        quote = pub.request_sync(QUOTES, QuoteRequested(sku="tx", quantity=4), timeout_s=10)
+        assert quote.price_cents == 400
+
+
+class ChangesItsMind(Stage):
+    consumes = QUOTES
+
+    def handle(self, event: QuoteRequested, ctx: Context) -> Quote:
+        ctx.reply(Quote(sku=event.sku, price_cents=1, quoted_by="first"))
+        return Quote(sku=event.sku, price_cents=2, quoted_by="returned")
+
+
+def test_the_last_reply_given_wins_and_only_one_is_sent() -> None:
+    """ctx.reply then a returned Quote: the returned one is the reply, sent once."""
+    t = memory()
+    with (
+        stages_running(t, ChangesItsMind),
+        Publisher(SETTINGS, transport=t, reply_topic="rq") as pub,
+    ):
+        quote = pub.request_sync(QUOTES, QuoteRequested(sku="a", quantity=1), timeout_s=10)
+        assert quote.quoted_by == "returned"
+        assert len(t.broker.records("rq")) == 1
