@@ -90,6 +90,10 @@ bench: $(STAMP) $(PEERS_STAMP) ## Benchmark vs raw confluent-kafka and peers (ME
 
 .PHONY: bench
 
+bench-delays: $(STAMP) ## Due-time lateness of delayed events on the broker (EVENTS=3000 RATE=150 WORKERS=1)
+	$(PY) -m bench.delays --events $(or $(EVENTS),3000) --rate $(or $(RATE),150) --workers $(or $(WORKERS),1)
+.PHONY: bench-delays
+
 # -- chaos: kill -9, SIGTERM, scaling and a broker restart under load (see chaos/__init__.py) ---
 EVENTS ?= 100000
 KILLS ?= 20

@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import phases, reply_latency, report
+from bench import phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -45,6 +45,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--io-ms", type=float, default=10.0)
     p.add_argument("--concurrency", default="1,8,32", help="I/O concurrency sweep")
     p.add_argument("--peers", default="faststream,quix,faust")
+    p.add_argument("--priority-backlog", type=int, default=50_000, help="low-lane backlog")
+    p.add_argument("--obs-cost", action="store_true",
+                   help="only the cost of metrics and tracing (bench.obscost)")  # fmt: skip
     return p.parse_args()
 
 
@@ -157,6 +160,10 @@ def io_cases(peers: list[Contender], sweep: list[int]) -> tuple[list[tuple[Conte
 
 def main() -> int:
     args, started = parse(), time.monotonic()
+    if args.obs_cost:
+        from bench import obscost
+
+        return obscost.main(["--messages", str(args.messages), "--rounds", str(args.rounds)])
     bootstrap = bootstrap_servers()
     peers, not_run = available_peers([p for p in args.peers.split(",") if p])
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
@@ -184,15 +191,18 @@ def main() -> int:
         chain = phases.chain_rounds(run, [RAW, OURS], rates, args.chain_seconds, args.rounds)
         print(f"io: handler awaits {args.io_ms:g} ms, {args.io_messages} records", flush=True)
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
+        print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
+        prio = priority.phase(bootstrap, topics.prefix, args.priority_backlog)
         print("request-reply: round trips (bench/reply_latency.py)", flush=True)
         replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
+    summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    data = {"summary": summary, "drain": drain, "chain": chain, "io": io, "notes": notes,
-            "request_reply": replies,
+    data = {"summary": summary, "drain": drain, "chain": chain, "io": io, "priority": prio,
+            "request_reply": replies, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
@@ -229,6 +239,10 @@ def render(
         "",
         f"## I/O-bound stage: handler awaits {args.io_ms:g} ms, {args.io_messages} records",
         *report.io_table(data["io"]),
+        "",
+        f"## Priority lanes: high events behind {args.priority_backlog} on the low lane "
+        "(bench/priority.py)",
+        *priority.table(data["priority"]),
         "",
         "## Request-reply round trip (one request at a time; 16 in flight)",
         f"`{json.dumps(data['request_reply'])}`",

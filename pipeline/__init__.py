@@ -10,6 +10,7 @@ from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
 from pipeline.config import Settings, load_settings
 from pipeline.context import Context
+from pipeline.delays import DelayError
 from pipeline.errors import (
     AuthenticationError,
     BadMagicError,
@@ -38,6 +39,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.lanes import Lanes
 from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
@@ -64,6 +66,7 @@ __all__ = [
     "DeadLetter",
     "DeclarationError",
     "DecodeError",
+    "DelayError",
     "Delivered",
     "DeliveryError",
     "DuplicateGroupError",
@@ -73,6 +76,7 @@ __all__ = [
     "Hook",
     "Idempotency",
     "KafkaError",
+    "Lanes",
     "Pipeline",
     "PipelineError",
     "PipelineStatus",

@@ -189,6 +189,13 @@ class AlertRules:
         change = self._ratio.update(value, at)
         return [change] if change else []
 
+    def forget_backlog(self) -> None:
+        """Drop the waiting thresholds' state (firing or not), without telling anyone: another
+        worker judges them now."""
+        for threshold in (self._waiting, self._oldest):
+            if threshold is not None:
+                threshold.firing = False
+
     def backlog(self, waiting: int | None, oldest_s: float | None, at: float) -> list[Change]:
         """``oldest_s`` None with ``waiting`` 0 means nothing waits: an age of 0."""
         if oldest_s is None and waiting == 0:

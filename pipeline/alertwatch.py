@@ -10,6 +10,21 @@ watch's own reads them (``StatusReader.backlog``, each read bounded by ``READ_TI
 when a tick finds a read due every ``check_interval_s``; the tick only takes the last answer,
 so the consume loop never waits for the broker. A read that fails makes the values unknown
 (nothing fires or resolves on them) and is logged once until reads succeed again.
+
+Which worker judges what, when a group has several members (``--workers N``, or N pods):
+
+- **waiting** and **oldest_waiting** are the group's figures (its committed offsets against
+  the log ends, as ``pipeline status`` reads them), the same whichever member reads them. So
+  one member judges them: the one assigned the *judge partition*, partition 0 of the stage's
+  first input topic (exactly one member holds it at a time). The others never read the
+  backlog, and one backlog fires one alert, not N. When a rebalance moves that partition, the
+  old judge forgets its thresholds' state silently and the new one starts afresh: an alert
+  still firing then fires once more, from the new judge (it cannot know the old one fired).
+- **failure_ratio** is judged by every worker over its own deliveries: failures are not
+  recorded in the broker, so a worker knows only its own. A worker-local fault (a bad host,
+  its own connection pool) shows there; a group-wide one fires on each worker that sees it.
+  For one group-wide ratio, use the metrics (``pipeline_events_failed_total`` over
+  ``failed + completed``, summed over workers).
 """
 
 from __future__ import annotations
@@ -24,7 +39,7 @@ from pipeline.clock import Clock
 from pipeline.config import Settings
 from pipeline.hookcalls import Hooks
 from pipeline.hooks import Hook, StageInfo
-from pipeline.ports import RawRecord
+from pipeline.ports import RawRecord, TopicPartition
 from pipeline.queues import StatusReader
 from pipeline.registry import StagePlan
 from pipeline.transport import Transport
@@ -48,16 +63,44 @@ def watch(
     if alerts.reads_broker:
         backlog = _Backlog(plan, settings, transport)
         poller = BacklogPoller(plan.name, backlog.read, backlog.close)
-    return AlertWatch(alerts, clock, poller)
+    return AlertWatch(alerts, clock, poller, judge=(next(iter(plan.inputs)), 0))
 
 
 class AlertWatch(Hook):
-    def __init__(self, alerts: Alerts, clock: Clock, poller: BacklogPoller | None) -> None:
+    """``judge``: the partition whose holder judges the group-wide alerts (see the module
+    docstring); None: this watch judges them whatever it is assigned (a lone worker, a test)."""
+
+    def __init__(
+        self,
+        alerts: Alerts,
+        clock: Clock,
+        poller: BacklogPoller | None,
+        judge: TopicPartition | None = None,
+    ) -> None:
         self.rules = AlertRules(alerts)
         self._clock, self._poller = clock, poller
         self._interval = alerts.check_interval_s
         self._next_read: float | None = None  # monotonic; None: at the first tick
         self._tell: tuple[Callable[..., None] | None, Callable[..., None] | None] = (None, None)
+        self._judge = judge
+        self.judges_backlog = judge is None
+
+    def on_assign(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        if self._judge in partitions and not self.judges_backlog:
+            self.judges_backlog, self._next_read = True, None  # read at the next tick
+            if self._poller is not None:
+                self._poller.take()  # one read for an earlier role (it ended mid-read) is stale
+            log.info("%s: this worker judges the group's waiting alerts (it holds %s[%d])",
+                     stage.name, *self._judge)  # fmt: skip
+
+    def on_revoke(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
+        if self._judge in partitions and self.judges_backlog:
+            self.judges_backlog = False
+            self.rules.forget_backlog()  # the new judge starts afresh
+            if self._poller is not None:
+                self._poller.take()  # an answer read for the old role is not judged
+
+    on_lost = on_revoke
 
     def attach(self, hooks: Hooks) -> None:
         """Tell fired and resolved alerts to these hooks (the stage's, resolved)."""
@@ -83,7 +126,7 @@ class AlertWatch(Hook):
         wall = self._clock.time()
         changes = self.rules.failure_ratio(now, wall)
         poller = self._poller
-        if poller is not None:
+        if poller is not None and self.judges_backlog:
             reading = poller.take()
             if reading is not None:
                 changes += self.rules.backlog(*reading, at=wall)

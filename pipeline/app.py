@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, registry
+from pipeline import alertwatch, delaymover, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -67,6 +67,8 @@ class Pipeline:
             transport = kafka(settings)
         transport.check()  # client options, before any topic is created
         catalog = load_catalog(settings)
+        stages = list(stages)
+        stages += delaymover.movers(stages, settings, transport.topic_log)  # delayed topics
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         for schedule in declared:  # every emitted model has a schema, checked now
             catalog.bind(schedule.emit.model)
@@ -93,7 +95,9 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        created = self.transport.admin().ensure(self.topics())
+        admin = self.transport.admin()
+        created = admin.ensure(self.topics())
+        delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
@@ -123,13 +127,13 @@ class Pipeline:
         client_id = f"{plan.group}-{worker_id}"
         s = self.settings
         exactly_once = plan.stage.guarantee == "exactly_once"
-        consumer: ConsumerPort = self.transport.consumer(plan.group, client_id)
         # One transaction commits one group's offsets, so an exactly-once stage reads its retry
-        # topics with the same consumer; others use a second one, balanced on its own.
-        if plan.retry_topics and not exactly_once:
-            retry_group = f"{plan.group}.retry"
-            retry = self.transport.consumer(retry_group, f"{client_id}-retry", retry=True)
-            consumer = ConsumerSet(consumer, retry, plan.retry_topics, clock.monotonic)
+        # topics with the same consumer; others read retries and each priority lane with a
+        # consumer of their own, each balanced on its own (``plan.readers``).
+        def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
+            return self.transport.consumer(group, client_id + suffix, retry=retry)
+
+        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.

@@ -53,6 +53,10 @@ class PauseDeadlines:
         for tp in tps:
             self._until.pop(tp, None)
 
+    def deadlines(self) -> list[float]:
+        """When each paused partition resumes (on the clock given)."""
+        return list(self._until.values())
+
     def is_paused(self, tp: tuple[str, int]) -> bool:
         return tp in self._until
 

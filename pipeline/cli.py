@@ -32,6 +32,7 @@ from pipeline.errors import (
 if TYPE_CHECKING:
     from pipeline.events import Event
     from pipeline.serde import SchemaCatalog
+    from pipeline.stage import Topic
 
 app = typer.Typer(
     help="Reliable Avro event pipelines on Apache Kafka.",
@@ -163,6 +164,10 @@ def publish(
     ] = None,
     stages: StagesOpt = "stages",
     config: ConfigOpt = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(help="Priority lane: 0 (highest, the default) to N-1, or a level name."),
+    ] = None,
 ) -> None:
     """Validate PAYLOAD against TOPIC's schema, Avro-encode and publish it (waits for the ack)."""
     from pydantic import ValidationError
@@ -179,6 +184,7 @@ def publish(
             raise DeclarationError(f"unknown topic {topic!r}; topics declared in {stages}: {names}")
         declared = known[topic]
         declared.check()  # a misspelt key/id field, found while importing the stage modules
+        lane = _lane(declared, priority)
         data = _read_payload(payload)
         try:
             # Strict: JSON has types, so "12" for an int field is a mistake, not a number.
@@ -190,13 +196,21 @@ def publish(
         catalog = load_catalog(settings)
         _check_encodes(event, catalog)
         with Publisher(settings, catalog=catalog) as publisher:
-            where = publisher.publish(declared, event, key=key)
+            where = publisher.publish(declared, event, key=key, priority=lane)
     except PipelineError as exc:
         raise _fail(exc) from None
     assert where is not None
     typer.echo(
         f"published {where.topic}[{where.partition}]@{where.offset} event-id={where.event_id}"
     )
+
+
+def _lane(topic: Topic, priority: str | None) -> int:
+    """``--priority``: a lane index or a level name (``pipeline.lanes``); bad ones exit 2."""
+    try:
+        return topic.lane(int(priority) if priority and priority.isdigit() else priority)
+    except ValueError as exc:
+        raise DeclarationError(str(exc)) from None
 
 
 def _check_encodes(event: Event, catalog: SchemaCatalog) -> None:

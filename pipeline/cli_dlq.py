@@ -174,9 +174,12 @@ class _Decoder:
 
     def __init__(self, settings: Settings, transport: Transport, stages: str) -> None:
         from pipeline.app import Pipeline
+        from pipeline.lanes import lane_topic
         from pipeline.registry import discover_topics
 
-        self._topics = discover_topics(stages)
+        known = discover_topics(stages)  # and their priority lanes, whose events they carry
+        lanes = {lane_topic(n, k): t for n, t in known.items() for k in range(1, t.lanes)}
+        self._topics = known | lanes
         self._stages = stages
         self._pipeline = Pipeline.build(settings, transport=transport)
         self._prefix = settings.topic_prefix

@@ -103,9 +103,15 @@ def _show(status: PipelineStatus, as_json: bool) -> None:
 
 def _row(s: StageStatus) -> tuple[str, ...]:
     return (
-        s.stage, s.group, str(s.waiting), _age(s.oldest_waiting_s), _n(s.active), str(s.delayed),
+        s.stage, s.group, _waiting(s), _age(s.oldest_waiting_s), _n(s.active), str(s.delayed),
         _n(s.completed), _n(s.failed), str(s.dead_lettered), s.breaker or "n/a",
     )  # fmt: skip
+
+
+def _waiting(s: StageStatus) -> str:
+    """With priority lanes, each lane's share too, lane 0 first: ``50002 (2/0/50000)``."""
+    lanes = f" ({'/'.join(map(str, s.lanes))})" if s.lanes else ""
+    return f"{s.waiting}{lanes}"
 
 
 def _n(value: int | None) -> str:

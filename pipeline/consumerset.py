@@ -1,10 +1,22 @@
-"""A stage's inputs and its retry topics, read by two consumers behind one ConsumerPort.
+"""A stage's consumers behind one ConsumerPort, taken from in order of priority.
 
-Why two: assignors balance the *total* partition count per member, not each topic. With inputs
-and retry topics in one subscription, one worker could get every input partition and another
-only retry partitions, and point-to-point scaling would silently stop working. The retry
-consumer is in its own group (``<group>.retry``) so each set is balanced on its own; the
-runner sees one consumer and routes by topic without knowing.
+The sources, first to last: the retry topics (due retries come before new input), then the
+priority lanes of the inputs, lane 0 first (``pipeline.lanes``); a stage without lanes has one
+lane. Each source is a consumer of its own, in a group of its own:
+
+- assignors balance the *total* partition count per member, not each topic: with inputs and
+  retry topics (or two lanes) in one subscription, one worker could get every input partition
+  and another only retry partitions, and point-to-point scaling would silently stop working;
+- each consumer prefetches on its own, so a backlog fetched ahead on a low lane never sits in
+  front of a high lane's records in one client queue.
+
+One ``consume`` takes, for the room it is given, in this order: due retries (looked for at
+most every ``RETRY_POLL_INTERVAL_S``); what the share book says the lower lanes are owed (each
+lane below the top is guaranteed its ``Lanes.min_share`` while it has a backlog); then lane 0,
+lane 1, ..., each for the room left. Only when nothing came at all does the last
+lane wait up to ``timeout_s`` (so with one lane this is the single call it always was); a
+record of a higher lane arriving meanwhile is taken by the next call. The runner sees one
+consumer and routes by topic without knowing.
 """
 
 from __future__ import annotations
@@ -12,9 +24,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from pipeline.lanes import ShareBook
 from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPartition
+
+if TYPE_CHECKING:
+    from pipeline.registry import StagePlan
+
+# (group, client id suffix, whether it reads retry topics) -> a new consumer
+MakeConsumer = Callable[[str, str, bool], ConsumerPort]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One consumer of the set, the topics it reads, and how it is taken from."""
+
+    consumer: ConsumerPort
+    topics: frozenset[str]
+    every_s: float = 0.0  # looked at no more often than this (0: at every call)
+    share: float = 0.0  # guaranteed share of what is taken while it has a backlog
 
 
 class ConsumerSet:
@@ -23,37 +53,87 @@ class ConsumerSet:
     RETRY_POLL_INTERVAL_S = 0.1
 
     def __init__(
-        self,
-        main: ConsumerPort,
-        retry: ConsumerPort,
-        retry_topics: Sequence[str],
-        clock: Callable[[], float] = time.monotonic,
+        self, sources: Sequence[Source], clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._main = main
-        self._retry = retry
-        self._retry_topics = frozenset(retry_topics)
+        """``sources`` in the order they are taken from; the first that is looked at every
+        call owns any topic no source names."""
+        self._sources = tuple(sources)
+        self._consumers = tuple(s.consumer for s in self._sources)
         self._clock = clock
-        self._next_retry_poll = 0.0
+        self._next_poll = [0.0] * len(self._sources)
+        shares = [s.share for s in self._sources]
+        self._book = ShareBook(shares) if any(shares) else None  # none: strict order only
+        # The first source looked at every call: lane 0. Shares are paid just before it.
+        self._first_lane = next(i for i, s in enumerate(self._sources) if not s.every_s)
+        self._default = self._consumers[self._first_lane]
+        self._owner = {t: s.consumer for s in self._sources for t in s.topics}
+
+    @classmethod
+    def for_plan(
+        cls, plan: StagePlan, make: MakeConsumer, clock: Callable[[], float] = time.monotonic
+    ) -> ConsumerPort:
+        """The consumers ``plan.readers`` names, in their order: one plain consumer when that
+        is all the stage needs."""
+        readers = plan.readers
+        if len(readers) == 1:
+            return make(readers[0][0], "", False)
+        lanes = plan.lane_readers
+        shares = plan.stage.lanes.shares(len(lanes)) if len(lanes) > 1 else (0.0,)
+        sources = [
+            Source(make(group, f"-p{k}" if k else "", False), frozenset(topics), share=share)
+            for k, ((group, topics), share) in enumerate(zip(lanes, shares, strict=True))
+        ]
+        if plan.retry_topics:  # made after the lanes, taken from before them
+            retry = make(f"{plan.group}.retry", "-retry", True)
+            every = cls.RETRY_POLL_INTERVAL_S
+            sources.insert(0, Source(retry, frozenset(plan.retry_topics), every))
+        return cls(sources, clock)
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
-        self._main.subscribe([t for t in topics if t not in self._retry_topics], listener)
-        self._retry.subscribe([t for t in topics if t in self._retry_topics], listener)
+        for consumer in self._consumers:
+            mine = [t for t in topics if self._owner.get(t, self._default) is consumer]
+            if mine:
+                consumer.subscribe(mine, listener)
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
-        """Due retries first, then inputs up to ``max_records`` in all: retries are never
-        crowded out by a backlog of inputs (a concurrent stage asks for its free slots only)."""
-        retries: Sequence[RawRecord] = ()
-        now = self._clock()
-        if now >= self._next_retry_poll:
-            self._next_retry_poll = now + self.RETRY_POLL_INTERVAL_S
-            retries = self._retry.consume(max_records, 0)  # never waits: inputs pace the loop
-        room = max_records - len(retries)
-        if room <= 0:
-            return retries
-        records = self._main.consume(room, 0 if retries else timeout_s)
-        if not retries:
-            return records
-        return [*retries, *records]
+        """Never more than ``max_records`` in all (a concurrent stage asks for its free slots
+        only), in source order: retries, then lane 0, lane 1, ..."""
+        n = len(self._sources)
+        parts: list[tuple[int, Sequence[RawRecord]]] = []  # (source, its records)
+        asked, taken, room = [0] * n, [0] * n, max_records
+        book, now, last = self._book, self._clock(), n - 1
+        for i, source in enumerate(self._sources):
+            if i == self._first_lane and book is not None:  # what lower lanes are owed
+                for lane, owed in enumerate(book.owed(room)):
+                    if owed:
+                        room -= self._take(lane, owed, 0, parts, asked, taken)
+            if room <= 0:
+                break
+            if source.every_s:
+                if now < self._next_poll[i]:
+                    continue
+                self._next_poll[i] = now + source.every_s
+            # Only the last source may wait, and only when nothing came: never a stall while
+            # records are in hand, and a set of one lane is the single call it always was.
+            wait = timeout_s if i == last and room == max_records else 0
+            room -= self._take(i, room, wait, parts, asked, taken)
+        if book is not None:
+            book.record(max_records, asked, taken, max_records - room)
+        if len(parts) == 1:
+            return parts[0][1]
+        parts.sort(key=_source)  # stable: a lane's owed records stay before its others
+        return [r for _, batch in parts for r in batch]
+
+    def _take(
+        self, i: int, n: int, wait: float, parts: list[tuple[int, Sequence[RawRecord]]],
+        asked: list[int], taken: list[int],
+    ) -> int:  # fmt: skip
+        records = self._consumers[i].consume(n, wait)
+        asked[i] += n
+        if records:
+            taken[i] += len(records)
+            parts.append((i, records))
+        return len(records)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         for consumer, parts in self._split(partitions):
@@ -64,15 +144,11 @@ class ConsumerSet:
             consumer.resume(parts)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        (self._retry if tp[0] in self._retry_topics else self._main).seek(tp, offset)
+        self._owner.get(tp[0], self._default).seek(tp, offset)
 
     def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
-        main = {tp: o for tp, o in offsets.items() if tp[0] not in self._retry_topics}
-        retry = {tp: o for tp, o in offsets.items() if tp[0] in self._retry_topics}
-        if main:
-            self._main.commit(main, sync=sync)
-        if retry:
-            self._retry.commit(retry, sync=sync)
+        for consumer, parts in self._split(list(offsets)):
+            consumer.commit({tp: offsets[tp] for tp in parts}, sync=sync)
 
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
@@ -83,36 +159,47 @@ class ConsumerSet:
         return out
 
     def take_commit_failures(self) -> list[TopicPartition]:
-        return self._main.take_commit_failures() + self._retry.take_commit_failures()
+        return [tp for c in self._consumers for tp in c.take_commit_failures()]
 
     def group_metadata(self) -> Any:
-        # Two groups cannot share one transaction's offsets: exactly-once stages are given a
-        # single consumer (see Pipeline.runner), so this is never needed.
+        # Several groups cannot share one transaction's offsets: exactly-once stages are given
+        # a single consumer (see StagePlan.readers), so this is never needed.
         raise NotImplementedError("exactly-once stages read inputs and retries with one consumer")
 
     def close(self) -> None:
-        """Both at once: each close waits for its LeaveGroup answer (up to the request timeout
-        on a slow broker), and one after the other would spend the shutdown budget twice."""
+        """All at once: each close waits for its LeaveGroup answer (up to the request timeout
+        on a slow broker), and one after the other would spend the shutdown budget N times."""
         errors: list[BaseException] = []
 
-        def close_retry() -> None:
+        def close(consumer: ConsumerPort) -> None:
             try:
-                self._retry.close()
+                consumer.close()
             except BaseException as exc:  # raised below, on the caller's thread
                 errors.append(exc)
 
-        other = threading.Thread(target=close_retry, name="close-retry-consumer", daemon=True)
-        other.start()
+        first, *others = self._consumers
+        threads = [
+            threading.Thread(target=close, args=(c,), name="close-consumer", daemon=True)
+            for c in others
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            self._main.close()
+            first.close()
         finally:
-            other.join()
+            for thread in threads:
+                thread.join()
         if errors:
             raise errors[0]
 
     def _split(
         self, partitions: list[TopicPartition]
     ) -> list[tuple[ConsumerPort, list[TopicPartition]]]:
-        main = [tp for tp in partitions if tp[0] not in self._retry_topics]
-        retry = [tp for tp in partitions if tp[0] in self._retry_topics]
-        return [(c, p) for c, p in ((self._main, main), (self._retry, retry)) if p]
+        by: dict[int, list[TopicPartition]] = {}
+        for tp in partitions:
+            by.setdefault(id(self._owner.get(tp[0], self._default)), []).append(tp)
+        return [(c, by[id(c)]) for c in self._consumers if id(c) in by]
+
+
+def _source(part: tuple[int, Sequence[RawRecord]]) -> int:
+    return part[0]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
@@ -32,6 +34,11 @@ class Output:
     event: Event
     key: bytes | None
     headers: list[tuple[str, bytes]]  # extra headers given to emit()
+    # emit(delay=...): (delay in ms, None) or (None, due wall ms); the writer fixes the due
+    # time on its clock (``due_ms``) and sends the output to a delay tier (``pipeline.delays``).
+    delay: tuple[int | None, int | None] | None = None
+    due_ms: int | None = None
+    lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
     reply_to: str | None = None  # a reply (``Context.reply``): the requester's reply topic
 
 
@@ -119,9 +126,16 @@ class Context:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> None:
         """Queue ``event`` for ``topic``. The key defaults to the topic's key field, else the
-        input record's key, so per-key order is kept along the pipeline."""
+        input record's key, so per-key order is kept along the pipeline. ``delay`` (1 s to 30
+        days) or ``deliver_at``: the topic's consumers see it then (a ``delayed=True`` topic);
+        a bad one raises ``DelayError`` here (the event is dead-lettered, never retried).
+        ``priority``: the lane of a topic with priorities (an index, 0 highest, or a level
+        name; default 0)."""
         if topic.name not in self._allowed:
             raise DeclarationError(
                 f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
@@ -135,7 +149,19 @@ class Context:
             key = str(getattr(event, topic.key))
         raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
         extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
-        self.outputs.append(Output(topic, event, raw_key, extra))
+        later = (
+            None
+            if delay is None and deliver_at is None
+            else delays.relative(topic, delay, deliver_at)
+        )
+        lane = 0 if priority is None else self._lane(topic, priority)
+        self.outputs.append(Output(topic, event, raw_key, extra, later, lane=lane))
+
+    def _lane(self, topic: Topic, priority: int | str) -> int:
+        try:
+            return topic.lane(priority)
+        except ValueError as exc:  # a declaration error: the input is dead-lettered
+            raise DeclarationError(f"stage {self.stage}: {exc}") from None
 
     @property
     def reply_to(self) -> str | None:
@@ -156,4 +182,4 @@ class Context:
             self.outputs = [o for o in self.outputs if o.reply_to is None]
         answered = [(hdr.IN_REPLY_TO, self.event_id.encode())]
         topic = Topic(reply_to, type(event))
-        self.outputs.append(Output(topic, event, None, answered, reply_to))
+        self.outputs.append(Output(topic, event, None, answered, reply_to=reply_to))

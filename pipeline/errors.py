@@ -5,7 +5,8 @@ The tree::
     PipelineError
     ├── ConfigError                 bad settings or environment (before anything connects)
     ├── DeclarationError            a stage, topic or model declaration is wrong (at startup)
-    │   └── DuplicateGroupError     two stages claim the same consumer group
+    │   ├── DuplicateGroupError     two stages claim the same consumer group
+    │   └── DelayError              a delay out of 1 s .. 30 days, or on a topic not delayed=True
     ├── SchemaError                 a .avsc file is unreadable or not valid Avro
     │   ├── SchemaNotFoundError     a model or topic names a schema that schemas/ lacks
     │   └── SchemaMismatchError     a pydantic model does not match its Avro schema

@@ -250,10 +250,11 @@ def build(
     breaker: CircuitBreaker | None,
     idempotent: bool,
     transaction: TransactionCommitter | None = None,
+    extra: Sequence[Gate] = (),
 ) -> Chain:
     """The chain for what the stage enables, in this order: a partition held in this batch, a
     transaction old enough to commit, a duplicate, a retry not yet due, a record settled by a
-    refusal, an open breaker."""
+    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), an open breaker."""
     gates: list[Gate] = [HeldInBatch(holds)]
     if transaction is not None:
         gates.append(TransactionAge(transaction))
@@ -263,6 +264,7 @@ def build(
     if retry_topics:
         gates.append(RetryDue(holds))
     gates.append(Refused(refusals, tracker))
+    gates.extend(extra)
     breaker_gate = Breaker(breaker) if breaker is not None else None
     if breaker_gate is not None:
         gates.append(breaker_gate)

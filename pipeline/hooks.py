@@ -51,11 +51,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class StageInfo:
-    """Which stage a hook hears from: its name, its consumer group, and the worker running it."""
+    """Which stage a hook hears from: its name, its consumer group, and the worker running it.
+    ``has_breaker``: the stage declares a circuit breaker, which starts closed (so a metric can
+    show its state before the first ``on_breaker_change``)."""
 
     name: str
     group: str
     worker_id: str
+    has_breaker: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline import delays
 from pipeline import headers as hdr
+from pipeline.clock import SYSTEM, Clock
 from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
 from pipeline.hookcalls import Hooks
+from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
@@ -30,7 +33,10 @@ FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
 
 class OutputWriter:
-    def __init__(self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks) -> None:
+    def __init__(
+        self, plan: StagePlan, codec: Codec, producer: ProducerPort, hooks: Hooks,
+        clock: Clock = SYSTEM,
+    ) -> None:  # fmt: skip
         self._stage = plan.name
         self._outputs = plan.outputs
         self._replies = plan.replies
@@ -39,6 +45,7 @@ class OutputWriter:
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
+        self._clock = clock  # fixes the due time of delayed outputs
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
         self._failed: list[tuple[TopicPartition, Token, Any, Any, bool]] = []
@@ -52,6 +59,8 @@ class OutputWriter:
                 physical, binding = output.reply_to, self._reply_binding(output)
             else:
                 physical, binding = self._outputs[output.topic.name]
+            if output.delay is not None:  # checked here: a bad one fails the handler's call
+                output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
                 out.append(self._codec.encode(output.event, binding, physical))
             except SerializationError:
@@ -93,9 +102,15 @@ class OutputWriter:
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
             headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
+            # A reply goes to the requester's own topic (no lanes, no delay: ctx.reply sets none).
+            base = output.reply_to or outputs[output.topic.name][0]
+            topic = lane_topic(base, output.lane) if output.lane else base
+            sent = headers
+            if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
+                hop = delays.defer(topic, output.due_ms, self._clock.wall_ms(), headers, base=base)
+                topic, sent = hop.topic, [*hop.headers]
             try:
-                physical = output.reply_to or outputs[output.topic.name][0]
-                produce(physical, payloads[index], output.key, headers, on_delivery)
+                produce(topic, payloads[index], output.key, sent, on_delivery)
             except KafkaError as exc:  # refused locally (too large, unknown topic, txn state)
                 on_delivery(exc, None)
                 break

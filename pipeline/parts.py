@@ -94,16 +94,19 @@ def build(
         )  # fmt: skip
     else:
         committer = OffsetCommitter(plan.group, consumer, tracker, hooks)
-    outputs = OutputWriter(plan, codec, producer, hooks)
+    outputs = OutputWriter(plan, codec, producer, hooks, clock)
     policy = plan.stage.retry
     router = Router(
         plan, policy, outputs, tracker, hooks, holds, breaker, committer.after_commit, clock
     )
     refusals = Refusals(plan.name, holds, tracker, router, assigned, hooks, policy.ordered_backoff)
+    # A built-in stage (a delay mover) may bring gates of its own: they settle its records.
+    built_in = getattr(plan.stage, "built_in_gates", None)
     chain = gates.build(
         holds, tracker, refusals, hooks, retry_topics=frozenset(plan.retry_topics),
         breaker=breaker, idempotent=plan.stage.idempotency is not None,
         transaction=committer if isinstance(committer, TransactionCommitter) else None,
+        extra=built_in(tracker, outputs, clock) if built_in is not None else (),
     )  # fmt: skip
     return Parts(
         plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,

@@ -35,7 +35,9 @@ DEFAULT_INTERVAL_S = 10.0
 def log_names(plans: Sequence[StagePlan]) -> None:
     """One line per stage: its groups, and the topics it reads and writes besides its own."""
     for plan in plans:
-        reads = ", ".join(plan.inputs)
+        [(_, lane0), *lanes] = plan.lane_readers
+        reads = ", ".join(lane0) + "".join(f"; lane {k}: {', '.join(ts)} (group {g})"
+                                           for k, (g, ts) in enumerate(lanes, 1))  # fmt: skip
         if not plan.retry_topics:
             retries = "retries: none (in place)" if plan.stage.retry.ordered else "retries: none"
         elif plan.stage.guarantee == "exactly_once":  # one transaction, so one consumer
@@ -175,12 +177,8 @@ class LagPoller:
 def stage_lag(monitor: LagPort, plan: StagePlan) -> int | None:
     """Records the stage's groups have not committed yet, over its inputs and retry topics;
     None while the cluster cannot tell (a partition without a leader, say)."""
-    # An exactly-once stage reads its retry topics in its own group (see Pipeline.runner).
-    together = plan.stage.guarantee == "exactly_once"
-    try:
-        lag = monitor.lag(plan.group, plan.subscriptions if together else list(plan.inputs))[1]
-        if plan.retry_topics and not together:
-            lag += monitor.lag(f"{plan.group}.retry", list(plan.retry_topics))[1]
+    try:  # each consumer's group on its topics, as Pipeline.runner splits them
+        lag = sum(monitor.lag(group, topics)[1] for group, topics in plan.readers)
     except KafkaError:
         return None
     return lag

@@ -23,16 +23,20 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.app import Announce, build_codec, load_catalog
+from pipeline.clock import SYSTEM
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeliveryError, KafkaError, TopicNotFoundError
 from pipeline.events import Event
 from pipeline.hookcalls import publish_hook
 from pipeline.hooks import Hook, check
+from pipeline.lanes import lane_topic
 from pipeline.reply import ReplyCounts
 from pipeline.replyrequests import Requests
 from pipeline.serde import Binding, Codec, SchemaCatalog
@@ -112,12 +116,25 @@ class Publisher:
         wait: bool = True,
         timeout_s: float = 30.0,
         on_delivery: DeliveryHandler | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> Delivered | None:
         """Encode and send ``event``. With ``wait`` (default) block until acknowledged and
-        return where it was stored; otherwise return None and report to ``on_delivery``."""
+        return where it was stored; otherwise return None and report to ``on_delivery``.
+
+        ``delay`` (a timedelta or seconds) or ``deliver_at`` (a datetime): the topic's
+        consumers see the event at that time, not before (a ``delayed=True`` topic; 1 s to 30
+        days, else ``DelayError``). It is stored in a delay tier meanwhile (``Delivered``
+        says where); ``cancel(topic, event_id)`` withdraws it.
+
+        ``priority``: the lane of a topic with priorities (``pipeline.lanes``): an index, 0
+        highest as in Bull, or a level name; default 0, the topic itself."""
         _require_topic(topic)
+        due, lane = self._due(topic, delay, deliver_at), topic.lane(priority)
         if not wait:
-            self._send(topic, event, key, headers, on_delivery or self._remember_failure)
+            report = on_delivery or self._remember_failure
+            self._send(topic, event, key, headers, report, due, lane)
             return None
         done = threading.Event()
         outcome: list[Delivered | DeliveryError] = []
@@ -126,7 +143,7 @@ class Publisher:
             outcome.append(result)
             done.set()
 
-        self._send(topic, event, key, headers, record)
+        self._send(topic, event, key, headers, record, due, lane)
         if not done.wait(timeout_s):
             raise DeliveryError(f"no acknowledgement for {topic.name} within {timeout_s}s")
         return _unwrap(outcome[0])
@@ -138,16 +155,21 @@ class Publisher:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
+        priority: int | str | None = None,
     ) -> Delivered:
-        """Send ``event`` and await its acknowledgement without blocking the event loop."""
+        """Send ``event`` and await its acknowledgement without blocking the event loop
+        (``delay`` / ``deliver_at`` as in ``publish``)."""
         _require_topic(topic)
+        due, lane = self._due(topic, delay, deliver_at), topic.lane(priority)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered | DeliveryError] = loop.create_future()
 
         def record(result: Delivered | DeliveryError) -> None:
             loop.call_soon_threadsafe(_settle, future, result)
 
-        self._send(topic, event, key, headers, record)
+        self._send(topic, event, key, headers, record, due, lane)
         return _unwrap(await future)
 
     # -- request-reply (pipeline.reply) --------------------------------------------------
@@ -178,6 +200,27 @@ class Publisher:
     def replies(self) -> ReplyCounts:
         """Counts of replies answered, dropped (late, duplicate) and requests timed out."""
         return self._requests.counts
+    def cancel(self, topic: Topic, event_id: str, *, timeout_s: float = 30.0) -> None:
+        """Withdraw the delayed event ``event_id`` of ``topic``: it is not delivered if this
+        returns at least a second before its due time (later: it may be). Cancelling an id
+        that is not delayed (or no longer) does nothing. ``DeliveryError`` if not stored."""
+        _require_topic(topic)
+        if not topic.delayed:
+            raise delays.DelayError(f"topic {topic.name!r} is not declared delayed=True")
+        physical = delays.cancel_topic(self.settings.topic(topic.name))
+        self._ensure_topic(physical)
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def record(err: Any, _msg: Any) -> None:
+            outcome.append(err)
+            done.set()
+
+        self._producer.produce(physical, b"cancelled", event_id.encode(), [], record)
+        if not done.wait(timeout_s):
+            raise DeliveryError(f"no acknowledgement for {physical} within {timeout_s}s")
+        if outcome[0] is not None:
+            raise _delivery_error(self._producer.delivery_error(outcome[0], physical))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every record sent so far; raise if any of them (not handed to an
@@ -212,6 +255,19 @@ class Publisher:
 
     # -- internals ------------------------------------------------------------------------
 
+    @staticmethod
+    def _due(
+        topic: Topic, delay: timedelta | float | None, deliver_at: datetime | None
+    ) -> int | None:
+        if delay is None and deliver_at is None:
+            return None
+        if not topic.delayed:
+            raise delays.DelayError(
+                f"topic {topic.name!r} is not declared delayed=True: declare it so, for its "
+                "consumers' workers to create and move its delay tiers"
+            )
+        return delays.due_ms(SYSTEM.wall_ms(), delay, deliver_at)
+
     def _send(
         self,
         topic: Topic,
@@ -219,21 +275,27 @@ class Publisher:
         key: str | bytes | None,
         headers: dict[str, str | bytes] | None,
         report: DeliveryHandler,
+        due_ms: int | None = None,
+        lane: int = 0,
         event_id: str | None = None,
     ) -> None:
         if not isinstance(event, topic.model):
             raise TypeError(
                 f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}"
             )
-        physical = self.settings.topic(topic.name)
-        self._ensure_topic(physical)
-        value = self._codec.encode(event, self._binding(topic.model), physical)
+        base = self.settings.topic(topic.name)
+        physical = lane_topic(base, lane) if lane else base
+        # Encoded for the topic itself whatever the lane: lanes are one topic to schemas.
+        value = self._codec.encode(event, self._binding(topic.model), base)
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
-        if event_id is None:
-            event_id = event_id_for(topic, event)
+        event_id = event_id or event_id_for(topic, event)  # a request's is chosen before
         raw_headers = [(hdr.EVENT_ID, event_id.encode())]
         raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
+        if due_ms is not None:  # to a delay tier; the mover delivers it when due
+            hop = delays.defer(physical, due_ms, SYSTEM.wall_ms(), raw_headers, base=base)
+            physical, raw_headers = hop.topic, hop.headers
+        self._ensure_topic(physical)
         raw_key = key.encode() if isinstance(key, str) else key
         watch = None
         if self._before_publish is not None:

@@ -7,10 +7,13 @@ Everything but the live columns comes from the broker, so it works with no worke
 - **oldest_waiting_s**: now minus the timestamp of the record at the committed offset, the
   oldest waiting event of each partition (None when nothing waits).
 - **delayed**: records in the stage's retry topics not yet committed by the group that reads
-  them (``<group>.retry``; the group itself for exactly-once stages): exact.
+  them (``<group>.retry``; the group itself for exactly-once stages), plus the delayed events
+  of its ``delayed=True`` inputs waiting in their delay tiers (``pipeline.delays``): exact.
 - **dead_lettered**: records in ``<group>.dlq`` now (high minus low watermark): exact for what
   the topic holds (a purge or retention removes them), an upper bound for exactly-once stages,
   whose transaction markers take offsets too.
+- **lanes**: for a stage whose inputs have priority lanes (``pipeline.lanes``), waiting per
+  lane, lane 0 first (each lane is read in its own group, ``<group>.p<k>``).
 - **committed**: input records the group has settled since the log's start (completed,
   retried, dead-lettered or skipped alike), while retention keeps them.
 
@@ -25,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline import delaymover
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.livemetrics import LiveCounts, LiveSource
@@ -59,6 +63,7 @@ class StageStatus:
     breaker: str | None  # "closed", "open", "half-open"; "none" without one; None: unknown
     partitions: tuple[PartitionStatus, ...]
     missing_topics: tuple[str, ...] = ()  # declared topics the cluster does not have
+    lanes: tuple[int, ...] = ()  # waiting per priority lane, lane 0 first; () without lanes
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,9 @@ class StatusReader:
 
     def backlog(self, plan: StagePlan) -> Backlog:
         """Waiting events of ``plan``'s inputs and the age of the oldest (what alerts need)."""
-        marks = self._port.offsets(plan.group, list(plan.inputs))
+        marks: dict[TopicPartition, PartitionOffsets] = {}
+        for group, topics in plan.lane_readers:  # each priority lane in its own group
+            marks.update(self._port.offsets(group, topics))
         positions = {tp: self._position(o) for tp, o in marks.items()}
         behind = {tp: pos for tp, pos in positions.items() if marks[tp].high > pos}
         stamps = self._port.timestamps(behind)
@@ -154,6 +161,8 @@ class StatusReader:
         delayed = (
             self._port.offsets(retry_group, list(plan.retry_topics)) if plan.retry_topics else {}
         )
+        for group, tiers in delaymover.tiers_read(plan):  # delayed events of its inputs
+            delayed = {**delayed, **self._port.offsets(group, tiers)}
         dead = self._port.offsets(None, [plan.dlq_topic])
         present = {t for t, _ in (*_tps(backlog), *delayed, *dead)}
         missing = tuple(t for t in (*plan.inputs, *plan.retry_topics, plan.dlq_topic)
@@ -176,6 +185,7 @@ class StatusReader:
             breaker=breaker,
             partitions=backlog.partitions,
             missing_topics=missing,
+            lanes=_lanes(plan, backlog),
         )
 
     def _position(self, o: PartitionOffsets) -> int:
@@ -192,6 +202,16 @@ class StatusReader:
             return self._live.read(), None
         except OSError as exc:
             return None, str(exc)
+
+
+def _lanes(plan: StagePlan, backlog: Backlog) -> tuple[int, ...]:
+    if not plan.lanes:
+        return ()
+    lane_of = {t: k for k, (_, topics) in enumerate(plan.lane_readers) for t in topics}
+    waiting = [0] * (len(plan.lanes) + 1)
+    for p in backlog.partitions:
+        waiting[lane_of[p.topic]] += p.waiting
+    return tuple(waiting)
 
 
 def _tps(backlog: Backlog) -> list[TopicPartition]:

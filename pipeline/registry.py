@@ -32,6 +32,7 @@ from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
 from pipeline.events import Event
 from pipeline.hooks import Hook, check
+from pipeline.lanes import lane_group, lane_topic
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic, deferred_field_checks
@@ -52,19 +53,41 @@ class StagePlan:
     outputs: dict[str, tuple[str, Binding]]  # logical topic -> (physical topic, binding)
     dlq_topic: str
     retry_topics: tuple[str, ...] = ()  # one per RetryPolicy tier, in tier order
+    # Priority lanes (``pipeline.lanes``): the input topics of lane 1, lane 2, ... (lane 0 is
+    # every other input); ``inputs`` holds them all too.
+    lanes: tuple[tuple[str, ...], ...] = ()
+    output_lanes: tuple[str, ...] = ()  # the lane topics (below lane 0) of its outputs
     # Models its input topics declare as ``replies``: what ``ctx.reply`` may send.
     replies: dict[type[Event], Binding] = field(default_factory=dict)
 
     @property
     def subscriptions(self) -> list[str]:
-        """What the stage's consumer reads: its inputs and its own retry topics."""
+        """What the stage's consumers read: its inputs and its own retry topics."""
         return [*self.inputs, *self.retry_topics]
 
     @property
     def topics(self) -> list[str]:
         """Every topic this stage reads or writes, for creation at startup."""
         outputs = (phys for phys, _ in self.outputs.values())
-        return [*self.inputs, *outputs, *self.retry_topics, self.dlq_topic]
+        return [*self.inputs, *outputs, *self.output_lanes, *self.retry_topics, self.dlq_topic]
+
+    @property
+    def lane_readers(self) -> list[tuple[str, list[str]]]:
+        """(group, input topics) of each lane, lane 0 first: lane 0 in the stage's group,
+        lane k in ``<group>.p<k>`` (``pipeline.lanes``)."""
+        lower = {t for lane in self.lanes for t in lane}
+        out = [(self.group, [t for t in self.inputs if t not in lower])]
+        return out + [(lane_group(self.group, k), list(ts)) for k, ts in enumerate(self.lanes, 1)]
+
+    @property
+    def readers(self) -> list[tuple[str, list[str]]]:
+        """(group, topics) of every consumer the stage reads with, as ``Pipeline.runner``
+        makes them: retry topics in ``<group>.retry``, then the lanes (``lane_readers``); an
+        exactly-once stage (never with lanes) reads inputs and retries with one consumer."""
+        if self.stage.guarantee == "exactly_once" or not (self.retry_topics or self.lanes):
+            return [(self.group, self.subscriptions)]
+        retry = [(f"{self.group}.retry", list(self.retry_topics))] if self.retry_topics else []
+        return retry + self.lane_readers
 
 
 def load(spec: str) -> list[type[Stage]]:
@@ -174,17 +197,21 @@ def plan(
         problems.extend(_check_annotation(stage))
         if any(t.name not in bindings for t in (*stage.input_topics(), *stage.emits)):
             continue
+        lanes = _lanes(stage.input_topics(), settings)
         plans.append(
             StagePlan(
                 stage=stage,
                 name=stage.stage_name(),
                 group=group,
-                inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()},
+                inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()}
+                | {phys: bindings[t.name] for lane in lanes for t, phys in lane},
                 outputs={t.name: (settings.topic(t.name), bindings[t.name]) for t in stage.emits},
                 dlq_topic=dlq_topic(group),
                 retry_topics=tuple(retry_topic(group, t) for t in stage.retry.tiers)
                 if stage.retry.uses_retry_topics
                 else (),
+                lanes=tuple(tuple(phys for _, phys in lane) for lane in lanes),
+                output_lanes=tuple(p for lane in _lanes(stage.emits, settings) for _, p in lane),
                 replies=_bind_replies(stage, catalog, problems),
             )
         )
@@ -196,6 +223,16 @@ def plan(
     return plans
 
 
+def _lanes(
+    topics: Iterable[Topic], settings: Settings
+) -> list[list[tuple[Topic, str]]]:
+    """(topic, physical lane topic) of lane 1, lane 2, ... of ``topics``."""
+    topics = list(topics)
+    count = max((t.lanes for t in topics), default=1)
+    return [
+        [(t, lane_topic(settings.topic(t.name), k)) for t in topics if k < t.lanes]
+        for k in range(1, count)
+    ]
 def _bind_replies(
     stage: type[Stage], catalog: SchemaCatalog, problems: list[str]
 ) -> dict[type[Event], Binding]:
@@ -221,8 +258,15 @@ def _bind_topics(
                     f"topic {topic.name!r} is declared with two models: "
                     f"{seen.model.__name__} and {topic.model.__name__}"
                 )
+            elif seen.levels != topic.levels:
+                problems.append(f"topic {topic.name!r} is declared with two sets of priorities")
     for topic in topics.values():
         problems.extend(topic.problems)
+        problems.extend(
+            f"topic {topic.name!r}: its lane {k} is topic {lane!r}, which is declared too"
+            for k in range(1, topic.lanes)
+            if (lane := lane_topic(topic.name, k)) in topics
+        )
     bindings = {}
     for name, topic in topics.items():
         try:

@@ -136,7 +136,7 @@ class Requests:
 
         sent = {**(headers or {}), hdr.REPLY_TO: inbox.topic}
         try:
-            self._send(topic, event, key, sent, delivered, request_id)
+            self._send(topic, event, key, sent, delivered, event_id=request_id)
         except BaseException:
             inbox.forget(request_id)
             raise

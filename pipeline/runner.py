@@ -83,7 +83,8 @@ class StageRunner:
         self.stats = StageStats(plan.name, plan.group, breaker=breaker)
         # The stats first, then the Pipeline's hooks, then the stage's own.
         subscribers = (StatsHook(self.stats), *hooks, *plan.stage.hooks)
-        self.hooks = h = Hooks(StageInfo(plan.name, plan.group, worker_id), subscribers)
+        info = StageInfo(plan.name, plan.group, worker_id, has_breaker=bool(plan.stage.breaker))
+        self.hooks = h = Hooks(info, subscribers)
         self.stop_event = stop or StopEvent()
         self._consumer, self._producer, self._clock = consumer, producer, clock
         self._decode = parts.decoder(plan, codec)
@@ -341,6 +342,10 @@ class StageRunner:
         if self._on_tick is not None and now - self._last_tick >= TICK_INTERVAL_S:
             self._last_tick = now
             self._on_tick(now)
+
+    def hold_deadlines(self) -> list[float]:
+        """When each held partition resumes (monotonic): a test harness's fake clock jumps."""
+        return self._holds.pauses.deadlines()
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and

@@ -39,6 +39,7 @@ from pipeline.events import Event
 from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
+from pipeline.lanes import Lanes, lane_of, levels
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -77,6 +78,11 @@ class Topic:
     ``id_field`` optionally names the field that identifies the event; the publisher then uses
     its value as the ``event-id`` header (otherwise a new UUID), so publishing the same business
     event twice is recognised as a duplicate by idempotent stages.
+    ``priorities`` makes it priority lanes (``pipeline.lanes``): a number of lanes, or their
+    level names, highest first; ``publish(..., priority=)`` and ``ctx.emit(..., priority=)``
+    pick one (lane 0, the base topic, by default).
+    ``delayed=True`` lets events be published or emitted to it with a delay: its delay tiers
+    are created and moved by the workers of the stages that consume it (``pipeline.delays``).
     ``replies`` optionally names the model of the reply to a request on this topic
     (``Publisher.request``, ``pipeline.reply``): what the stage reading it returns.
     """
@@ -85,7 +91,11 @@ class Topic:
     model: type[Event]
     key: str | None = None
     id_field: str | None = None
+    delayed: bool = False
+    priorities: int | tuple[str, ...] | None = None
     replies: type[Event] | None = None
+    # The level names, highest first; () without lanes. Derived from ``priorities``.
+    levels: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     # Declaration problems found while field checks were deferred (see deferred_field_checks).
     problems: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -113,6 +123,16 @@ class Topic:
         if problems and not _DEFER_FIELD_CHECKS.get():
             raise DeclarationError("; ".join(problems))
         object.__setattr__(self, "problems", problems)  # frozen: set once, here
+        object.__setattr__(self, "levels", levels(self.priorities, f"topic {self.name!r}"))
+
+    @property
+    def lanes(self) -> int:
+        """How many lanes (topics) it is: 1 without priorities."""
+        return max(len(self.levels), 1)
+
+    def lane(self, priority: int | str | None) -> int:
+        """The lane index of a ``priority=`` argument (ValueError if it names none)."""
+        return lane_of(self.levels, priority, f"topic {self.name!r}")
 
     def check(self) -> None:
         """Raise DeclarationError if the declaration has problems (see ``problems``)."""
@@ -145,6 +165,8 @@ class Stage:
             ``on_stalled`` hook, counted); default half of ``timeout_s``, else 30 s.
         alerts: thresholds (``pipeline.alerts.Alerts``) whose crossing fires the ``on_alert``
             hook once, and ``on_resolved`` when the value falls back; None: no alerts.
+        lanes: how fetches are shared among the priority lanes of its inputs
+            (``pipeline.lanes.Lanes``; default: each lower lane is guaranteed 10 %).
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -160,6 +182,7 @@ class Stage:
     hooks: ClassVar[tuple[Hook, ...]] = ()
     stall_after_s: ClassVar[float | None] = None
     alerts: ClassVar[Alerts | None] = None
+    lanes: ClassVar[Lanes] = Lanes()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -230,6 +253,7 @@ def _check_policies(cls: type[Stage], where: str) -> None:
             f"{where}: `guarantee` must be 'at_least_once' or 'exactly_once', not {cls.guarantee!r}"
         )
     _check_concurrency(cls, where)
+    _check_lanes(cls, where)
     cls.hooks = check(cls.hooks, f"{where}: `hooks`")
     stall = cls.stall_after_s
     if stall is not None and (isinstance(stall, bool) or not isinstance(stall, int | float)
@@ -273,6 +297,25 @@ def _check_concurrency(cls: type[Stage], where: str) -> None:
             "ordered retries hold the partition and retry a failed record before any later one "
             "runs, but with concurrent handlers later records (other keys) have already run; "
             "use retry topics (order per key is kept), or concurrency = 1"
+        )
+
+
+def _check_lanes(cls: type[Stage], where: str) -> None:
+    if not isinstance(cls.lanes, Lanes):
+        raise DeclarationError(f"{where}: `lanes` must be a Lanes(min_share=...)")
+    count = max(t.lanes for t in cls.input_topics())
+    if count == 1:
+        return
+    try:
+        cls.lanes.shares(count)
+    except DeclarationError as exc:
+        raise DeclarationError(f"{where}: {exc}") from None
+    if cls.guarantee == "exactly_once":
+        raise DeclarationError(
+            f"{where}: priority lanes cannot be read with guarantee='exactly_once': each lane "
+            "is read by a consumer of its own (so a low lane's backlog never queues in front of "
+            "a high lane), and one transaction commits one consumer's offsets; use "
+            "at_least_once with an idempotency store, or a topic without priorities"
         )
 
 

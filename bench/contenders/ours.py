@@ -117,13 +117,13 @@ class CountingProducer(KafkaProducer):
         self.made.append(self)
 
 
-def main(args: Any, metrics: bool = False) -> None:
+def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     """``metrics``: as ``pipeline run`` with ``PIPELINE_METRICS_PORT`` (the ``Metrics`` hook, its
-    /metrics endpoint and the lag thread)."""
+    /metrics endpoint and the lag thread). ``hooks``: pipeline hooks (``bench.obscost``)."""
     settings = Settings(
         bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, schemas_dir=common.SCHEMAS_DIR
     )
-    pipeline = Pipeline.build(settings, [stage_class(args)])
+    pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
     pipeline.ensure_topics()
     if metrics:
         from pipeline.metrics import serve_worker

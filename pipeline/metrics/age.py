@@ -10,11 +10,29 @@ but not yet committed count as unfinished until the next commit (about a second)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from pipeline.ports import RawRecord, TopicPartition
 
 NO_TIMESTAMP = 0  # librdkafka's TIMESTAMP_NOT_AVAILABLE
+
+
+def runs(
+    records: Sequence[RawRecord],
+) -> Iterator[tuple[TopicPartition, RawRecord, RawRecord, int]]:
+    """A batch as runs of one partition's consecutive records: (partition, first, last, count),
+    in one pass (a batch usually holds a few long runs)."""
+    if not records:
+        return
+    first = last = records[0]
+    topic, partition, n = first.topic(), first.partition(), 0
+    for record in records:
+        if record.partition() != partition or record.topic() != topic:
+            yield (topic, partition), first, last, n
+            first, topic, partition, n = record, record.topic(), record.partition(), 0
+        last = record
+        n += 1
+    yield (topic, partition), first, last, n
 
 
 class OldestUnfinished:
@@ -24,22 +42,15 @@ class OldestUnfinished:
         self._shown: set[TopicPartition] = set()
 
     def fetched(self, records: Sequence[RawRecord]) -> None:
-        if not records:
-            return
-        first = last = records[0]
-        topic, partition = first.topic(), first.partition()
-        for record in records:
-            if record.partition() != partition or record.topic() != topic:
-                self._note(topic, partition, first, last)
-                first, topic, partition = record, record.topic(), record.partition()
-            last = record
-        self._note(topic, partition, first, last)
+        for tp, first, last, _ in runs(records):
+            self.note(tp, first, last)
 
-    def _note(self, topic: str, partition: int, first: RawRecord, last: RawRecord) -> None:
+    def note(self, tp: TopicPartition, first: RawRecord, last: RawRecord) -> None:
+        """A fetched run of ``tp``'s consecutive records, from ``first`` to ``last``."""
         kind, ts = first.timestamp()
         if kind != NO_TIMESTAMP and ts > 0:
-            runs = self._runs.setdefault((topic, partition), {})
-            runs[first.offset()] = (ts, last.offset())  # a re-read run replaces its old self
+            kept = self._runs.setdefault(tp, {})
+            kept[first.offset()] = (ts, last.offset())  # a re-read run replaces its old self
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         """``offsets`` are the next to read: every run ending below is done."""

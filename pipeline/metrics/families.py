@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 STAGE = ("stage", "group")
+# Per-event counters carry the record's partition (bounded: partitions are); those labelled by
+# error type carry its topic only, as error x partition would multiply the series.
+PARTITION = ("topic", "partition")
 # Handler duration buckets, seconds: from sub-millisecond transforms to minute-long calls.
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -34,12 +37,14 @@ class Families:
     commit_failures: Counter
     produce_errors: Counter
     aborts: Counter
+    alerts: Counter
     duration: Histogram
     in_flight: Gauge
     oldest_age: Gauge
     breaker: Gauge
     hung: Gauge
     assigned: Gauge
+    alert_firing: Gauge
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> Families:
@@ -50,31 +55,42 @@ class Families:
             return Gauge(name, doc, (*STAGE, *labels), registry=registry, multiprocess_mode=mode)  # type: ignore[arg-type]
 
         return cls(
-            consumed=counter("pipeline_events_consumed_total", "Records fetched."),
+            consumed=counter("pipeline_events_consumed_total", "Records fetched.", *PARTITION),
             completed=counter(
                 "pipeline_events_completed_total",
                 "Events durably done: handled and every output acknowledged.",
+                *PARTITION,
             ),
             failed=counter(
                 "pipeline_events_failed_total",
                 "Failed deliveries (the handler raised, or the record did not decode).",
+                "topic",
                 "error",
             ),
             retried=counter(
                 "pipeline_events_retried_total",
                 "Events to be tried again, by retry tier (in_place: the partition is held).",
+                *PARTITION,
                 "tier",
             ),
             dead_lettered=counter(
-                "pipeline_events_dead_lettered_total", "Dead letters acknowledged.", "error"
+                "pipeline_events_dead_lettered_total",
+                "Dead letters acknowledged.",
+                "topic",
+                "error",
             ),
-            skipped=counter("pipeline_events_skipped_total", "Events the handler skipped."),
+            skipped=counter(
+                "pipeline_events_skipped_total", "Events the handler skipped.", *PARTITION
+            ),
             stalled=counter(
                 "pipeline_events_stalled_total",
                 "Handler calls still running past the stage's stall_after_s.",
+                *PARTITION,
             ),
             duplicates=counter(
-                "pipeline_events_duplicates_total", "Events the idempotency store had seen done."
+                "pipeline_events_duplicates_total",
+                "Events the idempotency store had seen done.",
+                *PARTITION,
             ),
             commits=counter("pipeline_commits_total", "Offset commits (or transactions)."),
             commit_failures=counter(
@@ -84,9 +100,13 @@ class Families:
                 "pipeline_produce_errors_total",
                 "Outputs not delivered: retriable (the input is read again) or permanent "
                 "(the input is dead-lettered).",
+                *PARTITION,
                 "kind",
             ),
             aborts=counter("pipeline_transactions_aborted_total", "Aborted transactions."),
+            alerts=counter(
+                "pipeline_alerts_total", "Alerts fired (pipeline.alerts), by kind.", "kind"
+            ),
             duration=Histogram(
                 "pipeline_handler_duration_seconds",
                 "Handler call duration (each in-process attempt).",
@@ -105,7 +125,7 @@ class Families:
             ),
             breaker=gauge(
                 "pipeline_breaker_state",
-                "Workers whose stage breaker is in this state (after its first move).",
+                "Workers whose stage breaker is in this state (closed from the stage's start).",
                 "livesum",
                 "state",
             ),
@@ -113,4 +133,10 @@ class Families:
                 "pipeline_hung_calls", "Timed-out sync handler calls still running.", "livesum"
             ),
             assigned=gauge("pipeline_assigned_partitions", "Partitions assigned.", "livesum"),
+            alert_firing=gauge(
+                "pipeline_alert_firing",
+                "1 while an alert of this kind is firing (fired and not resolved), else 0.",
+                "livemax",
+                "kind",
+            ),
         )

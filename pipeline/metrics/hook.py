@@ -14,17 +14,18 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from pipeline.clock import SYSTEM, Clock
 from pipeline.hooks import Hook, StageInfo, Trusted
-from pipeline.metrics.age import OldestUnfinished
+from pipeline.metrics.age import OldestUnfinished, runs
 from pipeline.metrics.families import BREAKER_STATES, DURATION_BUCKETS, Families
 from pipeline.ports import RawRecord, TopicPartition
 
 if TYPE_CHECKING:
+    from pipeline.alerts import Alert
     from pipeline.context import Context
 
 # Distinct error types labelled per stage; later ones are counted as "other" (bounded labels).
@@ -32,22 +33,36 @@ MAX_ERROR_TYPES = 20
 OTHER = "other"
 
 
+Key = tuple[Any, ...]  # a child's labels after (stage, group)
+K = TypeVar("K")
+
+
 class _Tally:
-    """One stage's counts since the last flush, and its prometheus children."""
+    """One stage's counts since the last flush, and its prometheus children.
+
+    Per-event counts are kept in dicts keyed by the record's partition (its labels), and
+    written to prebound children at a flush: the children of an assigned partition are bound
+    when it is assigned (so its series exist from 0) and let go when it is revoked, after its
+    last counts are written; a count for a partition not assigned (an outcome after a revoke)
+    binds its child then."""
 
     def __init__(self, families: Families, stage: StageInfo) -> None:
         self.f, self.labels = families, (stage.name, stage.group)
-        self.consumed = self.completed = self.skipped = self.duplicates = 0
         self.commits = self.commit_failures = self.aborts = 0
-        self.retriable = self.permanent = 0
-        self.failed: dict[str, int] = {}
-        self.dead: dict[str, int] = {}
-        self.retried: dict[str, int] = {}
+        self.consumed: dict[TopicPartition, int] = {}
+        self.completed: dict[TopicPartition, int] = {}
+        self.skipped: dict[TopicPartition, int] = {}
+        self.duplicates: dict[TopicPartition, int] = {}
+        self.retried: dict[Key, int] = {}  # (topic, partition, tier)
+        self.produce_errors: dict[Key, int] = {}  # (topic, partition, kind)
+        self.failed: dict[Key, int] = {}  # (topic, error)
+        self.dead: dict[Key, int] = {}  # (topic, error)
         self.errors: dict[type, str] = {}  # error type -> its label (capped)
+        self._children: dict[TopicPartition | None, dict[Key, Any]] = {None: {}}
         # Written by handler threads too (see _Timed).
         self.running: set[object] = set()  # a _Timed, or the call's Context (wrap_handler)
         self.durations: deque[float] = deque()
-        self.stalled: deque[float] = deque()  # from the stall-watch thread
+        self.stalled: deque[TopicPartition] = deque()  # from the stall-watch thread
         self.age = OldestUnfinished()
         self.assigned: set[TopicPartition] = set()
 
@@ -59,31 +74,54 @@ class _Tally:
             self.errors[kind] = label
         return label
 
+    def bind(self, partitions: list[TopicPartition]) -> None:
+        f = self.f
+        for tp in partitions:
+            for family in (f.consumed, f.completed, f.skipped, f.duplicates, f.stalled):
+                self._child(family, tp)
+
+    def unbind(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._children.pop(tp, None)
+
+    def _child(self, family: Any, tp: TopicPartition | None, *extra: str) -> Any:
+        children = self._children.get(tp)
+        if children is None:
+            children = self._children[tp] = {}
+        key = (family, *extra)
+        child = children.get(key)
+        if child is None:
+            where = () if tp is None else (tp[0], str(tp[1]))
+            child = children[key] = family.labels(*self.labels, *where, *extra)
+        return child
+
     def flush(self) -> None:
-        f, labels = self.f, self.labels
-        for name in ("consumed", "completed", "skipped", "duplicates", "commits", "aborts",
-                     "commit_failures"):  # fmt: skip
+        f = self.f
+        for name in ("consumed", "completed", "skipped", "duplicates"):
+            self._write(getattr(self, name), getattr(f, name), lambda tp: (tp,))
+        by_partition = lambda key: ((key[0], key[1]), key[2])  # noqa: E731
+        self._write(self.retried, f.retried, by_partition)
+        self._write(self.produce_errors, f.produce_errors, by_partition)
+        self._write(self.failed, f.failed, lambda key: (None, *key))
+        self._write(self.dead, f.dead_lettered, lambda key: (None, *key))
+        for name in ("commits", "aborts", "commit_failures"):
             n = getattr(self, name)
             if n:
                 setattr(self, name, 0)
-                getattr(f, name).labels(*labels).inc(n)
-        if self.retriable or self.permanent:
-            for kind in ("retriable", "permanent"):
-                f.produce_errors.labels(*labels, kind).inc(getattr(self, kind))
-            self.retriable = self.permanent = 0
-        for counts, family in ((self.failed, f.failed), (self.dead, f.dead_lettered),
-                               (self.retried, f.retried)):  # fmt: skip
-            if counts:
-                for label, n in counts.items():
-                    family.labels(*labels, label).inc(n)
-                counts.clear()
+                self._child(getattr(f, name), None).inc(n)
         self._flush_durations()
         stalled = self.stalled
-        if stalled:
-            n = len(stalled)
-            for _ in range(n):
-                stalled.popleft()
-            f.stalled.labels(*labels).inc(n)
+        for _ in range(len(stalled)):  # what the watch thread adds meanwhile waits
+            self._child(f.stalled, stalled.popleft()).inc()
+
+    def _write(
+        self, counts: dict[Any, int], family: Any, where: Callable[[Any], tuple[Any, ...]]
+    ) -> None:
+        """Add ``counts`` to their children (``where``: a key's partition, then other labels)."""
+        if counts:
+            for key, n in counts.items():
+                self._child(family, *where(key)).inc(n)
+            counts.clear()
 
     def _flush_durations(self) -> None:
         durations = self.durations
@@ -95,19 +133,19 @@ class _Tally:
                 took = take()
                 counts[bisect_left(DURATION_BUCKETS, took)] += 1
                 seconds += took
-            child = self.f.duration.labels(*self.labels)
+            child = self._child(self.f.duration, None)
             # prometheus-client has no "observe n times": add to its bucket values directly.
             for value, n in zip(child._buckets, counts, strict=True):
                 if n:
                     value.inc(n)
             child._sum.inc(seconds)
-        self.f.in_flight.labels(*self.labels).set(len(self.running))
+        self._child(self.f.in_flight, None).set(len(self.running))
 
     def flush_gauges(self, now_ms: int) -> None:
         oldest = self.f.oldest_age
         for (topic, partition), age_ms in self.age.ages(now_ms).items():
             oldest.labels(*self.labels, topic, str(partition)).set(age_ms / 1000)
-        self.f.assigned.labels(*self.labels).set(len(self.assigned))
+        self._child(self.f.assigned, None).set(len(self.assigned))
 
 
 class _Timed:
@@ -158,6 +196,8 @@ class Metrics(Hook, Trusted):
 
     # -- lifecycle and partitions -----------------------------------------------------------
     def on_stage_start(self, stage: StageInfo) -> None:
+        if stage.has_breaker:  # a breaker starts closed: say so before its first move
+            self.on_breaker_change(stage, "closed", "closed")
         self._tally(stage).flush_gauges(self._clock.wall_ms())
 
     def on_stage_stop(self, stage: StageInfo) -> None:
@@ -167,10 +207,14 @@ class Metrics(Hook, Trusted):
         tally.flush_gauges(self._clock.wall_ms())
 
     def on_assign(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
-        self._tally(stage).assigned.update(partitions)
+        tally = self._tally(stage)
+        tally.assigned.update(partitions)
+        tally.bind(partitions)
 
     def on_revoke(self, stage: StageInfo, partitions: list[TopicPartition]) -> None:
         tally = self._tally(stage)
+        tally.flush()  # their last counts, to their children, before letting those go
+        tally.unbind(partitions)
         tally.assigned.difference_update(partitions)
         tally.age.forget(partitions)
 
@@ -178,9 +222,11 @@ class Metrics(Hook, Trusted):
 
     # -- the hot path -----------------------------------------------------------------------
     def before_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
-        tally = self._tally(stage)
-        tally.consumed += len(records)
-        tally.age.fetched(records)
+        tally = self._tallies.get(stage.name) or self._tally(stage)
+        consumed, note = tally.consumed, tally.age.note
+        for tp, first, last, n in runs(records):
+            consumed[tp] = consumed.get(tp, 0) + n
+            note(tp, first, last)
 
     def around_handler(self, stage: StageInfo, event: Any, ctx: Context) -> _Timed:
         return _Timed(self._tallies.get(stage.name) or self._tally(stage))
@@ -218,47 +264,47 @@ class Metrics(Hook, Trusted):
         return timed
 
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
-        (self._tallies.get(stage.name) or self._tally(stage)).completed += 1
+        completed = (self._tallies.get(stage.name) or self._tally(stage)).completed
+        tp = (record.topic(), record.partition())
+        completed[tp] = completed.get(tp, 0) + 1
 
     # -- other outcomes ---------------------------------------------------------------------
     def on_failed(
         self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool
     ) -> None:
         tally = self._tally(stage)
-        label = tally.error(error)
-        tally.failed[label] = tally.failed.get(label, 0) + 1
+        _add(tally.failed, (record.topic(), tally.error(error)))
 
     def on_retrying(
         self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int,
         tier: int | None,
     ) -> None:  # fmt: skip
-        retried = self._tally(stage).retried
         label = "in_place" if tier is None else str(tier)
-        retried[label] = retried.get(label, 0) + 1
+        _add(self._tally(stage).retried, (record.topic(), record.partition(), label))
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
         tally = self._tally(stage)
-        label = tally.error(error)
-        tally.dead[label] = tally.dead.get(label, 0) + 1
+        _add(tally.dead, (record.topic(), tally.error(error)))
 
     def on_skipped(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
-        self._tally(stage).skipped += 1
+        _add(self._tally(stage).skipped, (record.topic(), record.partition()))
 
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
-        self._tally(stage).duplicates += 1
+        _add(self._tally(stage).duplicates, (record.topic(), record.partition()))
 
     def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
-        (self._tallies.get(stage.name) or self._tally(stage)).stalled.append(running_s)
+        tally = self._tallies.get(stage.name) or self._tally(stage)
+        tally.stalled.append((record.topic(), record.partition()))
 
     def on_delivery_stall(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception, attempt: int
     ) -> None:
-        self._tally(stage).retriable += 1
+        _add(self._tally(stage).produce_errors, (*tp, "retriable"))
 
     def on_undeliverable(
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception
     ) -> None:
-        self._tally(stage).permanent += 1
+        _add(self._tally(stage).produce_errors, (*tp, "permanent"))
 
     # -- commits, breaker, time -------------------------------------------------------------
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
@@ -284,3 +330,16 @@ class Metrics(Hook, Trusted):
         tally = self._tally(stage)
         tally.flush()
         tally.flush_gauges(self._clock.wall_ms())
+
+    # -- alerts (rare: written at once) -----------------------------------------------------
+    def on_alert(self, stage: StageInfo, alert: Alert) -> None:
+        f = self._families
+        f.alerts.labels(stage.name, stage.group, alert.kind).inc()
+        f.alert_firing.labels(stage.name, stage.group, alert.kind).set(1)
+
+    def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
+        self._families.alert_firing.labels(stage.name, stage.group, alert.kind).set(0)
+
+
+def _add(counts: dict[K, int], key: K) -> None:
+    counts[key] = counts.get(key, 0) + 1

@@ -27,16 +27,9 @@ Reader = tuple[str, list[str]]  # (consumer group, the topics it reads)
 
 
 def readers(plans: Iterable[StagePlan]) -> list[Reader]:
-    """The groups the stages read with, as ``Pipeline.runner`` splits them: retry topics in
-    ``<group>.retry``, except for exactly-once stages (one group reads both)."""
-    out: list[Reader] = []
-    for plan in plans:
-        if plan.retry_topics and plan.stage.guarantee != "exactly_once":
-            out.append((plan.group, list(plan.inputs)))
-            out.append((f"{plan.group}.retry", list(plan.retry_topics)))
-        else:
-            out.append((plan.group, list(plan.subscriptions)))
-    return out
+    """The groups the stages read with, as ``Pipeline.runner`` splits them
+    (``StagePlan.readers``: retry topics and priority lanes in groups of their own)."""
+    return [reader for plan in plans for reader in plan.readers]
 
 
 class LagCollector:

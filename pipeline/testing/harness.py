@@ -18,7 +18,9 @@ The runners are the ones ``Pipeline.runner`` builds, stepped in lockstep with th
 while the test waits. ``run_until_idle`` steps every stage until each group has
 committed everything in its topics and no producer waits for a delivery report; when a round
 changes nothing it lets time pass on the broker's ``FakeClock`` so that what waits for a
-deadline comes due. It is bounded by ``timeout_s`` on that clock and by ``max_steps``.
+deadline comes due (straight to a held partition's deadline when that is far off: a delayed
+event's tier). ``publish(..., delay=...)`` and ``cancel`` delay events on that clock. It is
+bounded by ``timeout_s`` on that clock and by ``max_steps``.
 
 ``fail_fast=True`` re-raises, after the step in which it happened, the first error a handler
 raised other than its requests (``DeadLetter``, ``Skip``, ``RetryAfter``): the test fails with
@@ -32,9 +34,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
@@ -43,6 +47,7 @@ from pipeline.errors import DeliveryError
 from pipeline.events import Event
 from pipeline.failures import REQUESTS
 from pipeline.hooks import Hook, StageInfo
+from pipeline.lanes import lane_topic
 from pipeline.registry import StagePlan
 from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
@@ -141,13 +146,19 @@ class TestPipeline:
         *,
         key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
+        priority: int | str | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
     ) -> StoredRecord:
         """Write ``event`` to ``topic`` as ``Publisher.publish`` does (its key field, an
-        ``event-id``) and wait for the acknowledgement; returns the record as stored."""
+        ``event-id``; the lane ``priority`` names; ``delay`` or ``deliver_at``: to its delay
+        tiers, due on the broker's clock) and wait for the acknowledgement; returns the record
+        as stored."""
         binding = self.pipeline.catalog.bind(topic.model)
         self.pipeline.announce(binding)
-        physical = self.settings.topic(topic.name)
-        value = self.pipeline.codec.encode(event, binding, physical)
+        base = self.settings.topic(topic.name)
+        value = self.pipeline.codec.encode(event, binding, base)
+        physical = lane_topic(base, topic.lane(priority))
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
         event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
@@ -155,6 +166,9 @@ class TestPipeline:
         raw += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
         outcome: list[tuple[Any, Any]] = []
         raw_key = key.encode() if isinstance(key, str) else key
+        if delay is not None or deliver_at is not None:
+            physical, raw = _deferred(topic, physical, raw, self.clock.wall_ms(), delay,
+                                      deliver_at, base)  # fmt: skip
         self._producer.produce(physical, value, raw_key, raw, lambda e, m: outcome.append((e, m)))
         self._producer.flush(self._step_timeout)
         if not outcome:
@@ -167,6 +181,16 @@ class TestPipeline:
             topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=raw_key,
             value=value, headers=tuple(raw), timestamp_ms=msg.timestamp()[1],
         )  # fmt: skip
+
+    def cancel(self, topic: Topic, event_id: str) -> None:
+        """Withdraw a delayed event of ``topic``, as ``Publisher.cancel`` does."""
+        physical = delays.cancel_topic(self.settings.topic(topic.name))
+        outcome: list[Any] = []
+        self._producer.produce(physical, b"cancelled", event_id.encode(), [],
+                               lambda e, _m: outcome.append(e))  # fmt: skip
+        self._producer.flush(self._step_timeout)
+        if not outcome or outcome[0] is not None:
+            raise DeliveryError(f"cancellation not stored in {physical}: {outcome}")
 
     # -- running -------------------------------------------------------------------------
 
@@ -205,7 +229,9 @@ class TestPipeline:
             if progress != last:
                 tick, last = FIRST_TICK_S, progress
             elif isinstance(clock, FakeClock):  # nothing moved: let a deadline come due
-                clock.advance(min(tick, max(deadline - clock.monotonic(), 0)))
+                # A hold far ahead (a delayed event's tier) is jumped to, not ticked towards.
+                step = max(tick, self._next_hold_s(clock.monotonic()))
+                clock.advance(min(step, max(deadline - clock.monotonic(), 0)))
                 tick = min(tick * 2, MAX_TICK_S)
         raise HarnessError(f"not {what} after {max_steps} rounds: {self._describe()}")
 
@@ -226,17 +252,24 @@ class TestPipeline:
 
     # -- what came out -------------------------------------------------------------------
 
-    def records(self, topic: Topic | str) -> list[StoredRecord]:
-        """Every committed record of ``topic`` (a Topic, or a physical topic name)."""
-        physical = topic if isinstance(topic, str) else self.settings.topic(topic.name)
-        return list(self.transport.topic_log().read(physical))
+    def records(self, topic: Topic | str, priority: int | str | None = None) -> list[StoredRecord]:
+        """Every committed record of ``topic`` (a Topic, or a physical topic name); of a
+        Topic with priorities, of the lane ``priority`` names, else of every lane, lane 0
+        first."""
+        if isinstance(topic, str):
+            return list(self.transport.topic_log().read(topic))
+        base = self.settings.topic(topic.name)
+        lanes = range(topic.lanes) if priority is None else (topic.lane(priority),)
+        log = self.transport.topic_log()
+        return [r for lane in lanes for r in log.read(lane_topic(base, lane))]
 
-    def outputs(self, topic: Topic) -> list[Any]:
-        """The events in ``topic``, decoded, partition by partition in offset order."""
+    def outputs(self, topic: Topic, priority: int | str | None = None) -> list[Any]:
+        """The events in ``topic`` (its lanes as ``records``), decoded, partition by partition
+        in offset order."""
         binding = self.pipeline.catalog.bind(topic.model)
         return [
             self.pipeline.codec.decode(r.value, binding)
-            for r in self.records(topic)
+            for r in self.records(topic, priority)
             if r.value is not None
         ]
 
@@ -252,8 +285,12 @@ class TestPipeline:
         """(records committed, records not yet committed) of ``stage``'s group on its inputs."""
         plan = self._plan(stage)
         monitor = self.transport.lag_monitor()
-        try:
-            return monitor.lag(plan.group, list(plan.inputs))
+        try:  # each lane's inputs in the group that reads them
+            done = waiting = 0
+            for group, topics in plan.lane_readers:
+                d, w = monitor.lag(group, topics)
+                done, waiting = done + d, waiting + w
+            return done, waiting
         finally:
             monitor.close()
 
@@ -314,16 +351,8 @@ class TestPipeline:
         return all(self._unfinished(group, topics) == 0 for group, topics in self._readers())
 
     def _readers(self) -> list[tuple[str, list[str]]]:
-        """(group, topics) of every consumer the stages read with; as ``Pipeline.runner``
-        splits them (retry topics in ``<group>.retry``, except for exactly-once stages)."""
-        out: list[tuple[str, list[str]]] = []
-        for plan in self.pipeline.plans:
-            if plan.retry_topics and plan.stage.guarantee != "exactly_once":
-                out.append((plan.group, list(plan.inputs)))
-                out.append((f"{plan.group}.retry", list(plan.retry_topics)))
-            else:
-                out.append((plan.group, plan.subscriptions))
-        return out
+        """(group, topics) of every consumer the stages read with (``StagePlan.readers``)."""
+        return [reader for plan in self.pipeline.plans for reader in plan.readers]
 
     def _unfinished(self, group: str, topics: Sequence[str]) -> int:
         inner = self.transport.inner
@@ -334,6 +363,13 @@ class TestPipeline:
             return monitor.lag(group, list(topics))[1]
         finally:
             monitor.close()
+
+    def _next_hold_s(self, now: float) -> float:
+        """How long until the earliest held partition of any stage resumes, when that is more
+        than ``MAX_TICK_S`` away (0 otherwise: ticking gets there soon enough)."""
+        ends = [e for s in self._stepped.values() for e in s.runner.hold_deadlines()]
+        wait = min(ends, default=now) - now
+        return wait if wait > MAX_TICK_S else 0.0
 
     def _progress(self) -> tuple[int, ...]:
         stats = [s.runner.stats for s in self._stepped.values()]
@@ -349,6 +385,18 @@ class TestPipeline:
         if self.transport.outstanding():
             left.append(f"{self.transport.outstanding()} delivery report(s) outstanding")
         return "; ".join(left) or "idle now"
+
+
+def _deferred(
+    topic: Topic, physical: str, raw: list[tuple[str, bytes]], now_ms: int,
+    delay: timedelta | float | None, deliver_at: datetime | None, base: str,
+) -> tuple[str, list[tuple[str, bytes]]]:  # fmt: skip
+    """Through the tiers of the topic itself (``base``), whichever lane ``physical`` is."""
+    if not topic.delayed:
+        raise delays.DelayError(f"topic {topic.name!r} is not declared delayed=True")
+    due = delays.due_ms(now_ms, delay, deliver_at)
+    hop = delays.defer(physical, due, now_ms, raw, base=base)
+    return hop.topic, hop.headers
 
 
 class _NoteErrors(Hook):

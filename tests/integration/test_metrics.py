@@ -90,6 +90,12 @@ def test_a_worker_endpoint_counts_every_event_and_its_lag_falls_to_zero(
         endpoint.close()
         pipeline.close()
     assert total(samples, "pipeline_events_consumed_total", stage="echo") == 40
+    # Per partition: each completed event under its record's topic and partition.
+    pings = settings.topic(PINGS.name)
+    assert total(samples, "pipeline_events_completed_total", stage="echo", topic=pings) == 40
+    seen = {dict(ls)["partition"] for (n, ls), v in samples.items()
+            if n == "pipeline_events_completed_total" and v > 0}  # fmt: skip
+    assert len(seen) > 1 and seen <= {str(p) for p in range(settings.topic_partitions)}
     assert total(samples, "pipeline_handler_duration_seconds_count", stage="echo") == 40
     assert total(samples, "pipeline_events_in_flight", stage="echo") == 0
     assert total(samples, "pipeline_commits_total", stage="echo") >= 1

@@ -106,3 +106,101 @@ def test_alerts_must_be_an_alerts_declaration() -> None:
 
             def handle(self, event: Ping, ctx: Context) -> None:
                 pass
+
+
+JUDGE = ("in", 0)
+
+
+def _member(readings: list[Reading]) -> tuple[AlertWatch, BacklogPoller, Pager]:
+    """One group member's watch of a stage whose judge partition is ``JUDGE``."""
+    clock, pager = FakeClock(), Pager()
+    poller = BacklogPoller("s", lambda: readings.pop(0))
+    watch = AlertWatch(Alerts(waiting_above=100, check_interval_s=1), clock, poller, judge=JUDGE)
+    watch.attach(Hooks(INFO, [pager]))
+    return watch, poller, pager
+
+
+def _tick(watch: AlertWatch, poller: BacklogPoller, now: float) -> None:
+    """A tick, then the read it asked for (if any), then a tick that judges it."""
+    watch.on_tick(INFO, now)
+    if poller._wanted.is_set():
+        poller._wanted.clear()
+        poller.poll_once()
+    watch.on_tick(INFO, now + 0.5)
+
+
+def test_only_the_member_holding_the_judge_partition_reads_and_judges_the_backlog() -> None:
+    """Two workers of one group, a backlog of 500: one alert, from the holder of partition 0
+    of the first input; the other never reads the broker."""
+    judge, judge_poller, judge_pager = _member([(500, 9.0)])
+    other, other_poller, other_pager = _member([])  # a read would pop from an empty list
+    judge.on_assign(INFO, [JUDGE, ("in", 2)])
+    other.on_assign(INFO, [("in", 1), ("in", 3)])
+    _tick(judge, judge_poller, 0.0)
+    _tick(other, other_poller, 0.0)
+    assert judge_pager.heard == [("alert", "waiting", 500)]
+    assert other_pager.heard == []
+    assert not other.judges_backlog and not other_poller._wanted.is_set()
+
+
+def test_the_judge_role_moves_with_its_partition_and_the_new_judge_starts_afresh() -> None:
+    """The judge partition moves while the alert fires: the old judge stops judging without a
+    word (no false "resolved"), the new one fires once for the backlog still there."""
+    old, old_poller, old_pager = _member([(500, 9.0)])
+    new, new_poller, new_pager = _member([(450, 9.0), (60, 1.0)])
+    old.on_assign(INFO, [JUDGE])
+    _tick(old, old_poller, 0.0)
+    old.on_revoke(INFO, [JUDGE])
+    new.on_assign(INFO, [JUDGE])
+    _tick(old, old_poller, 1.0)
+    _tick(new, new_poller, 1.0)
+    _tick(new, new_poller, 2.0)
+    assert old_pager.heard == [("alert", "waiting", 500)]
+    assert new_pager.heard == [("alert", "waiting", 450), ("resolved", "waiting", 60)]
+    assert not old.judges_backlog and not old.rules._waiting.firing  # type: ignore[union-attr]
+
+
+def test_every_member_judges_its_own_failure_ratio() -> None:
+    """Failures are not in the broker: a worker not holding the judge partition still fires on
+    what it sees."""
+    clock, pager = FakeClock(), Pager()
+    watch = AlertWatch(Alerts(failure_ratio_above=0.5, min_events=2), clock, None, judge=JUDGE)
+    watch.attach(Hooks(INFO, [pager]))
+    watch.on_assign(INFO, [("in", 1)])
+    for _ in range(2):
+        watch.on_failed(INFO, None, ValueError(), 1, False)  # type: ignore[arg-type]
+    watch.on_tick(INFO, 1.0)
+    assert pager.heard == [("alert", "failure_ratio", 1.0)]
+
+
+def test_a_stages_judge_partition_is_partition_0_of_its_first_input() -> None:
+    from pipeline.alertwatch import watch
+    from pipeline.testing import MemoryBroker, MemoryTransport
+
+    class Backlogged(Stage):
+        consumes = PINGS
+        alerts = Alerts(waiting_above=10)
+
+        def handle(self, event: Ping, ctx: Context) -> None:
+            pass
+
+    settings = Settings(schemas_dir=TEST_SCHEMAS, topic_prefix="x.")
+    with TestPipeline([Backlogged], settings) as t:
+        [plan] = t.pipeline.plans
+        transport = MemoryTransport(MemoryBroker(FakeClock()), settings)
+        found = watch(plan, settings, transport, FakeClock())
+        assert found is not None and found._judge == ("x.test.pings", 0)
+
+
+def test_a_read_left_from_an_earlier_judge_role_is_not_judged_when_the_role_comes_back() -> None:
+    """A read still running when the role moved away ends later; if the role comes back, that
+    stale answer is dropped and a fresh read is asked for."""
+    watch, poller, pager = _member([(500, 9.0)])
+    watch.on_assign(INFO, [JUDGE])
+    watch.on_tick(INFO, 0.0)  # asks for a read
+    watch.on_revoke(INFO, [JUDGE])
+    poller._wanted.clear()
+    poller.poll_once()  # the read ends after the revoke
+    watch.on_assign(INFO, [JUDGE])
+    watch.on_tick(INFO, 1.0)
+    assert pager.heard == [] and poller._wanted.is_set()

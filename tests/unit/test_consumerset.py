@@ -3,8 +3,10 @@ consumers in their own groups on a memory broker, as ``Pipeline.runner`` makes t
 
 from __future__ import annotations
 
-from pipeline.consumerset import ConsumerSet
-from pipeline.ports import TopicPartition
+from collections.abc import Sequence
+
+from pipeline.consumerset import ConsumerSet, Source
+from pipeline.ports import RawRecord, TopicPartition
 from pipeline.testing import FakeClock, MemoryBroker
 from tests.unit.memory_rig import AskingConsumer
 
@@ -32,7 +34,10 @@ def consumers(
     producer.flush(1)
     main = AskingConsumer(broker, {"group.id": "g"})
     retry = AskingConsumer(broker, {"group.id": "g.retry"})
-    both = ConsumerSet(main, retry, [RETRY], clock.monotonic)
+    both = ConsumerSet(
+        [Source(retry, frozenset([RETRY]), ConsumerSet.RETRY_POLL_INTERVAL_S),
+         Source(main, frozenset(["in"]))], clock.monotonic,
+    )  # fmt: skip
     both.subscribe(["in", RETRY], Listener())
     return both, main, retry, clock
 
@@ -76,5 +81,83 @@ def test_close_closes_both_consumers_at_once() -> None:
             self.closed = True
 
     main, retry = Slow(), Slow()
-    ConsumerSet(main, retry, ["t.retry"]).close()  # type: ignore[arg-type]
+    sources = [Source(retry, frozenset(["t.retry"]), 0.1), Source(main, frozenset())]  # type: ignore[arg-type]
+    ConsumerSet(sources).close()
     assert main.closed and retry.closed
+
+
+class Waiting(AskingConsumer):
+    """Remembers the timeout of every ``consume`` too."""
+
+    def __init__(self, broker: MemoryBroker, config: dict[str, str]) -> None:
+        super().__init__(broker, config)
+        self.waits: list[float] = []
+
+    def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        self.waits.append(timeout_s)
+        return super().consume(max_records, timeout_s)
+
+
+def lanes(
+    counts: list[int], shares: list[float], retries: int = 0
+) -> tuple[ConsumerSet, list[Waiting], MemoryBroker]:
+    """Lane k holds ``counts[k]`` records in "lane<k>", read by a consumer of its own in group
+    "g.p<k>" (and retries in RETRY, read first), as ``ConsumerSet.for_plan`` makes them."""
+    clock = FakeClock()
+    broker = MemoryBroker(clock)
+    producer = broker.producer()
+    topics = [f"lane{k}" for k in range(len(counts))]
+    for topic, n in (*zip(topics, counts, strict=True), (RETRY, retries)):
+        broker.create_topic(topic)
+        for i in range(n):
+            producer.produce(topic, b"%d" % i, None, None, lambda _e, _m: None)
+    producer.flush(1)
+    readers = [Waiting(broker, {"group.id": f"g.p{k}"}) for k in range(len(counts))]
+    retry = Waiting(broker, {"group.id": "g.retry"})
+    sources = [Source(retry, frozenset([RETRY]), ConsumerSet.RETRY_POLL_INTERVAL_S)]
+    sources += [
+        Source(c, frozenset([t]), share=s) for c, t, s in zip(readers, topics, shares, strict=True)
+    ]
+    both = ConsumerSet(sources, clock.monotonic)
+    both.subscribe([*topics, RETRY], Listener())
+    return both, [retry, *readers], broker
+
+
+def test_the_highest_lane_with_records_comes_first_after_due_retries() -> None:
+    """Lane 0 is empty, lane 1 has 2, lane 2 a backlog: retries, then lane 1, then lane 2."""
+    both, _, _ = lanes([0, 2, 100], [0.0, 0.0, 0.0], retries=1)
+    got = both.consume(6, 0.1)
+    assert [r.topic() for r in got] == [RETRY, "lane1", "lane1", "lane2", "lane2", "lane2"]
+
+
+def test_a_high_lane_record_overtakes_a_low_lane_backlog_at_the_next_fetch() -> None:
+    both, _, broker = lanes([0, 0, 1000], [0.0, 0.1, 0.1])
+    assert {r.topic() for r in both.consume(500, 0.1)} == {"lane2"}
+    producer = broker.producer()
+    producer.produce("lane0", b"urgent", None, None, lambda _e, _m: None)
+    producer.flush(1)
+    got = both.consume(500, 0.1)
+    assert got[0].topic() == "lane0" and got[0].value() == b"urgent"
+    assert len(got) == 500
+
+
+def test_a_busy_high_lane_leaves_each_lower_lane_its_share() -> None:
+    """Lane 0 and lane 2 both backlogged: over the fetches lane 2 gets its 10 %."""
+    both, _, _ = lanes([5000, 0, 5000], [0.0, 0.1, 0.1])
+    taken = [0, 0, 0]
+    for _ in range(10):
+        for r in both.consume(100, 0.1):
+            taken[int(r.topic()[-1])] += 1
+    assert sum(taken) == 1000
+    assert 90 <= taken[2] <= 110 and taken[1] == 0
+
+
+def test_only_the_last_lane_waits_and_only_when_nothing_came() -> None:
+    """Polling lane 0 with a wait while lane 2 had records would stall the loop."""
+    both, consumers, _ = lanes([0, 3, 0], [0.0, 0.0, 0.0])
+    both.consume(10, 0.1)
+    _, lane0, lane1, lane2 = consumers
+    assert (lane0.asked, lane1.asked, lane2.asked) == ([10], [10], [7])
+    assert lane0.waits == lane1.waits == lane2.waits == [0], "records came: nobody waits"
+    both.consume(10, 0.1)
+    assert (lane0.waits[-1], lane1.waits[-1], lane2.waits[-1]) == (0, 0, 0.1)

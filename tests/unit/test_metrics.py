@@ -5,6 +5,7 @@ worker's HTTP endpoint."""
 from __future__ import annotations
 
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,70 @@ def test_pipeline_status_reads_the_live_columns_from_a_worker_endpoint() -> None
         endpoint.close()
     counts = live[("answer", "g")]
     assert (counts.active, counts.completed, counts.failed, counts.breaker) == (0, 3, 1, "open")
+
+
+def test_per_event_counters_carry_the_records_topic_and_partition() -> None:
+    """Events spread over partitions are consumed and completed under each one's labels."""
+    t, m, _ = _rig(Answer)
+    with t:
+        sent = [t.publish(PINGS, Ping(ping_id=f"p{n}", n=n), key=f"k{n}") for n in range(12)]
+        t.run_until_idle()
+        per = Counter((s.topic, str(s.partition)) for s in sent)
+        assert len(per) >= 2, "the keys must spread for this test to mean anything"
+        for (topic, partition), n in per.items():
+            where = {"topic": topic, "partition": partition}
+            assert _value(m, "pipeline_events_consumed_total", Answer, **where) == n
+            assert _value(m, "pipeline_events_completed_total", Answer, **where) == n
+
+
+def test_an_assigned_partitions_series_exist_from_zero_and_keep_counting_after_a_revoke() -> None:
+    """Children are bound on assign (a series at 0), written before they are let go on revoke,
+    and an outcome that comes after the revoke is still counted."""
+    m, info = Metrics(), _info(Answer)
+    m.on_assign(info, [("t", 0), ("t", 1)])
+    one = {"topic": "t", "partition": "1"}
+    assert _value(m, "pipeline_events_completed_total", Answer, **one) == 0
+    m.on_completed(info, record("t", 1, 0))
+    m.on_revoke(info, [("t", 1)])
+    assert _value(m, "pipeline_events_completed_total", Answer, **one) == 1
+    m.on_completed(info, record("t", 1, 1))
+    assert _value(m, "pipeline_events_completed_total", Answer, **one) == 2
+
+
+def test_failures_carry_the_topic_and_error_but_not_the_partition() -> None:
+    m, info = Metrics(), _info(Answer)
+    for partition in range(3):
+        m.on_failed(info, record("t", partition, 0), ValueError(), 1, False)
+    m.flush()
+    [(labels, value)] = [
+        (s.labels, s.value)
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name == "pipeline_events_failed_total"
+    ]
+    assert labels == {"stage": "answer", "group": "g", "topic": "t", "error": "ValueError"}
+    assert value == 3
+
+
+def test_the_breaker_state_is_closed_from_the_stage_start_before_any_move() -> None:
+    """A stage with a breaker shows it closed as soon as it runs; one without shows none."""
+    Guarded.down = False
+    t, m, _ = _rig(Guarded, Answer)
+    with t:
+        t.step()
+        states = {s: _value(m, "pipeline_breaker_state", Guarded, state=s) for s in
+                  ("closed", "half-open", "open")}  # fmt: skip
+        assert states == {"closed": 1, "half-open": 0, "open": 0}
+        assert _value(m, "pipeline_breaker_state", Answer) is None
+
+
+def test_alerts_are_counted_by_kind_and_shown_firing_until_resolved() -> None:
+    from pipeline.alerts import Alert
+
+    m, info = Metrics(), _info(Answer)
+    m.on_alert(info, Alert("waiting", 12_000, 10_000, 0.0))
+    assert _value(m, "pipeline_alerts_total", Answer, kind="waiting") == 1
+    assert _value(m, "pipeline_alert_firing", Answer, kind="waiting") == 1
+    m.on_resolved(info, Alert("waiting", 7_000, 10_000, 60.0))
+    assert _value(m, "pipeline_alert_firing", Answer, kind="waiting") == 0
+    assert _value(m, "pipeline_alerts_total", Answer, kind="waiting") == 1

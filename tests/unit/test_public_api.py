@@ -20,6 +20,8 @@ EXPECTED = {
     "Worker", "WorkerInfo", "load_settings",
     "Alert", "Alerts", "PipelineStatus", "StageStatus", "status",  # issue 12: counts, alerts
     "Schedule",  # issue 13: cron schedules
+    "DelayError",  # issue 13: delayed events
+    "Lanes",  # issue 13: priority lanes
     "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
 }  # fmt: skip
 

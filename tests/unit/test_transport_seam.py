@@ -35,9 +35,12 @@ class RecordingAdmin:
         self._calls.append(("admin.topics",))
         return self._inner.topics()
 
-    def create(self, names: list[str], partitions: int | None = None) -> list[str]:
+    def create(
+        self, names: list[str], partitions: int | None = None,
+        config: dict[str, str] | None = None,
+    ) -> list[str]:  # fmt: skip
         self._calls.append(("admin.create", tuple(names)))
-        return self._inner.create(names, partitions)
+        return self._inner.create(names, partitions, config)
 
     def ensure(self, names: list[str]) -> list[str]:
         self._calls.append(("admin.ensure", tuple(names)))
