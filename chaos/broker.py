@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Protocol
@@ -92,6 +93,16 @@ class PrivateBroker:
 
     def running_nodes(self) -> list[int]:
         return self._kafka.running_nodes()
+
+    def keep_logs(self, run_dir: Path) -> None:
+        """Copy each node's server log into ``<run dir>/broker/``: the next run wipes the
+        broker's home, and its transaction coordinator's lines (a killed worker's transaction
+        aborted, and when) are what a failed run's forensics need."""
+        target = run_dir / "broker"
+        target.mkdir(parents=True, exist_ok=True)
+        for node in self.layout.nodes:
+            if node.server_log.exists():
+                shutil.copyfile(node.server_log, target / f"node-{node.node_id}.log")
 
     def close(self) -> None:
         if not self._keep:

@@ -14,7 +14,7 @@ What each figure measures is said on ``Figures``; the ordering rule is on ``orde
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 SAMPLE = 10  # ids shown per problem in the report
@@ -91,7 +91,7 @@ def check(history: History) -> Figures:
         "duplicate_side_effects": _over(rows, 1),
         "order_violations": [f"{k} seq {n}->{n + 1}" for k, n in violations[:SAMPLE]],
         "eos_duplicate_outputs": _over(outputs, 1),
-        "eos_missing_outputs": sorted(e for e in good if e not in outputs)[:SAMPLE],
+        "eos_missing_outputs": [str(r) for r in missing_runs(good.values(), outputs)][:SAMPLE],
         "dlq_missing": sorted(poison - dlq)[:SAMPLE],
         "dlq_unexpected": sorted(dlq - poison)[:SAMPLE],
     }
@@ -167,19 +167,63 @@ def order_violations(side_effects: Iterable[SideEffect]) -> tuple[list[tuple[str
     return violations, by_retry
 
 
+@dataclass(frozen=True, slots=True)
+class MissingRun:
+    """Consecutive good events of one input partition (in offset order) that all lack
+    something (an output, say): where a loss or an early-stopping reader shows as a range."""
+
+    partition: int
+    first: Published
+    last: Published
+    count: int
+
+    def __str__(self) -> str:
+        f, last = self.first, self.last
+        span = f"@{f.offset}" if f is last else f"@{f.offset}..{last.offset}"
+        ids = f.eid if f is last else f"{f.eid}..{last.eid}"
+        return f"partition {self.partition} {span}: {self.count} event(s) ({ids})"
+
+
+def missing_runs(good: Iterable[Published], present: Container[str]) -> list[MissingRun]:
+    """The good events whose id is not in ``present``, as runs per partition: a run ends at
+    the partition's next good event that is present (poison in between does not end it)."""
+    by_partition: dict[int, list[Published]] = defaultdict(list)
+    for p in good:
+        by_partition[p.partition].append(p)
+    runs: list[MissingRun] = []
+    for partition in sorted(by_partition):
+        first: Published | None = None
+        last: Published | None = None
+        count = 0
+        for p in sorted(by_partition[partition], key=lambda e: e.offset):
+            if p.eid in present:
+                if first is not None and last is not None:
+                    runs.append(MissingRun(partition, first, last, count))
+                first, count = None, 0
+                continue
+            first = first or p
+            last, count = p, count + 1
+        if first is not None and last is not None:
+            runs.append(MissingRun(partition, first, last, count))
+    return runs
+
+
 def passed(
     figures: Figures,
     *,
     sigterms_clean: bool,
     published_all: bool,
     failovers_recovered: bool = True,
+    reads_complete: bool = True,
 ) -> bool:
     """The verdict: nothing lost, no duplicate side effect, the DLQ holds exactly the poison,
     exactly one committed EosCopy output per input, every SIGTERM exit clean (code 0 within
     the shutdown timeout), every stage recovered from every node kill (3 nodes), and the
-    whole load was published (else the run proves nothing)."""
+    whole load was published and every topic was read back completely (else the run proves
+    nothing)."""
     return (
         published_all
+        and reads_complete
         and failovers_recovered
         and figures.lost == 0
         and figures.duplicate_side_effects == 0

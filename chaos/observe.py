@@ -1,4 +1,5 @@
-"""Watching the run from outside: waiting for the stages to drain, then reading topics back.
+"""Watching the run from outside: waiting for the stages to drain (reading topics back is
+``chaos.readback``).
 
 *Drained* means, all at once and for ``stable_s`` in a row: every consumer group has
 committed its input topics up to their end (lag 0, via ``pipeline.kafka.LagMonitor``), the
@@ -16,10 +17,8 @@ does not rely on it: it counts the committed outputs themselves.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,8 +26,6 @@ from confluent_kafka.admin import AdminClient
 from pipeline.config import Settings
 from pipeline.errors import KafkaError
 from pipeline.kafka import LagMonitor
-
-OFFSET_BEGINNING = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,67 +182,6 @@ def partitions_behind(settings: Settings, check: LagCheck) -> list[Behind]:
         if high - committed > (allowed if high else 0):
             out.append(Behind(check.name, tp.topic, tp.partition, committed, high))
     return out
-
-
-def read_topic(
-    settings: Settings,
-    topic: str,
-    extract: Callable[[Any], str | None],
-    *,
-    transactional: bool = False,
-) -> list[str]:
-    """``extract(record)`` for every record of ``topic`` up to its current end, as a
-    ``read_committed`` consumer sees them (aborted transactions are invisible). Partitions
-    are assigned directly. Reading stops when every partition reached the end it had at the
-    start (for a ``transactional`` topic: that end but one, the final commit marker, which is
-    never delivered), or after a quiet spell without records: 3 s, or for a transactional
-    topic 30 s, longer than the workers' transaction timeout (10 s) plus the broker's check for
-    timed-out transactions (every 10 s by default) with room for a loaded machine, so that a
-    transaction left open by a killed worker is aborted and the records after it show."""
-    idle_s = 30.0 if transactional else 3.0
-    marker = 1 if transactional else 0
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"chaos-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "log_level": 2,
-        }
-    )
-    out: list[str] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
-        seen = dict.fromkeys(partitions, 0)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        last_record = time.monotonic()
-        while any(seen[p] < ends[p] - marker for p in partitions):
-            if time.monotonic() - last_record > idle_s:
-                break
-            for msg in consumer.consume(1000, 0.2):
-                if msg.error() is not None:
-                    continue
-                last_record = time.monotonic()
-                seen[msg.partition()] = (msg.offset() or 0) + 1
-                value = extract(msg)
-                if value is not None:
-                    out.append(value)
-    finally:
-        consumer.close()
-    return out
-
-
-def header(name: str) -> Callable[[Any], str | None]:
-    def extract(msg: Any) -> str | None:
-        for key, value in msg.headers() or ():
-            if key == name and value is not None:
-                return str(value.decode())
-        return None
-
-    return extract
 
 
 def members_with_partitions(settings: Settings, group: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -31,6 +31,10 @@ class RunFacts:
     published_all: bool
     passed: bool
     nodes: int = 1  # of the private cluster; 0: external broker
+    unread: list[str] = field(default_factory=list)  # topic reads that ran out of time
+    # EosCopy inputs without a committed output that have one aborted or open (None: no such
+    # input, not looked at)
+    eos_missing_uncommitted: int | None = None
 
 
 def summary(figures: Figures, faults: FaultLog, facts: RunFacts) -> dict[str, Any]:
@@ -45,6 +49,8 @@ def summary(figures: Figures, faults: FaultLog, facts: RunFacts) -> dict[str, An
         "order_violations": figures.order_violations,
         "eos_duplicate_outputs": figures.eos_duplicate_outputs,
         "eos_missing_outputs": figures.eos_missing_outputs,
+        "eos_missing_uncommitted": facts.eos_missing_uncommitted,
+        "reads_complete": not facts.unread,
         "kills": len(faults.kills),
         "sigterms": len(terms),
         "sigterm_clean_exits": sum(1 for e in terms if clean(e.code, e.seconds, facts)),
@@ -81,6 +87,7 @@ def summary(figures: Figures, faults: FaultLog, facts: RunFacts) -> dict[str, An
         "broker": facts.broker,
         "run_dir": facts.run_dir,
         "passed": facts.passed,
+        "unread": facts.unread,
     }
 
 
@@ -106,6 +113,7 @@ _ROWS: list[tuple[str, str, str]] = [
     ("eos_outputs", "EosCopy committed outputs", ""),
     ("eos_duplicate_outputs", "EosCopy inputs with >1 output", "0"),
     ("eos_missing_outputs", "EosCopy inputs with no output", "0"),
+    ("eos_missing_uncommitted", "  of which output aborted/open only", ""),
     ("eos_dlq_equals_poison", "EosCopy DLQ == poison set", "true"),
     ("kills", "kill -9", ""),
     ("sigterms", "SIGTERM exits", ""),
@@ -119,6 +127,7 @@ _ROWS: list[tuple[str, str, str]] = [
     ("max_recovery_s", "  slowest recovery (s)", ""),
     ("unexpected_exits", "unexpected worker exits", "0"),
     ("drained", "drained (lag 0, DLQ stable)", "true"),
+    ("reads_complete", "topics read back completely", "true"),
     ("residual_lag", "committed lag after the final stop", "0"),
     ("elapsed_s", "elapsed (s)", ""),
 ]
@@ -152,6 +161,8 @@ def render(data: dict[str, Any], figures: Figures, faults: FaultLog, behind: lis
         console.print(f"[bold]{problem}[/] (first {len(sample)}): {', '.join(sample)}")
     for line in behind:
         console.print(f"behind after the final stop: {line}")
+    for line in data.get("unread", ()):
+        console.print(f"[bold red]not read back[/]: {line}")
     for crashed in faults.unexpected_exits:
         who = f"worker-{crashed.number}"
         console.print(f"unexpected exit: {who} code {crashed.code}, log {crashed.log}")

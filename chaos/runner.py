@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos import broker as brokers
-from chaos import effects, observe
+from chaos import effects, forensics, observe, readback
 from chaos.cluster import ClusterView
 from chaos.failover import Failover, Watch
 from chaos.faults import schedule
@@ -103,6 +103,8 @@ def run(options: Options) -> int:
             return _execute(state)
         finally:
             pool.kill_all()
+            if isinstance(broker, brokers.PrivateBroker):
+                broker.keep_logs(scenario.run_dir)
     finally:
         broker.close()
 
@@ -159,10 +161,10 @@ def _execute(r: Run) -> int:
     r.record.exits += r.pool.terminate_all(r.pool.live(), "final", TERM_WAIT_S)
     r.record.note(r.injector.now_s(), "all workers stopped")
     behind = _behind(r)
-    (r.scenario.run_dir / "faults.log").write_text("\n".join(r.record.timeline) + "\n")
     published = _published(plan, loader.acked)
-    history = _collect(r.scenario, r.pipeline, published)
-    return _report(r, history, drained, behind, published_all=len(published) == len(plan))
+    history, unread = _collect(r, published)
+    (r.scenario.run_dir / "faults.log").write_text("\n".join(r.record.timeline) + "\n")
+    return _report(r, history, drained, behind, unread, published_all=len(published) == len(plan))
 
 
 def _await_joined(r: Run) -> None:
@@ -231,25 +233,45 @@ def _published(plan: list[PlannedEvent], acked: list[Acked]) -> list[Published]:
     ]
 
 
-def _collect(scenario: Scenario, pipeline: Pipeline, published: list[Published]) -> History:
+def _collect(r: Run, published: list[Published]) -> tuple[History, list[str]]:
+    """The history, and what could not be read back (a topic read that ran out of time)."""
+    scenario = r.scenario
+    by_header = readback.header(ID_HEADER)
+    reads = [
+        _read(r, scenario.dlq(Effects), by_header),
+        _read(r, scenario.topic(COPIES.name), _copy_id(r.pipeline)),
+        _read(r, scenario.dlq(EosCopy), by_header),
+    ]
+    history = History(
+        published=published,
+        side_effects=effects.read_side_effects(scenario.store_url, scenario.effects_table),
+        deliveries=effects.read_deliveries(scenario.run_dir / "deliveries"),
+        dlq=reads[0].values,
+        eos_outputs=reads[1].values,
+        eos_dlq=reads[2].values,
+    )
+    return history, [problem for read in reads for problem in read.problems()]
+
+
+def _copy_id(pipeline: Pipeline) -> Callable[[Any], str | None]:
     binding = pipeline.catalog.bind(Copy)
 
     def copy_id(msg: Any) -> str:
         event: Copy = pipeline.codec.decode(msg.value(), binding)
         return event.eid
 
-    by_header = observe.header(ID_HEADER)
-    settings = scenario.settings
-    return History(
-        published=published,
-        side_effects=effects.read_side_effects(scenario.store_url, scenario.effects_table),
-        deliveries=effects.read_deliveries(scenario.run_dir / "deliveries"),
-        dlq=observe.read_topic(settings, scenario.dlq(Effects), by_header),
-        eos_outputs=observe.read_topic(
-            settings, scenario.topic(COPIES.name), copy_id, transactional=True
-        ),
-        eos_dlq=observe.read_topic(settings, scenario.dlq(EosCopy), by_header, transactional=True),
-    )
+    return copy_id
+
+
+def _read(r: Run, topic: str, extract: Callable[[Any], str | None]) -> readback.TopicRead:
+    """A complete read_committed read of ``topic``; time spent waiting for transactions still
+    open (a killed worker's, until the broker aborts it) goes into the timeline."""
+    read = readback.read_topic(r.scenario.settings, topic, extract)
+    if read.held:
+        held = ", ".join(f"[{p}] LSO {lso} < high {high}" for p, (lso, high) in read.held.items())
+        r.record.note(r.injector.now_s(), f"read back {topic}: waited {read.waited_s:.1f}s for "
+                      f"open transactions ({held}); {len(read.values)} records")  # fmt: skip
+    return read
 
 
 def _report(
@@ -257,11 +279,16 @@ def _report(
     history: History,
     drained: observe.DrainResult,
     behind: list[observe.Behind],
+    unread: list[str],
     *,
     published_all: bool,
 ) -> int:
     s = r.scenario
     figures = check(history)
+    uncommitted = None
+    if figures.eos_missing_outputs:
+        copies, copy_id = s.topic(COPIES.name), _copy_id(r.pipeline)
+        uncommitted = forensics.keep_missing(s.settings, copies, copy_id, s.run_dir, history)
     facts = RunFacts(
         events=s.options.events,
         seed=s.seed,
@@ -277,6 +304,8 @@ def _report(
         published_all=published_all,
         passed=False,
         nodes=r.broker.nodes,
+        unread=unread,
+        eos_missing_uncommitted=uncommitted,
     )
     terms_clean = all(clean(e.code, e.seconds, facts) for e in r.record.sigterm_exits)
     verdict = passed(
@@ -284,6 +313,7 @@ def _report(
         sigterms_clean=terms_clean,
         published_all=published_all,
         failovers_recovered=all(k.recovered for k in r.record.node_kills),
+        reads_complete=not unread,
     )
     facts = replace(facts, passed=verdict)
     data = summary(figures, r.record, facts)

@@ -40,6 +40,7 @@ from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolic
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
 from pipeline.lanes import Lanes
+from pipeline.ratelimit import RateLimit
 from pipeline.schedules import Schedule
 from pipeline.stage import Stage, Topic
 
@@ -81,6 +82,7 @@ __all__ = [
     "PipelineError",
     "PipelineStatus",
     "Publisher",
+    "RateLimit",
     "RequestCancelled",
     "RequestError",
     "RequestTimeout",

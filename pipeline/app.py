@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, delaymover, registry
+from pipeline import alertwatch, delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
 from pipeline.jsonlogs import LogContext, structured
-from pipeline.ports import ConsumerPort, ProducerPort
+from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
 from pipeline.scheduler import Scheduler, ensure_state_topic
@@ -69,6 +69,8 @@ class Pipeline:
         catalog = load_catalog(settings)
         stages = list(stages)
         stages += delaymover.movers(stages, settings, transport.topic_log)  # delayed topics
+        stages += [delaymover.mover_stage(t, settings, transport.topic_log)
+                   for t in keylimit.deferrals(stages)]  # fmt: skip
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         for schedule in declared:  # every emitted model has a schema, checked now
             catalog.bind(schedule.emit.model)
@@ -157,10 +159,25 @@ class Pipeline:
             hooks=self.hooks if alerts is None else (*self.hooks, alerts),
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
+            partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:
+    """How a rate-limited stage reads its topics' partition counts (its share of the limit):
+    through one admin client, made at the first read (each read bounded by its timeout)."""
+    admin: list[AdminPort] = []
+
+    def counts(topics: Sequence[str]) -> dict[str, int]:
+        if not admin:
+            admin.append(transport.admin())
+        infos = admin[0].topics()
+        return {t: infos[t].partitions for t in topics if t in infos}
+
+    return counts
 
 
 def load_catalog(settings: Settings) -> SchemaCatalog:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pipeline.commit import TransactionCommitter
     from pipeline.dedupe import Deduper, EventIds
     from pipeline.holds import Holds
+    from pipeline.ratelimit import GroupShare
     from pipeline.refusals import Refusals
 
 MIN_HOLD_S = 0.1  # a hold of 0 s would re-fetch and re-hold in a busy loop
@@ -182,6 +183,27 @@ class TransactionAge(Gate):
         return HAND_BACK if self._committer.overdue else None
 
 
+class RateLimited(Gate):
+    """The stage's group-wide ``RateLimit``: with no token for the record, its partition is
+    held until one is due (``pipeline.ratelimit``). Nothing is failed or retried for it.
+
+    It takes a token when it lets a record pass, so it comes after every gate that settles or
+    holds records for other reasons, and before the breaker: the breaker's probe must be the
+    last thing taken (a token taken by a record the open breaker then holds is the only one
+    ever spent without a handler call, one a cooldown)."""
+
+    def __init__(self, limiter: GroupShare) -> None:
+        self.limiter = limiter
+        self._take = limiter.take
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        wait_s = self._take()
+        return None if wait_s <= 0 else Hold(max(wait_s, MIN_HOLD_S))
+
+    def changed(self) -> None:
+        self.limiter.changed()
+
+
 class Breaker(Gate):
     """The stage's breaker: while it is open everything is held until the cooldown ends; half
     open, exactly one record (the probe) goes through.
@@ -238,6 +260,7 @@ class Chain:
     batch_gates: tuple[Gate, ...]
     dedupe: Deduplicate | None
     breaker: Breaker | None
+    rate_limit: RateLimited | None = None
 
 
 def build(
@@ -251,10 +274,13 @@ def build(
     idempotent: bool,
     transaction: TransactionCommitter | None = None,
     extra: Sequence[Gate] = (),
+    rate_limit: GroupShare | None = None,
+    key_limit: Gate | None = None,
 ) -> Chain:
     """The chain for what the stage enables, in this order: a partition held in this batch, a
     transaction old enough to commit, a duplicate, a retry not yet due, a record settled by a
-    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), an open breaker."""
+    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), no token of the
+    rate limit (group-wide, or the key's: ``pipeline.keylimit``), an open breaker."""
     gates: list[Gate] = [HeldInBatch(holds)]
     if transaction is not None:
         gates.append(TransactionAge(transaction))
@@ -265,9 +291,14 @@ def build(
         gates.append(RetryDue(holds))
     gates.append(Refused(refusals, tracker))
     gates.extend(extra)
+    limit_gate = RateLimited(rate_limit) if rate_limit is not None else None
+    if limit_gate is not None:
+        gates.append(limit_gate)
+    if key_limit is not None:
+        gates.append(key_limit)
     breaker_gate = Breaker(breaker) if breaker is not None else None
     if breaker_gate is not None:
         gates.append(breaker_gate)
     batch = tuple(g for g in gates if type(g).begin_batch is not Gate.begin_batch)
     inputs = tuple(g for g in gates if not g.retry_records_only)
-    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate)
+    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate, limit_gate)

@@ -23,9 +23,11 @@ from pipeline.holds import Holds
 from pipeline.hookcalls import Hooks
 from pipeline.invoke import Invoker
 from pipeline.keyed import KeyedExecutor
+from pipeline.keylimit import KeyRateLimited
 from pipeline.offsets import OffsetTracker
 from pipeline.outputs import OutputWriter
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
+from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
 from pipeline.reply import replying
@@ -51,8 +53,16 @@ class Parts:
     refusals: Refusals
     chain: gates.Chain
 
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Partitions now ours (called inside ``consume``, before any of their records)."""
+        self.assigned.update(partitions)
+        if self.chain.rate_limit is not None:
+            self.chain.rate_limit.changed()
+
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions no longer ours (revoked or lost): every part drops what it held of them."""
+        if self.chain.rate_limit is not None:
+            self.chain.rate_limit.changed()
         if self.chain.breaker is not None:
             self.chain.breaker.forget(partitions)
         self.holds.forget(partitions)
@@ -71,9 +81,11 @@ def build(
     *,
     rewind_all: Callable[[], None],
     in_loop_budget_s: float,
+    partition_counts: PartitionCounts | None = None,
 ) -> Parts:
     """``rewind_all``: what an aborted transaction calls; ``in_loop_budget_s``: how long a
-    transaction call made inside the loop may take."""
+    transaction call made inside the loop may take; ``partition_counts``: where a
+    rate-limited stage learns its topics' partition counts (its share of the limit)."""
     tracker, assigned = OffsetTracker(), set[TopicPartition]()
     holds = Holds(consumer, tracker, assigned, clock)
     breaker = None
@@ -107,11 +119,38 @@ def build(
         breaker=breaker, idempotent=plan.stage.idempotency is not None,
         transaction=committer if isinstance(committer, TransactionCommitter) else None,
         extra=built_in(tracker, outputs, clock) if built_in is not None else (),
+        rate_limit=group_share(plan, assigned, clock, partition_counts),
+        key_limit=key_limit(plan, codec, tracker, outputs, clock),
     )  # fmt: skip
     return Parts(
         plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,
         refusals, chain,
     )  # fmt: skip
+
+
+def group_share(
+    plan: StagePlan, assigned: set[TopicPartition], clock: Clock, counts: PartitionCounts | None
+) -> GroupShare | None:
+    """The worker's part of the stage's group-wide rate limit, if it has one."""
+    limit = plan.stage.rate_limit
+    if limit is None or limit.keyed:
+        return None
+    if counts is None:
+        raise ValueError(f"{plan.name}: a rate-limited stage's runner needs partition_counts")
+    return GroupShare(
+        limit, list(plan.inputs), plan.retry_topics, assigned, counts, clock.monotonic, plan.name
+    )
+
+
+def key_limit(
+    plan: StagePlan, codec: Codec, tracker: OffsetTracker, writer: OutputWriter, clock: Clock
+) -> KeyRateLimited | None:
+    """The gate of the stage's per-key rate limit, if it has one."""
+    limit = plan.stage.rate_limit
+    if limit is None or not limit.keyed:
+        return None
+    deferral = deferral_name(plan.group)
+    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock)
 
 
 def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:

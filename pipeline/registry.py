@@ -33,6 +33,7 @@ from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError
 from pipeline.events import Event
 from pipeline.hooks import Hook, check
 from pipeline.lanes import lane_group, lane_topic
+from pipeline.ratelimit import deferral_name
 from pipeline.retrytopics import topic_name as retry_topic
 from pipeline.serde import Binding, SchemaCatalog
 from pipeline.stage import Stage, Topic, deferred_field_checks
@@ -203,7 +204,7 @@ def plan(
                 stage=stage,
                 name=stage.stage_name(),
                 group=group,
-                inputs={settings.topic(t.name): bindings[t.name] for t in stage.input_topics()}
+                inputs=_inputs(stage, bindings, settings)
                 | {phys: bindings[t.name] for lane in lanes for t, phys in lane},
                 outputs={t.name: (settings.topic(t.name), bindings[t.name]) for t in stage.emits},
                 dlq_topic=dlq_topic(group),
@@ -233,6 +234,21 @@ def _lanes(
         [(t, lane_topic(settings.topic(t.name), k)) for t in topics if k < t.lanes]
         for k in range(1, count)
     ]
+
+
+def _inputs(
+    stage: type[Stage], bindings: dict[str, Binding], settings: Settings
+) -> dict[str, Binding]:
+    """Physical input topics and their bindings; a stage with a per-key rate limit reads its
+    deferral topic too (``pipeline.keylimit``), records of its one input topic."""
+    inputs = {settings.topic(t.name): bindings[t.name] for t in stage.input_topics()}
+    limit = stage.rate_limit
+    if limit is not None and limit.keyed:
+        [binding] = inputs.values()  # one input topic: checked at declaration
+        inputs[settings.topic(deferral_name(stage.group_id()))] = binding
+    return inputs
+
+
 def _bind_replies(
     stage: type[Stage], catalog: SchemaCatalog, problems: list[str]
 ) -> dict[type[Event], Binding]:

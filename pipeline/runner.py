@@ -47,6 +47,7 @@ from pipeline.hookcalls import Hooks
 from pipeline.hooks import Hook, StageInfo
 from pipeline.offsets import Token
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
+from pipeline.ratelimit import PartitionCounts
 from pipeline.refusals import ALONE_FLUSH_S
 from pipeline.registry import StagePlan
 from pipeline.retrytopics import Origin, origin_of
@@ -77,6 +78,7 @@ class StageRunner:
         hooks: Sequence[Hook] = (),
         worker_id: str = "",
         poll_limit_s: float | None = None,
+        partition_counts: PartitionCounts | None = None,
     ) -> None:
         self.plan = plan
         breaker = "closed" if plan.stage.breaker else "-"
@@ -99,6 +101,7 @@ class StageRunner:
         self._parts = p = parts.build(
             plan, consumer, producer, codec, h, clock,
             rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
+            partition_counts=partition_counts,
         )  # fmt: skip
         self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
@@ -362,7 +365,7 @@ class StageRunner:
     # -- rebalance listener (called inside consume) ---------------------------------------
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
-        self._assigned.update(partitions)
+        self._parts.assign(partitions)
         if self.hooks.on_assign is not None:
             self.hooks.on_assign(partitions)
         log.info("%s: assigned %s", self.plan.name, _fmt(partitions))

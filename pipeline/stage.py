@@ -40,6 +40,7 @@ from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
 from pipeline.lanes import Lanes, lane_of, levels
+from pipeline.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -167,6 +168,8 @@ class Stage:
             hook once, and ``on_resolved`` when the value falls back; None: no alerts.
         lanes: how fetches are shared among the priority lanes of its inputs
             (``pipeline.lanes.Lanes``; default: each lower lane is guaranteed 10 %).
+        rate_limit: at most ``max`` handler calls every ``per_s`` seconds for the whole group
+            (``pipeline.ratelimit.RateLimit``), or per key; None: no limit.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -183,6 +186,7 @@ class Stage:
     stall_after_s: ClassVar[float | None] = None
     alerts: ClassVar[Alerts | None] = None
     lanes: ClassVar[Lanes] = Lanes()
+    rate_limit: ClassVar[RateLimit | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -246,6 +250,7 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(f"{where}: `breaker` must be a BreakerPolicy or None")
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
+    _check_rate_limit(cls, where)
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):
@@ -268,6 +273,17 @@ def _check_policies(cls: type[Stage], where: str) -> None:
         raise DeclarationError(
             f"{where}: `timeout_s` must be between 0 and {MAX_TIMEOUT_S:g}s: the consume loop "
             "waits for the handler, and a longer wait would exceed max.poll.interval.ms"
+        )
+
+
+def _check_rate_limit(cls: type[Stage], where: str) -> None:
+    limit = cls.rate_limit
+    if limit is not None and not isinstance(limit, RateLimit):
+        raise DeclarationError(f"{where}: `rate_limit` must be a RateLimit(...) or None")
+    if limit is not None and limit.keyed and len(cls.input_topics()) != 1:
+        raise DeclarationError(
+            f"{where}: a per-key `rate_limit` needs a stage with one input topic (its deferral "
+            "topic carries that topic's events); split the stage, or limit the whole group"
         )
 
 

@@ -25,7 +25,9 @@ log = logging.getLogger("pipeline.kafka")
 # timeout (a broker that is restarting is back well within it, or the caller retries).
 ALL_DOWN_FOR_S = 5.0
 METADATA_SLICE_S = 1.0
-_clock = time.monotonic  # a module attribute, so a test can stand in for it
+VISIBLE_POLL_S = 0.05  # between looks at the metadata while new topics propagate
+_clock = time.monotonic  # module attributes, so a test can stand in for them
+_sleep = time.sleep
 
 
 class KafkaAdmin:
@@ -67,6 +69,7 @@ class KafkaAdmin:
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing worker made it
                     raise wrap(exc, f"create topic {name}") from None
+        self._await_visible(missing)  # returns once they are usable, not merely accepted
         log.info(
             "created topics %s with %d partitions, replication %d",
             ", ".join(missing),
@@ -74,6 +77,25 @@ class KafkaAdmin:
             replicas,
         )
         return missing
+
+    def _await_visible(self, names: list[str]) -> None:
+        """Wait until every topic of ``names`` is in the metadata with a leader for each of its
+        partitions. CreateTopics returns once the controller has them; the brokers learn of
+        them a moment later (longer on a loaded machine), and a Publisher or a consumer asking
+        in between is told the topic does not exist. Bounded by the admin's timeout; on
+        several brokers it is the answering broker's view (the others follow within ms)."""
+        deadline = _clock() + self._timeout
+        while True:
+            topics = self._metadata().topics
+            pending = [n for n in names if not _visible(topics.get(n))]
+            if not pending:
+                return
+            if _clock() >= deadline:
+                raise KafkaError(
+                    f"topics created but not in the cluster's metadata after "
+                    f"{self._timeout:.0f}s: {', '.join(pending)}"
+                )
+            _sleep(VISIBLE_POLL_S)
 
     def _metadata(self) -> Any:
         """Cluster metadata, asked for in short slices so that the error callback (and the
@@ -140,6 +162,13 @@ class KafkaAdmin:
                 future.result(timeout=self._timeout)
             except KafkaException as exc:
                 raise wrap(exc, f"delete topic {name}") from None
+
+
+def _visible(topic: Any) -> bool:
+    """A topic's metadata (None: not listed) shows it usable: no error, every partition led."""
+    if topic is None or topic.error is not None or not topic.partitions:
+        return False
+    return all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
 
 
 class LagMonitor:

@@ -4,11 +4,21 @@ broker. Also the pure parts it relies on: the fault schedule and the load plan."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from chaos.broker import PrivateBroker
 from chaos.faults import FaultPlan, Kind, counts, schedule
-from chaos.history import History, Published, SideEffect, check, order_violations, passed
+from chaos.history import (
+    History,
+    Published,
+    SideEffect,
+    check,
+    missing_runs,
+    order_violations,
+    passed,
+)
 from chaos.load import Poison, plan_load
 
 
@@ -110,7 +120,7 @@ def test_exactly_once_outputs_are_counted_per_input() -> None:
     assert figures.eos_duplicate_outputs == 1
     assert figures.eos_missing_outputs == 1
     assert figures.eos_unexpected_outputs == 1
-    assert figures.samples["eos_missing_outputs"] == ["e3"]
+    assert figures.samples["eos_missing_outputs"] == ["partition 0 @3: 1 event(s) (e3)"]
     assert not passed(figures, sigterms_clean=True, published_all=True)
 
 
@@ -118,6 +128,37 @@ def test_an_unclean_sigterm_or_an_incomplete_load_fails_an_otherwise_clean_run()
     figures = check(clean_run())
     assert not passed(figures, sigterms_clean=False, published_all=True)
     assert not passed(figures, sigterms_clean=True, published_all=False)
+
+
+def test_missing_outputs_are_named_as_runs_of_input_coordinates_per_partition() -> None:
+    """The report says where outputs are missing: consecutive good events of a partition
+    without an output form one run (poison between them does not split it, a present output
+    does), so an early-stopping reader shows as one run at the end of a partition."""
+
+    def at(eid: str, partition: int, offset: int, *, poison: bool = False) -> Published:
+        return Published(eid, "k", -1 if poison else 0, partition, offset, poison=poison)
+
+    good = [
+        at("e10", 1, 0), at("e11", 1, 1), at("e12", 1, 3), at("e13", 1, 4),  # 2 poison: away
+        at("e20", 0, 7), at("e21", 0, 9), at("e22", 0, 12),
+    ]  # fmt: skip
+    runs = missing_runs(good, {"e10", "e13", "e21"})
+    assert [str(r) for r in runs] == [
+        "partition 0 @7: 1 event(s) (e20)",
+        "partition 0 @12: 1 event(s) (e22)",
+        "partition 1 @1..3: 2 event(s) (e11..e12)",
+    ]
+    published = [*good, at("p1", 1, 2, poison=True)]
+    figures = check(history(published, [], eos=["e10", "e13", "e21"]))
+    assert figures.eos_missing_outputs == 4
+    assert figures.samples["eos_missing_outputs"] == [str(r) for r in runs]
+
+
+def test_a_run_whose_topics_were_not_read_back_completely_fails() -> None:
+    """A partial read proves nothing: the verdict fails even when the figures are clean."""
+    figures = check(clean_run())
+    assert passed(figures, sigterms_clean=True, published_all=True, reads_complete=True)
+    assert not passed(figures, sigterms_clean=True, published_all=True, reads_complete=False)
 
 
 def test_an_effect_of_seq_n_plus_1_committed_before_that_of_n_is_an_order_violation() -> None:
@@ -192,3 +233,16 @@ def test_the_load_numbers_each_key_in_order_and_poisons_the_requested_share() ->
         assert [e.seq for e in plan if e.key == key and e.poison is None] == list(
             range(sum(1 for e in plan if e.key == key and e.poison is None))
         )
+
+
+def test_a_private_broker_keeps_each_nodes_server_log_in_the_run_dir(tmp_path: Path) -> None:
+    """The next run wipes the broker's home: a run's own broker logs (its transaction
+    coordinator's aborts of killed workers' transactions) stay with the run."""
+    broker = PrivateBroker(tmp_path / "home", 19999, nodes=3)  # never started
+    for node in broker.layout.nodes:
+        node.server_log.parent.mkdir(parents=True, exist_ok=True)
+        node.server_log.write_text(f"node {node.node_id}\n")
+    broker.keep_logs(tmp_path / "run")
+    kept = sorted((tmp_path / "run" / "broker").iterdir())
+    assert [p.name for p in kept] == ["node-1.log", "node-2.log", "node-3.log"]
+    assert kept[2].read_text() == "node 3\n"

@@ -22,6 +22,7 @@ EXPECTED = {
     "Schedule",  # issue 13: cron schedules
     "DelayError",  # issue 13: delayed events
     "Lanes",  # issue 13: priority lanes
+    "RateLimit",  # issue 13: rate limits
     "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
 }  # fmt: skip
 
