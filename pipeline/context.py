@@ -41,6 +41,7 @@ class Output:
     delay: tuple[int | None, int | None] | None = None
     due_ms: int | None = None
     lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
+    reply_to: str | None = None  # a reply (``Context.reply``): the requester's reply topic
 
 
 class Context:
@@ -196,3 +197,24 @@ class Context:
             return topic.lane(priority)
         except ValueError as exc:  # a declaration error: the input is dead-lettered
             raise DeclarationError(f"stage {self.stage}: {exc}") from None
+
+    @property
+    def reply_to(self) -> str | None:
+        """The topic a requester waits on for this event's reply (its ``reply-to`` header),
+        or None for an event that was published, not requested."""
+        raw = self.headers.get(hdr.REPLY_TO)
+        return raw.decode(errors="replace") if raw else None
+
+    def reply(self, event: Event) -> None:
+        """Answer the request being handled with ``event``, an instance of the ``replies``
+        model its topic declares. Sent like an output: only if the handler then succeeds, and
+        before the request's offset is committed. The last reply given wins (a returned event
+        replaces an earlier ``ctx.reply``). An event nobody requested gets no reply."""
+        reply_to = self.reply_to
+        if reply_to is None:
+            return
+        if any(o.reply_to is not None for o in self.outputs):
+            self.outputs = [o for o in self.outputs if o.reply_to is None]
+        answered = [(hdr.IN_REPLY_TO, self.event_id.encode())]
+        topic = Topic(reply_to, type(event))
+        self.outputs.append(Output(topic, event, None, answered, reply_to=reply_to))

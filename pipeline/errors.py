@@ -26,6 +26,9 @@ The tree::
     │   ├── AuthenticationError     the brokers refused our SASL login (user, password, mechanism)
     │   └── TLSError                no TLS connection: the brokers' certificate is not trusted...
     ├── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
+    ├── RequestError                a request (``Publisher.request``) got no usable reply
+    │   ├── RequestTimeout          no reply within the request's timeout
+    │   └── RequestCancelled        the publisher closed (or its reply reader failed) first
     └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
         └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
 
@@ -155,3 +158,19 @@ class CallAbandoned(PipelineError):
 class TooManyHungCalls(CallAbandoned):
     """Too many of a stage's sync handler calls ran past their timeout and are still running
     (``pipeline.handlerthreads.MAX_HUNG_CALLS``): the stage stops instead of starting more."""
+
+
+class RequestError(PipelineError):
+    """A request got no usable reply; ``request_id`` is its id (its ``event-id`` header)."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class RequestTimeout(RequestError):
+    pass
+
+
+class RequestCancelled(RequestError):
+    pass

@@ -32,6 +32,10 @@ CORRELATION_ID = "correlation-id"
 PARENT_ID = "parent-id"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+# Request-reply (pipeline.reply): a request names the topic its reply goes to; the reply names
+# the request's event id. Not propagated: only the stage that reads the request answers it.
+REPLY_TO = "reply-to"
+IN_REPLY_TO = "in-reply-to"
 PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
 
 Headers = dict[str, bytes]

@@ -31,6 +31,7 @@ from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
+from pipeline.reply import replying
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
@@ -174,6 +175,8 @@ def invoker(plan: StagePlan, stage: Stage, hooks: Hooks) -> Invoker:
     """What calls the stage's handler (inside the ``around_handler`` hooks, if any)."""
     is_async = plan.stage.is_async()
     handler = stage.handle
+    if plan.replies:  # its returned event is the reply to a request
+        handler = replying(handler, is_async)
     if plan.stage.track_jobs is not None:  # its return value is the job's result
         handler = keeping_result(handler, is_async)
     return Invoker(

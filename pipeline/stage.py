@@ -85,6 +85,8 @@ class Topic:
     pick one (lane 0, the base topic, by default).
     ``delayed=True`` lets events be published or emitted to it with a delay: its delay tiers
     are created and moved by the workers of the stages that consume it (``pipeline.delays``).
+    ``replies`` optionally names the model of the reply to a request on this topic
+    (``Publisher.request``, ``pipeline.reply``): what the stage reading it returns.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Topic:
     id_field: str | None = None
     delayed: bool = False
     priorities: int | tuple[str, ...] | None = None
+    replies: type[Event] | None = None
     # The level names, highest first; () without lanes. Derived from ``priorities``.
     levels: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     # Declaration problems found while field checks were deferred (see deferred_field_checks).
@@ -106,6 +109,13 @@ class Topic:
         if not (isinstance(self.model, type) and issubclass(self.model, Event)):
             raise DeclarationError(
                 f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
+            )
+        if self.replies is not None and not (
+            isinstance(self.replies, type) and issubclass(self.replies, Event)
+        ):
+            raise DeclarationError(
+                f"topic {self.name!r}: replies must be a pipeline.Event subclass, "
+                f"got {self.replies!r}"
             )
         problems = tuple(
             f"topic {self.name!r}: {role} field {name!r} is not a field of {self.model.__name__}"

@@ -24,6 +24,7 @@ EXPECTED = {
     "Lanes",  # issue 13: priority lanes
     "RateLimit",  # issue 13: rate limits
     "JobTracking", "ResultError",  # issue 14: job status
+    "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
 }  # fmt: skip
 JOBS_EXPECTED = {
     "Job", "JobStore", "JobStoreError", "JobTracker", "JobTracking", "JobView", "JobsQueued",
