@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import phases, priority, report
+from bench import phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -204,6 +204,8 @@ def main() -> int:
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
         print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
         prio = priority.phase(bootstrap, topics.prefix, args.priority_backlog)
+        print("request-reply: round trips (bench/reply_latency.py)", flush=True)
+        replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
@@ -212,7 +214,7 @@ def main() -> int:
     summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
-            "chain": chain, "io": io, "priority": prio, "notes": notes,
+            "chain": chain, "io": io, "priority": prio, "request_reply": replies, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
@@ -257,6 +259,9 @@ def render(
         f"## Priority lanes: high events behind {args.priority_backlog} on the low lane "
         "(bench/priority.py)",
         *priority.table(data["priority"]),
+        "",
+        "## Request-reply round trip (one request at a time; 16 in flight)",
+        f"`{json.dumps(data['request_reply'])}`",
         "",
         "## Notes",
         *(f"- {n}" for n in data["notes"]),

@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
+from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
@@ -145,6 +146,8 @@ class Pipeline:
         else:
             producer = self.transport.producer(client_id)
         alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
+        tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
+        extra = tuple(h for h in (alerts, tracker) if h is not None)
         runner = StageRunner(
             plan,
             consumer,
@@ -156,7 +159,7 @@ class Pipeline:
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
             clock=clock,
-            hooks=self.hooks if alerts is None else (*self.hooks, alerts),
+            hooks=(*self.hooks, *extra) if extra else self.hooks,
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
             partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,

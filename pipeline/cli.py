@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.cli_dlq import dlq_app
+from pipeline.cli_jobs import job_command, job_view_command, jobs_command
 from pipeline.cli_schedules import schedules_app
 from pipeline.cli_status import status_command
 from pipeline.errors import (
@@ -45,6 +46,9 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schedules_app, name="schedules")
 app.command("status")(status_command)
+app.command("job")(job_command)
+app.command("jobs")(jobs_command)
+app.command("job-view")(job_view_command)
 
 # Help text is rich markup: "[pipeline]" unescaped would vanish as a style tag.
 ConfigOpt = Annotated[

@@ -28,8 +28,15 @@ if TYPE_CHECKING:
 
 EVENT_ID = "event-id"
 CORRELATION_ID = "correlation-id"
+# On every output: the event-id of the input it was derived from (its job's parent), so a
+# chain can be followed back one hop at a time; correlation-id names the chain's first event.
+PARENT_ID = "parent-id"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+# Request-reply (pipeline.reply): a request names the topic its reply goes to; the reply names
+# the request's event id. Not propagated: only the stage that reads the request answers it.
+REPLY_TO = "reply-to"
+IN_REPLY_TO = "in-reply-to"
 PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
 
 Headers = dict[str, bytes]
