@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import delays
-from pipeline import headers as hdr
 from pipeline.clock import SYSTEM, Clock
 from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
@@ -28,6 +27,7 @@ from pipeline.headers import (
     PROPAGATED,
     HeaderList,
     derived_id_bytes,
+    id_from_coordinates_bytes,
 )
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
@@ -97,8 +97,8 @@ class OutputWriter:
         token: Token,
     ) -> None:
         parent, propagated, correlated = _carried(record.headers())
-        if parent is None:
-            parent = hdr.id_from_coordinates(ctx.coordinates).encode()
+        if parent is None:  # a record from another producer: its id is its coordinates'
+            parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{token.offset}")
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
         if self._output_headers is not None:
@@ -153,30 +153,12 @@ class OutputWriter:
             on_delivery(exc, None)
 
     def callback(self, tp: TopicPartition, token: Token, record: RawRecord) -> DeliveryCallback:
-        """The delivery report handler for one input's outputs."""
-        failed = self._failed
-        completed = self._on_completed
-        if completed is None:
-
-            def delivered(err: Any, msg: Any) -> None:
-                if err is None:
-                    token.finish_one()
-                elif not token.failed:
-                    token.failed = True
-                    failed.append((tp, token, err, msg, False))
-
-            return delivered
-
-        def delivered_then_completed(err: Any, msg: Any) -> None:
-            if err is None:
-                token.finish_one()
-                if token.outstanding == 0 and not token.failed and not token.cancelled:
-                    completed(record)  # the input's last output is acknowledged
-            elif not token.failed:
-                token.failed = True
-                failed.append((tp, token, err, msg, False))
-
-        return delivered_then_completed
+        """The delivery report handler for one input's outputs: the token itself (see
+        ``Token.__call__``), or, with ``on_completed`` hooks, a small object around it."""
+        token.tp, token.refused = tp, self._failed
+        if self._on_completed is None:
+            return token
+        return DeliveredThenCompleted(token, record, self._on_completed)
 
     @property
     def failed(self) -> bool:
@@ -217,3 +199,21 @@ def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -
         return propagated
     names = {k for k, _ in contributed}
     return [h for h in propagated if h[0] not in names] + list(contributed)
+
+
+class DeliveredThenCompleted:
+    """The token's delivery report handling (``Token.__call__``), then the ``on_completed``
+    hooks once the input's last output is acknowledged (its token not failed or cancelled)."""
+
+    __slots__ = ("_completed", "_record", "_token")
+
+    def __init__(
+        self, token: Token, record: RawRecord, completed: Callable[[RawRecord], None]
+    ) -> None:
+        self._token, self._record, self._completed = token, record, completed
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        token = self._token
+        token(err, msg)
+        if err is None and token.outstanding == 0 and not token.failed and not token.cancelled:
+            self._completed(self._record)  # the input's last output is acknowledged
