@@ -38,10 +38,10 @@ from pipeline.errors import KafkaError, TopicNotFoundError
 from pipeline.failures import DeadLetter, RetryPolicy
 from pipeline.gates import Gate, Hold, Settled, Verdict
 from pipeline.headers import EVENT_ID
-from pipeline.ratelimit import deferral_name
 from pipeline.lanes import lane_topic
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import AdminPort, RawRecord, TopicLogPort, TopicPartition
+from pipeline.ratelimit import deferral_name
 from pipeline.retrytopics import Origin
 from pipeline.stage import Stage, Topic
 
@@ -211,8 +211,8 @@ def tiers_read(plan: StagePlan) -> list[tuple[str, list[str]]]:
     """(mover group, tier topics) of each delayed input of ``plan``, physical names: where
     ``pipeline status`` counts the stage's delayed events. A per-key rate limit's deferral
     topic is one of them: a busy key's deferred excess waits in its tiers."""
-    delayed = [physical for topic, physical in
-               zip(plan.stage.input_topics(), plan.inputs, strict=False) if topic.delayed]  # fmt: skip
+    declared = zip(plan.stage.input_topics(), plan.inputs, strict=False)
+    delayed = [physical for topic, physical in declared if topic.delayed]
     limit = plan.stage.rate_limit
     if limit is not None and limit.keyed:
         delayed.append(deferral_name(plan.group))
