@@ -191,20 +191,23 @@ def movers(
     return [mover_stage(t, settings, topic_log) for t in delayed_inputs(stages)]
 
 
-def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: bool) -> None:
+def ensure_cancel_topics(
+    admin: AdminPort, plans: Sequence[StagePlan], create: bool
+) -> list[str]:
     """Create each mover's cancel topic with one partition (read as one log by every mover);
-    where creating is off, a missing one is only reported: cancelling then fails loudly."""
+    where creating is off, a missing one is only reported: cancelling then fails loudly.
+    Returns the ones created."""
     names = [delays.cancel_topic(p.stage.base) for p in plans if issubclass(p.stage, DelayMover)]
     if not names:
-        return
+        return []
     if create:
         # Compacted: a cancellation outlives any retention, for delays up to 30 days.
-        admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
-        return
+        return admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
     missing = [n for n in names if n not in admin.topics()]
     if missing:
         log.warning("cancel topics %s do not exist: delayed events cannot be cancelled",
                     ", ".join(missing))  # fmt: skip
+    return []
 
 
 def tiers_read(plan: StagePlan) -> list[tuple[str, list[str]]]:
