@@ -98,16 +98,23 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        admin = self.transport.admin()
-        created = admin.ensure(self.topics())
-        delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
+        created = self.transport.admin().ensure(self.topics())
+        created += self.ensure_internal_topics()
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
+        for schedule in self.schedules:
+            self.announce(self.catalog.bind(schedule.emit.model))
+        return created
+
+    def ensure_internal_topics(self) -> list[str]:
+        """The one-partition compacted topics beside ``topics()``: each delayed topic's
+        cancellations and the schedules' state. Apart, so that ``pipeline topics create
+        --stages`` makes them too, with one partition whatever its ``--partitions``."""
+        admin = self.transport.admin()
+        created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
             created += ensure_state_topic(self.settings, self.transport)
-            for schedule in self.schedules:
-                self.announce(self.catalog.bind(schedule.emit.model))
         return created
 
     def scheduler(self, worker_id: str | None = None, clock: Clock = SYSTEM) -> Scheduler | None:

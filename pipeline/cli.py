@@ -283,11 +283,15 @@ def topics_create(
         settings = _settings(config)
         transport = kafka(settings)
         wanted = [settings.topic(n) for n in names or []]
-        if stages:
-            wanted += Pipeline.from_spec(stages, settings, transport).topics()
+        # Asked to create: the internal topics below too, even where run-time creation is off.
+        asked = settings.model_copy(update={"create_topics": True})
+        pipeline = Pipeline.from_spec(stages, asked, transport) if stages else None
+        wanted += pipeline.topics() if pipeline else []
         if not wanted:
             raise DeclarationError("name at least one topic, or pass --stages")
         created = transport.admin().create(wanted, partitions)
+        # Cancel and schedule-state topics: one partition each, whatever --partitions says.
+        created += pipeline.ensure_internal_topics() if pipeline else []
     except PipelineError as exc:
         raise _fail(exc) from None
     typer.echo(f"created {len(created)} topic(s): {', '.join(created) or 'all existed'}")
