@@ -2,7 +2,7 @@
 in-memory consumer and producer (through the same ports), next to RAW's loop body, plus the cost
 of each step on its own. Deterministic and broker-free, so it isolates Python overhead.
 
-    .venv/bin/python -m bench.micro [--messages 200000]
+    .venv/bin/python -m bench.micro [--messages 200000] [--workload order|checkout]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from random import Random
 from typing import Any
 
 from bench.contenders import common, ours
+from bench.contenders.workloads import WORKLOADS, Workload
 from pipeline import headers as hdr
 from pipeline.app import Pipeline
 from pipeline.config import Settings
@@ -29,9 +30,11 @@ PARTITIONS = 6
 class Record:
     __slots__ = ("_headers", "_key", "_offset", "_partition", "_value")
 
-    def __init__(self, value: bytes, key: bytes, partition: int, offset: int) -> None:
+    def __init__(
+        self, value: bytes, key: bytes, partition: int, offset: int, event_id: bool = True
+    ) -> None:
         self._value, self._key, self._partition, self._offset = value, key, partition, offset
-        self._headers = [("event-id", str(uuid.uuid4()).encode())]
+        self._headers = [("event-id", str(uuid.uuid4()).encode())] if event_id else None
 
     def topic(self) -> str:
         return "bench-micro.src"
@@ -104,19 +107,22 @@ class MemoryProducer:
         return err
 
 
-def records(count: int) -> list[Record]:
+def records(count: int, work: Workload = WORKLOADS["order"]) -> list[Record]:
     rng, out, offsets = Random(7), [], [0] * PARTITIONS
     for i in range(count):
-        rec = common.make_record(rng)
-        p = i % PARTITIONS
-        out.append(Record(common.encode_record(rec), rec["order_id"].encode(), p, offsets[p]))
+        rec = work.make_record(rng)
+        p, value, key = i % PARTITIONS, work.encode_record(rec), rec[work.key_field].encode()
+        out.append(Record(value, key, p, offsets[p], work.event_id_header))
         offsets[p] += 1
     return out
 
 
-def runner_us(recs: list[Record], hooks: Sequence[Any] = ()) -> float:
+def runner_us(
+    recs: list[Record], hooks: Sequence[Any] = (), work: Workload = WORKLOADS["order"]
+) -> float:
     args = argparse.Namespace(prefix="", src="bench-micro.src", dst="bench-micro.out",
-                              group="bench-micro", io_ms=0, concurrency=1)  # fmt: skip
+                              group="bench-micro", io_ms=0, concurrency=1,
+                              workload=work.name)  # fmt: skip
     settings = Settings(schemas_dir=common.SCHEMAS_DIR)
     pipeline = Pipeline.build(settings, [ours.stage_class(args)])
     consumer, producer = MemoryConsumer(recs, settings.batch_size), MemoryProducer()
@@ -128,11 +134,12 @@ def runner_us(recs: list[Record], hooks: Sequence[Any] = ()) -> float:
     return (time.perf_counter() - start) / len(recs) * 1e6
 
 
-def raw_us(recs: list[Record]) -> float:
+def raw_us(recs: list[Record], work: Workload = WORKLOADS["order"]) -> float:
     producer = MemoryProducer()
+    decode, transform, encode = work.decode, work.transform, work.encode
     start = time.perf_counter()
     for rec in recs:
-        value = common.encode(common.transform(common.decode(rec.value())))
+        value = encode(transform(decode(rec.value())))
         producer.produce("out", value, rec.key(), None, _ack)
     producer.poll()
     return (time.perf_counter() - start) / len(recs) * 1e6
@@ -142,32 +149,37 @@ def _ack(_err: Any, _msg: Any) -> None:
     pass
 
 
-def steps(rec: Record) -> list[tuple[str, Callable[[], Any]]]:
-    event = common.decode(rec.value())
+def steps(rec: Record, work: Workload) -> list[tuple[str, Callable[[], Any]]]:
+    event = work.decode(rec.value())
     parent = str(uuid.uuid4())
     return [
-        ("decode: fastavro + pydantic validate", lambda: common.decode(rec.value())),
-        ("transform (builds the output model)", lambda: common.transform(event)),
-        ("encode: fastavro", lambda: common.encode(event)),
+        ("decode: fastavro + pydantic validate", lambda: work.decode(rec.value())),
+        ("transform (builds the output model)", lambda: work.transform(event)),
+        ("encode: fastavro", lambda: work.encode(event)),
         (
             "Context(...) + ctx.headers + ctx.event_id",
             lambda: Context("s", rec, frozenset()).event_id,
         ),
         ("headers.derived_event_id (per output)", lambda: hdr.derived_event_id(parent, "s", 0)),
+        ("headers.id_from_coordinates (no event-id)", lambda: hdr.id_from_coordinates("t[1]@2")),
     ]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--messages", type=int, default=200_000)
-    recs = records(p.parse_args().messages)
+    p.add_argument("--workload", choices=tuple(WORKLOADS), default="order")
+    a = p.parse_args()
+    work = WORKLOADS[a.workload]
+    recs = records(a.messages, work)
     from pipeline.metrics import Metrics
 
-    raw, runner, metered = raw_us(recs), runner_us(recs), runner_us(recs, [Metrics()])
+    raw, runner = raw_us(recs, work), runner_us(recs, work=work)
+    metered = runner_us(recs, [Metrics()], work)
     print(f"RAW loop body      {raw:6.1f} µs/msg")
     print(f"StageRunner.step   {runner:6.1f} µs/msg  ({runner / raw:.2f} x RAW; no Kafka)")
     print(f"  with Metrics     {metered:6.1f} µs/msg  ({metered / runner - 1:+.1%} for metrics)")
-    for name, fn in steps(recs[0]):
+    for name, fn in steps(recs[0], work):
         print(f"  {min(timeit.repeat(fn, number=20_000, repeat=3)) / 20_000 * 1e6:6.2f} µs  {name}")
 
 

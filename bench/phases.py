@@ -58,7 +58,9 @@ class Run:
 
     def drain(self, c: Contender, src: str, tag: str, count: int, **extra: Any) -> dict[str, Any]:
         t = self.topics
-        dst, group = t.name("out", c.name), t.name("g", c.name, tag)
+        workload = extra.get("workload", "order")
+        dst = t.name("out", c.name) if workload == "order" else t.name("out", workload, c.name)
+        group = t.name("g", c.name, tag)
         proc = Proc(module(c.python, c.module, self.args(src, dst, group, count, **extra)))
         result = proc.result(self.time_limit_s + 90)
         wait_exit(proc)
@@ -72,14 +74,21 @@ def rotations(items: list[Contender], rounds: int) -> Iterator[tuple[int, list[C
 
 
 def drain_rounds(
-    run: Run, contenders: list[Contender], src: str, count: int, rounds: int
+    run: Run,
+    contenders: list[Contender],
+    src: str,
+    count: int,
+    rounds: int,
+    workload: str = "order",
 ) -> dict[str, list[dict[str, Any]]]:
+    """``workload``: see ``bench.contenders.workloads`` (its rounds get their own groups)."""
     results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
+    tag = "" if workload == "order" else f"{workload}."
     for r, order in rotations(contenders, rounds):
         for c in order:
-            result = run.drain(c, src, f"r{r}", count)
+            result = run.drain(c, src, f"{tag}r{r}", count, workload=workload)
             results[c.name].append(result)
-            print(f"  round {r} {c.name:<10} {_brief(result)}", flush=True)
+            print(f"  round {r} {workload} {c.name:<10} {_brief(result)}", flush=True)
     return results
 
 

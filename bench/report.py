@@ -18,6 +18,10 @@ TARGETS = {  # name: (target, higher is better)
     "rss_growth_mb": (20.0, False),
     "produce_requests_per_message": (0.05, False),
     "metrics_on_vs_off": (0.95, True),
+    # issue 15: on both workloads, in one run
+    "cpu_per_msg_ours_vs_raw": (1.2, False),
+    "checkout_ours_vs_raw": (0.85, True),
+    "checkout_cpu_per_msg_ours_vs_raw": (1.2, False),
 }
 
 
@@ -160,6 +164,18 @@ def headline(
             label: p99_ratio(chain[label], "p99_late_ms") for label in labels
         },
         "chain_saturated": {label: saturated(chain[label]) for label in labels},
+        "cpu_per_msg_ours_vs_raw": _r(cpu_us(drain["ours"]) / cpu_us(drain["raw"])),
+    }
+
+
+def checkout_headline(drain: dict[str, Rounds]) -> dict[str, Any]:
+    """The second workload's ratios (bench.Checkout, no headers), from its own drain rounds."""
+    raw, ours = drain["raw"], drain["ours"]
+    return {
+        "checkout_ours_vs_raw": _r(throughput(ours) / throughput(raw)),
+        "checkout_cpu_per_msg_ours_vs_raw": _r(cpu_us(ours) / cpu_us(raw)),
+        "checkout_loop_cpu_per_msg_ours_vs_raw": _r(loop_cpu_us(ours) / loop_cpu_us(raw)),
+        "checkout_produce_requests_per_message": _r(requests_per_message(ours), 4),
     }
 
 

@@ -22,13 +22,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import phases, priority, report
+from bench import phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
 from bench.topics import RunTopics
 
 RESULTS = ROOT / "bench" / "results"
+# The second workload's drain (issue 15): RAW and OURS only; the peers run the first.
+CHECKOUT_CONTENDERS = [RAW, OURS]
 
 
 def parse() -> argparse.Namespace:
@@ -89,6 +91,7 @@ def config_drift() -> list[str]:
 
     # Identity, and where librdkafka's log lines go: not settings that change performance.
     s, ids = Settings(), {"bootstrap.servers", "group.id", "client.id", "logger"}
+    ids.add("security.protocol")  # plaintext, librdkafka's default, spelt out by OURS
     notes = []
     for name, ours, raw in (
         ("consumer", kconfig.consumer(s, "g", "c"), common.CONSUMER_CONFIG),
@@ -177,11 +180,19 @@ def main() -> int:
     )
     try:
         src, io_src = topics.name("src"), topics.name("io", "src")
-        topics.create([src, io_src, *(topics.name("out", c.name) for c in contenders)])
+        checkout_src = topics.name("checkout", "src")
+        outs = [topics.name("out", c.name) for c in contenders]
+        outs += [topics.name("out", "checkout", c.name) for c in CHECKOUT_CONTENDERS]
+        topics.create([src, io_src, checkout_src, *outs])
         load.prefill(bootstrap, src, args.messages)
+        load.prefill(bootstrap, checkout_src, args.messages, workload="checkout")
         load.prefill(bootstrap, io_src, args.io_messages)
         print(f"drain: {args.messages} records, {args.rounds} round(s)", flush=True)
         drain = phases.drain_rounds(run, contenders, src, args.messages, args.rounds)
+        print(f"drain (checkout, no headers): {args.messages} records", flush=True)
+        drain_checkout = phases.drain_rounds(
+            run, CHECKOUT_CONTENDERS, checkout_src, args.messages, args.rounds, "checkout"
+        )
         raw_max = report.throughput(drain["raw"])
         rates = {f: float(f) * raw_max for f in args.chain_fractions.split(",")}
         print(
@@ -193,14 +204,17 @@ def main() -> int:
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
         print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
         prio = priority.phase(bootstrap, topics.prefix, args.priority_backlog)
+        print("request-reply: round trips (bench/reply_latency.py)", flush=True)
+        replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
+    summary |= report.checkout_headline(drain_checkout)
     summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    data = {"summary": summary, "drain": drain, "chain": chain, "io": io, "priority": prio,
-            "notes": notes,
+    data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
+            "chain": chain, "io": io, "priority": prio, "request_reply": replies, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
@@ -231,6 +245,10 @@ def render(
         "## Drain throughput (same pre-filled topic, own group each)",
         *report.drain_table(data["drain"]),
         "",
+        "## Drain throughput, second workload: bench.Checkout (timestamp-millis, constrained "
+        "fields, string-heavy), written by a plain producer with no headers",
+        *report.drain_table(data["drain_checkout"]),
+        "",
         f"## End-to-end latency: 4-stage chain (4 processes), {args.chain_seconds:g} s measured "
         "after 2 s warm-up; the first rate is the headline",
         *report.chain_table(data["chain"], rates),
@@ -241,6 +259,9 @@ def render(
         f"## Priority lanes: high events behind {args.priority_backlog} on the low lane "
         "(bench/priority.py)",
         *priority.table(data["priority"]),
+        "",
+        "## Request-reply round trip (one request at a time; 16 in flight)",
+        f"`{json.dumps(data['request_reply'])}`",
         "",
         "## Notes",
         *(f"- {n}" for n in data["notes"]),

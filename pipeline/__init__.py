@@ -23,6 +23,10 @@ from pipeline.errors import (
     EventValidationError,
     KafkaError,
     PipelineError,
+    RequestCancelled,
+    RequestError,
+    RequestTimeout,
+    ResultError,
     SchemaError,
     SchemaMismatchError,
     SchemaNotFoundError,
@@ -36,6 +40,7 @@ from pipeline.events import Event
 from pipeline.failures import DeadLetter, HandlerTimeout, RetryAfter, RetryPolicy, Skip
 from pipeline.guarantees import Idempotency
 from pipeline.hooks import Hook, StageInfo, WorkerInfo
+from pipeline.jobs.tracking import JobTracking
 from pipeline.lanes import Lanes
 from pipeline.ratelimit import RateLimit
 from pipeline.schedules import Schedule
@@ -73,6 +78,7 @@ __all__ = [
     "HandlerTimeout",
     "Hook",
     "Idempotency",
+    "JobTracking",
     "KafkaError",
     "Lanes",
     "Pipeline",
@@ -80,6 +86,10 @@ __all__ = [
     "PipelineStatus",
     "Publisher",
     "RateLimit",
+    "RequestCancelled",
+    "RequestError",
+    "RequestTimeout",
+    "ResultError",
     "RetryAfter",
     "RetryPolicy",
     "Schedule",

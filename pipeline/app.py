@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
+from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
 from pipeline.registry import StagePlan
@@ -97,16 +98,23 @@ class Pipeline:
     def ensure_topics(self) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers."""
-        admin = self.transport.admin()
-        created = admin.ensure(self.topics())
-        delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
+        created = self.transport.admin().ensure(self.topics())
+        created += self.ensure_internal_topics()
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
+        for schedule in self.schedules:
+            self.announce(self.catalog.bind(schedule.emit.model))
+        return created
+
+    def ensure_internal_topics(self) -> list[str]:
+        """The one-partition compacted topics beside ``topics()``: each delayed topic's
+        cancellations and the schedules' state. Apart, so that ``pipeline topics create
+        --stages`` makes them too, with one partition whatever its ``--partitions``."""
+        admin = self.transport.admin()
+        created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
             created += ensure_state_topic(self.settings, self.transport)
-            for schedule in self.schedules:
-                self.announce(self.catalog.bind(schedule.emit.model))
         return created
 
     def scheduler(self, worker_id: str | None = None, clock: Clock = SYSTEM) -> Scheduler | None:
@@ -145,6 +153,8 @@ class Pipeline:
         else:
             producer = self.transport.producer(client_id)
         alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
+        tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
+        extra = tuple(h for h in (alerts, tracker) if h is not None)
         runner = StageRunner(
             plan,
             consumer,
@@ -156,7 +166,7 @@ class Pipeline:
             shutdown_timeout_s=s.shutdown_timeout_s,
             store_url=s.idempotency_url,
             clock=clock,
-            hooks=self.hooks if alerts is None else (*self.hooks, alerts),
+            hooks=(*self.hooks, *extra) if extra else self.hooks,
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
             partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,

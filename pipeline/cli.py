@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.cli_dlq import dlq_app
+from pipeline.cli_jobs import job_command, job_view_command, jobs_command
 from pipeline.cli_schedules import schedules_app
 from pipeline.cli_status import status_command
 from pipeline.errors import (
@@ -45,6 +46,9 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schedules_app, name="schedules")
 app.command("status")(status_command)
+app.command("job")(job_command)
+app.command("jobs")(jobs_command)
+app.command("job-view")(job_view_command)
 
 # Help text is rich markup: "[pipeline]" unescaped would vanish as a style tag.
 ConfigOpt = Annotated[
@@ -279,11 +283,15 @@ def topics_create(
         settings = _settings(config)
         transport = kafka(settings)
         wanted = [settings.topic(n) for n in names or []]
-        if stages:
-            wanted += Pipeline.from_spec(stages, settings, transport).topics()
+        # Asked to create: the internal topics below too, even where run-time creation is off.
+        asked = settings.model_copy(update={"create_topics": True})
+        pipeline = Pipeline.from_spec(stages, asked, transport) if stages else None
+        wanted += pipeline.topics() if pipeline else []
         if not wanted:
             raise DeclarationError("name at least one topic, or pass --stages")
         created = transport.admin().create(wanted, partitions)
+        # Cancel and schedule-state topics: one partition each, whatever --partitions says.
+        created += pipeline.ensure_internal_topics() if pipeline else []
     except PipelineError as exc:
         raise _fail(exc) from None
     typer.echo(f"created {len(created)} topic(s): {', '.join(created) or 'all existed'}")

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         "sqlite:///.pipeline/idempotency.db",
         description="Idempotency store for stages that declare one (sqlite:/// or postgresql://).",
     )
+    jobs_store: Path = Field(
+        Path(".pipeline/jobs.sqlite3"),
+        description="SQLite file of the local job view (pipeline.jobs lookups, pipeline job).",
+    )
     metrics_port: int | None = Field(
         None,
         ge=0,

@@ -8,6 +8,7 @@ Everything else is read lazily from the record, so a handler that looks at nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from pipeline import delays
 from pipeline import headers as hdr
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
+from pipeline.jobs.result import check_progress, encode_result
 from pipeline.ports import RawRecord
 from pipeline.stage import Topic
 
@@ -39,12 +41,14 @@ class Output:
     delay: tuple[int | None, int | None] | None = None
     due_ms: int | None = None
     lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
+    reply_to: str | None = None  # a reply (``Context.reply``): the requester's reply topic
 
 
 class Context:
     """Where the event came from, its headers, and the way to emit follow-up events."""
 
-    __slots__ = ("_allowed", "_group", "_headers", "_record", "_store", "outputs", "stage")
+    __slots__ = ("_allowed", "_group", "_headers", "_on_progress", "_record", "_store",
+                 "outputs", "result_json", "stage")  # fmt: skip
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class Context:
         allowed_outputs: frozenset[str],
         store: TransactionalStore | None = None,
         group: str = "",
+        on_progress: Callable[..., None] | None = None,
     ) -> None:
         self.stage = stage
         self._record = record
@@ -61,6 +66,15 @@ class Context:
         self._group = group
         self._headers: hdr.Headers | None = None
         self.outputs: list[Output] = []
+        self._on_progress = on_progress  # the stage's on_progress hooks, or None
+        # The job result as JSON text (``result``), None until one is given.
+        self.result_json: str | None = None
+
+    @property
+    def record(self) -> RawRecord:
+        """The record being handled, as the consumer returned it (hooks read its headers and
+        coordinates; its ``value()`` is the raw bytes: never log it)."""
+        return self._record
 
     @property
     def topic(self) -> str:
@@ -104,6 +118,28 @@ class Context:
         UTF-8 never raise), or the event id when there is none."""
         raw = self.headers.get(hdr.CORRELATION_ID)
         return hdr.id_text(raw) if raw else self.event_id
+
+    @property
+    def parent_id(self) -> str | None:
+        """The ``parent-id`` header: the id of the event this one was derived from (None for
+        an event published from outside a stage)."""
+        raw = self.headers.get(hdr.PARENT_ID)
+        return hdr.id_text(raw) if raw else None
+
+    def progress(self, percent: float, note: str | None = None) -> None:
+        """Report how far the handler is with this event (0..100, and an optional short note):
+        a tracking stage (``track_jobs``) records it in the job's status. Cheap when nobody
+        listens; a bad value raises ``ValueError``."""
+        value, note = check_progress(percent, note)
+        if self._on_progress is not None:
+            self._on_progress(self._record, value, note)
+
+    def result(self, value: Any) -> None:
+        """Set the job's result: a small JSON value or a pydantic model (the last call wins; a
+        handler's non-None return value in a tracking stage does the same). Raises
+        ``ResultError`` if it is not JSON or over ``pipeline.jobs.RESULT_MAX_BYTES`` (a
+        ``SerializationError``: the event is dead-lettered, not retried)."""
+        self.result_json = encode_result(value)
 
     def transaction(self) -> AbstractContextManager[Any]:
         """A database transaction of the stage's idempotency store, holding this event's id.
@@ -161,3 +197,24 @@ class Context:
             return topic.lane(priority)
         except ValueError as exc:  # a declaration error: the input is dead-lettered
             raise DeclarationError(f"stage {self.stage}: {exc}") from None
+
+    @property
+    def reply_to(self) -> str | None:
+        """The topic a requester waits on for this event's reply (its ``reply-to`` header),
+        or None for an event that was published, not requested."""
+        raw = self.headers.get(hdr.REPLY_TO)
+        return raw.decode(errors="replace") if raw else None
+
+    def reply(self, event: Event) -> None:
+        """Answer the request being handled with ``event``, an instance of the ``replies``
+        model its topic declares. Sent like an output: only if the handler then succeeds, and
+        before the request's offset is committed. The last reply given wins (a returned event
+        replaces an earlier ``ctx.reply``). An event nobody requested gets no reply."""
+        reply_to = self.reply_to
+        if reply_to is None:
+            return
+        if any(o.reply_to is not None for o in self.outputs):
+            self.outputs = [o for o in self.outputs if o.reply_to is None]
+        answered = [(hdr.IN_REPLY_TO, self.event_id.encode())]
+        topic = Topic(reply_to, type(event))
+        self.outputs.append(Output(topic, event, None, answered, reply_to=reply_to))

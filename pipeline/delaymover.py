@@ -41,6 +41,7 @@ from pipeline.headers import EVENT_ID
 from pipeline.lanes import lane_topic
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import AdminPort, RawRecord, TopicLogPort, TopicPartition
+from pipeline.ratelimit import deferral_name
 from pipeline.retrytopics import Origin
 from pipeline.stage import Stage, Topic
 
@@ -190,27 +191,32 @@ def movers(
     return [mover_stage(t, settings, topic_log) for t in delayed_inputs(stages)]
 
 
-def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: bool) -> None:
+def ensure_cancel_topics(
+    admin: AdminPort, plans: Sequence[StagePlan], create: bool
+) -> list[str]:
     """Create each mover's cancel topic with one partition (read as one log by every mover);
-    where creating is off, a missing one is only reported: cancelling then fails loudly."""
+    where creating is off, a missing one is only reported: cancelling then fails loudly.
+    Returns the ones created."""
     names = [delays.cancel_topic(p.stage.base) for p in plans if issubclass(p.stage, DelayMover)]
     if not names:
-        return
+        return []
     if create:
         # Compacted: a cancellation outlives any retention, for delays up to 30 days.
-        admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
-        return
+        return admin.create(names, partitions=1, config={"cleanup.policy": "compact"})
     missing = [n for n in names if n not in admin.topics()]
     if missing:
         log.warning("cancel topics %s do not exist: delayed events cannot be cancelled",
                     ", ".join(missing))  # fmt: skip
+    return []
 
 
 def tiers_read(plan: StagePlan) -> list[tuple[str, list[str]]]:
     """(mover group, tier topics) of each delayed input of ``plan``, physical names: where
-    ``pipeline status`` counts the stage's delayed events."""
-    out = []
-    for topic, physical in zip(plan.stage.input_topics(), plan.inputs, strict=False):
-        if topic.delayed:
-            out.append((f"{physical}.delay", delays.tier_topics(physical)))
-    return out
+    ``pipeline status`` counts the stage's delayed events. A per-key rate limit's deferral
+    topic is one of them: a busy key's deferred excess waits in its tiers."""
+    declared = zip(plan.stage.input_topics(), plan.inputs, strict=False)
+    delayed = [physical for topic, physical in declared if topic.delayed]
+    limit = plan.stage.rate_limit
+    if limit is not None and limit.keyed:
+        delayed.append(deferral_name(plan.group))
+    return [(f"{physical}.delay", delays.tier_topics(physical)) for physical in delayed]

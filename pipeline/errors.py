@@ -11,6 +11,7 @@ The tree::
     │   ├── SchemaNotFoundError     a model or topic names a schema that schemas/ lacks
     │   └── SchemaMismatchError     a pydantic model does not match its Avro schema
     ├── SerializationError          an event could not be encoded
+    │   └── ResultError             a job result is not JSON, or larger than RESULT_MAX_BYTES
     ├── DecodeError                 bytes could not be turned back into an event (a poison record)
     │   ├── BadMagicError           the framing byte(s) are not ours
     │   ├── UnknownSchemaError      the writer schema's fingerprint / id cannot be resolved
@@ -25,6 +26,9 @@ The tree::
     │   ├── AuthenticationError     the brokers refused our SASL login (user, password, mechanism)
     │   └── TLSError                no TLS connection: the brokers' certificate is not trusted...
     ├── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
+    ├── RequestError                a request (``Publisher.request``) got no usable reply
+    │   ├── RequestTimeout          no reply within the request's timeout
+    │   └── RequestCancelled        the publisher closed (or its reply reader failed) first
     └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
         └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
 
@@ -64,6 +68,12 @@ class SchemaMismatchError(SchemaError):
 
 class SerializationError(PipelineError):
     pass
+
+
+class ResultError(SerializationError):
+    """A handler's job result (``ctx.result`` or its return value) cannot be stored: not
+    JSON-serialisable, or over ``pipeline.jobs.RESULT_MAX_BYTES``. Never retried: the event is
+    dead-lettered with this error."""
 
 
 class DecodeError(PipelineError):
@@ -148,3 +158,19 @@ class CallAbandoned(PipelineError):
 class TooManyHungCalls(CallAbandoned):
     """Too many of a stage's sync handler calls ran past their timeout and are still running
     (``pipeline.handlerthreads.MAX_HUNG_CALLS``): the stage stops instead of starting more."""
+
+
+class RequestError(PipelineError):
+    """A request got no usable reply; ``request_id`` is its id (its ``event-id`` header)."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class RequestTimeout(RequestError):
+    pass
+
+
+class RequestCancelled(RequestError):
+    pass

@@ -49,6 +49,7 @@ class Hooks:
     on_skipped: Callable[..., None] | None
     on_duplicate: Callable[..., None] | None
     on_stalled: Callable[..., None] | None
+    on_progress: Callable[..., None] | None
     on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
     on_commit: Callable[..., None] | None

@@ -18,7 +18,8 @@ Rules:
   (hand slow work to a queue). ``around_handler`` runs where the handler runs (its task, or
   its thread for a sync handler with a timeout), so context variables it sets (a tracing
   span, say) are the handler's. ``on_hung_change`` may come from a handler thread and
-  ``on_stalled`` comes from the stage's stall-watch thread.
+  ``on_stalled`` comes from the stage's stall-watch thread; ``on_progress`` comes from where
+  the handler runs.
 - Two methods return something rather than only hear: ``around_handler`` (a context manager)
   and ``output_headers`` (headers for an event's outputs, in place of the input's headers of
   the same names: how a tracing hook puts its span's ``traceparent`` on the outputs).
@@ -162,6 +163,13 @@ class Hook:
 
     def on_duplicate(self, stage: StageInfo, record: RawRecord) -> None:
         """The idempotency store had seen this event done already: it is not handled again."""
+
+    def on_progress(
+        self, stage: StageInfo, record: RawRecord, percent: float, note: str | None
+    ) -> None:
+        """The handler called ``ctx.progress(percent, note)`` on ``record`` (``percent`` in
+        0..100). Called where the handler runs (its task, or its thread for a sync handler
+        with a timeout), not always on the consume thread: a job tracker takes a lock."""
 
     def on_stalled(self, stage: StageInfo, record: RawRecord, running_s: float) -> None:
         """The handler call on ``record`` has run for ``running_s`` (past the stage's

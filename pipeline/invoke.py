@@ -55,8 +55,10 @@ class Invoker:
         timeout_s: float | None,
         group: str = "",
         on_hung: Callable[[int], None] | None = None,
+        on_progress: Callable[..., None] | None = None,
     ) -> None:
         self._stage = stage
+        self._on_progress = on_progress  # handed to each Context: ctx.progress tells the hooks
         self._group = group
         self.store: TransactionalStore | None = None  # set once the runner opened it
         self._handler = handler
@@ -86,7 +88,7 @@ class Invoker:
     def call_sync(self, event: Any, record: RawRecord) -> Context:
         """``__call__`` for ``self.sync`` handlers: no event loop involved."""
         try:
-            ctx = Context(self._stage, record, self._allowed, self.store, self._group)
+            ctx = self._context(record)
             self._handler(event, ctx)
             return ctx
         except Exception as exc:
@@ -94,9 +96,13 @@ class Invoker:
                 raise
         for attempt in Retrying(**self._retry_args()):
             with attempt:
-                ctx = Context(self._stage, record, self._allowed, self.store, self._group)
+                ctx = self._context(record)
                 self._handler(event, ctx)
         return ctx
+
+    def _context(self, record: RawRecord) -> Context:
+        return Context(self._stage, record, self._allowed, self.store, self._group,
+                       self._on_progress)  # fmt: skip
 
     def close(self) -> None:
         if self._threads is not None:
@@ -133,7 +139,7 @@ class Invoker:
         }
 
     async def _once(self, event: Any, record: RawRecord) -> Context:
-        ctx = Context(self._stage, record, self._allowed, self.store, self._group)
+        ctx = self._context(record)
         if self._timeout is None:
             result = self._handler(event, ctx)
             if self._is_async:

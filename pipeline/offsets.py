@@ -17,12 +17,18 @@ Pure data structures: no Kafka, no clock.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 
 class Token:
-    """One begun record: how many acknowledgements it still waits for."""
+    """One begun record: how many acknowledgements it still waits for.
 
-    __slots__ = ("cancelled", "event_id", "failed", "offset", "outstanding")
+    A token is also the delivery report handler of its record's outputs (``__call__``, given
+    to the producer as ``on_delivery``): one object per record in flight rather than a closure
+    (five GC-tracked objects, each walked by every young collection while the record waits for
+    the broker). ``refused`` and ``tp`` are set by whoever hands it to the producer."""
+
+    __slots__ = ("cancelled", "event_id", "failed", "offset", "outstanding", "refused", "tp")
 
     def __init__(self, offset: int, outstanding: int, event_id: str | None = None) -> None:
         self.offset = offset
@@ -30,10 +36,24 @@ class Token:
         self.event_id = event_id  # set when the stage records finished ids (idempotency)
         self.cancelled = False
         self.failed = False
+        # Where the first refused delivery is queued, as (tp, token, error, message, False).
+        self.refused: list[Any] | None = None
+        self.tp: tuple[str, int] | None = None
 
     def finish_one(self) -> None:
         if self.outstanding > 0:
             self.outstanding -= 1
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        """A delivery report for one output: acknowledged, one unit less to wait for; the first
+        refusal marks the token failed and is queued in ``refused`` (once)."""
+        if err is None:
+            if self.outstanding > 0:
+                self.outstanding -= 1
+        elif not self.failed:
+            self.failed = True
+            if self.refused is not None:
+                self.refused.append((self.tp, self, err, msg, False))
 
     def settle(self, acknowledgements: int) -> None:
         """The handler's own unit is done; wait for ``acknowledgements`` more instead (its

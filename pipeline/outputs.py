@@ -3,11 +3,12 @@ input's offset token.
 
 Every output carries a derived ``event-id`` (the input's id, the stage and the output's index,
 hashed), so a redelivered input emits the same ids again and downstream idempotent stages drop
-the copies; and the input's correlation headers, so one business flow can be followed across
-stages (a hook's ``output_headers`` replace those of the same names). A delivery report that
-fails marks the token failed once and queues it for the runner (with the error as ours,
-classified by the Kafka adapter), which rewinds the partition, dead-letters the input, or aborts
-the transaction, on its own thread.
+the copies; its input's id as ``parent-id``, so a job's chain can be followed hop by hop; and
+the input's correlation headers, so one business flow can be followed across stages (a hook's
+``output_headers`` replace those of the same names). A delivery report that fails marks the
+token failed once and queues it for the runner (with the error as ours, classified by the Kafka
+adapter), which rewinds the partition, dead-letters the input, or aborts the transaction, on
+its own thread.
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline import delays
-from pipeline import headers as hdr
 from pipeline.clock import SYSTEM, Clock
-from pipeline.context import Context
+from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
-from pipeline.headers import CORRELATION_ID, EVENT_ID, PROPAGATED, HeaderList, derived_id_bytes
+from pipeline.headers import (
+    CORRELATION_ID,
+    EVENT_ID,
+    PARENT_ID,
+    PROPAGATED,
+    HeaderList,
+    derived_id_bytes,
+    id_from_coordinates_bytes,
+)
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
 from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
-from pipeline.serde import Codec
+from pipeline.serde import Binding, Codec
 
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
@@ -39,6 +47,7 @@ class OutputWriter:
     ) -> None:  # fmt: skip
         self._stage = plan.name
         self._outputs = plan.outputs
+        self._replies = plan.replies
         self._codec = codec
         self._producer = producer
         self._on_completed = hooks.on_completed
@@ -54,7 +63,10 @@ class OutputWriter:
         its siblings half published."""
         out = []
         for output in ctx.outputs:
-            physical, binding = self._outputs[output.topic.name]
+            if output.reply_to is not None:
+                physical, binding = output.reply_to, self._reply_binding(output)
+            else:
+                physical, binding = self._outputs[output.topic.name]
             if output.delay is not None:  # checked here: a bad one fails the handler's call
                 output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
@@ -66,6 +78,16 @@ class OutputWriter:
                 raise SerializationError(f"cannot encode {name}: {exc}") from exc
         return out
 
+    def _reply_binding(self, output: Output) -> Binding:
+        binding = self._replies.get(type(output.event))
+        if binding is None:  # a bug of the stage: the request is dead-lettered, not retried
+            declared = ", ".join(m.__name__ for m in self._replies) or "none"
+            raise SerializationError(
+                f"stage {self._stage} replied with {type(output.event).__name__}, which no input "
+                f"topic declares as its replies (declared: {declared}): set Topic(..., replies=)"
+            )
+        return binding
+
     def produce(
         self,
         record: RawRecord,
@@ -75,8 +97,8 @@ class OutputWriter:
         token: Token,
     ) -> None:
         parent, propagated, correlated = _carried(record.headers())
-        if parent is None:
-            parent = hdr.id_from_coordinates(ctx.coordinates).encode()
+        if parent is None:  # a record from another producer: its id is its coordinates'
+            parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{token.offset}")
         if not correlated:
             propagated.append((CORRELATION_ID, parent))
         if self._output_headers is not None:
@@ -87,8 +109,10 @@ class OutputWriter:
         suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
-            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), *propagated, *output.headers]
-            base = outputs[output.topic.name][0]
+            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
+                       *propagated, *output.headers]  # fmt: skip
+            # A reply goes to the requester's own topic (no lanes, no delay: ctx.reply sets none).
+            base = output.reply_to or outputs[output.topic.name][0]
             topic = lane_topic(base, output.lane) if output.lane else base
             sent = headers
             if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
@@ -129,30 +153,12 @@ class OutputWriter:
             on_delivery(exc, None)
 
     def callback(self, tp: TopicPartition, token: Token, record: RawRecord) -> DeliveryCallback:
-        """The delivery report handler for one input's outputs."""
-        failed = self._failed
-        completed = self._on_completed
-        if completed is None:
-
-            def delivered(err: Any, msg: Any) -> None:
-                if err is None:
-                    token.finish_one()
-                elif not token.failed:
-                    token.failed = True
-                    failed.append((tp, token, err, msg, False))
-
-            return delivered
-
-        def delivered_then_completed(err: Any, msg: Any) -> None:
-            if err is None:
-                token.finish_one()
-                if token.outstanding == 0 and not token.failed and not token.cancelled:
-                    completed(record)  # the input's last output is acknowledged
-            elif not token.failed:
-                token.failed = True
-                failed.append((tp, token, err, msg, False))
-
-        return delivered_then_completed
+        """The delivery report handler for one input's outputs: the token itself (see
+        ``Token.__call__``), or, with ``on_completed`` hooks, a small object around it."""
+        token.tp, token.refused = tp, self._failed
+        if self._on_completed is None:
+            return token
+        return DeliveredThenCompleted(token, record, self._on_completed)
 
     @property
     def failed(self) -> bool:
@@ -193,3 +199,21 @@ def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -
         return propagated
     names = {k for k, _ in contributed}
     return [h for h in propagated if h[0] not in names] + list(contributed)
+
+
+class DeliveredThenCompleted:
+    """The token's delivery report handling (``Token.__call__``), then the ``on_completed``
+    hooks once the input's last output is acknowledged (its token not failed or cancelled)."""
+
+    __slots__ = ("_completed", "_record", "_token")
+
+    def __init__(
+        self, token: Token, record: RawRecord, completed: Callable[[RawRecord], None]
+    ) -> None:
+        self._token, self._record, self._completed = token, record, completed
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        token = self._token
+        token(err, msg)
+        if err is None and token.outstanding == 0 and not token.failed and not token.cancelled:
+            self._completed(self._record)  # the input's last output is acknowledged

@@ -22,6 +22,7 @@ from pipeline.execute import Core, Executor, InlineExecutor
 from pipeline.holds import Holds
 from pipeline.hookcalls import Hooks
 from pipeline.invoke import Invoker
+from pipeline.jobs.result import keeping_result
 from pipeline.keyed import KeyedExecutor
 from pipeline.keylimit import KeyRateLimited
 from pipeline.offsets import OffsetTracker
@@ -30,6 +31,7 @@ from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
+from pipeline.reply import replying
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
@@ -172,9 +174,15 @@ def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None
 def invoker(plan: StagePlan, stage: Stage, hooks: Hooks) -> Invoker:
     """What calls the stage's handler (inside the ``around_handler`` hooks, if any)."""
     is_async = plan.stage.is_async()
+    handler = stage.handle
+    if plan.replies:  # its returned event is the reply to a request
+        handler = replying(handler, is_async)
+    if plan.stage.track_jobs is not None:  # its return value is the job's result
+        handler = keeping_result(handler, is_async)
     return Invoker(
-        plan.name, hooks.wrap(stage.handle, is_async), is_async, frozenset(plan.outputs),
+        plan.name, hooks.wrap(handler, is_async), is_async, frozenset(plan.outputs),
         plan.stage.retry, plan.stage.timeout_s, plan.group, hooks.on_hung_change,
+        hooks.on_progress,
     )  # fmt: skip
 
 

@@ -122,6 +122,10 @@ class AdminPort(Protocol):
         ``TopicNotFoundError`` naming every missing topic. Returns the ones created."""
         ...
 
+    def delete(self, names: list[str]) -> None:
+        """Delete ``names`` (a publisher's own reply topic when it closes)."""
+        ...
+
 
 class LagPort(Protocol):
     """Progress of consumer groups, read without joining them."""

@@ -37,6 +37,8 @@ from pipeline.events import Event
 from pipeline.hookcalls import publish_hook
 from pipeline.hooks import Hook, check
 from pipeline.lanes import lane_topic
+from pipeline.reply import ReplyCounts
+from pipeline.replyrequests import Requests
 from pipeline.serde import Binding, Codec, SchemaCatalog
 from pipeline.stage import Topic
 from pipeline.transport import Transport, kafka
@@ -46,12 +48,21 @@ log = logging.getLogger("pipeline.publisher")
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """Where the broker stored an event."""
+    """Where the broker stored an event, and its id (its ``event-id`` header): the job id a
+    tracking stage's status is found by (``pipeline.jobs.get(delivered.job_id)``)."""
 
     topic: str
     partition: int
     offset: int
     event_id: str
+
+    @property
+    def job_id(self) -> str:
+        return self.event_id
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 DeliveryHandler = Callable[[Delivered | DeliveryError], None]
@@ -68,9 +79,12 @@ class Publisher:
         check_topics: bool = True,
         transport: Transport | None = None,
         hooks: Sequence[Hook] = (),
+        reply_topic: str | None = None,
     ) -> None:
         """``hooks``: ``pipeline.hooks.Hook`` instances whose ``before_publish`` hears each
-        publish (a tracer's producer span)."""
+        publish (a tracer's producer span). ``reply_topic``: where replies to this publisher's
+        requests go (``pipeline.replyinbox``), by default a topic of its own made at the first
+        request and deleted at ``close``."""
         self.settings = settings
         self._before_publish = publish_hook(check(hooks, "Publisher hooks"))
         self._transport = kafka(settings) if transport is None else transport
@@ -89,10 +103,15 @@ class Publisher:
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_reports, name="publisher", daemon=True)
         self._poller.start()
+        self._requests = Requests(
+            self._send, self._binding, self._codec, self._transport, self.settings, reply_topic
+        )
 
     @classmethod
-    def connect(cls, *, hooks: Sequence[Hook] = (), **overrides: Any) -> Publisher:
-        return cls(load_settings(**overrides), hooks=hooks)
+    def connect(
+        cls, *, hooks: Sequence[Hook] = (), reply_topic: str | None = None, **overrides: Any
+    ) -> Publisher:
+        return cls(load_settings(**overrides), hooks=hooks, reply_topic=reply_topic)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -162,6 +181,34 @@ class Publisher:
         self._send(topic, event, key, headers, record, due, lane)
         return _unwrap(await future)
 
+    # -- request-reply (pipeline.reply) --------------------------------------------------
+
+    def request_sync(
+        self, topic: Topic, event: Event, *, timeout_s: float = 30.0,
+        reply: type[Event] | None = None, key: str | bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+    ) -> Any:  # fmt: skip
+        """Publish ``event`` as a request and block until its reply (an instance of ``reply``,
+        by default the topic's ``replies`` model). Raises ``RequestTimeout`` (with the
+        request's id) if none arrives within ``timeout_s``, counted from now."""
+        _require_topic(topic)
+        request_id = event_id_for(topic, event)
+        return self._requests.send_sync(topic, event, request_id, timeout_s, reply, key, headers)
+
+    async def request(
+        self, topic: Topic, event: Event, *, timeout_s: float = 30.0,
+        reply: type[Event] | None = None, key: str | bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+    ) -> Any:  # fmt: skip
+        """``request_sync`` for asyncio code: awaits the reply without blocking the loop."""
+        _require_topic(topic)
+        request_id = event_id_for(topic, event)
+        return await self._requests.send(topic, event, request_id, timeout_s, reply, key, headers)
+
+    @property
+    def replies(self) -> ReplyCounts:
+        """Counts of replies answered, dropped (late, duplicate) and requests timed out."""
+        return self._requests.counts
     def cancel(self, topic: Topic, event_id: str, *, timeout_s: float = 30.0) -> None:
         """Withdraw the delayed event ``event_id`` of ``topic``: it is not delivered if this
         returns at least a second before its due time (later: it may be). Cancelling an id
@@ -201,6 +248,7 @@ class Publisher:
         try:
             self.flush(timeout_s)
         finally:
+            self._requests.close()
             self._closed.set()
             self._poller.join(2)
             if self._owns_codec:
@@ -238,6 +286,7 @@ class Publisher:
         report: DeliveryHandler,
         due_ms: int | None = None,
         lane: int = 0,
+        event_id: str | None = None,
     ) -> None:
         if not isinstance(event, topic.model):
             raise TypeError(
@@ -249,7 +298,7 @@ class Publisher:
         value = self._codec.encode(event, self._binding(topic.model), base)
         if key is None and topic.key is not None:
             key = str(getattr(event, topic.key))
-        event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
+        event_id = event_id or event_id_for(topic, event)  # a request's is chosen before
         raw_headers = [(hdr.EVENT_ID, event_id.encode())]
         raw_headers += [(k, hdr.encode(v)) for k, v in (headers or {}).items()]
         if due_ms is not None:  # to a delay tier; the mover delivers it when due
@@ -305,6 +354,10 @@ class Publisher:
     def _serve_reports(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.1)
+
+
+def event_id_for(topic: Topic, event: Event) -> str:
+    return str(getattr(event, topic.id_field)) if topic.id_field else hdr.new_event_id()
 
 
 def _require_topic(topic: object) -> None:

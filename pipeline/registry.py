@@ -24,12 +24,13 @@ import traceback
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.deadletter import dlq_topic
 from pipeline.errors import DeclarationError, DuplicateGroupError, PipelineError, SchemaError
+from pipeline.events import Event
 from pipeline.hooks import Hook, check
 from pipeline.lanes import lane_group, lane_topic
 from pipeline.ratelimit import deferral_name
@@ -57,6 +58,8 @@ class StagePlan:
     # every other input); ``inputs`` holds them all too.
     lanes: tuple[tuple[str, ...], ...] = ()
     output_lanes: tuple[str, ...] = ()  # the lane topics (below lane 0) of its outputs
+    # Models its input topics declare as ``replies``: what ``ctx.reply`` may send.
+    replies: dict[type[Event], Binding] = field(default_factory=dict)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -210,6 +213,7 @@ def plan(
                 else (),
                 lanes=tuple(tuple(phys for _, phys in lane) for lane in lanes),
                 output_lanes=tuple(p for lane in _lanes(stage.emits, settings) for _, p in lane),
+                replies=_bind_replies(stage, catalog, problems),
             )
         )
     if problems:
@@ -230,6 +234,8 @@ def _lanes(
         [(t, lane_topic(settings.topic(t.name), k)) for t in topics if k < t.lanes]
         for k in range(1, count)
     ]
+
+
 def _inputs(
     stage: type[Stage], bindings: dict[str, Binding], settings: Settings
 ) -> dict[str, Binding]:
@@ -241,6 +247,19 @@ def _inputs(
         [binding] = inputs.values()  # one input topic: checked at declaration
         inputs[settings.topic(deferral_name(stage.group_id()))] = binding
     return inputs
+
+
+def _bind_replies(
+    stage: type[Stage], catalog: SchemaCatalog, problems: list[str]
+) -> dict[type[Event], Binding]:
+    replies = {}
+    for topic in stage.input_topics():
+        if topic.replies is not None and topic.replies not in replies:
+            try:
+                replies[topic.replies] = catalog.bind(topic.replies)
+            except SchemaError as exc:
+                problems.append(f"topic {topic.name!r} replies: {exc}")
+    return replies
 
 
 def _bind_topics(

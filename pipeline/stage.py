@@ -39,6 +39,7 @@ from pipeline.events import Event
 from pipeline.failures import RetryPolicy
 from pipeline.guarantees import Guarantee, Idempotency
 from pipeline.hooks import Hook, check
+from pipeline.jobs.tracking import JobTracking
 from pipeline.lanes import Lanes, lane_of, levels
 from pipeline.ratelimit import RateLimit
 
@@ -84,6 +85,8 @@ class Topic:
     pick one (lane 0, the base topic, by default).
     ``delayed=True`` lets events be published or emitted to it with a delay: its delay tiers
     are created and moved by the workers of the stages that consume it (``pipeline.delays``).
+    ``replies`` optionally names the model of the reply to a request on this topic
+    (``Publisher.request``, ``pipeline.reply``): what the stage reading it returns.
     """
 
     name: str
@@ -92,6 +95,7 @@ class Topic:
     id_field: str | None = None
     delayed: bool = False
     priorities: int | tuple[str, ...] | None = None
+    replies: type[Event] | None = None
     # The level names, highest first; () without lanes. Derived from ``priorities``.
     levels: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     # Declaration problems found while field checks were deferred (see deferred_field_checks).
@@ -105,6 +109,13 @@ class Topic:
         if not (isinstance(self.model, type) and issubclass(self.model, Event)):
             raise DeclarationError(
                 f"topic {self.name!r}: model must be a pipeline.Event subclass, got {self.model!r}"
+            )
+        if self.replies is not None and not (
+            isinstance(self.replies, type) and issubclass(self.replies, Event)
+        ):
+            raise DeclarationError(
+                f"topic {self.name!r}: replies must be a pipeline.Event subclass, "
+                f"got {self.replies!r}"
             )
         problems = tuple(
             f"topic {self.name!r}: {role} field {name!r} is not a field of {self.model.__name__}"
@@ -160,6 +171,8 @@ class Stage:
             (``pipeline.lanes.Lanes``; default: each lower lane is guaranteed 10 %).
         rate_limit: at most ``max`` handler calls every ``per_s`` seconds for the whole group
             (``pipeline.ratelimit.RateLimit``), or per key; None: no limit.
+        track_jobs: record each event's job status (``pipeline.jobs.JobTracking``): state,
+            attempts, progress, result; the handler's non-None return value is the result.
     """
 
     consumes: ClassVar[Topic | tuple[Topic, ...]]
@@ -177,6 +190,7 @@ class Stage:
     alerts: ClassVar[Alerts | None] = None
     lanes: ClassVar[Lanes] = Lanes()
     rate_limit: ClassVar[RateLimit | None] = None
+    track_jobs: ClassVar[JobTracking | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,7 +199,7 @@ class Stage:
         _check_shape(cls)
 
     # The framework calls this; subclasses must override it.
-    def handle(self, event: Any, ctx: Context) -> Awaitable[None] | None:
+    def handle(self, event: Any, ctx: Context) -> Awaitable[Any] | Any:
         raise NotImplementedError
 
     # Optional lifecycle hooks, called once per worker, around the consume loop.
@@ -241,6 +255,8 @@ def _check_policies(cls: type[Stage], where: str) -> None:
     if cls.alerts is not None and not isinstance(cls.alerts, Alerts):
         raise DeclarationError(f"{where}: `alerts` must be an Alerts(...) or None")
     _check_rate_limit(cls, where)
+    if cls.track_jobs is not None and not isinstance(cls.track_jobs, JobTracking):
+        raise DeclarationError(f"{where}: `track_jobs` must be a JobTracking(...) or None")
     if cls.idempotency is not None and not isinstance(cls.idempotency, Idempotency):
         raise DeclarationError(f"{where}: `idempotency` must be an Idempotency() or None")
     if cls.guarantee not in ("at_least_once", "exactly_once"):

@@ -51,6 +51,9 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,
     "linger.ms": 5,
     "compression.type": "lz4",
+    # OURS' default (Java's murmur2 for keyed records): the same partitions, so the same batches
+    # per Produce request, for both. (librdkafka's own default hashes keys with CRC32.)
+    "partitioner": "murmur2_random",
 }
 BATCH_SIZE = 500  # = Settings.batch_size
 BATCH_TIMEOUT_S = 0.1  # = Settings.batch_timeout_s
@@ -273,4 +276,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=120.0, help="drain at most this long")
     parser.add_argument("--io-ms", type=float, default=0.0, help=">0: async handler awaits this")
     parser.add_argument("--concurrency", type=int, default=1, help="handlers in flight (I/O)")
+    parser.add_argument(
+        "--workload", choices=("order", "checkout"), default="order",
+        help="order: bench.Order with event-id headers; checkout: bench.Checkout, no headers",
+    )  # fmt: skip
     return parser.parse_args()

@@ -15,6 +15,7 @@ from random import Random
 from confluent_kafka import Producer
 
 from bench.contenders import common
+from bench.contenders.workloads import WORKLOADS
 
 
 def _producer(bootstrap: str, linger_ms: int) -> Producer:
@@ -24,23 +25,26 @@ def _producer(bootstrap: str, linger_ms: int) -> Producer:
     )
 
 
-def _send(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
-    # as pipeline's Publisher sends
-    headers: list[tuple[str, str | bytes | None]] = [("event-id", str(uuid.uuid4()).encode())]
+def _send(producer: Producer, topic: str, value: bytes, key: bytes, headers: bool = True) -> None:
+    # with headers: as pipeline's Publisher sends; without: as any other producer
+    sent: list[tuple[str, str | bytes | None]] | None = (
+        [("event-id", str(uuid.uuid4()).encode())] if headers else None
+    )
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers)
+            producer.produce(topic, value, key, headers=sent)
             return
         except BufferError:
             producer.poll(0.05)
 
 
-def prefill(bootstrap: str, topic: str, count: int, seed: int = 7) -> None:
-    """``count`` records, the same for every run with the same seed."""
-    producer, rng = _producer(bootstrap, 20), Random(seed)
+def prefill(bootstrap: str, topic: str, count: int, seed: int = 7, workload: str = "order") -> None:
+    """``count`` records of ``workload``, the same for every run with the same seed."""
+    producer, rng, work = _producer(bootstrap, 20), Random(seed), WORKLOADS[workload]
     for _ in range(count):
-        record = common.make_record(rng)
-        _send(producer, topic, common.encode_record(record), record["order_id"].encode())
+        record = work.make_record(rng)
+        value, key = work.encode_record(record), record[work.key_field].encode()
+        _send(producer, topic, value, key, headers=work.event_id_header)
     if producer.flush(60):
         raise RuntimeError(f"pre-filling {topic}: records left unacknowledged")
 

@@ -15,7 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.contenders import common
+from pydantic import AwareDatetime
+
+from bench.contenders import checkout, common
+from bench.contenders.checkout import Address, Amount, Currency, Email, Items, OrderId
 from pipeline import Context, Event, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
@@ -39,6 +42,25 @@ class Order(Event, schema="bench.Order"):
     sent_ns: int
 
 
+class Checkout(Event, schema="bench.Checkout"):
+    """``checkout.Checkout`` as a pipeline Event: the same constrained fields."""
+
+    order_id: OrderId
+    customer_email: Email
+    placed_at: AwareDatetime
+    amount: Amount
+    currency: Currency
+    shipping_address: Address
+    items: Items
+
+
+class PriceCheckout(Stage):
+    __abstract_stage__ = True
+
+    def handle(self, event: Checkout, ctx: Context) -> None:
+        ctx.emit(self.emits[0], checkout.transform(event))
+
+
 class PriceOrder(Stage):
     __abstract_stage__ = True
 
@@ -59,13 +81,14 @@ class SlowPriceOrder(Stage):
 
 def stage_class(args: Any) -> type[Stage]:
     strip = len(args.prefix)  # Settings.topic_prefix adds it back to topics and the group
+    model: type[Event] = Checkout if getattr(args, "workload", "order") == "checkout" else Order
     attrs: dict[str, Any] = {
-        "consumes": Topic(args.src[strip:], Order, key="order_id"),
-        "emits": (Topic(args.dst[strip:], Order, key="order_id"),),
+        "consumes": Topic(args.src[strip:], model, key="order_id"),
+        "emits": (Topic(args.dst[strip:], model, key="order_id"),),
         "group": args.group[strip:],
         "name": "price_order",
     }
-    base: type[Stage] = PriceOrder
+    base: type[Stage] = PriceCheckout if model is Checkout else PriceOrder
     if args.io_ms:
         base, attrs["io_s"] = SlowPriceOrder, args.io_ms / 1000
         if hasattr(Stage, "concurrency"):

@@ -14,12 +14,14 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from bench.contenders import common
+from bench.contenders.workloads import WORKLOADS
 
 
 class RawLoop:
     def __init__(self, args: Any) -> None:
         self.args = args
         self.meter = common.Meter(args.count, args.time_limit)
+        self.work = WORKLOADS[args.workload]
         self.requests = common.ProduceRequests()
         self.consumer = Consumer(
             common.CONSUMER_CONFIG
@@ -59,10 +61,11 @@ class RawLoop:
 
     def handle(self, records: list[Message]) -> None:
         dst, produce, positions = self.args.dst, self.producer.produce, self.positions
+        decode, transform, encode = self.work.decode, self.work.transform, self.work.encode
         for record in records:
             if record.error() is not None:
                 continue
-            value = common.encode(common.transform(common.decode(cast(bytes, record.value()))))
+            value = encode(transform(decode(cast(bytes, record.value()))))
             while True:
                 try:
                     produce(dst, value, record.key())

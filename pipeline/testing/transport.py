@@ -114,6 +114,9 @@ class MemoryAdmin:
             raise TopicNotFoundError(f"missing topics (create_topics is off): {', '.join(missing)}")
         return []
 
+    def delete(self, names: list[str]) -> None:
+        self._broker.delete(names)
+
 
 class MemoryLag:
     """``LagPort`` over the broker's committed offsets."""

@@ -89,6 +89,24 @@ def test_topics_create_and_list(kafka_bootstrap: str) -> None:
     assert f"{settings.topic('beta')}\t3" in listed.stdout.splitlines()
 
 
+def test_topics_create_with_stages_makes_the_one_partition_internal_topics_too(
+    kafka_bootstrap: str,
+) -> None:
+    """`topics create --stages --partitions 3` with a delayed topic and a schedule also makes
+    the topic's cancel topic and the schedules' state topic, each with one partition (with 3,
+    `pipeline run` would refuse the state topic)."""
+    settings = unique_settings(kafka_bootstrap)
+    env = settings_env(settings, PIPELINE_CREATE_TOPICS="false")
+    stages = "--stages=tests.integration.internal_topics_stages"
+    created = cli(env, "topics", "create", stages, "--partitions", "3")
+    assert created.returncode == 0, created.stderr
+    listed = cli(env, "topics", "list").stdout.splitlines()
+    assert f"{settings.topic('test.later')}\t3" in listed
+    assert f"{settings.topic('test.later.delay.1s')}\t3" in listed
+    assert f"{settings.topic('test.later.delay.cancel')}\t1" in listed
+    assert f"{settings.topic('pipeline.schedules')}\t1" in listed
+
+
 def test_run_refuses_missing_topics_when_creation_is_off(kafka_bootstrap: str) -> None:
     """With create_topics off, `run` names every missing topic and exits non-zero at once."""
     settings = unique_settings(kafka_bootstrap)

@@ -15,7 +15,7 @@ from typing import ClassVar
 from pipeline import Context, Publisher, RetryPolicy, Settings, Stage, Topic
 from pipeline.delays import cancel_topic
 from pipeline.kafka import KafkaAdmin
-from tests.integration.app_stages import Ping
+from tests.integration.app_stages import PINGS, Ping
 from tests.integration.kit import (
     group_members,
     read_to_end,
@@ -126,3 +126,37 @@ def test_two_workers_share_the_moving_and_deliver_every_delayed_event_once(
     late = [handled - due for _, handled, due in Receive.got]
     print(f"\ntwo workers, lateness ms: p50 {_percentile(late, 0.5)} p99 {_percentile(late, 0.99)}")
     assert min(late) >= 0 and _percentile(late, 0.99) <= PRECISION_MS
+
+
+class Remind(Stage):
+    """Emits a reminder ``n`` seconds after each ping: ``ctx.emit(..., delay=)``."""
+
+    consumes = PINGS
+    emits = (DELAYED,)
+    retry = RetryPolicy(in_process_attempts=1, tiers=())
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        ctx.emit(DELAYED, Ping(ping_id=f"later-{event.ping_id}", n=event.n), delay=event.n)
+
+
+def test_a_stage_emits_delayed_events_that_arrive_at_their_due_times(
+    kafka_bootstrap: str,
+) -> None:
+    """``ctx.emit(..., delay=)`` on the real broker: each emitted event reaches the stage
+    reading the delayed topic once, no earlier than its due time (its input's handling plus
+    the delay). Lateness is only bounded loosely here: the precision is the test above's."""
+    Receive.got = []
+    settings = unique_settings(kafka_bootstrap)
+    with running(settings, [Remind, Receive]):
+        _mover_up(settings)
+        published_ms = time.time_ns() // 1_000_000
+        with Publisher(settings) as publisher:
+            for n in (3, 1, 2):
+                publisher.publish(PINGS, Ping(ping_id=f"p{n}", n=n), wait=False)
+            publisher.flush()
+        wait_until(lambda: len(Receive.got) >= 3, 30, "the three reminders")
+    got = {ping_id: (handled, due) for ping_id, handled, due in Receive.got}
+    assert sorted(got) == ["later-p1", "later-p2", "later-p3"] and len(Receive.got) == 3
+    for ping_id, (handled, due) in got.items():
+        assert due >= published_ms + int(ping_id[-1]) * 1000, f"{ping_id} due too soon"
+        assert 0 <= handled - due <= 5 * PRECISION_MS, f"{ping_id}: {handled - due} ms late"

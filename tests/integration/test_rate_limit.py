@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from pipeline import Context, Publisher, RateLimit, Stage
+from pipeline.queues import status
 from pipeline.ratelimit import MIN_BUCKET_S
 from pipeline.testing.partitioner import murmur2_partition
 from pipeline.worker import Worker
@@ -142,3 +143,38 @@ def test_a_busy_key_is_deferred_through_the_delay_tiers_and_the_other_keys_go_on
     assert stats.retried + stats.dead_lettered + stats.failed == 0
     group, topic = settings.topic(PerUser.group_id()), settings.topic(PINGS.name)
     assert committed_total(settings, group, topic) == busy + len(others)
+
+
+class Monthly(Stage):
+    """One call per key every ten minutes: a key's excess stays deferred for the whole test."""
+
+    consumes = PINGS
+    rate_limit = RateLimit(max=1, per_s=600, per_key=True)
+    calls: ClassVar[list[str]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        Monthly.calls.append(event.ping_id)
+
+
+def test_pipeline_status_counts_a_busy_keys_deferred_events_on_the_broker(
+    kafka_bootstrap: str,
+) -> None:
+    """Three events of one key, one a ten minutes allowed: the first is handled, the two
+    others are committed off the input and wait in the deferral tiers, which ``pipeline
+    status`` counts as ``delayed`` (they were counted nowhere before)."""
+    Monthly.calls.clear()
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    prepare(settings, [Monthly])
+    group, topic = settings.topic(Monthly.group_id()), settings.topic(PINGS.name)
+    with running(settings, [Monthly]) as worker:
+        wait_until(lambda: worker.runners[0]._assigned, 60, "an assignment")
+        with Publisher(settings) as publisher:
+            for n in range(3):
+                publisher.publish(PINGS, Ping(ping_id=f"busy/{n}", n=n), key="busy")
+        wait_until(lambda: committed_total(settings, group, topic) == 3, 60, "inputs committed")
+        wait_until(lambda: status([Monthly], settings).stage(Monthly.stage_name()).delayed == 2,
+                   30, "two deferred events counted")  # fmt: skip
+        now = status([Monthly], settings).stage(Monthly.stage_name())
+        assert not worker.failed
+    assert Monthly.calls == ["busy/0"]
+    assert (now.waiting, now.delayed) == (0, 2)

@@ -75,9 +75,9 @@ def owner_of(settings: Settings, workers: list[WorkerProcess]) -> WorkerProcess:
 def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """A cron ticking every second, 3 worker processes, the owner killed with -9 twice: read
-    read_committed, the ticks from the first to the last are each there exactly once, with
-    none missing, including those that came due while nobody owned the schedules."""
+    """A cron ticking every second for a minute, 3 worker processes, the owner killed with -9
+    twice: read read_committed, the ticks from the first to the last are each there exactly
+    once, with none missing, including those that came due while nobody owned the schedules."""
     settings = unique_settings(kafka_bootstrap, topic_partitions=1, consumer_config=FAST_FAILOVER)
     pipeline = Pipeline.from_spec(SPEC, settings)
     ensure_visible_topics(pipeline)
@@ -102,11 +102,11 @@ def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
             workers.remove(owner)
         last_kill = kills[-1]
 
-        def done() -> bool:  # three ticks from the last owner, and 20 s of ticks in all
+        def done() -> bool:  # three ticks from the last owner, and a minute of ticks in all
             ticks = committed_ticks(settings)
-            return len([n for n in ticks if n > last_kill]) >= 3 and max(ticks) - min(ticks) >= 20
+            return len([n for n in ticks if n > last_kill]) >= 3 and max(ticks) - min(ticks) >= 60
 
-        wait_until(done, 60, "ticks after the second takeover")
+        wait_until(done, 90, "ticks after the second takeover")
         for w in workers:
             w.signal(signal.SIGTERM)
         for w in workers:
@@ -117,7 +117,7 @@ def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
     counts = Counter(ticks)
     assert [n for n, c in counts.items() if c > 1] == [], "ticks fired more than once"
     assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1)), "ticks missing"
-    assert max(ticks) - min(ticks) >= 20
+    assert max(ticks) - min(ticks) >= 60, "a minute of ticks"
 
 
 def test_the_cli_lists_pauses_triggers_and_resumes_a_running_schedule(

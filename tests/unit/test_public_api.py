@@ -23,11 +23,25 @@ EXPECTED = {
     "DelayError",  # issue 13: delayed events
     "Lanes",  # issue 13: priority lanes
     "RateLimit",  # issue 13: rate limits
+    "JobTracking", "ResultError",  # issue 14: job status
+    "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
+}  # fmt: skip
+JOBS_EXPECTED = {
+    "Job", "JobStore", "JobStoreError", "JobTracker", "JobTracking", "JobView", "JobsQueued",
+    "NOTE_MAX_CHARS", "RESULT_MAX_BYTES", "STATES", "State", "get", "get_async", "jobs_topic",
+    "list_jobs",
 }  # fmt: skip
 
 
 def test_all_lists_exactly_the_public_names() -> None:
     assert set(pipeline.__all__) == EXPECTED
+
+
+def test_the_jobs_package_lists_exactly_its_public_names() -> None:
+    from pipeline import jobs
+
+    assert set(jobs.__all__) == JOBS_EXPECTED
+    assert all(getattr(jobs, name) is not None for name in jobs.__all__)
 
 
 def test_every_public_name_resolves() -> None:

@@ -21,6 +21,7 @@ from pipeline import (
 )
 from pipeline.app import Pipeline
 from pipeline.clock import FakeClock
+from pipeline.queues import status
 from pipeline.ratelimit import MIN_BUCKET_S
 from pipeline.runner import StageRunner
 from pipeline.testing import MemoryBroker, TestPipeline
@@ -300,6 +301,23 @@ def test_a_busy_key_is_deferred_and_never_holds_back_the_other_keys_of_its_parti
         assert (stats.retried, stats.dead_lettered, stats.failed) == (0, 0, 0)
         assert t.dead_letters(PerKey) == []
         assert t.lag(PerKey) == (15 + 8, 0), "the inputs and the 8 deferred copies committed"
+
+
+def test_pipeline_status_counts_a_busy_keys_deferred_events_as_delayed() -> None:
+    """A busy key's excess, waiting in its deferral topic's delay tiers, is neither lost from
+    view nor waiting: ``pipeline status`` counts it as ``delayed``, then 0 once handled."""
+    PerKey.calls.clear()
+    settings = Settings(schemas_dir=SCHEMAS, topic_partitions=1)
+    with TestPipeline([PerKey], settings) as t:
+        PerKey.clock = t.clock  # type: ignore[assignment]
+        for n in range(6):
+            t.publish(PINGS, Ping(ping_id=f"busy/{n}", n=n), key="busy")
+        t.run_until(lambda: t.lag(PerKey) == (6, 0))  # the inputs committed, 4 deferred
+        deferred = status([PerKey], settings, transport=t.transport).stage("per_key")
+        assert (deferred.waiting, deferred.delayed) == (0, 4)
+        t.run_until_idle(timeout_s=60)
+        done = status([PerKey], settings, transport=t.transport).stage("per_key")
+        assert (done.waiting, done.delayed, len(PerKey.calls)) == (0, 0, 6)
 
 
 class PerCustomer(PerKey):

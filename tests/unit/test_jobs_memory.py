@@ -1,0 +1,142 @@
+"""Job status on the in-memory broker, as a user's test sees it: a tracking stage run by
+``TestPipeline``, its jobs read back through a ``JobView`` on the same broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import Context, DeadLetter, Stage
+from pipeline.jobs import JobTracking, JobView, get
+from pipeline.jobs.result import RESULT_MAX_BYTES
+from pipeline.testing import TestPipeline
+from tests.integration.app_stages import PINGS, PONGS, Ping, Pong
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+class Square(Stage):
+    """Reports progress half way and returns the square of ``n`` as the job's result."""
+
+    consumes = PINGS
+    group = "jobs.square"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> dict[str, int]:
+        ctx.progress(50, "half way")
+        return {"square": event.n * event.n}
+
+
+class EmitsAndResults(Stage):
+    """Emits a pong and sets the result with ``ctx.result``: completed once the pong is acked."""
+
+    consumes = PINGS
+    emits = (PONGS,)
+    group = "jobs.emits"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        ctx.emit(PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="memory"))
+        ctx.result("sent")
+
+
+class Poison(Stage):
+    """Always fails with a permanent error: the job ends dead-lettered with the reason."""
+
+    consumes = PINGS
+    group = "jobs.poison"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        raise DeadLetter("no such mailbox")
+
+
+class TooBig(Stage):
+    consumes = PINGS
+    group = "jobs.toobig"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> str:
+        return "x" * (RESULT_MAX_BYTES + 1)
+
+
+def _settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from pipeline import Settings
+
+    return Settings(schemas_dir=SCHEMAS, jobs_store=tmp_path / "jobs.sqlite3")
+
+
+def _view(t: TestPipeline) -> JobView:
+    view = JobView(t.settings, transport=t.transport.inner, clock=t.clock)
+    view.catch_up(timeout_s=5)
+    return view
+
+
+def test_a_handler_s_return_value_and_progress_are_its_job_s_status(tmp_path: Path) -> None:
+    """A tracking stage's job is completed with the handler's return value and last progress."""
+    with TestPipeline([Square], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=7))
+        t.run_until_idle()
+        view = _view(t)
+        job = view.get(_event_id(stored))
+        assert job is not None
+        assert (job.state, job.result, job.progress, job.note) == (
+            "completed", {"square": 49}, 50.0, "half way")
+        assert (job.attempt, job.stage, job.topic) == (1, "square", "test.pings")
+        assert job.started_at is not None and job.finished_at is not None
+        view.close()
+        # Any process reads the same store: the module-level lookup.
+        assert get(job.id, settings=t.settings) == job
+
+
+def test_a_job_with_outputs_completes_with_its_ctx_result(tmp_path: Path) -> None:
+    with TestPipeline([EmitsAndResults], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until_idle()
+        with _view(t) as view:
+            job = view.get(_event_id(stored))
+        assert job is not None and (job.state, job.result) == ("completed", "sent")
+        assert [p.ping_id for p in t.outputs(PONGS)] == ["p1"]
+
+
+def test_an_output_names_its_parent_so_a_chain_can_be_followed(tmp_path: Path) -> None:
+    """Each output carries its input's id as ``parent-id``; ``correlation-id`` is the chain's
+    first event."""
+    with TestPipeline([EmitsAndResults], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until_idle()
+        [pong] = t.records(PONGS)
+        headers = dict(pong.headers)
+        assert headers["parent-id"] == _event_id(stored).encode()
+        assert headers["correlation-id"] == _event_id(stored).encode()
+        assert headers["event-id"] != headers["parent-id"]
+
+
+def test_a_poison_event_s_job_is_dead_lettered_with_the_reason(tmp_path: Path) -> None:
+    with TestPipeline([Poison], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until_idle()
+        view = _view(t)
+        job = view.get(_event_id(stored))
+        view.close()
+        assert job is not None and job.state == "dead-lettered"
+        assert job.error is not None and "no such mailbox" in job.error
+
+
+def test_a_result_over_the_limit_dead_letters_the_event_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    with TestPipeline([TooBig], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until_idle()
+        [dead] = t.dead_letters(TooBig)
+        assert dead.failure.exception_type == "pipeline.errors.ResultError"
+        view = _view(t)
+        job = view.get(_event_id(stored))
+        view.close()
+        assert job is not None and job.state == "dead-lettered"
+        assert f"at most {RESULT_MAX_BYTES} bytes" in (job.error or "")
+
+
+def _event_id(stored: object) -> str:
+    headers = dict(stored.headers)  # type: ignore[attr-defined]
+    return headers["event-id"].decode()
