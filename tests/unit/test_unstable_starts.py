@@ -173,3 +173,28 @@ def test_records_of_held_partitions_are_not_delivered() -> None:
 
     records = [Record(A), Record(B), Record(A)]
     assert [r.tp for r in starts.deliverable(records)] == [A, A]
+
+
+def test_committed_raises_for_an_unreadable_partition_and_leaves_held_ones_out() -> None:
+    """Taking an unstable partition's OFFSET_INVALID for "no offset" would rewind it to the
+    beginning after an abort (``holds.rewind_to_committed``)."""
+    from pipeline.errors import KafkaError as OurKafkaError
+    from pipeline.kafka.clients import KafkaConsumer
+
+    consumer = KafkaConsumer({"group.id": "g", "bootstrap.servers": ""})
+    real = consumer._consumer
+    stub = StubConsumer()
+    consumer._consumer = stub  # type: ignore[assignment]
+    consumer.starts = StableStarts(stub, CONFIG, FakeClock().monotonic)
+    try:
+        stub.answers = [{A: 4, B: UNSTABLE}]
+        with pytest.raises(OurKafkaError, match=r"t\[1\]"):
+            consumer.committed([A, B])
+        consumer.starts.holds.hold([B], "unstable")
+        stub.answers = [{A: 4}]
+        assert consumer.committed([A, B]) == {A: 4}  # B not asked: its seek is ignored
+        consumer.seek(B, 0)
+        consumer.resume([B])
+        assert stub.seeks == [] and B not in consumer.starts.caller_paused
+    finally:
+        real.close()
