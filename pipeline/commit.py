@@ -14,11 +14,12 @@ error aborts and rewinds every partition to its last committed offset; a fenced 
 newer instance owns the transactional id) stops the stage. An abort that runs out of time (its
 coordinator is moving to another broker) goes on in the background and must be *resumed*
 before the next ``begin_transaction`` (librdkafka refuses the begin with ``_CONFLICT``): the
-next batch resumes it first, and only an abort that still cannot finish stops the stage. A
-commit that runs out of time (outputs still waiting for a moved partition leader) is resumed
-the same way rather than aborted: aborting it would conflict with the commit that librdkafka
-carries on in the background (``_CONFLICT``), and rewinding would need the group coordinator,
-which may be the broker that is away.
+next batch resumes it first, and only an abort that still cannot finish stops the stage; a
+revoke or the shutdown resumes it too, within their budget, so a worker does not exit with it
+pending. A commit that runs out of time (outputs still waiting for a moved partition leader)
+is resumed the same way rather than aborted: aborting it would conflict with the commit that
+librdkafka carries on in the background (``_CONFLICT``), and rewinding would need the group
+coordinator, which may be the broker that is away.
 """
 
 from __future__ import annotations
@@ -165,11 +166,13 @@ class TransactionCommitter:
             self._open = True
             self._opened_at = self._clock()
 
-    def _resume_abort(self) -> None:
-        """Finish the abort that timed out (calling it again resumes it), with the full timeout.
-        Raises the ``TransactionError`` if it still does not finish: no transaction can begin."""
+    def _resume_abort(self, timeout_s: float | None = None) -> None:
+        """Finish the abort that timed out (calling it again resumes it), with the full timeout
+        unless told. Raises the ``TransactionError`` if it still does not finish: no
+        transaction can begin."""
+        timeout_s = self._timeout if timeout_s is None else max(timeout_s, MIN_CALL_TIMEOUT_S)
         try:
-            self._producer.abort_transaction(self._timeout)
+            self._producer.abort_transaction(timeout_s)
         except ProducerFencedError:
             raise
         except TransactionError as exc:
@@ -178,7 +181,7 @@ class TransactionCommitter:
                 log.error("resuming the abort failed: %s", exc)
                 return
             raise TransactionError(
-                f"the aborted transaction did not finish within {self._timeout:.1f}s: {exc}",
+                f"the aborted transaction did not finish within {timeout_s:.1f}s: {exc}",
                 code=exc.code,
             ) from None
         self._abort_pending = False
@@ -191,6 +194,13 @@ class TransactionCommitter:
         not each call: at shutdown every step shares one deadline."""
         if self._commit_pending is not None:
             self._resume_commit(timeout_s)
+            return
+        if self._abort_pending and sync:
+            # A revoke or the shutdown: finish the abort now, within their budget. A process
+            # that exits with it pending leaves the transaction (and its input offsets) open
+            # until the broker times it out, and a broker restart meanwhile can leave it
+            # hanging for good (chaos run b2): the group's offsets stay unstable.
+            self._resume_abort(timeout_s)
             return
         if not self._open:
             return

@@ -15,6 +15,7 @@ from confluent_kafka import TopicPartition as CTopicPartition
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
 from pipeline.kafka.config import CLIENT_ERRORS_LOG, create
 from pipeline.kafka.errors import delivery_error, wrap
+from pipeline.kafka.starts import StableStarts
 from pipeline.ports import (
     DeliveryCallback,
     RawHeaders,
@@ -41,7 +42,9 @@ def _tps(partitions: list[CTopicPartition]) -> list[TopicPartition]:
 
 class KafkaConsumer:
     """A consumer in one group. Rebalance callbacks run inside ``consume`` on the caller's
-    thread, so the listener never races the consume loop."""
+    thread, so the listener never races the consume loop. Assigned partitions start at their
+    stable committed offsets, read by us; one that cannot be read is held, never started from
+    the reset policy (``pipeline.kafka.starts``)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._group = config.get("group.id")
@@ -52,14 +55,22 @@ class KafkaConsumer:
             config | {"error_cb": self._on_error, "on_commit": self._on_commit},
             "consumer",
         )
+        self.starts = StableStarts(self._consumer, config, lambda: _clock())
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
-        self._consumer.subscribe(
-            topics,
-            on_assign=lambda _c, parts: listener.on_assign(_tps(parts)),
-            on_revoke=lambda _c, parts: listener.on_revoke(_tps(parts)),
-            on_lost=lambda _c, parts: listener.on_lost(_tps(parts)),
-        )
+        def on_assign(_c: Any, parts: list[CTopicPartition]) -> None:
+            self.starts.assign(_tps(parts))  # before the listener, who may pause or seek
+            listener.on_assign(_tps(parts))
+
+        def on_revoke(_c: Any, parts: list[CTopicPartition]) -> None:
+            listener.on_revoke(_tps(parts))
+            self.starts.forget(_tps(parts))
+
+        def on_lost(_c: Any, parts: list[CTopicPartition]) -> None:
+            listener.on_lost(_tps(parts))
+            self.starts.forget(_tps(parts))
+
+        self._consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         """Up to ``max_records`` that are ready now; if none are, wait up to ``timeout_s`` for
@@ -68,7 +79,10 @@ class KafkaConsumer:
         ``Consumer.consume(n, timeout)`` alone would hold early records until ``n`` arrived or
         the timeout ran out, adding up to ``timeout_s`` of latency at every stage of a chain.
         """
+        held = self.starts.holds
         try:
+            if held:
+                self.starts.retry()
             records = self._consumer.consume(max_records, 0)
             if not records and timeout_s > 0:
                 first = self._consumer.poll(timeout_s)
@@ -76,15 +90,25 @@ class KafkaConsumer:
                     records = [first, *self._consumer.consume(max_records - 1, 0)]
         except KafkaException as exc:
             raise wrap(exc, f"consume in group {self._group}") from exc
+        if held:  # checked again: a rebalance inside this call may have begun a hold
+            return cast(Sequence[RawRecord], self.starts.deliverable(records))
         return cast(Sequence[RawRecord], records)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
+        self.starts.caller_paused.update(partitions)
         self._consumer.pause([CTopicPartition(t, p) for t, p in partitions])
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        self._consumer.resume([CTopicPartition(t, p) for t, p in partitions])
+        """A held partition stays paused until its committed offset is read."""
+        self.starts.caller_paused.difference_update(partitions)
+        held = self.starts.holds
+        parts = [CTopicPartition(t, p) for t, p in partitions if (t, p) not in held]
+        if parts:
+            self._consumer.resume(parts)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp in self.starts.holds:
+            return  # it starts where its committed offset says, once read
         try:
             self._consumer.seek(CTopicPartition(tp[0], tp[1], offset))
         except KafkaException as exc:
@@ -110,7 +134,20 @@ class KafkaConsumer:
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
     ) -> dict[TopicPartition, int]:
-        parts = self._consumer.committed([CTopicPartition(t, p) for t, p in partitions], timeout_s)
+        """Raises ``KafkaError`` if any partition's offset cannot be read (unstable, say):
+        taking its ``OFFSET_INVALID`` for "none" would start it from the beginning. A held
+        partition (``starts``) is not asked and is left out: its seek is ignored until read."""
+        held = self.starts.holds
+        asked = [CTopicPartition(t, p) for t, p in partitions if (t, p) not in held]
+        if not asked:
+            return {}
+        try:
+            parts = self._consumer.committed(asked, timeout_s)
+        except KafkaException as exc:
+            raise wrap(exc, f"committed offsets of group {self._group}") from exc
+        bad = [f"{p.topic}[{p.partition}]: {p.error}" for p in parts if p.error is not None]
+        if bad:
+            raise KafkaError(f"committed offsets of group {self._group}: " + ", ".join(bad))
         return {(p.topic, p.partition): p.offset for p in parts}
 
     def take_commit_failures(self) -> list[TopicPartition]:

@@ -146,3 +146,27 @@ def test_a_commit_that_still_cannot_finish_stops_the_stage_with_a_clear_error() 
     c.commit({TP}, sync=False)
     with pytest.raises(TransactionError, match=r"commit did not finish within 7\.5s"):
         c.before_batch()
+
+
+def test_the_shutdown_finishes_a_pending_abort_within_its_budget() -> None:
+    """Chaos run b2: a worker whose abort timed out as the broker restarted exited with it
+    pending; the transaction was never aborted and the group's offsets stayed unstable."""
+    log, rewound = Log(), []
+    producer = CoordinatorAway(log, abort_attempts=2)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # offsets fail, the abort times out
+    c.commit({TP}, sync=False)  # an interval commit does not block on it
+    assert [name for name, _ in log.calls] == ["begin", "abort timed out"]
+    c.commit({TP}, sync=True, timeout_s=4.0)  # the final commit of the shutdown
+    assert log.calls[-1] == ("abort", 4.0)
+    c.commit({TP}, sync=True, timeout_s=4.0)  # done: nothing more to finish
+    assert len(log.calls) == 3
+
+
+def test_a_pending_abort_the_shutdown_cannot_finish_is_reported_not_hidden() -> None:
+    log, rewound = Log(), []
+    producer = CoordinatorAway(log, abort_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)
+    with pytest.raises(TransactionError, match=r"did not finish within 2\.0s"):
+        c.commit({TP}, sync=True, timeout_s=2.0)

@@ -1,0 +1,105 @@
+"""Where an assigned partition starts: its stable committed offset, read by us (see
+``pipeline.unstable`` for why librdkafka's own read is not trusted).
+
+On assign, the committed offsets are read (``require_stable``: the consumer reads
+``read_committed``) and the partitions assigned with them as explicit start offsets, so
+librdkafka does not query them again. A partition with no committed offset at all gets
+``OFFSET_INVALID``: the reset policy applies, as for any new group. A partition whose offset
+cannot be read (unstable, or the coordinator does not answer in time) is assigned but paused,
+its records are never delivered, and it is read again (with a backoff) before each consume;
+once read, it is sought there and resumed, unless the caller paused it meanwhile (a breaker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, KafkaException
+from confluent_kafka import TopicPartition as CTopicPartition
+
+from pipeline.ports import TopicPartition
+from pipeline.unstable import StartHolds
+
+log = logging.getLogger("pipeline.kafka")
+ASSIGN_READ_S = 2.0  # one read for the whole assignment, inside the rebalance callback
+RETRY_READ_S = 0.3  # one held partition's read: an unstable one takes all of it
+RETRY_BUDGET_S = 1.0  # reading held partitions again never takes a consume call longer
+
+
+def _ctps(partitions: Sequence[TopicPartition], offset: int = OFFSET_INVALID) -> list[Any]:
+    return [CTopicPartition(t, p, offset) for t, p in partitions]
+
+
+class StableStarts:
+    def __init__(self, consumer: Any, config: dict[str, Any], clock: Callable[[], float]) -> None:
+        self._consumer, self._clock = consumer, clock
+        self.holds = StartHolds(str(config.get("group.id")), clock)
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        self._incremental = "cooperative" in strategy or config.get("group.protocol") == "consumer"
+        latest = str(config.get("auto.offset.reset", "latest")) in ("latest", "end", "largest")
+        self._reset = OFFSET_END if latest else OFFSET_BEGINNING
+        self.caller_paused: set[TopicPartition] = set()
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """In the rebalance callback: assign ``partitions`` at their stable committed offsets;
+        hold those that cannot be read."""
+        if not partitions:
+            self._assign([])
+            return
+        why = ""
+        try:
+            parts = self._consumer.committed(_ctps(partitions), ASSIGN_READ_S)
+        except KafkaException as exc:
+            parts, why = None, str(exc.args[0] if exc.args else exc)
+        starts, unreadable = [], []
+        for tp, part in zip(partitions, parts or [None] * len(partitions), strict=True):
+            if part is None or part.error is not None:
+                why = why if part is None else str(part.error)
+                unreadable.append(tp)
+                # Explicit, so librdkafka does not query (and reset) it; paused before use.
+                starts.append(CTopicPartition(tp[0], tp[1], OFFSET_BEGINNING))
+            else:
+                starts.append(CTopicPartition(tp[0], tp[1], part.offset))  # INVALID: none yet
+        self._assign(starts)
+        if unreadable:
+            self._consumer.pause(_ctps(unreadable))
+            self.holds.hold(unreadable, why)
+
+    def _assign(self, parts: list[Any]) -> None:
+        if self._incremental:
+            self._consumer.incremental_assign(parts)
+        else:
+            self._consumer.assign(parts)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        self.holds.forget(partitions)
+        self.caller_paused.difference_update(partitions)
+
+    def retry(self) -> None:
+        """Read the held partitions that are due again, within ``RETRY_BUDGET_S``; start each
+        one that reads stably where it says."""
+        deadline = self._clock() + RETRY_BUDGET_S
+        for tp in self.holds.due():
+            if self._clock() >= deadline:
+                return
+            try:
+                (part,) = self._consumer.committed(_ctps([tp]), RETRY_READ_S)
+            except KafkaException as exc:
+                self.holds.failed(tp, str(exc.args[0] if exc.args else exc))
+                continue
+            if part.error is not None:
+                self.holds.failed(tp, str(part.error))
+                continue
+            self.holds.release(tp, part.offset)
+            offset = part.offset if part.offset >= 0 else self._reset  # none: the reset policy
+            self._consumer.seek(CTopicPartition(tp[0], tp[1], offset))
+            if tp not in self.caller_paused:
+                self._consumer.resume(_ctps([tp]))
+
+    def deliverable(self, records: Sequence[Any]) -> Sequence[Any]:
+        """Drop records of held partitions (fetched before the pause took effect): they are
+        read again from the committed offset once it is known."""
+        held = self.holds
+        return [r for r in records if (r.topic(), r.partition()) not in held]
