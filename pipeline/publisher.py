@@ -294,6 +294,9 @@ class Publisher:
             )
         base = self.settings.topic(topic.name)
         physical = lane_topic(base, lane) if lane else base
+        # Before encoding: the admin call also proves we may connect, so a refused login or TLS
+        # handshake is our AuthenticationError/TLSError, not the schema topic's timeout.
+        self._ensure_topic(physical)
         # Encoded for the topic itself whatever the lane: lanes are one topic to schemas.
         value = self._codec.encode(event, self._binding(topic.model), base)
         if key is None and topic.key is not None:
@@ -304,7 +307,7 @@ class Publisher:
         if due_ms is not None:  # to a delay tier; the mover delivers it when due
             hop = delays.defer(physical, due_ms, SYSTEM.wall_ms(), raw_headers, base=base)
             physical, raw_headers = hop.topic, hop.headers
-        self._ensure_topic(physical)
+            self._ensure_topic(physical)
         raw_key = key.encode() if isinstance(key, str) else key
         watch = None
         if self._before_publish is not None:
