@@ -190,15 +190,22 @@ class RateLimited(Gate):
     It takes a token when it lets a record pass, so it comes after every gate that settles or
     holds records for other reasons, and before the breaker: the breaker's probe must be the
     last thing taken (a token taken by a record the open breaker then holds is the only one
-    ever spent without a handler call, one a cooldown)."""
+    ever spent without a handler call, one a cooldown). Each hold is told to the
+    ``on_rate_limited`` hook (resolved here: nothing is called when nobody listens)."""
 
-    def __init__(self, limiter: GroupShare) -> None:
+    def __init__(self, limiter: GroupShare, hooks: Hooks) -> None:
         self.limiter = limiter
         self._take = limiter.take
+        self._on_limited = hooks.on_rate_limited
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         wait_s = self._take()
-        return None if wait_s <= 0 else Hold(max(wait_s, MIN_HOLD_S))
+        if wait_s <= 0:
+            return None
+        hold_s = max(wait_s, MIN_HOLD_S)
+        if self._on_limited is not None:
+            self._on_limited(tp, record.offset(), hold_s)
+        return Hold(hold_s)
 
     def changed(self) -> None:
         self.limiter.changed()
@@ -291,7 +298,7 @@ def build(
         gates.append(RetryDue(holds))
     gates.append(Refused(refusals, tracker))
     gates.extend(extra)
-    limit_gate = RateLimited(rate_limit) if rate_limit is not None else None
+    limit_gate = RateLimited(rate_limit, hooks) if rate_limit is not None else None
     if limit_gate is not None:
         gates.append(limit_gate)
     if key_limit is not None:

@@ -52,6 +52,7 @@ class Hooks:
     on_progress: Callable[..., None] | None
     on_delivery_stall: Callable[..., None] | None
     on_undeliverable: Callable[..., None] | None
+    on_rate_limited: Callable[..., None] | None
     on_commit: Callable[..., None] | None
     on_commit_failed: Callable[..., None] | None
     on_abort: Callable[..., None] | None

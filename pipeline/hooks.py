@@ -190,6 +190,15 @@ class Hook:
         """An output of the input at ``offset`` can never be delivered (too large, say): the
         input is dead-lettered (``on_dead_lettered`` follows)."""
 
+    # -- rate limits -------------------------------------------------------------------------
+    def on_rate_limited(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, delay_s: float
+    ) -> None:
+        """The stage's ``RateLimit`` had no token for the record at ``offset``: its partition is
+        held for ``delay_s`` (a group-wide limit; the record is read again then, and heard
+        again if still no token is due), or the record is deferred by ``delay_s`` (a per-key
+        limit: its copy goes through the delay tiers). Nothing is failed or retried for it."""
+
     # -- commits, breaker, time --------------------------------------------------------------
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
         """``offsets`` (the next offset to read, per partition) were committed, or sent to be

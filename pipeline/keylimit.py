@@ -44,6 +44,7 @@ from pipeline.retrytopics import Origin
 from pipeline.stage import Stage, Topic
 
 if TYPE_CHECKING:
+    from pipeline.hookcalls import Hooks
     from pipeline.outputs import OutputWriter
 
 log = logging.getLogger("pipeline.ratelimit")
@@ -96,13 +97,15 @@ class KeyBuckets:
 
 class KeyRateLimited(Gate):
     """The stage's per-key ``RateLimit``: a record whose key has no token is deferred (see the
-    module docstring); records of the deferral topic pass, their token reserved already."""
+    module docstring); records of the deferral topic pass, their token reserved already. Each
+    deferral is told to the ``on_rate_limited`` hook, with the delay its copy gets."""
 
     def __init__(
         self, limit: RateLimit, deferral: str, decode: Callable[[RawRecord, Origin | None], Any],
-        tracker: OffsetTracker, writer: OutputWriter, clock: Clock,
+        tracker: OffsetTracker, writer: OutputWriter, clock: Clock, hooks: Hooks,
     ) -> None:  # fmt: skip
         self._buckets = KeyBuckets(limit, clock.monotonic)
+        self._on_limited = hooks.on_rate_limited
         self._key_of = limit.key
         self._deferral = deferral
         self._decode = decode
@@ -126,6 +129,8 @@ class KeyRateLimited(Gate):
         token = self._tracker.partition(tp).begin(record.offset(), 1)
         self._writer.copy(record, hop.topic, hop.headers, tp, token)
         self.deferred += 1
+        if self._on_limited is not None:
+            self._on_limited(tp, record.offset(), wait_s)
         log.debug("%s[%d]@%d deferred %.3fs by its key's rate limit", tp[0], tp[1],
                   record.offset(), wait_s)  # fmt: skip
         return DEFERRED

@@ -121,7 +121,7 @@ def build(
         transaction=committer if isinstance(committer, TransactionCommitter) else None,
         extra=built_in(tracker, outputs, clock) if built_in is not None else (),
         rate_limit=group_share(plan, assigned, clock, partition_counts),
-        key_limit=key_limit(plan, codec, tracker, outputs, clock),
+        key_limit=key_limit(plan, codec, tracker, outputs, clock, hooks),
     )  # fmt: skip
     return Parts(
         plan, consumer, clock, tracker, assigned, holds, breaker, committer, outputs, router,
@@ -144,14 +144,15 @@ def group_share(
 
 
 def key_limit(
-    plan: StagePlan, codec: Codec, tracker: OffsetTracker, writer: OutputWriter, clock: Clock
-) -> KeyRateLimited | None:
+    plan: StagePlan, codec: Codec, tracker: OffsetTracker, writer: OutputWriter, clock: Clock,
+    hooks: Hooks,
+) -> KeyRateLimited | None:  # fmt: skip
     """The gate of the stage's per-key rate limit, if it has one."""
     limit = plan.stage.rate_limit
     if limit is None or not limit.keyed:
         return None
     deferral = deferral_name(plan.group)
-    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock)
+    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock, hooks)
 
 
 def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:

@@ -36,6 +36,7 @@ class StageStats:
     aborts: int = 0  # aborted transactions (exactly-once stages)
     hung_calls: int = 0  # sync handler calls past their timeout still running (abandoned)
     stalled: int = 0  # handler calls that ran past stall_after_s (each counted once)
+    rate_limited: int = 0  # no token: partition holds (group-wide) or deferrals (per key)
     breaker: str = "-"  # circuit state, "-" when the stage has no breaker
     alerts: int = 0  # alerts fired (pipeline.alerts)
     outputs: int = 0
@@ -111,6 +112,11 @@ class StatsHook(Hook, Trusted):
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception
     ) -> None:
         self.stats.undeliverable += 1
+
+    def on_rate_limited(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, delay_s: float
+    ) -> None:
+        self.stats.rate_limited += 1
 
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
         self.stats.commits += 1

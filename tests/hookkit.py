@@ -105,6 +105,11 @@ class Recorder(Hook):
     ) -> None:
         self._note("undeliverable", stage.name, tp, offset)
 
+    def on_rate_limited(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, delay_s: float
+    ) -> None:
+        self._note("rate_limited", stage.name, tp, offset, delay_s)
+
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
         self._note("commit", stage.name, dict(offsets))
 

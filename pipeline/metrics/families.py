@@ -38,6 +38,7 @@ class Families:
     produce_errors: Counter
     aborts: Counter
     alerts: Counter
+    rate_limited: Counter
     duration: Histogram
     in_flight: Gauge
     oldest_age: Gauge
@@ -106,6 +107,12 @@ class Families:
             aborts=counter("pipeline_transactions_aborted_total", "Aborted transactions."),
             alerts=counter(
                 "pipeline_alerts_total", "Alerts fired (pipeline.alerts), by kind.", "kind"
+            ),
+            rate_limited=counter(
+                "pipeline_rate_limited_total",
+                "Records the stage's RateLimit had no token for: partition holds (group-wide "
+                "limit) or deferrals (per-key limit). Nothing is failed or retried for them.",
+                "topic",
             ),
             duration=Histogram(
                 "pipeline_handler_duration_seconds",

@@ -53,6 +53,7 @@ class _Tally:
         self.completed: dict[TopicPartition, int] = {}
         self.skipped: dict[TopicPartition, int] = {}
         self.duplicates: dict[TopicPartition, int] = {}
+        self.rate_limited: dict[Key, int] = {}  # (topic,)
         self.retried: dict[Key, int] = {}  # (topic, partition, tier)
         self.produce_errors: dict[Key, int] = {}  # (topic, partition, kind)
         self.failed: dict[Key, int] = {}  # (topic, error)
@@ -104,6 +105,7 @@ class _Tally:
         self._write(self.produce_errors, f.produce_errors, by_partition)
         self._write(self.failed, f.failed, lambda key: (None, *key))
         self._write(self.dead, f.dead_lettered, lambda key: (None, *key))
+        self._write(self.rate_limited, f.rate_limited, lambda key: (None, *key))
         for name in ("commits", "aborts", "commit_failures"):
             n = getattr(self, name)
             if n:
@@ -305,6 +307,11 @@ class Metrics(Hook, Trusted):
         self, stage: StageInfo, tp: TopicPartition, offset: int, error: Exception
     ) -> None:
         _add(self._tally(stage).produce_errors, (*tp, "permanent"))
+
+    def on_rate_limited(
+        self, stage: StageInfo, tp: TopicPartition, offset: int, delay_s: float
+    ) -> None:
+        _add(self._tally(stage).rate_limited, (tp[0],))
 
     # -- commits, breaker, time -------------------------------------------------------------
     def on_commit(self, stage: StageInfo, offsets: dict[TopicPartition, int]) -> None:
