@@ -192,3 +192,15 @@ def test_a_stage_s_delayed_output_is_a_delayed_job_until_it_is_handled(tmp_path:
         assert done is not None
         assert (done.state, done.stage, done.result) == ("completed", "handles_later", "late p1")
         assert done.expires_at != later.expires_at
+
+
+def test_a_record_the_harness_published_names_its_job_id(tmp_path: Path) -> None:
+    """``TestPipeline.publish(...).job_id`` is what the job is found by, as ``Delivered.job_id``
+    is for ``Publisher.publish``."""
+    with TestPipeline([Square], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=3))
+        t.run_until_idle()
+        with _view(t) as view:
+            job = view.get(stored.job_id)
+        assert stored.job_id == _event_id(stored)
+        assert job is not None and (job.state, job.result) == ("completed", {"square": 9})
