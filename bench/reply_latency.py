@@ -34,6 +34,13 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2), "n": len(ms)}
 
 
+def headline(figures: dict[str, object]) -> dict[str, object]:
+    """The round trip's p50 and p99 (one request at a time) for the bench summary line."""
+    one = figures["sequential"]
+    assert isinstance(one, dict)
+    return {"request_reply_p50_ms": one["p50_ms"], "request_reply_p99_ms": one["p99_ms"]}
+
+
 def sequential(publisher: Publisher, count: int) -> list[float]:
     out = []
     for i in range(count):

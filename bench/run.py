@@ -212,6 +212,7 @@ def main() -> int:
     summary = report.headline(drain, chain, [p.name for p in peers])
     summary |= report.checkout_headline(drain_checkout)
     summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
+    summary |= reply_latency.headline(replies)  # issue 14: round trip p50 / p99
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
             "chain": chain, "io": io, "priority": prio, "request_reply": replies, "notes": notes,

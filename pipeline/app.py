@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import alertwatch, delaymover, keylimit, registry
+from pipeline import alertwatch, delaymover, keylimit, registry, replyfailures
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -154,7 +154,8 @@ class Pipeline:
             producer = self.transport.producer(client_id)
         alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
         tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
-        extra = tuple(h for h in (alerts, tracker) if h is not None)
+        failed_replies = replyfailures.watch(plan, self.transport, client_id)  # or None
+        extra = tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
         runner = StageRunner(
             plan,
             consumer,

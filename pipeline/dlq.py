@@ -54,6 +54,12 @@ class StoredRecord:
     def coordinates(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
+    @property
+    def job_id(self) -> str:
+        """Its ``event-id`` (the id job status is found by, as ``Delivered.job_id``), or for a
+        record without one, the id derived from its coordinates, as a stage derives it."""
+        return hdr.event_id_of(self.headers, self.coordinates)
+
 
 @dataclass(frozen=True, slots=True)
 class Failure:

@@ -28,7 +28,8 @@ The tree::
     ├── IdempotencyStoreError       the idempotency store failed (pipeline.idempotency)
     ├── RequestError                a request (``Publisher.request``) got no usable reply
     │   ├── RequestTimeout          no reply within the request's timeout
-    │   └── RequestCancelled        the publisher closed (or its reply reader failed) first
+    │   ├── RequestCancelled        the publisher closed (or its reply reader failed) first
+    │   └── RequestFailed           the stage dead-lettered the request (its error reply)
     └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
         └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
 
@@ -173,4 +174,8 @@ class RequestTimeout(RequestError):
 
 
 class RequestCancelled(RequestError):
+    pass
+
+
+class RequestFailed(RequestError):
     pass

@@ -37,6 +37,8 @@ TRACESTATE = "tracestate"
 # the request's event id. Not propagated: only the stage that reads the request answers it.
 REPLY_TO = "reply-to"
 IN_REPLY_TO = "in-reply-to"
+# On an error reply (no value): why the stage dead-lettered the request, "Type: message".
+REPLY_ERROR = "reply-error"
 PROPAGATED = (CORRELATION_ID, TRACEPARENT, TRACESTATE)
 
 Headers = dict[str, bytes]

@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline import headers as hdr
 from pipeline.clock import Clock, SystemClock
-from pipeline.errors import DecodeError, KafkaError, RequestCancelled
+from pipeline.errors import DecodeError, KafkaError, RequestCancelled, RequestFailed
 from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
 from pipeline.reply import PendingRequests, ReplyCounts, Settle
 from pipeline.serde import Binding, Codec
@@ -156,6 +156,11 @@ class ReplyInbox:
         outcome, settle, binding = self._pending.answer(request_id)
         if settle is None:
             log.info("dropped %s reply %s to request %s", outcome, coordinates, request_id)
+            return
+        error = hdr.to_dict(record.headers()).get(hdr.REPLY_ERROR)
+        if error is not None:  # the stage dead-lettered the request (pipeline.replyfailures)
+            why = error.decode(errors="replace")
+            settle(RequestFailed(f"request {request_id} failed: {why}", request_id))
             return
         value = record.value()
         try:

@@ -9,7 +9,8 @@ hook                                   job entry
 ``around_handler`` (each call)         ``active`` (attempt, worker, ``started_at``)
 ``on_progress``                        ``active`` with ``progress`` and ``note``
 ``on_succeeded``                       keeps the handler's result for the next line
-``on_completed``                       ``completed`` with ``result`` (outputs acknowledged)
+``on_completed``                       ``completed`` with ``result`` (outputs acknowledged);
+                                       ``delayed`` for each ``emit(delay=...)`` output
 ``on_failed`` (``retrying``)           ``retrying`` with the error summary
 ``on_failed`` (final)                  ``failed`` with the error summary
 ``on_dead_lettered``                   ``dead-lettered`` (the dead letter acknowledged)
@@ -22,6 +23,10 @@ record, or remembered here for an in-place retry (the partition re-reads the rec
 redelivery after a crash is the same attempt again: its ``active`` is behind the ``completed``
 already written, and every reader drops it (``pipeline.jobs.state.merge``).
 
+A delayed output's entry uses the output's own id (derived as ``pipeline.outputs`` derives it),
+so ``pipeline job ID`` shows a follow-up job as ``delayed`` until a tracking stage takes it; if
+none does, the entry expires ``retention_s`` after its due time.
+
 A finished job leaves the tracker's memory; ``expires_at`` tells job views when to tombstone
 its entry (at once, by the tracker itself, when ``keep_completed`` / ``keep_failed`` is off).
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -57,11 +63,14 @@ _NO_CONTEXT = nullcontext()
 class JobTracker(Hook):
     def __init__(
         self, policy: JobTracking, writer: JobWriter, clock: Clock,
-        retry_topics: frozenset[str] = frozenset(),
+        retry_topics: frozenset[str] = frozenset(), output_topics: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.policy, self.writer = policy, writer
         self._clock, self._retry_topics = clock, retry_topics
+        self._output_topics = output_topics or {}  # logical name -> physical name
         self._jobs: OrderedDict[str, Job] = OrderedDict()  # unfinished, by id
+        # ``delayed`` entries of a job's delayed outputs, written once its outputs are acked.
+        self._later: OrderedDict[str, list[Job]] = OrderedDict()
         self._lock = threading.Lock()  # hooks come from handler threads too
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -104,11 +113,16 @@ class JobTracker(Hook):
             self._keep(replace(held, progress=percent, note=note, updated_at=self._clock.time()))
 
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
-        if ctx.result_json is None:
+        later = self._delayed_outputs(stage, record, ctx) if ctx.outputs else None
+        if ctx.result_json is None and not later:
             return
         job_id, held = self._held(record)
-        if held is not None:
-            with self._lock:  # not yet written: completed carries it
+        with self._lock:
+            if later:
+                self._later[job_id] = later
+                if len(self._later) > MAX_IN_FLIGHT:
+                    self._later.popitem(last=False)
+            if held is not None and ctx.result_json is not None:  # completed carries it
                 self._jobs[job_id] = replace(held, result=json.loads(ctx.result_json))
 
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
@@ -120,6 +134,8 @@ class JobTracker(Hook):
         # A final failure is followed by its outcome (dead-lettered, or skipped), which
         # finishes the job: until then it is ``failed``, and remembered with its attempt.
         state: State = "retrying" if retrying else "failed"
+        with self._lock:  # its delayed outputs were not all stored: a retry emits them again
+            self._later.pop(hdr.event_id_of(record.headers(), _coordinates(record)), None)
         self._keep(self._transition(stage, record, state, error, attempt))
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
@@ -169,11 +185,32 @@ class JobTracker(Hook):
         now = job.updated_at
         with self._lock:
             self._jobs.pop(job.id, None)
+            later = self._later.pop(job.id, ())
+        if state == "completed":  # its delayed outputs are stored: they are jobs now
+            for follow_up in later:
+                self.writer.put(follow_up)
         if not keep:
             self.writer.remove(job.id)
             return
         self.writer.put(replace(job, finished_at=now,
                                 expires_at=(now or 0.0) + self.policy.retention_s))  # fmt: skip
+
+    def _delayed_outputs(self, stage: StageInfo, record: RawRecord, ctx: Context) -> list[Job]:
+        """A ``delayed`` entry for each output sent to a delay tier, under the id the output
+        writer gives it (the parent's id, the stage, the output's index)."""
+        outputs = [(i, o) for i, o in enumerate(ctx.outputs) if o.due_ms is not None]
+        if not outputs:
+            return []
+        parent = hdr.header_event_id(record.headers()) or hdr.id_from_coordinates(
+            _coordinates(record)
+        )
+        now = self._clock.time()
+        return [
+            Job(hdr.derived_id_bytes(f"{parent}/{stage.name}/{i}".encode()).decode(), "delayed",
+                1, None, self._output_topics.get(o.topic.name, o.topic.name), created_at=now,
+                updated_at=now, expires_at=(o.due_ms or 0) / 1000 + self.policy.retention_s)
+            for i, o in outputs
+        ]  # fmt: skip
 
     def _attempt(self, record: RawRecord, held: Job | None) -> int:
         if record.topic() in self._retry_topics:
@@ -212,4 +249,5 @@ def track(
         return None
     topic = ensure_jobs_topic(settings, transport)
     writer = JobWriter(transport.producer(f"{client_id}-jobs"), topic, policy.flush_interval_s)
-    return JobTracker(policy, writer, clock, frozenset(plan.retry_topics))
+    physical = {name: topic for name, (topic, _binding) in plan.outputs.items()}
+    return JobTracker(policy, writer, clock, frozenset(plan.retry_topics), physical)

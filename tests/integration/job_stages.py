@@ -81,4 +81,15 @@ class Later(Stage):
         return event.n
 
 
+class Relay(Stage):
+    """Passes each ping on to ``LATER``, due in 2 s: a follow-up job that starts delayed."""
+
+    consumes = PINGS
+    emits = (LATER,)
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        ctx.emit(LATER, event, delay=2.0)
+
+
 STAGES = [Square]

@@ -20,7 +20,7 @@ from pipeline.jobs import Job, JobsQueued, JobStore, JobView
 from pipeline.jobs.state import decode
 from pipeline.testing import murmur2_partition
 from tests.integration.app_stages import PINGS, Ping
-from tests.integration.job_stages import LATER, AlwaysFails, Later, Square
+from tests.integration.job_stages import LATER, AlwaysFails, Later, Relay, Square
 from tests.integration.kit import (
     ROOT,
     group_members,
@@ -136,6 +136,28 @@ def test_a_job_published_with_a_delay_is_delayed_then_completed(
     assert (done.result, done.attempt, done.topic) == (3, 1, settings.topic(LATER.name))
     assert done.started_at is not None and done.created_at is not None
     assert done.started_at >= done.created_at + 1.0  # not before it was due (2 s, 1 s slack)
+
+
+def test_a_stage_s_delayed_output_is_a_job_delayed_then_completed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A tracking stage emits with ``delay=``: the follow-up job (the output's own id, its
+    ``parent-id`` the input's) is written ``delayed`` once stored, then completed when due."""
+    settings = _settings(kafka_bootstrap, tmp_path)
+    prepare(settings, [Relay, Later])
+    with JobView(settings) as view, running(settings, [Relay, Later]), \
+            Publisher(settings) as publisher:  # fmt: skip
+        delivered = publisher.publish(PINGS, Ping(ping_id="relayed", n=4))
+        assert delivered is not None
+        wait_until(lambda: _job(view, delivered.job_id, state="completed"), 60, "relayed")
+        done = wait_until(lambda: next(iter(view.find("later", "completed", 1)), None), 60,
+                          "the follow-up completed")  # fmt: skip
+    assert (done.result, done.topic) == (4, settings.topic(LATER.name))
+    # Two writers (the relay's tracker, then the handler's): the delayed entry is on the topic
+    # whatever the order they reached it in, and a late one is dropped by readers.
+    entries = [e for e in _entries(settings, done.id) if e is not None]
+    delayed = [e for e in entries if e.state == "delayed"]
+    assert [(e.topic, e.attempt) for e in delayed] == [(settings.topic(LATER.name), 1)]
 
 
 def test_a_failing_job_retries_under_a_new_attempt_and_ends_dead_lettered(

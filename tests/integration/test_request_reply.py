@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline import Publisher, RequestCancelled, RequestTimeout
+from pipeline import Publisher, RequestCancelled, RequestFailed, RequestTimeout
 from pipeline.config import Settings
 from pipeline.kafka.admin import KafkaAdmin
 from tests.integration.kit import (
@@ -84,6 +84,16 @@ def test_a_slow_reply_times_out_then_arrives_late_and_is_dropped(two_workers: St
         assert raised.value.request_id
         wait_until(lambda: publisher.replies.late == 1, 30, "the late reply to be dropped")
         assert publisher.replies.answered == 1
+
+
+def test_a_dead_lettered_request_fails_at_once_with_the_stage_s_error(two_workers: Stage2) -> None:
+    """The stage dead-letters the request: the requester gets RequestFailed with the reason
+    and the request's id from the error reply, long before its 30 s timeout."""
+    with Publisher(two_workers.settings) as publisher:
+        with pytest.raises(RequestFailed, match="DeadLetter: negative quantity for bad") as raised:
+            publisher.request_sync(QUOTES, QuoteRequested(sku="bad", quantity=-1), timeout_s=30)
+        assert raised.value.request_id
+        assert publisher.replies.timed_out == 0
 
 
 def test_a_restarted_requester_fails_its_pending_request_and_drops_the_old_reply(

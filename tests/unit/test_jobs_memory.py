@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pipeline import Context, DeadLetter, Stage
+from pipeline import Context, DeadLetter, Stage, Topic
 from pipeline.jobs import JobTracking, JobView, get
 from pipeline.jobs.result import RESULT_MAX_BYTES
 from pipeline.testing import TestPipeline
@@ -57,6 +58,35 @@ class TooBig(Stage):
 
     def handle(self, event: Ping, ctx: Context) -> str:
         return "x" * (RESULT_MAX_BYTES + 1)
+
+
+LATER_PONGS = Topic("test.later_pongs", Pong, delayed=True)
+
+
+class EmitsLater(Stage):
+    """Emits a pong due in 60 s: a follow-up job that is ``delayed`` until it is handled."""
+
+    consumes = PINGS
+    emits = (LATER_PONGS,)
+    group = "jobs.emits_later"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        ctx.emit(LATER_PONGS, Pong(ping_id=event.ping_id, n=event.n, handled_by="x"), delay=60)
+
+
+class HandlesLater(Stage):
+    consumes = LATER_PONGS
+    group = "jobs.handles_later"
+    track_jobs = JobTracking()
+
+    def handle(self, event: Pong, ctx: Context) -> str:
+        return f"late {event.ping_id}"
+
+
+def _delay_tiered(t: TestPipeline) -> list[Any]:
+    tiers = [n for n in t.broker.topics() if n.startswith(f"{LATER_PONGS.name}.delay.")]
+    return [r for n in tiers for r in t.records(n)]
 
 
 def _settings(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -140,3 +170,37 @@ def test_a_result_over_the_limit_dead_letters_the_event_with_a_clear_error(
 def _event_id(stored: object) -> str:
     headers = dict(stored.headers)  # type: ignore[attr-defined]
     return headers["event-id"].decode()
+
+
+def test_a_stage_s_delayed_output_is_a_delayed_job_until_it_is_handled(tmp_path: Path) -> None:
+    """``ctx.emit(delay=60)`` in a tracking stage: the follow-up job, found by the output's own
+    id, is ``delayed`` (for its topic) once the output is stored, then completed when due."""
+    with TestPipeline([EmitsLater, HandlesLater], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=1))
+        t.run_until(lambda: bool(_delay_tiered(t)), what="the pong in a delay tier")
+        [tiered] = _delay_tiered(t)
+        follow_up = dict(tiered.headers)["event-id"].decode()  # type: ignore[union-attr]
+        with _view(t) as view:
+            parent, later = view.get(_event_id(stored)), view.get(follow_up)
+            assert parent is not None and parent.state == "completed"
+            assert later is not None
+            assert (later.state, later.topic, later.offset) == ("delayed", LATER_PONGS.name, None)
+            assert later.expires_at is not None  # if no tracking stage ever takes it
+            t.run_until_idle(timeout_s=300)  # on the fake clock: the delay comes due at once
+            view.catch_up(timeout_s=5)
+            done = view.get(follow_up)
+        assert done is not None
+        assert (done.state, done.stage, done.result) == ("completed", "handles_later", "late p1")
+        assert done.expires_at != later.expires_at
+
+
+def test_a_record_the_harness_published_names_its_job_id(tmp_path: Path) -> None:
+    """``TestPipeline.publish(...).job_id`` is what the job is found by, as ``Delivered.job_id``
+    is for ``Publisher.publish``."""
+    with TestPipeline([Square], _settings(tmp_path)) as t:
+        stored = t.publish(PINGS, Ping(ping_id="p1", n=3))
+        t.run_until_idle()
+        with _view(t) as view:
+            job = view.get(stored.job_id)
+        assert stored.job_id == _event_id(stored)
+        assert job is not None and (job.state, job.result) == ("completed", {"square": 9})

@@ -25,6 +25,7 @@ EXPECTED = {
     "RateLimit",  # issue 13: rate limits
     "JobTracking", "ResultError",  # issue 14: job status
     "RequestCancelled", "RequestError", "RequestTimeout",  # issue 14: request-reply
+    "RequestFailed",  # issue 14 review: a dead-lettered request's error reply
 }  # fmt: skip
 JOBS_EXPECTED = {
     "Job", "JobStore", "JobStoreError", "JobTracker", "JobTracking", "JobView", "JobsQueued",

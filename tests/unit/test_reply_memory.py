@@ -11,7 +11,16 @@ from contextlib import contextmanager
 
 import pytest
 
-from pipeline import Context, DeclarationError, Publisher, RequestCancelled, RequestTimeout, Stage
+from pipeline import (
+    Context,
+    DeclarationError,
+    Publisher,
+    RequestCancelled,
+    RequestFailed,
+    RequestTimeout,
+    RetryPolicy,
+    Stage,
+)
 from pipeline import headers as hdr
 from pipeline.config import Settings
 from pipeline.stage import Topic
@@ -30,10 +39,12 @@ SETTINGS = Settings(schemas_dir=TEST_SCHEMAS, topic_partitions=2)
 
 
 @contextmanager
-def stages_running(transport: MemoryTransport, *stages: type[Stage]) -> Iterator[TestPipeline]:
+def stages_running(
+    transport: MemoryTransport, *stages: type[Stage], fail_fast: bool = True
+) -> Iterator[TestPipeline]:
     """The stages stepped on a thread of their own while the test makes requests."""
     stop = threading.Event()
-    with TestPipeline(stages, SETTINGS, transport=transport, fail_fast=True) as harness:
+    with TestPipeline(stages, SETTINGS, transport=transport, fail_fast=fail_fast) as harness:
 
         def loop() -> None:
             while not stop.is_set():
@@ -175,12 +186,12 @@ class WrongReply(Stage):
 
 
 def test_a_reply_of_an_undeclared_model_dead_letters_the_request() -> None:
-    """A stage bug, not a transient failure: the request goes to the DLQ, the requester times
-    out rather than decode a reply of the wrong type."""
+    """A stage bug, not a transient failure: the request goes to the DLQ, and the requester
+    fails with the reason (the error reply) rather than decode a reply of the wrong type."""
     t = memory()
     with stages_running(t, WrongReply) as harness, Publisher(SETTINGS, transport=t) as pub:
-        with pytest.raises(RequestTimeout):
-            pub.request_sync(QUOTES, QuoteRequested(sku="a", quantity=1), timeout_s=1)
+        with pytest.raises(RequestFailed, match="no input topic declares"):
+            pub.request_sync(QUOTES, QuoteRequested(sku="a", quantity=1), timeout_s=30)
         wait_until(lambda: harness.dead_letters(WrongReply), 10, "the dead letter")
         [dead] = harness.dead_letters(WrongReply)
         message = dead.headers["dlq-exception-message"] or b""
@@ -218,3 +229,44 @@ def test_the_last_reply_given_wins_and_only_one_is_sent() -> None:
         quote = pub.request_sync(QUOTES, QuoteRequested(sku="a", quantity=1), timeout_s=10)
         assert quote.quoted_by == "returned"
         assert len(t.broker.records("rq")) == 1
+
+
+def test_a_dead_lettered_request_fails_its_requester_with_the_reason() -> None:
+    """The handler dead-letters the request: the requester gets ``RequestFailed`` naming the
+    request and the error at once (the error reply), not a ``RequestTimeout`` 30 s later."""
+    t = memory()
+    with stages_running(t, Quoter), Publisher(SETTINGS, transport=t, reply_topic="rq") as pub:
+        with pytest.raises(RequestFailed, match="DeadLetter: negative quantity for n") as raised:
+            pub.request_sync(QUOTES, QuoteRequested(sku="n", quantity=-1), timeout_s=30)
+        [request] = t.broker.records(QUOTES.name)
+        assert raised.value.request_id == dict(request.headers())[hdr.EVENT_ID].decode()
+        [reply] = t.broker.records("rq")
+        assert reply.value() is None and dict(reply.headers())[hdr.REPLY_ERROR]
+        # An event published, not requested, is dead-lettered with no reply at all.
+        pub.publish(QUOTES, QuoteRequested(sku="p", quantity=-1))
+        wait_until(lambda: len(t.broker.records(f"{Quoter.group_id()}.dlq")) == 2, 10, "dlq")
+        assert len(t.broker.records("rq")) == 1
+
+
+class FlakyQuoter(Stage):
+    """Fails every delivery: one retry tier, then the dead letter (from the retry topic)."""
+
+    consumes = QUOTES
+    retry = RetryPolicy(in_process_attempts=1, tiers=(0.2,))
+
+    def handle(self, event: QuoteRequested, ctx: Context) -> None:
+        raise ConnectionError(f"pricing service down for {event.sku}")
+
+
+@pytest.mark.parametrize("stage", [FlakyQuoter, TransactionalQuoter])
+def test_a_request_dead_lettered_after_retries_or_in_a_transaction_fails_clearly(
+    stage: type[Stage],
+) -> None:
+    """The error reply comes from the retry topic's copy (it keeps ``reply-to``) and from an
+    exactly-once stage (after its transaction commits)."""
+    t = memory()
+    with stages_running(t, stage, fail_fast=False), Publisher(SETTINGS, transport=t) as pub:
+        quantity = -1 if stage is TransactionalQuoter else 1
+        with pytest.raises(RequestFailed, match=f"for {stage.__name__}"):
+            pub.request_sync(QUOTES, QuoteRequested(sku=stage.__name__, quantity=quantity),
+                             timeout_s=30)  # fmt: skip
