@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any
 
 from pipeline.serde.schema import AvroSchema, Definition
@@ -141,20 +140,16 @@ def _plain_int(schema: Any, optional: bool = True) -> str | None:
 @dataclass(slots=True)
 class _Fields:
     """A record's fields that need a check. Plain integers (the common case) are checked inline,
-    by name: a call per field would cost more than the comparison. ``required`` holds the
-    non-nullable ones among them, as ``(ints, longs)``: those are first checked all at once."""
+    by name: a call per field would cost more than the comparison."""
 
     ints: list[str] = field(default_factory=list)
     longs: list[str] = field(default_factory=list)
     others: list[tuple[str, Check]] = field(default_factory=list)
-    required: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
 
     def add(self, name: str, schema: Any, compiler: _Compiler) -> None:
         avro_type = _plain_int(schema)
         if avro_type is not None:
             (self.ints if avro_type == "int" else self.longs).append(name)
-            if not isinstance(schema, list):  # a nullable one may hold None: not in the bulk
-                self.required[avro_type != "int"].append(name)
             return
         check = compiler.compile(schema)
         if check is not None:
@@ -166,60 +161,25 @@ class _Fields:
 
 def _record_check(fields: _Fields) -> Check:
     """Checks the fields that need it; copies the record only if one of them was replaced.
-    ``fields`` may still be filled after this returns (a recursive record), so the bulk getters
-    are made at the first call.
-
-    The bulk test: one ``itemgetter`` call per integer type fetches the required fields' values
-    and ``min`` / ``max`` bound them, a few C calls in all where a loop per field costs about
-    four times as much (this runs once per output). It only ever *passes* a record: one that
-    it cannot clear (a value out of range, missing, None or not a number) goes through the
-    exact per-field loop, which raises ``OutOfRange`` naming the field or lets fastavro refuse
-    the value, exactly as without the bulk test."""
+    ``fields`` may still be filled after this returns (a recursive record)."""
     ints, longs, others = fields.ints, fields.longs, fields.others
     (int_low, int_high), (long_low, long_high) = _RANGES["int"], _RANGES["long"]
-    bulk: tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None] | None = None
-    nullable: tuple[list[str], list[str]] = ([], [])
 
     def check(record: Any) -> Any:
-        nonlocal bulk, nullable
         if not isinstance(record, dict):
             return record  # not a record: fastavro refuses it with its own error
-        if bulk is None:
-            required_ints, required_longs = fields.required
-            bulk = (_values_of(required_ints), _values_of(required_longs))
-            nullable = ([n for n in ints if n not in required_ints],
-                        [n for n in longs if n not in required_longs])  # fmt: skip
-        int_values, long_values = bulk
-        try:
-            cleared = (
-                int_values is None
-                or (int_low <= min(v := int_values(record)) and max(v) <= int_high)
-            ) and (
-                long_values is None
-                or (long_low <= min(v := long_values(record)) and max(v) <= long_high)
-            )
-        except Exception:  # a missing field, a None or a value that is no number
-            cleared = False
         get = record.get
-        for name in ints if not cleared else nullable[0]:
+        for name in ints:
             value = get(name)
             if isinstance(value, int) and not int_low <= value <= int_high:
                 raise OutOfRange("int", name)
-        for name in longs if not cleared else nullable[1]:
+        for name in longs:
             value = get(name)
             if isinstance(value, int) and not long_low <= value <= long_high:
                 raise OutOfRange("long", name)
         return _check_others(record, others) if others else record
 
     return check
-
-
-def _values_of(names: list[str]) -> Callable[[Any], tuple[Any, ...]] | None:
-    """A getter of the named values as a tuple (an ``itemgetter`` of one name returns the value
-    alone, so that name is asked twice), or None without names."""
-    if not names:
-        return None
-    return itemgetter(*names) if len(names) > 1 else itemgetter(names[0], names[0])
 
 
 def _check_others(record: dict[str, Any], others: list[tuple[str, Check]]) -> dict[str, Any]:
