@@ -224,7 +224,11 @@ class Context:
             )
         if key is None:
             field = topic.key
-            raw_key = str(getattr(event, field)).encode() if field is not None else self.key
+            if field is None:
+                raw_key = self.key
+            else:  # str() of what is already a str (the usual key field) is a call for nothing
+                value = getattr(event, field)
+                raw_key = (value if type(value) is str else str(value)).encode()
         else:
             raw_key = key.encode() if isinstance(key, str) else key
         if headers is None and delay is None and deliver_at is None and priority is None:

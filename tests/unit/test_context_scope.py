@@ -29,7 +29,8 @@ ALLOWED = frozenset({KEYED.name, PLAIN.name})
 
 
 def _both(rec: Rec) -> list[Context]:
-    return [Context("st", rec, ALLOWED, None, "g"), Context.of(Scope("st", ALLOWED, None, "g"), rec)]
+    scope = Scope("st", ALLOWED, None, "g")
+    return [Context("st", rec, ALLOWED, None, "g"), Context.of(scope, rec)]
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -77,3 +78,16 @@ def test_the_store_set_on_the_invoker_reaches_every_context() -> None:
     ctx = invoke.call_sync(None, Rec(h=[("event-id", b"e-1")]))
     assert ctx.transaction() == ("", "e-1") and ctx is seen[-1]
     assert isinstance(invoke.store, Store)
+
+
+class Counted(Event, schema="test.ScopeCounted"):
+    n: int
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_key_field_that_is_not_text_is_keyed_by_its_text(index: int) -> None:
+    topic = Topic("counted", Counted, key="n")
+    ctx = [Context("st", Rec(), frozenset({"counted"})),
+           Context.of(Scope("st", frozenset({"counted"})), Rec())][index]  # fmt: skip
+    ctx.emit(topic, Counted(n=42))
+    assert ctx.outputs[0].key == b"42"
