@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -28,27 +27,59 @@ class TransactionalStore(Protocol):
 
 
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated
+_new = object.__new__
 
 
-@dataclass(slots=True)
 class Output:
-    topic: Topic
-    event: Event
-    key: bytes | None
-    headers: list[tuple[str, bytes]]  # extra headers given to emit()
-    # emit(delay=...): (delay in ms, None) or (None, due wall ms); the writer fixes the due
-    # time on its clock (``due_ms``) and sends the output to a delay tier (``pipeline.delays``).
-    delay: tuple[int | None, int | None] | None = None
-    due_ms: int | None = None
-    lane: int = 0  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
-    reply_to: str | None = None  # a reply (``Context.reply``): the requester's reply topic
+    """One emitted event, buffered until the handler returns. A plain slotted class with
+    positional defaults, built once per output: a dataclass's keyword defaults cost more."""
+
+    __slots__ = ("delay", "due_ms", "event", "headers", "key", "lane", "reply_to", "topic")
+
+    def __init__(
+        self,
+        topic: Topic,
+        event: Event,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],  # extra headers given to emit()
+        delay: tuple[int | None, int | None] | None = None,
+        lane: int = 0,
+        reply_to: str | None = None,
+    ) -> None:
+        self.topic, self.event, self.key, self.headers = topic, event, key, headers
+        # emit(delay=...): (delay in ms, None) or (None, due wall ms); the writer fixes the due
+        # time on its clock (``due_ms``) and sends the output to a delay tier (``pipeline.delays``).
+        self.delay = delay
+        self.due_ms: int | None = None
+        self.lane = lane  # the priority lane it goes to (``pipeline.lanes``; 0: the topic itself)
+        self.reply_to = reply_to  # a reply (``Context.reply``): the requester's reply topic
+
+    def __repr__(self) -> str:
+        return f"Output({self.topic.name!r}, {type(self.event).__name__}, lane={self.lane})"
+
+
+class Scope:
+    """What every Context of one stage shares (its name, allowed outputs, store, group and
+    progress hooks): one reference per event instead of five attributes to set."""
+
+    __slots__ = ("allowed", "group", "on_progress", "stage", "store")
+
+    def __init__(
+        self,
+        stage: str,
+        allowed_outputs: frozenset[str],
+        store: TransactionalStore | None = None,
+        group: str = "",
+        on_progress: Callable[..., None] | None = None,
+    ) -> None:
+        self.stage, self.allowed, self.store = stage, allowed_outputs, store
+        self.group, self.on_progress = group, on_progress
 
 
 class Context:
     """Where the event came from, its headers, and the way to emit follow-up events."""
 
-    __slots__ = ("_allowed", "_group", "_headers", "_on_progress", "_record", "_store",
-                 "outputs", "result_json", "stage")  # fmt: skip
+    __slots__ = ("_headers", "_record", "_scope", "outputs", "result_json")
 
     def __init__(
         self,
@@ -59,16 +90,25 @@ class Context:
         group: str = "",
         on_progress: Callable[..., None] | None = None,
     ) -> None:
-        self.stage = stage
+        self._scope = Scope(stage, allowed_outputs, store, group, on_progress)
         self._record = record
-        self._allowed = allowed_outputs
-        self._store = store
-        self._group = group
         self._headers: hdr.Headers | None = None
         self.outputs: list[Output] = []
-        self._on_progress = on_progress  # the stage's on_progress hooks, or None
         # The job result as JSON text (``result``), None until one is given.
         self.result_json: str | None = None
+
+    @classmethod
+    def of(cls, scope: Scope, record: RawRecord) -> Context:
+        """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event."""
+        ctx = _new(cls)
+        ctx._scope, ctx._record, ctx._headers, ctx.outputs, ctx.result_json = (
+            scope, record, None, [], None
+        )
+        return ctx
+
+    @property
+    def stage(self) -> str:
+        return self._scope.stage
 
     @property
     def record(self) -> RawRecord:
@@ -131,8 +171,9 @@ class Context:
         a tracking stage (``track_jobs``) records it in the job's status. Cheap when nobody
         listens; a bad value raises ``ValueError``."""
         value, note = check_progress(percent, note)
-        if self._on_progress is not None:
-            self._on_progress(self._record, value, note)
+        on_progress = self._scope.on_progress
+        if on_progress is not None:
+            on_progress(self._record, value, note)
 
     def result(self, value: Any) -> None:
         """Set the job's result: a small JSON value or a pydantic model (the last call wins; a
@@ -148,11 +189,12 @@ class Context:
         with the id, once. On a redelivery the id is already recorded, so they are rolled back
         (``tx.duplicate`` is True) while the handler still runs and emits its outputs.
         """
-        if self._store is None:
+        scope = self._scope
+        if scope.store is None:
             raise DeclarationError(
-                f"stage {self.stage} has no idempotency store: set `idempotency = Idempotency()`"
+                f"stage {scope.stage} has no idempotency store: set `idempotency = Idempotency()`"
             )
-        return self._store.transaction(self._group, self.event_id)
+        return scope.store.transaction(scope.group, self.event_id)
 
     def emit(
         self,
@@ -171,7 +213,7 @@ class Context:
         a bad one raises ``DelayError`` here (the event is dead-lettered, never retried).
         ``priority``: the lane of a topic with priorities (an index, 0 highest, or a level
         name; default 0)."""
-        if topic.name not in self._allowed:
+        if topic.name not in self._scope.allowed:
             raise DeclarationError(
                 f"stage {self.stage} emitted to {topic.name!r}, which is not in its `emits`"
             )
@@ -180,9 +222,18 @@ class Context:
                 f"stage {self.stage}: topic {topic.name!r} carries {topic.model.__name__}, "
                 f"not {type(event).__name__}"
             )
-        if key is None and topic.key is not None:
-            key = str(getattr(event, topic.key))
-        raw_key = key.encode() if isinstance(key, str) else (key if key is not None else self.key)
+        if key is None:
+            field = topic.key
+            if field is None:
+                raw_key = self.key
+            else:  # str() of what is already a str (the usual key field) is a call for nothing
+                value = getattr(event, field)
+                raw_key = (value if type(value) is str else str(value)).encode()
+        else:
+            raw_key = key.encode() if isinstance(key, str) else key
+        if headers is None and delay is None and deliver_at is None and priority is None:
+            self.outputs.append(Output(topic, event, raw_key, _NO_HEADERS))  # the common case
+            return
         extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
         later = (
             None
@@ -190,7 +241,7 @@ class Context:
             else delays.relative(topic, delay, deliver_at)
         )
         lane = 0 if priority is None else self._lane(topic, priority)
-        self.outputs.append(Output(topic, event, raw_key, extra, later, lane=lane))
+        self.outputs.append(Output(topic, event, raw_key, extra, later, lane))
 
     def _lane(self, topic: Topic, priority: int | str) -> int:
         try:
@@ -217,4 +268,4 @@ class Context:
             self.outputs = [o for o in self.outputs if o.reply_to is None]
         answered = [(hdr.IN_REPLY_TO, self.event_id.encode())]
         topic = Topic(reply_to, type(event))
-        self.outputs.append(Output(topic, event, None, answered, reply_to=reply_to))
+        self.outputs.append(Output(topic, event, None, answered, None, 0, reply_to))

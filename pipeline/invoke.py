@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from pipeline.breaker import CircuitOpenError
-from pipeline.context import Context, TransactionalStore
+from pipeline.context import Context, Scope, TransactionalStore
 from pipeline.errors import CallAbandoned
 from pipeline.failures import HandlerTimeout, RetryPolicy
 from pipeline.handlerthreads import HandlerThreads
@@ -42,6 +42,7 @@ from pipeline.stop import seconds_since_stop
 Handler = Callable[[Any, Context], Awaitable[None] | None]
 # How often a sync call in its thread checks whether the stage is stopping.
 STOP_CHECK_S = 0.2
+_context = Context.of
 
 
 class Invoker:
@@ -58,12 +59,10 @@ class Invoker:
         on_progress: Callable[..., None] | None = None,
     ) -> None:
         self._stage = stage
-        self._on_progress = on_progress  # handed to each Context: ctx.progress tells the hooks
-        self._group = group
-        self.store: TransactionalStore | None = None  # set once the runner opened it
+        # What each Context shares; on_progress: ctx.progress tells the hooks.
+        self._scope = Scope(stage, allowed_outputs, None, group, on_progress)
         self._handler = handler
         self._is_async = is_async
-        self._allowed = allowed_outputs
         self._policy = policy
         self._timeout = timeout_s
         # Sync handlers without a timeout are called straight from the consume loop.
@@ -85,10 +84,19 @@ class Invoker:
                 raise
         return await self._retry(event, record)
 
+    @property
+    def store(self) -> TransactionalStore | None:
+        return self._scope.store
+
+    @store.setter
+    def store(self, store: TransactionalStore | None) -> None:
+        """Set once the runner opened the stage's idempotency store (at run)."""
+        self._scope.store = store
+
     def call_sync(self, event: Any, record: RawRecord) -> Context:
         """``__call__`` for ``self.sync`` handlers: no event loop involved."""
         try:
-            ctx = self._context(record)
+            ctx = _context(self._scope, record)  # not self._context: one call less per event
             self._handler(event, ctx)
             return ctx
         except Exception as exc:
@@ -101,8 +109,7 @@ class Invoker:
         return ctx
 
     def _context(self, record: RawRecord) -> Context:
-        return Context(self._stage, record, self._allowed, self.store, self._group,
-                       self._on_progress)  # fmt: skip
+        return _context(self._scope, record)
 
     def close(self) -> None:
         if self._threads is not None:

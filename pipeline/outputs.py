@@ -21,12 +21,15 @@ from pipeline.clock import SYSTEM, Clock
 from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import (
+    _BLAKE2B_16,
+    _UUID_GROUPS,
     CORRELATION_ID,
     EVENT_ID,
     PARENT_ID,
     PROPAGATED,
     HeaderList,
-    derived_id_bytes,
+    _dash_join,
+    _hexlify,
     id_from_coordinates_bytes,
 )
 from pipeline.hookcalls import Hooks
@@ -96,21 +99,23 @@ class OutputWriter:
         tp: TopicPartition,
         token: Token,
     ) -> None:
-        parent, propagated, correlated = _carried(record.headers())
-        if parent is None:  # a record from another producer: its id is its coordinates'
-            parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{token.offset}")
-        if not correlated:
-            propagated.append((CORRELATION_ID, parent))
+        parent, propagated = _carried(record.headers(), tp, token.offset)
         if self._output_headers is not None:
             propagated = _overlay(propagated, self._output_headers(record, ctx))
-        on_delivery = self.callback(tp, token, record)
+        token.tp, token.refused = tp, self._failed  # as callback(), inline
+        on_delivery: DeliveryCallback = (
+            token if self._on_completed is None
+            else DeliveredThenCompleted(token, record, self._on_completed)
+        )  # fmt: skip
         produce = self._producer.produce
         outputs = self._outputs
         suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
             suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
-            headers = [(EVENT_ID, derived_id_bytes(parent + suffix)), (PARENT_ID, parent),
-                       *propagated, *output.headers]  # fmt: skip
+            h = _BLAKE2B_16.copy()  # derived_id_bytes(parent + suffix), inline
+            h.update(parent + suffix)
+            own = _dash_join(_UUID_GROUPS(_hexlify(h.digest())))
+            headers = [(EVENT_ID, own), (PARENT_ID, parent), *propagated, *output.headers]
             # A reply goes to the requester's own topic (no lanes, no delay: ctx.reply sets none).
             base = output.reply_to or outputs[output.topic.name][0]
             topic = lane_topic(base, output.lane) if output.lane else base
@@ -177,9 +182,10 @@ class OutputWriter:
         ]
 
 
-def _carried(headers: RawHeaders) -> tuple[bytes | None, HeaderList, bool]:
-    """One pass over an input's headers: its event id (the last non-empty one), the headers its
-    outputs carry forward, and whether a correlation id is among them."""
+def _carried(headers: RawHeaders, tp: TopicPartition, offset: int) -> tuple[bytes, HeaderList]:
+    """One pass over an input's headers: its event id (the last non-empty one; for a record
+    from another producer, its coordinates' id) and the headers its outputs carry forward, a
+    correlation id among them (the input's own id when it had none)."""
     parent = None
     propagated: HeaderList = []
     correlated = False
@@ -189,7 +195,11 @@ def _carried(headers: RawHeaders) -> tuple[bytes | None, HeaderList, bool]:
         elif k in PROPAGATED:
             propagated.append((k, v))
             correlated = correlated or k == CORRELATION_ID
-    return parent, propagated, correlated
+    if parent is None:
+        parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{offset}")
+    if not correlated:
+        propagated.append((CORRELATION_ID, parent))
+    return parent, propagated
 
 
 def _overlay(propagated: HeaderList, contributed: Sequence[tuple[str, bytes]]) -> HeaderList:

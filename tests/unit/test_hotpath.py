@@ -106,3 +106,69 @@ def test_completed_is_not_told_for_a_failed_or_cancelled_token() -> None:
         setattr(token, spoil, True)
         handler(None, None)
         assert completed == [], spoil
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.sent.append((topic, value, key, headers, on_delivery))
+
+
+def _producing(completed: Any = None) -> tuple[OutputWriter, _Recorder]:
+    writer, producer = _writer([], completed), _Recorder()
+    writer._stage, writer._outputs, writer._suffixes = "st", {"out": ("dev.out", None)}, []
+    writer._producer, writer._output_headers = producer, None  # type: ignore[assignment]
+    return writer, producer
+
+
+def _ctx(outputs: list[Any]) -> Any:
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.outputs = outputs  # type: ignore[attr-defined]
+    return ctx
+
+
+def _outputs(*extra: list[tuple[str, bytes]]) -> list[Any]:
+    from types import SimpleNamespace
+
+    from pipeline.context import Output
+
+    topic = SimpleNamespace(name="out")  # all the writer reads of it
+    return [Output(topic, None, b"k%d" % i, headers) for i, headers in enumerate(extra)]  # type: ignore[arg-type]
+
+
+def test_outputs_carry_derived_ids_the_parent_id_and_the_input_correlation_headers() -> None:
+    """With the id derivation and header carrying inlined, each output still gets the id
+    derived from its input's id, the stage and its index; the input's id as parent-id; the
+    input's correlation and trace headers; then the headers given to emit, in that order."""
+    writer, producer = _producing()
+    headers = [("event-id", b"in-1"), ("correlation-id", b"c-9"), ("traceparent", b"00-ab"),
+               ("other", b"x")]  # fmt: skip
+    token = Token(41, 2)
+    outputs = _outputs([], [("h", b"v")])
+    writer.produce(Rec(h=headers), _ctx(outputs), [b"p0", b"p1"], ("orders", 2), token)  # type: ignore[arg-type]
+    carried = [("correlation-id", b"c-9"), ("traceparent", b"00-ab")]
+    assert producer.sent == [
+        ("dev.out", b"p0", b"k0", [("event-id", hdr.derived_id_bytes(b"in-1/st/0")),
+                                   ("parent-id", b"in-1"), *carried], token),
+        ("dev.out", b"p1", b"k1", [("event-id", hdr.derived_id_bytes(b"in-1/st/1")),
+                                   ("parent-id", b"in-1"), *carried, ("h", b"v")], token),
+    ]  # fmt: skip
+    assert token.tp == ("orders", 2)
+
+
+def test_an_input_without_ids_gives_its_outputs_its_coordinates_id_as_parent_and_correlation() -> (
+    None
+):
+    completed: list[Any] = []
+    writer, producer = _producing(completed.append)
+    writer.produce(Rec(h=[]), _ctx(_outputs([])), [b"p0"], ("orders", 2), Token(41, 1))  # type: ignore[arg-type]
+    (_, _, _, sent, on_delivery), = producer.sent
+    parent = hdr.id_from_coordinates_bytes("orders[2]@41")
+    assert sent == [("event-id", hdr.derived_id_bytes(parent + b"/st/0")), ("parent-id", parent),
+                    ("correlation-id", parent)]  # fmt: skip
+    assert isinstance(on_delivery, DeliveredThenCompleted)

@@ -1,0 +1,79 @@
+"""The encode guard of integer fields: a value out of range is refused naming its field (a
+nullable one too); values of other types, None and missing fields are left to fastavro."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pipeline.serde.guard import OutOfRange, compile_guard
+from pipeline.serde.schema import from_json
+
+FLAT = {
+    "type": "record",
+    "name": "Flat",
+    "namespace": "test",
+    "fields": [
+        {"name": "a", "type": "int"},
+        {"name": "b", "type": "int"},
+        {"name": "big", "type": "long"},
+        {"name": "maybe", "type": ["null", "int"], "default": None},
+        {"name": "text", "type": "string"},
+    ],
+}
+ONE = {"type": "record", "name": "One", "namespace": "test",
+       "fields": [{"name": "n", "type": "int"}]}  # fmt: skip
+INT_MAX, LONG_MAX = 2**31 - 1, 2**63 - 1
+
+
+def _guard(schema: dict[str, Any]) -> Any:
+    guard = compile_guard(from_json(json.dumps(schema), "test"))
+    assert guard is not None
+    return guard
+
+
+def _flat(**changes: Any) -> dict[str, Any]:
+    return {"a": 1, "b": -2, "big": 3, "maybe": None, "text": "x", **changes}
+
+
+def test_a_record_in_range_is_returned_as_it_is() -> None:
+    record = _flat(a=INT_MAX, b=-(2**31), big=LONG_MAX, maybe=7)
+    assert _guard(FLAT)(record) is record
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "avro_type"),
+    [({"a": INT_MAX + 1}, "a", "int"), ({"b": -(2**31) - 1}, "b", "int"),
+     ({"big": LONG_MAX + 1}, "big", "long"), ({"maybe": INT_MAX + 1}, "maybe", "int"),
+     ({"a": None, "b": INT_MAX + 1}, "b", "int")],
+)  # fmt: skip
+def test_a_value_out_of_range_is_refused_naming_its_field(
+    changes: dict[str, Any], path: str, avro_type: str
+) -> None:
+    with pytest.raises(OutOfRange) as caught:
+        _guard(FLAT)(_flat(**changes))
+    assert (caught.value.path, caught.value.avro_type) == (path, avro_type)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"a": None}, {"a": "7"}, {"a": 1e20}, {"big": [1]}, {"a": True}],
+)
+def test_values_of_other_types_are_left_to_fastavro(changes: dict[str, Any]) -> None:
+    record = _flat(**changes)
+    assert _guard(FLAT)(record) is record
+
+
+def test_a_missing_field_is_left_to_fastavro() -> None:
+    record = _flat()
+    del record["a"]
+    assert _guard(FLAT)(record) is record
+
+
+def test_a_record_with_one_integer_field_is_checked_too() -> None:
+    guard = _guard(ONE)
+    assert guard({"n": INT_MAX}) == {"n": INT_MAX}
+    with pytest.raises(OutOfRange, match="int"):
+        guard({"n": INT_MAX + 1})
