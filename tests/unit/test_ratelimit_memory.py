@@ -356,12 +356,17 @@ class LimitedExactlyOnce(Limited):
     guarantee = "exactly_once"
 
 
-class PerKeyExactlyOnce(PerKey):
-    group = "per-key-eos"
-    guarantee = "exactly_once"
+def test_a_per_key_limit_on_an_exactly_once_stage_needs_an_idempotency_store() -> None:
+    """A deferred copy returns through at-least-once moves: without deduplication by event id,
+    a moved-twice copy would be handled (and its outputs committed) twice."""
+    with pytest.raises(DeclarationError, match="without an idempotency store"):
+
+        class PerKeyExactlyOnce(PerKey):
+            group = "per-key-eos"
+            guarantee = "exactly_once"
 
 
-@pytest.mark.parametrize("stage", [LimitedExactlyOnce, PerKeyExactlyOnce])
+@pytest.mark.parametrize("stage", [LimitedExactlyOnce])
 def test_an_exactly_once_stage_is_limited_the_same_way(stage: type[Stage]) -> None:
     Limited.calls.clear()
     PerKey.calls.clear()

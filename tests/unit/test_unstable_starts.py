@@ -198,3 +198,31 @@ def test_committed_raises_for_an_unreadable_partition_and_leaves_held_ones_out()
         assert stub.seeks == [] and B not in consumer.starts.caller_paused
     finally:
         real.close()
+
+
+def test_many_held_partitions_are_read_again_in_one_call_per_step() -> None:
+    """Twenty partitions held by one hanging transaction: each step makes one bounded read of
+    them all, not one per partition (that blocked the loop 1.2 s a step, healthy ones too)."""
+    consumer, clock = StubConsumer(), FakeClock()
+    starts = StableStarts(consumer, CONFIG, clock.monotonic)
+    held = [("t", p) for p in range(20)]
+    consumer.answers = [dict.fromkeys(held, UNSTABLE)]
+    starts.assign(held)
+    calls: list[int] = []
+    committed = consumer.committed
+
+    def counted(parts: list[Any], timeout: float) -> list[Any]:
+        calls.append(len(parts))
+        return committed(parts, timeout)
+
+    consumer.committed = counted  # type: ignore[method-assign]
+    consumer.answers = [dict.fromkeys(held, UNSTABLE)]
+    clock.advance(0.5)
+    starts.retry()
+    assert calls == [20] and len(starts.holds.held) == 20
+    starts.retry()  # none due again yet: no read at all
+    assert calls == [20]
+    consumer.answers = [dict.fromkeys(held, 5)]
+    clock.advance(1.0)
+    starts.retry()
+    assert calls == [20, 20] and not starts.holds and consumer.paused == set()
