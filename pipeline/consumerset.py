@@ -51,6 +51,10 @@ class ConsumerSet:
     # Retry delays are a second or more: looking for due retries ten times a second is plenty,
     # and spares a client call on every step of a busy loop.
     RETRY_POLL_INTERVAL_S = 0.1
+    # A lower lane that a busy lane 0 leaves no room for (strict priority, or a tiny share) is
+    # still asked for one record this often: a consumer not polled for max.poll.interval.ms
+    # is evicted from its group, and its uncommitted records come back as duplicates.
+    LANE_KEEPALIVE_S = 5.0
 
     def __init__(
         self, sources: Sequence[Source], clock: Callable[[], float] = time.monotonic
@@ -61,6 +65,7 @@ class ConsumerSet:
         self._consumers = tuple(s.consumer for s in self._sources)
         self._clock = clock
         self._next_poll = [0.0] * len(self._sources)
+        self._last_asked = [clock()] * len(self._sources)
         shares = [s.share for s in self._sources]
         self._book = ShareBook(shares) if any(shares) else None  # none: strict order only
         # The first source looked at every call: lane 0. Shares are paid just before it.
@@ -107,6 +112,8 @@ class ConsumerSet:
                 for lane, owed in enumerate(book.owed(room)):
                     if owed:
                         room -= self._take(lane, owed, 0, parts, asked, taken)
+            if i == self._first_lane and i < last:
+                room -= self._keep_alive(now, room, parts, asked, taken)
             if room <= 0:
                 break
             if source.every_s:
@@ -130,10 +137,24 @@ class ConsumerSet:
     ) -> int:  # fmt: skip
         records = self._consumers[i].consume(n, wait)
         asked[i] += n
+        self._last_asked[i] = self._clock()
         if records:
             taken[i] += len(records)
             parts.append((i, records))
         return len(records)
+
+    def _keep_alive(
+        self, now: float, room: int, parts: list[tuple[int, Sequence[RawRecord]]],
+        asked: list[int], taken: list[int],
+    ) -> int:  # fmt: skip
+        """Ask each lower lane not asked for ``LANE_KEEPALIVE_S`` for one record."""
+        got = 0
+        for j in range(self._first_lane + 1, len(self._sources)):
+            if got >= room:
+                break
+            if now - self._last_asked[j] >= self.LANE_KEEPALIVE_S:
+                got += self._take(j, 1, 0, parts, asked, taken)
+        return got
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         for consumer, parts in self._split(partitions):

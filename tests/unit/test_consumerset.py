@@ -99,11 +99,11 @@ class Waiting(AskingConsumer):
 
 
 def lanes(
-    counts: list[int], shares: list[float], retries: int = 0
+    counts: list[int], shares: list[float], retries: int = 0, clock: FakeClock | None = None
 ) -> tuple[ConsumerSet, list[Waiting], MemoryBroker]:
     """Lane k holds ``counts[k]`` records in "lane<k>", read by a consumer of its own in group
     "g.p<k>" (and retries in RETRY, read first), as ``ConsumerSet.for_plan`` makes them."""
-    clock = FakeClock()
+    clock = clock or FakeClock()
     broker = MemoryBroker(clock)
     producer = broker.producer()
     topics = [f"lane{k}" for k in range(len(counts))]
@@ -161,3 +161,19 @@ def test_only_the_last_lane_waits_and_only_when_nothing_came() -> None:
     assert lane0.waits == lane1.waits == lane2.waits == [0], "records came: nobody waits"
     both.consume(10, 0.1)
     assert (lane0.waits[-1], lane1.waits[-1], lane2.waits[-1]) == (0, 0, 0.1)
+
+
+def test_strict_priority_still_polls_a_starved_lane_before_its_consumer_is_evicted() -> None:
+    """Lanes(min_share=0) with lane 0 always full: lane 1's consumer is still asked for one
+    record every LANE_KEEPALIVE_S (a consumer not polled for max.poll.interval.ms leaves its
+    group), and otherwise gets nothing."""
+    clock = FakeClock()
+    both, consumers, _ = lanes([100_000, 1000], [0.0, 0.0], clock=clock)
+    lane1 = consumers[2]
+    taken1 = 0
+    for _ in range(100):  # 100 fetches over 1000 s
+        clock.advance(10)
+        taken1 += sum(r.topic() == "lane1" for r in both.consume(100, 0.1))
+    assert len(lane1.asked) == 100 and set(lane1.asked) == {1} and taken1 == 100
+    clock.advance(1)
+    assert not any(r.topic() == "lane1" for r in both.consume(100, 0.1))  # not due yet
