@@ -108,12 +108,8 @@ class ConsumerSet:
         asked, taken, room = [0] * n, [0] * n, max_records
         book, now, last = self._book, self._clock(), n - 1
         for i, source in enumerate(self._sources):
-            if i == self._first_lane and book is not None:  # what lower lanes are owed
-                for lane, owed in enumerate(book.owed(room)):
-                    if owed:
-                        room -= self._take(lane, owed, 0, parts, asked, taken)
-            if i == self._first_lane and i < last:
-                room -= self._keep_alive(now, room, parts, asked, taken)
+            if i == self._first_lane and i < last:  # lower lanes: what they are owed first
+                room -= self._pay_lower_lanes(now, room, parts, asked, taken)
             if room <= 0:
                 break
             if source.every_s:
@@ -143,12 +139,17 @@ class ConsumerSet:
             parts.append((i, records))
         return len(records)
 
-    def _keep_alive(
+    def _pay_lower_lanes(
         self, now: float, room: int, parts: list[tuple[int, Sequence[RawRecord]]],
         asked: list[int], taken: list[int],
     ) -> int:  # fmt: skip
-        """Ask each lower lane not asked for ``LANE_KEEPALIVE_S`` for one record."""
+        """Offer each lower lane what the share book says it is owed, then ask each one not
+        asked for ``LANE_KEEPALIVE_S`` for one record; returns how many came."""
         got = 0
+        if self._book is not None:
+            for lane, owed in enumerate(self._book.owed(room)):
+                if owed:
+                    got += self._take(lane, owed, 0, parts, asked, taken)
         for j in range(self._first_lane + 1, len(self._sources)):
             if got >= room:
                 break
