@@ -66,6 +66,7 @@ class Cancellations:
         self._ids: set[bytes] = set()
         self._next = 0
         self.read_at_ms: int | None = None  # when the last complete read started
+        self._failed_at_ms: int | None = None  # when the last read failed, if it did
 
     def __contains__(self, event_id: bytes) -> bool:
         return event_id in self._ids
@@ -74,13 +75,18 @@ class Cancellations:
         """Read now if the last read is older than ``CANCEL_FRESH_S``; False if it failed."""
         if self.read_at_ms is not None and now_ms - self.read_at_ms < CANCEL_FRESH_S * 1000:
             return True
+        failed = self._failed_at_ms
+        if failed is not None and now_ms - failed < UNREADABLE_HOLD_S * 1000:
+            return False  # a read just failed (and may have taken its timeout): not per record
         try:
             self.refresh()
         except TopicNotFoundError:  # never created (creating is off): nothing can be cancelled
             self.read_at_ms = self._clock.wall_ms()
         except KafkaError as exc:
             log.warning("cannot read cancellations from %s (%s); delivery waits", self.topic, exc)
+            self._failed_at_ms = self._clock.wall_ms()  # after the read: its time is not counted
             return False
+        self._failed_at_ms = None
         return True
 
     def refresh(self) -> None:

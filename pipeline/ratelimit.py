@@ -231,7 +231,9 @@ class GroupShare:
         try:
             self._refresh_counts()
         except Exception as exc:  # the admin client's own errors: the broker may be away
-            self._next_read = now + UNKNOWN_COUNTS_HOLD_S
+            # From after the read: a read that timed out after longer than the hold must not
+            # be followed by another one at the very next record.
+            self._next_read = self._clock() + UNKNOWN_COUNTS_HOLD_S
             if not self._warned:
                 log.warning("%s: cannot read partition counts for the rate limit (%s); "
                             "holding records meanwhile", self._name, exc)  # fmt: skip

@@ -178,3 +178,17 @@ def test_an_unreadable_cancel_topic_holds_the_last_hop_and_a_missing_one_does_no
     assert not Cancellations(lambda: down, "c", clock).fresh(clock.wall_ms())  # type: ignore[arg-type,return-value]
     missing = _Log([], TopicNotFoundError("no such topic"))
     assert Cancellations(lambda: missing, "c", clock).fresh(clock.wall_ms())  # type: ignore[arg-type,return-value]
+
+
+def test_a_failed_cancel_read_is_not_retried_for_every_record() -> None:
+    """A read that failed (perhaps after its whole timeout) is tried again a hold later, not
+    by the next final-hop record: the mover's loop must not block a timeout per record."""
+    clock = FakeClock()
+    down = _Log([], KafkaError("broker down"))
+    cancels = Cancellations(lambda: down, "c", clock)  # type: ignore[arg-type,return-value]
+    for _ in range(5):
+        assert not cancels.fresh(clock.wall_ms())
+    assert down.reads == 1
+    clock.advance(1.0)
+    down.error = None
+    assert cancels.fresh(clock.wall_ms()) and down.reads == 2

@@ -236,3 +236,22 @@ def test_key_buckets_forget_full_buckets_once_there_are_many_keys() -> None:
     assert len(keys) == 1
     keys.admit("new")
     assert len(keys) == 2
+
+
+def test_a_count_read_that_times_out_is_not_followed_by_another_at_the_next_record() -> None:
+    """The admin call may take its whole timeout (longer than the hold): the next read is due
+    a hold after the failed read ended, not after it began."""
+    clock = FakeClock()
+    counts = Counts({"in": 2})
+    counts.fail = True
+    real = counts.__call__
+
+    class Slow:
+        def __call__(self, topics: Sequence[str]) -> Mapping[str, int]:
+            clock.advance(15.0)  # the admin client's timeout
+            return real(topics)
+
+    limiter = a_share(RateLimit(max=10, per_s=1), {("in", 0)}, Slow(), clock)  # type: ignore[arg-type]
+    for _ in range(5):
+        assert limiter.take() == UNKNOWN_COUNTS_HOLD_S
+    assert len(counts.reads) == 1, "one timed-out read, then a hold, not one per record"
