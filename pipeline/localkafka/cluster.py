@@ -53,7 +53,7 @@ class LocalKafka:
         base_port: int | None = None,
         *,
         version: str | None = None,
-        heap: str = "512m",
+        heap: str = "1g",  # -Xms128m: taken only as needed; 512m ran out at ~14.7k partitions
         progress: Progress | None = None,
         security: str = "plaintext",
     ) -> None:
