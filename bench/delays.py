@@ -24,26 +24,15 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
+from bench.contenders.ours import Order  # the framework's bench.Order, one definition
 from bench.topics import RunTopics
-from pipeline import Context, Event, Publisher, RetryPolicy, Settings, Stage, Topic
+from pipeline import Context, Publisher, RetryPolicy, Settings, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.worker import Worker
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
-class Order(Event, schema="bench.Order"):
-    order_id: str
-    customer_id: str
-    sku: str
-    quantity: int
-    unit_price: float
-    currency: str
-    total: float
-    country: str
-    note: str
-    hops: int
-    sent_ns: int
 
 
 ORDERS = Topic("orders.later", Order, key="order_id", id_field="order_id", delayed=True)

@@ -29,7 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline import Context, Event, Publisher, Stage, Topic
+from bench.contenders.ours import Order  # the framework's bench.Order, one definition
+from pipeline import Context, Publisher, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.worker import Worker
@@ -37,18 +38,6 @@ from pipeline.worker import Worker
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
-class Order(Event, schema="bench.Order"):
-    order_id: str
-    customer_id: str
-    sku: str
-    quantity: int
-    unit_price: float
-    currency: str
-    total: float
-    country: str
-    note: str
-    hops: int
-    sent_ns: int
 
 
 MAIL = Topic("prio.mail", Order, key="customer_id", priorities=3)
