@@ -251,7 +251,7 @@ def render(
         *report.drain_table(data["drain_checkout"]),
         "",
         f"## End-to-end latency: 4-stage chain (4 processes), {args.chain_seconds:g} s measured "
-        "after 2 s warm-up; the first rate is the headline",
+        "after a warm-up until steady (bench/contenders/sink.py); the first rate is the headline",
         *report.chain_table(data["chain"], rates),
         "",
         f"## I/O-bound stage: handler awaits {args.io_ms:g} ms, {args.io_messages} records",
