@@ -35,7 +35,8 @@ class KafkaTransport:
 
     def consumer(self, group: str, client_id: str, *, retry: bool = False) -> ConsumerPort:
         build = kconfig.retry_consumer if retry else kconfig.consumer
-        return KafkaConsumer(build(self.settings, group, client_id))
+        linger = 0.0 if retry else self.settings.batch_linger_s  # retries wait seconds anyway
+        return KafkaConsumer(build(self.settings, group, client_id), linger)
 
     def producer(self, client_id: str) -> ProducerPort:
         return KafkaProducer(kconfig.producer(self.settings, client_id))
