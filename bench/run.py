@@ -100,8 +100,10 @@ def config_drift() -> list[str]:
         ours = {k: v for k, v in ours.items() if k not in ids}
         if ours != raw:
             notes.append(f"RAW's {name} settings differ from OURS': ours={ours} raw={raw}")
-    if (s.batch_size, s.batch_timeout_s) != (common.BATCH_SIZE, common.BATCH_TIMEOUT_S):
-        notes.append("RAW's batch size/timeout differ from Settings' defaults")
+    if (s.batch_size, s.batch_timeout_s, s.batch_linger_s) != (
+        common.BATCH_SIZE, common.BATCH_TIMEOUT_S, common.BATCH_LINGER_S,
+    ):  # fmt: skip
+        notes.append("RAW's batch size/timeout/linger differ from Settings' defaults")
     return notes
 
 

@@ -57,6 +57,7 @@ PRODUCER_CONFIG: dict[str, Any] = {
 }
 BATCH_SIZE = 500  # = Settings.batch_size
 BATCH_TIMEOUT_S = 0.1  # = Settings.batch_timeout_s
+BATCH_LINGER_S = 0.005  # = Settings.batch_linger_s
 COMMIT_INTERVAL_S = 1.0  # = Settings.commit_interval_s
 
 
