@@ -278,12 +278,13 @@ def test_no_linger_when_off_or_when_one_record_fills_the_batch(
     assert slept == []
 
 
-def test_input_consumers_linger_and_retry_consumers_do_not() -> None:
-    """Settings.batch_linger_s reaches the input consumers; retries wait seconds by design."""
+def test_stage_input_consumers_linger_and_others_do_not() -> None:
+    """Settings.batch_linger_s reaches the consumers that ask for it (a stage's inputs); a
+    reader whose records each have a waiter (replies) does not."""
     from pipeline.kafka.transport import KafkaTransport
 
     transport = KafkaTransport(Settings(bootstrap_servers="127.0.0.1:1", batch_linger_s=0.002))
-    made = [transport.consumer("g", "c"), transport.consumer("g.retry", "c", retry=True)]
+    made = [transport.consumer("g", "c", linger=True), transport.consumer("replies", "r")]
     try:
         assert [c._linger_s for c in made] == [0.002, 0.0]  # type: ignore[attr-defined]
     finally:
