@@ -25,6 +25,7 @@ coordinator, which may be the broker that is away.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker
+from pipeline.patience import Patience, outlast
 from pipeline.ports import ConsumerPort, TopicPartition
 
 log = logging.getLogger("pipeline.commit")
@@ -57,8 +59,9 @@ class OffsetCommitter:
         self.store: DoneStore | None = None  # the stage's idempotency store, once opened
         self._pending_ids: list[str] = []
 
-    def start(self) -> None:
-        pass
+    def start(self, stop: threading.Event) -> bool:
+        """Nothing to set up: True (go on)."""
+        return True
 
     def before_batch(self) -> None:
         pass
@@ -129,6 +132,7 @@ class TransactionCommitter:
         rewind_all: Callable[[], None],
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        patience: Patience | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -138,6 +142,7 @@ class TransactionCommitter:
         self._rewind_all = rewind_all
         self._timeout = timeout_s
         self._clock = clock
+        self._patience = patience or Patience()
         self._open = False
         self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
         self._abort_pending = False  # an abort timed out and goes on in the background
@@ -148,8 +153,15 @@ class TransactionCommitter:
         self._max_open_s = getattr(producer, "transaction_timeout_s", 60.0) / 2
         self._opened_at = 0.0
 
-    def start(self) -> None:
-        self._producer.init_transactions(self._timeout)
+    def start(self, stop: threading.Event) -> bool:
+        """``init_transactions``, retried while the broker is away (restarting, its coordinator
+        loading) for up to the patience (``pipeline.patience``). False: told to stop while
+        waiting, nothing began. Raises at once for a fenced or fatal error, or once the
+        patience runs out."""
+        return outlast(
+            "init_transactions", self._producer.init_transactions, self._patience,
+            clock=self._clock, stop=stop,
+        )  # fmt: skip
 
     @property
     def overdue(self) -> bool:
