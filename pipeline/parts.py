@@ -84,13 +84,13 @@ def build(
     rewind_all: Callable[[], None],
     in_loop_budget_s: float,
     partition_counts: PartitionCounts | None = None,
-    transaction_init_timeout_s: float | None = None,
+    transaction_retry_timeout_s: float | None = None,
 ) -> Parts:
     """``rewind_all``: what an aborted transaction calls; ``in_loop_budget_s``: how long a
     transaction call made inside the loop may take; ``partition_counts``: where a
     rate-limited stage learns its topics' partition counts (its share of the limit);
-    ``transaction_init_timeout_s``: how long an exactly-once stage waits for the broker at
-    startup (``pipeline.patience``; None: its default)."""
+    ``transaction_retry_timeout_s``: how long an exactly-once stage waits for a broker that is
+    away (``pipeline.patience``; None: its default)."""
     tracker, assigned = OffsetTracker(), set[TopicPartition]()
     holds = Holds(consumer, tracker, assigned, clock)
     breaker = None
@@ -105,10 +105,10 @@ def build(
     committer: OffsetCommitter | TransactionCommitter
     if plan.stage.guarantee == "exactly_once":
         transactional: Any = producer
+        retry_s = transaction_retry_timeout_s
         committer = TransactionCommitter(
             consumer, transactional, tracker, hooks, rewind_all, in_loop_budget_s,
-            clock.monotonic,
-            None if transaction_init_timeout_s is None else Patience(transaction_init_timeout_s),
+            clock.monotonic, None if retry_s is None else Patience(retry_s),
         )  # fmt: skip
     else:
         committer = OffsetCommitter(plan.group, consumer, tracker, hooks)

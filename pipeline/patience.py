@@ -8,7 +8,7 @@ such a call with a growing backoff (tenacity) and ends in one of three ways:
 - the call succeeds: True;
 - the worker is told to stop (``stop`` is set): False at once, between two short attempts, so
   a SIGTERM during the wait exits cleanly within ``shutdown_timeout_s``;
-- the broker is still away after ``Patience.limit_s`` (``Settings.transaction_init_timeout_s``):
+- the broker is still away after ``Patience.limit_s`` (``Settings.transaction_retry_timeout_s``):
   the last error is raised, naming the bound.
 
 Only a retriable ``TransactionError`` is retried. A fenced producer, a fatal error or one that
@@ -44,7 +44,7 @@ class Patience:
     first_wait_s: float = 0.5
     max_wait_s: float = 5.0
     log_every_s: float = 30.0
-    setting: str = "transaction_init_timeout_s"  # named in the error that gives up
+    setting: str = "transaction_retry_timeout_s"  # named in the error that gives up
 
     def __post_init__(self) -> None:
         if self.limit_s <= 0:

@@ -79,7 +79,7 @@ class StageRunner:
         worker_id: str = "",
         poll_limit_s: float | None = None,
         partition_counts: PartitionCounts | None = None,
-        transaction_init_timeout_s: float | None = None,
+        transaction_retry_timeout_s: float | None = None,
     ) -> None:
         self.plan = plan
         breaker = "closed" if plan.stage.breaker else "-"
@@ -103,7 +103,7 @@ class StageRunner:
             plan, consumer, producer, codec, h, clock,
             rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
             partition_counts=partition_counts,
-            transaction_init_timeout_s=transaction_init_timeout_s,
+            transaction_retry_timeout_s=transaction_retry_timeout_s,
         )  # fmt: skip
         self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs

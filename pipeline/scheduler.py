@@ -110,7 +110,7 @@ class Scheduler:
         self._refresh_at = 0.0
         self._failing: dict[str, float] = {}  # schedule -> when its event function is retried
         self._patience = Patience(
-            min(settings.transaction_init_timeout_s, INIT_TIMEOUT_S), setting="one take-over"
+            min(settings.transaction_retry_timeout_s, INIT_TIMEOUT_S), setting="one take-over"
         )
 
     @property

@@ -72,7 +72,7 @@ def test_the_cause_is_logged_once_then_at_a_modest_interval(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert 3 <= len(warnings) <= 4, [r.getMessage() for r in warnings]  # at 0 s, ~30, ~60, ~90
     assert all("_TIMED_OUT" in r.getMessage() for r in warnings), "the cause is not named"
-    assert "transaction_init_timeout_s" in warnings[0].getMessage()
+    assert "transaction_retry_timeout_s" in warnings[0].getMessage()
     assert caplog.records[-1].getMessage().startswith("init_transactions succeeded after 9")
 
 
@@ -80,7 +80,7 @@ def test_it_gives_up_after_the_bound_with_an_error_naming_the_setting() -> None:
     clock = FakeClock()
     away = BrokerAway(clock, back_at=10_000.0)
     with pytest.raises(TransactionError, match=r"did not answer within 60s "
-                       r"\(transaction_init_timeout_s\): .*_TIMED_OUT") as caught:  # fmt: skip
+                       r"\(transaction_retry_timeout_s\): .*_TIMED_OUT") as caught:  # fmt: skip
         run(away, Patience(limit_s=60))
     assert caught.value.retriable
     assert 60.0 <= clock.monotonic() <= 61.0, "it waited past its bound"
@@ -126,15 +126,15 @@ def test_a_stop_before_the_start_makes_no_call() -> None:
 
 
 def test_the_bound_must_be_positive_and_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match="transaction_init_timeout_s must be greater than 0"):
+    with pytest.raises(ValueError, match="transaction_retry_timeout_s must be greater than 0"):
         Patience(limit_s=0)
     with pytest.raises(ConfigError) as caught:
-        load_settings(transaction_init_timeout_s=-1)
+        load_settings(transaction_retry_timeout_s=-1)
     lines = str(caught.value).splitlines()
-    assert [line for line in lines if "transaction_init_timeout_s" in line] == [
-        "  transaction_init_timeout_s: Input should be greater than 0"
+    assert [line for line in lines if "transaction_retry_timeout_s" in line] == [
+        "  transaction_retry_timeout_s: Input should be greater than 0"
     ]
-    assert load_settings().transaction_init_timeout_s == 300.0
+    assert load_settings().transaction_retry_timeout_s == 300.0
 
 
 class ClockedStop(threading.Event):
