@@ -355,12 +355,12 @@ class StageRunner:
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
-        the rest of the batch is dropped (it will be read again)."""
+        the rest of the batch is dropped (it will be read again). One whose offset cannot be
+        read now (its coordinator is away) is held by the consumer until it can be."""
         try:
             self._holds.rewind_to_committed()
-        except Exception as exc:  # coordinator unreachable: the restart re-reads instead
-            log.error("%s: cannot read committed offsets after an abort (%s); stopping",
-                      self.plan.name, exc)  # fmt: skip
+        except Exception as exc:  # not even held (a client error): the restart re-reads instead
+            log.error("%s: cannot rewind after an abort (%s); stopping", self.plan.name, exc)
             self._tracker.drop(list(self._assigned))
             self._fatal = KafkaError(f"{self.plan.name}: no rewind after an abort: {exc}")
             self.stop_event.set()
