@@ -40,7 +40,7 @@ class Patience:
     """How long, and at what pace, a transaction call is retried while the broker is away."""
 
     limit_s: float = DEFAULT_LIMIT_S
-    attempt_s: float = 5.0  # one call's own timeout: a stop is seen at least this often
+    attempt_s: float = 2.0  # one call's own timeout: a stop is seen at least this often
     first_wait_s: float = 0.5
     max_wait_s: float = 5.0
     log_every_s: float = 30.0

@@ -106,7 +106,7 @@ def test_a_fenced_or_fatal_error_fails_at_once(error: TransactionError) -> None:
         outlast("init_transactions", init, Patience(), clock=clock.monotonic,
                 stop=threading.Event(), sleep=clock.advance)  # fmt: skip
     assert caught.value is error
-    assert calls == [5.0] and clock.monotonic() == 0.0
+    assert calls == [2.0] and clock.monotonic() == 0.0
 
 
 def test_a_stop_during_the_wait_ends_it_at_once_without_another_attempt() -> None:
