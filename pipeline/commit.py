@@ -20,6 +20,12 @@ pending. A commit that runs out of time (outputs still waiting for a moved parti
 is resumed the same way rather than aborted: aborting it would conflict with the commit that
 librdkafka carries on in the background (``_CONFLICT``), and rewinding would need the group
 coordinator, which may be the broker that is away.
+
+While the broker is away (a restart) neither waits for long: ``start`` retries
+``init_transactions`` (``pipeline.patience``), and a pending commit or abort that a step cannot
+finish is kept pending, with no transaction open (``waiting``: the ``TransactionAge`` gate holds
+every record), and resumed at the next step. Either stops the stage only once the broker has
+been away for the patience (``Settings.transaction_retry_timeout_s``).
 """
 
 from __future__ import annotations
