@@ -190,6 +190,7 @@ class TransactionCommitter:
             self._producer.begin_transaction()
             self._open = True
             self._opened_at = self._clock()
+        self.waiting = False  # a transaction is open: records may be handled
 
     def _resume_abort(self, timeout_s: float | None = None, *, patient: bool = False) -> bool:
         """Finish the abort that timed out (calling it again resumes it), with the full timeout
@@ -307,8 +308,9 @@ class TransactionCommitter:
             raise
         except TransactionError as exc:
             if exc.retriable and not exc.abortable:
+                # Still in flight: resumable later (a begin meanwhile would be refused).
+                self._commit_pending = pending
                 if patient and self._still_away("commit_transaction", exc):
-                    self._commit_pending = pending
                     return False
                 raise TransactionError(
                     f"the transaction's commit did not finish within {timeout_s:.1f}s"

@@ -211,3 +211,18 @@ def test_a_pending_abort_the_shutdown_cannot_finish_is_reported_not_hidden() -> 
     c.commit({TP}, sync=False)
     with pytest.raises(TransactionError, match=r"did not finish within 2\.0s"):
         c.commit({TP}, sync=True, timeout_s=2.0)
+
+
+def test_a_pending_commit_a_revoke_cannot_finish_stays_pending_for_the_next_batch() -> None:
+    """The revoke reports it (raises); the commit is still in flight in librdkafka, so the next
+    batch resumes it rather than beginning over it (refused: ``_CONFLICT``)."""
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # times out: pending
+    with pytest.raises(TransactionError, match=r"commit did not finish within 3\.0s"):
+        c.commit({TP}, sync=True, timeout_s=3.0)  # a revoke, within its budget
+    c.before_batch()  # resumed: it finishes now, then the next transaction begins
+    names = [name for name, _ in log.calls]
+    assert names[-2:] == ["commit_txn", "begin"] and not c.waiting
+    assert rewound == []
