@@ -80,24 +80,12 @@ def outlast(
     started = clock()
     deadline = started + patience.limit_s
     pause = sleep if sleep is not None else stop.wait
-    told = [started]  # when the cause was last logged
-    failures = [0]
+    warn = _Warn(what, patience, clock, started)
 
     def attempt() -> None:
         if stop.is_set():
             raise _Stopped
         call(max(MIN_ATTEMPT_S, min(patience.attempt_s, deadline - clock())))
-
-    def warn(state: RetryCallState) -> None:
-        now = clock()
-        failures[0] += 1
-        if failures[0] > 1 and now - told[0] < patience.log_every_s:
-            return
-        told[0] = now
-        cause = state.outcome.exception() if state.outcome is not None else None
-        log.warning("%s: the broker does not answer yet (%s); still trying after %.0fs, for "
-                    "up to %.0fs (%s)", what, cause, now - started, patience.limit_s,
-                    patience.setting)  # fmt: skip
 
     retrying = Retrying(
         retry=retry_if_exception(waits_out),
@@ -123,9 +111,32 @@ def outlast(
             f"({patience.setting}): {exc}",
             code=exc.code, retriable=True,
         ) from None  # fmt: skip
-    if failures[0]:
+    if warn.failures:
         log.info("%s succeeded after %.1fs", what, clock() - started)
     return True
+
+
+class _Warn:
+    """Before each wait: the cause at WARNING after the first failure, then every
+    ``log_every_s`` (a broker restart is expected; minutes of it are worth a line a while)."""
+
+    def __init__(
+        self, what: str, patience: Patience, clock: Callable[[], float], started: float
+    ) -> None:
+        self._what, self._patience, self._clock = what, patience, clock
+        self._started = self._told = started
+        self.failures = 0
+
+    def __call__(self, state: RetryCallState) -> None:
+        now, patience = self._clock(), self._patience
+        self.failures += 1
+        if self.failures > 1 and now - self._told < patience.log_every_s:
+            return
+        self._told = now
+        cause = state.outcome.exception() if state.outcome is not None else None
+        log.warning("%s: the broker does not answer yet (%s); still trying after %.0fs, for "
+                    "up to %.0fs (%s)", self._what, cause, now - self._started,
+                    patience.limit_s, patience.setting)  # fmt: skip
 
 
 def _wait(pause: Callable[[float], object], seconds: float) -> None:
