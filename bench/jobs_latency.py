@@ -83,8 +83,12 @@ def time_lookups(settings: Settings, view: JobView, ids: list[str], n: int) -> d
         t0 = time.perf_counter()
         assert jobs.get(job_id, settings=settings) is not None
         opened.append((time.perf_counter() - t0) * 1000)
-    return {"view_get_p50_ms": statistics.median(held), "view_get_p99_ms": pct(held, 0.99),
-            "jobs_get_p50_ms": statistics.median(opened), "jobs_get_p99_ms": pct(opened, 0.99)}
+    return {
+        "view_get_p50_ms": statistics.median(held),
+        "view_get_p99_ms": pct(held, 0.99),
+        "jobs_get_p50_ms": statistics.median(opened),
+        "jobs_get_p99_ms": pct(opened, 0.99),
+    }
 
 
 def visibility(settings: Settings, view: JobView, events: int) -> dict[str, float]:
@@ -112,8 +116,11 @@ def visibility(settings: Settings, view: JobView, events: int) -> dict[str, floa
         worker.join(30)
         pipeline.close()
     warm = lags[5:]  # the first few include the stage's group join
-    return {"visible_p50_s": statistics.median(warm), "visible_p99_s": pct(warm, 0.99),
-            "visible_max_s": max(warm)}
+    return {
+        "visible_p50_s": statistics.median(warm),
+        "visible_p99_s": pct(warm, 0.99),
+        "visible_max_s": max(warm),
+    }
 
 
 def measure(bootstrap: str | None, entries: int, lookups: int, events: int) -> dict[str, float]:

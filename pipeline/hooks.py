@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from pipeline.scheduler import Fired
 
 
-
 @dataclass(frozen=True, slots=True)
 class StageInfo:
     """Which stage a hook hears from: its name, its consumer group, and the worker running it.

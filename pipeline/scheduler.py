@@ -306,8 +306,8 @@ class Scheduler:
         value = self._codec.encode(event, self._bindings[schedule.name], physical)
         key = str(getattr(event, topic.key)) if topic.key else schedule.name
         seed = f"schedule/{schedule.name}/{trigger_id or to_ms(tick)}"
-        event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(
-            seed.encode()
+        event_id = (
+            str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(seed.encode())
         )
         headers = [(hdr.EVENT_ID, event_id.encode()), (SCHEDULE_HEADER, schedule.name.encode()),
                    (TICK_HEADER, tick.isoformat().encode())]  # fmt: skip

@@ -87,8 +87,7 @@ def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
     env = settings_env(settings, PIPELINE_CONSUMER_CONFIG=str(FAST_FAILOVER).replace("'", '"'))
     with ExitStack() as stack:
         workers = [
-            stack.enter_context(worker_process(SPEC, env, tmp_path / f"w{i}.log"))
-            for i in range(3)
+            stack.enter_context(worker_process(SPEC, env, tmp_path / f"w{i}.log")) for i in range(3)
         ]
         all_workers = list(workers)
         kills: list[int] = []
