@@ -125,7 +125,7 @@ class Pipeline:
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
-            worker_id=worker_id or default_worker_id(), clock=clock,
+            worker_id=worker_id or default_worker_id(), clock=clock, hooks=self.hooks,
         )  # fmt: skip
 
     def runner(

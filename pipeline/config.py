@@ -207,8 +207,7 @@ class Settings(BaseSettings):
         key_set = self.schema_registry_key_file or self.schema_registry_key_password
         if key_set and self.schema_registry_certificate_file is None:
             raise ValueError(
-                "schema_registry_key_file/_key_password need "
-                "schema_registry_certificate_file"
+                "schema_registry_key_file/_key_password need schema_registry_certificate_file"
             )
         # Credentials in the URL would show in every repr and error that names it.
         urls = (self.schema_registry_url or "").split(",")
@@ -218,7 +217,6 @@ class Settings(BaseSettings):
                 "schema_registry_username and schema_registry_password"
             )
         return self
-
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod

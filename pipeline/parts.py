@@ -157,7 +157,9 @@ def key_limit(
     if limit is None or not limit.keyed:
         return None
     deferral = deferral_name(plan.group)
-    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock, hooks)
+    lanes = {topic: k for k, topics in enumerate(plan.lanes, 1) for topic in topics}
+    decode = decoder(plan, codec)
+    return KeyRateLimited(limit, deferral, decode, tracker, writer, clock, hooks, lanes)
 
 
 def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:

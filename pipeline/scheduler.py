@@ -17,6 +17,9 @@ Every worker of a pipeline with schedules runs one, on a thread of its own besid
   timeout whose outcome is unknown) drops the producer and the state in memory, and the owner
   takes over again from step (1): the topic, not memory, says what was fired.
 
+Each tick fired is told to the Pipeline's hooks (``on_schedule_fired``, after its commit; the
+Prometheus subscriber counts it as ``pipeline_schedule_fired_total{schedule}``).
+
 Time comes from the injected clock; the thread waits in ``consume`` (which serves the group's
 heartbeats and rebalances) exactly until the next tick is due, or a state record (a CLI
 command) arrives, and never longer than ``IDLE_WAIT_S``.
@@ -36,6 +39,8 @@ from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, ProducerFencedError
+from pipeline.hookcalls import pipeline_hook
+from pipeline.hooks import Hook
 from pipeline.patience import Patience, outlast
 from pipeline.ports import RawHeaders, RawRecord, TopicPartition, TransactionalProducerPort
 from pipeline.schedules import Due, Schedule, due, from_ms, to_ms
@@ -89,6 +94,7 @@ class Scheduler:
         *,
         worker_id: str,
         clock: Clock = SYSTEM,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.schedules = {s.name: s for s in schedules}
         self.settings = settings
@@ -112,6 +118,7 @@ class Scheduler:
         self._patience = Patience(
             min(settings.transaction_retry_timeout_s, INIT_TIMEOUT_S), setting="one take-over"
         )
+        self._on_fired = pipeline_hook(hooks, "on_schedule_fired")  # None: nobody listens
 
     @property
     def owner(self) -> bool:
@@ -311,8 +318,8 @@ class Scheduler:
         value = self._codec.encode(event, self._bindings[schedule.name], physical)
         key = str(getattr(event, topic.key)) if topic.key else schedule.name
         seed = f"schedule/{schedule.name}/{trigger_id or to_ms(tick)}"
-        event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(
-            seed.encode()
+        event_id = (
+            str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(seed.encode())
         )
         headers = [(hdr.EVENT_ID, event_id.encode()), (SCHEDULE_HEADER, schedule.name.encode()),
                    (TICK_HEADER, tick.isoformat().encode())]  # fmt: skip
@@ -337,9 +344,12 @@ class Scheduler:
         for trigger in done:
             state.triggers.pop(trigger.key, None)
         self.fired.extend(fired)
+        on_fired = self._on_fired
         for f in fired:
             log.info("schedule %s fired %s%s", f.schedule, f.tick.isoformat(),
                      f" (trigger {f.trigger_id})" if f.trigger_id else "")  # fmt: skip
+            if on_fired is not None:
+                on_fired(f)
 
     def _failed(self, exc: KafkaError) -> None:
         """Nothing in memory is trusted after a failed transaction: take over again."""
