@@ -110,8 +110,9 @@ def test_exactly_once_workers_outlast_a_broker_restart(
     first hands over to the second, which handles what is published next: every input has
     exactly one committed output."""
     monkeypatch.setenv("TEST_DELAY_MS", "5")  # the running worker is mid-stream at the crash
-    settings = unique_settings(private_broker.bootstrap, topic_partitions=3,
-                               shutdown_timeout_s=4.0)  # a 2 s budget for calls in the loop
+    settings = unique_settings(
+        private_broker.bootstrap, topic_partitions=3, shutdown_timeout_s=4.0
+    )  # a 2 s budget for calls in the loop
     prepare(settings, [EosEcho])
     publish(settings, range(2000))
     first, second = (Worker(Pipeline.build(settings, [EosEcho]), worker_id=f"test-{w}-"
