@@ -171,6 +171,7 @@ class Pipeline:
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
             partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
+            transaction_retry_timeout_s=s.transaction_retry_timeout_s,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks

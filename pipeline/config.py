@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often completed offsets are committed."
     )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period on SIGTERM/SIGINT.")
+    transaction_retry_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long an exactly-once stage keeps retrying a transaction call while "
+        "the broker is away (a restart): init_transactions at startup, a commit or abort that "
+        "cannot finish in the loop. Then it stops (exit 1).",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     idempotency_url: str = Field(
         "sqlite:///.pipeline/idempotency.db",

@@ -41,6 +41,7 @@ from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, ProducerFencedError
 from pipeline.hookcalls import pipeline_hook
 from pipeline.hooks import Hook
+from pipeline.patience import Patience, outlast
 from pipeline.ports import RawHeaders, RawRecord, TopicPartition, TransactionalProducerPort
 from pipeline.schedules import Due, Schedule, due, from_ms, to_ms
 from pipeline.schedulestate import (
@@ -64,7 +65,7 @@ FENCED_RETRY_S = 5.0  # after being fenced: the group is moving ownership elsewh
 # end of what it read when taking over; it also re-reads the topic from where it stands this
 # often. Not more often: a read opens a client, which on a loaded machine can delay a tick ~1 s.
 REFRESH_S = 60.0
-INIT_TIMEOUT_S = 30.0
+INIT_TIMEOUT_S = 30.0  # the longest one take-over waits for init_transactions
 TRANSACTION_TIMEOUT_S = 10.0  # an open transaction of a killed owner is aborted after this
 MAX_RECORDS = 500
 SCHEDULE_HEADER = "schedule"
@@ -114,6 +115,9 @@ class Scheduler:
         self._retake_at = 0.0  # monotonic
         self._refresh_at = 0.0
         self._failing: dict[str, float] = {}  # schedule -> when its event function is retried
+        self._patience = Patience(
+            min(settings.transaction_retry_timeout_s, INIT_TIMEOUT_S), setting="one take-over"
+        )
         self._on_fired = pipeline_hook(hooks, "on_schedule_fired")  # None: nobody listens
 
     @property
@@ -203,7 +207,15 @@ class Scheduler:
             self._client_id, self.group + "-owner", TRANSACTION_TIMEOUT_S
         )
         try:
-            producer.init_transactions(INIT_TIMEOUT_S)
+            # While the broker is away (a restart) the init is retried in short attempts that
+            # see a stop at once; not for longer than INIT_TIMEOUT_S at a time, so the group's
+            # consumer is served between take-overs.
+            started = outlast(
+                "schedules: init_transactions", producer.init_transactions, self._patience,
+                clock=self._clock.monotonic, stop=self.stop_event,
+            )  # fmt: skip
+            if not started:
+                return False  # stopping: nothing to take over
             state = read_state(self._transport.topic_log(), self.topic)
         except KafkaError as exc:
             log.warning("schedules: taking over failed (%s); trying again in %.0fs", exc, RETRY_S)
