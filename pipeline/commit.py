@@ -176,8 +176,11 @@ class TransactionCommitter:
 
     @property
     def overdue(self) -> bool:
-        """The open transaction is old enough to commit now, whatever the commit interval."""
-        return self._open and self._clock() - self._opened_at >= self._max_open_s
+        """The open transaction is old enough to commit now, whatever the commit interval. Not
+        one whose commit is pending: it is being committed (``waiting`` holds the records)."""
+        if not self._open or self._commit_pending is not None:
+            return False
+        return self._clock() - self._opened_at >= self._max_open_s
 
     def before_batch(self) -> None:
         """Finish a pending commit or abort, then begin a transaction. One that still cannot
@@ -193,11 +196,11 @@ class TransactionCommitter:
         self.waiting = False  # a transaction is open: records may be handled
 
     def _resume_abort(self, timeout_s: float | None = None, *, patient: bool = False) -> bool:
-        """Finish the abort that timed out (calling it again resumes it), with the full timeout
-        unless told. True once it is no longer pending. If it still does not finish, no
+        """Finish the abort that timed out (calling it again resumes it), within
+        ``_resume_timeout``. True once it is no longer pending. If it still does not finish, no
         transaction can begin: ``patient`` (in the loop), False while the broker has been away
         for less than the patience; otherwise the ``TransactionError`` is raised."""
-        timeout_s = self._timeout if timeout_s is None else max(timeout_s, MIN_CALL_TIMEOUT_S)
+        timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.abort_transaction(timeout_s)
         except ProducerFencedError:
@@ -218,6 +221,14 @@ class TransactionCommitter:
         self._back()
         log.info("the timed-out abort finished; transactions go on")
         return True
+
+    def _resume_timeout(self, timeout_s: float | None, patient: bool) -> float:
+        """In the loop (``patient``), one short attempt (``Patience.attempt_s``): the loop may
+        try twice a step (the batch, the interval), and a stop must still leave the shutdown
+        its budget. Otherwise the caller's budget, or the full timeout."""
+        if timeout_s is None:
+            timeout_s = min(self._timeout, self._patience.attempt_s) if patient else self._timeout
+        return max(timeout_s, MIN_CALL_TIMEOUT_S)
 
     def _still_away(self, what: str, exc: TransactionError) -> bool:
         """A resumed call did not finish: True (wait, holding the records) while the broker
@@ -294,13 +305,13 @@ class TransactionCommitter:
         self._committed(assigned, offsets)
 
     def _resume_commit(self, timeout_s: float | None = None, *, patient: bool = False) -> bool:
-        """Finish the commit that timed out (calling it again resumes it), with the full
-        timeout unless told. One that fails now is aborted. One that still does not finish:
+        """Finish the commit that timed out (calling it again resumes it), within
+        ``_resume_timeout``. One that fails now is aborted. One that still does not finish:
         ``patient``, kept pending (False) as ``_resume_abort`` does; otherwise raised."""
         assert self._commit_pending is not None
         (assigned, offsets), pending = self._commit_pending, self._commit_pending
         self._commit_pending = None
-        timeout_s = self._timeout if timeout_s is None else timeout_s
+        timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.commit_transaction(timeout_s)
         except ProducerFencedError:
@@ -363,6 +374,12 @@ class TransactionCommitter:
             self.abort()
 
     def abort(self, timeout_s: float | None = None) -> None:
+        if self._commit_pending is not None:
+            # A lost assignment or a refused output during a pending commit: librdkafka refuses
+            # to abort it (_CONFLICT) and it may yet commit, outputs and offsets, so nothing is
+            # dropped or rewound now; resumed, it is aborted (and rewound) only if it fails.
+            log.warning("abort_transaction left to the pending commit: resumed first")
+            return
         try:
             self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
         except ProducerFencedError:
