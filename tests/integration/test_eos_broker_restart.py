@@ -133,7 +133,10 @@ def test_exactly_once_workers_outlast_a_broker_restart(
         code = stopped.wait(30)
         took = time.monotonic() - signalled
         assert code == 0, log.read_text()
-        assert took < 8.0, f"exited {took:.1f}s after SIGTERM"
+        # The promise: a stop is done within shutdown_timeout_s (the worker's own watchdog
+        # abandons the process 5 s after that); the wait in init_transactions must not add to it.
+        bound = settings.shutdown_timeout_s + 5
+        assert took < bound, f"exited {took:.1f}s after SIGTERM (bound {bound:g}s)"
 
         private_broker.start_node(1)
         group = settings.topic(EosEcho.group)
