@@ -267,12 +267,14 @@ class TransactionCommitter:
         if self._commit_pending is not None:
             self._resume_commit(timeout_s, patient=not sync)
             return
-        if self._abort_pending and sync:
+        if self._abort_pending:
             # A revoke or the shutdown: finish the abort now, within their budget. A process
             # that exits with it pending leaves the transaction (and its input offsets) open
             # until the broker times it out, and a broker restart meanwhile can leave it
-            # hanging for good (chaos run b2): the group's offsets stay unstable.
-            self._resume_abort(timeout_s)
+            # hanging for good (chaos run b2): the group's offsets stay unstable. The interval:
+            # one short attempt, as before a batch; every partition may be held after the abort
+            # (its rewind unreadable), so no batch comes, and only this bounds the wait.
+            self._resume_abort(timeout_s, patient=not sync)
             return
         if not self._open:
             return

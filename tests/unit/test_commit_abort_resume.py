@@ -196,12 +196,25 @@ def test_the_shutdown_finishes_a_pending_abort_within_its_budget() -> None:
     producer = CoordinatorAway(log, abort_attempts=2)
     c = committer(producer, rewound)
     c.commit({TP}, sync=False)  # offsets fail, the abort times out
-    c.commit({TP}, sync=False)  # an interval commit does not block on it
-    assert [name for name, _ in log.calls] == ["begin", "abort timed out"]
     c.commit({TP}, sync=True, timeout_s=4.0)  # the final commit of the shutdown
+    assert [name for name, _ in log.calls] == ["begin", "abort timed out", "abort"]
     assert log.calls[-1] == ("abort", 4.0)
     c.commit({TP}, sync=True, timeout_s=4.0)  # done: nothing more to finish
     assert len(log.calls) == 3
+
+
+def test_an_interval_commit_resumes_a_pending_abort_in_one_short_attempt() -> None:
+    """After the abort every partition may be held (its rewind unreadable), so no batch comes:
+    the interval resumes it, one attempt at a time, and the patience bounds the wait."""
+    log, rewound, clock = Log(), [], FakeClock()
+    producer = CoordinatorAway(log, abort_attempts=10)
+    c = committer(producer, rewound, clock)
+    c.commit({TP}, sync=False)  # offsets fail, the abort times out
+    c.commit({TP}, sync=False)  # the next interval: one short attempt, still away
+    assert log.calls[-1] == ("abort timed out", Patience().attempt_s) and c.waiting
+    clock.advance(60.0)  # the committer's patience
+    with pytest.raises(TransactionError, match=r"aborted transaction did not finish"):
+        c.commit({TP}, sync=False)
 
 
 def test_a_pending_abort_the_shutdown_cannot_finish_is_reported_not_hidden() -> None:
