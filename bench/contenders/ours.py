@@ -19,9 +19,10 @@ from pydantic import AwareDatetime
 
 from bench.contenders import checkout, common
 from bench.contenders.checkout import Address, Amount, Currency, Email, Items, OrderId
-from pipeline import Context, Event, Stage, Topic
+from pipeline import Context, Event, Hook, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
+from pipeline.hooks import StageInfo
 from pipeline.kafka import KafkaConsumer, KafkaProducer
 from pipeline.kafka import transport as kafka_transport
 from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
@@ -113,7 +114,10 @@ class MeteredConsumer(KafkaConsumer):
             def on_assign(self, partitions: list[TopicPartition]) -> None:
                 listener.on_assign(partitions)
                 if any(topic in inputs for topic, _ in partitions):
+                    common.mark("assigned")
                     common.ready()
+                elif partitions:
+                    common.mark("assigned_retry")
 
             def on_revoke(self, partitions: list[TopicPartition]) -> None:
                 listener.on_revoke(partitions)
@@ -140,14 +144,26 @@ class CountingProducer(KafkaProducer):
         self.made.append(self)
 
 
+class FirstOutput(Hook):
+    """Notes when the first input's output is acknowledged (``on_completed`` comes once the
+    broker acknowledged every output of the input): the first-output phase only."""
+
+    def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
+        common.mark("first_output")
+
+
 def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     """``metrics``: as ``pipeline run`` with ``PIPELINE_METRICS_PORT`` (the ``Metrics`` hook, its
     /metrics endpoint and the lag thread). ``hooks``: pipeline hooks (``bench.obscost``)."""
     settings = Settings(
         bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, schemas_dir=common.SCHEMAS_DIR
     )
+    if getattr(args, "first_output", False):
+        hooks = (*hooks, FirstOutput())
     pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
-    pipeline.ensure_topics()
+    common.mark("built")
+    pipeline.ensure_topics()  # as `pipeline run` does before it starts its stages
+    common.mark("topics")
     if metrics:
         from pipeline.metrics import serve_worker
 
@@ -159,6 +175,7 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     # measuring subclasses in place of the adapter classes its Kafka transport instantiates.
     vars(kafka_transport).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
     runner = pipeline.runner(plan, "bench")
+    common.mark("runner")
     stop = common.stop_on_sigterm()
     runner.stop_event = stop
     thread = threading.Thread(target=runner.run, name=plan.name)
@@ -187,4 +204,5 @@ def drain(runner: StageRunner, thread: threading.Thread) -> None:
 
 
 if __name__ == "__main__":
+    common.mark("imported")
     main(common.parse_args(__doc__ or ""))
