@@ -30,8 +30,9 @@ RECORDS = 1000  # pre-filled per round: the first output comes from the first ba
 MILESTONES = (
     "imported",  # the interpreter is up and the contender's modules are imported
     "built",  # OURS: Pipeline.build (settings, schemas, declarations)
-    "topics",  # OURS: Pipeline.ensure_topics (retry/DLQ topics, writer schemas announced)
+    "topics",  # OURS: Pipeline.start_topics returned (what the first fetch needs exists)
     "runner",  # OURS: Pipeline.runner (its clients created)
+    "topics_ensured",  # OURS: retry/DLQ/schema topics made, schemas announced (on a thread)
     "assigned",  # input partitions assigned
     "first_record",  # the first input record returned by consume
     "first_output",  # the first output acknowledged by the broker

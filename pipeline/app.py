@@ -30,6 +30,7 @@ from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
+from pipeline.startup import TopicsJob
 from pipeline.transport import Transport, kafka
 
 Announce = Callable[[Binding[Any]], None]
@@ -98,15 +99,15 @@ class Pipeline:
         """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
         self.codec.close()
 
-    def ensure_topics(self) -> list[str]:
+    def ensure_topics(self, admin: AdminPort | None = None) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers.
 
         The stages' topics (inputs, outputs, retry and DLQ topics) and the schema store's are
         created in one admin request and waited for together: each request then waits for its
         topics to reach the metadata, a wait that on a loaded machine takes longer than the
-        request. Every worker's first output waits for this."""
-        admin = self.transport.admin()
+        request. Every worker's first output waits for this (see ``start_topics``)."""
+        admin = admin or self.transport.admin()
         store, ensured = self._store_topics()
         created = admin.ensure([*self.topics(), *store])
         ensured()  # so announcing makes no look-up of its own
@@ -117,6 +118,20 @@ class Pipeline:
         for schedule in self.schedules:
             self.announce(self.catalog.bind(schedule.emit.model))
         return created
+
+    def start_topics(self) -> TopicsJob:
+        """``ensure_topics`` on a thread of its own while the workers' consumers join
+        (``pipeline.startup``), once one metadata request has shown that every topic the
+        stages' input consumers subscribe to exists; at once, as ``ensure_topics``, when one
+        does not, when topics may not be created (so a missing one is the same startup error),
+        or with schedules (the scheduler starts with the worker, on its topics)."""
+        admin = self.transport.admin()
+        if self.settings.create_topics and not self.schedules:
+            existing = admin.topics()
+            first = [t for p in self.plans for t in p.subscriptions if t not in p.retry_topics]
+            if all(t in existing for t in first):
+                return TopicsJob(lambda: self.ensure_topics(admin))
+        return TopicsJob.finished(self.ensure_topics(admin))
 
     def _store_topics(self) -> tuple[list[TopicSpec], Callable[[], None]]:
         """The schema store's topics (``SchemaStorePort``'s optional ``topics``) and what to
@@ -150,10 +165,15 @@ class Pipeline:
         )  # fmt: skip
 
     def runner(
-        self, plan: StagePlan, worker_id: str | None = None, clock: Clock = SYSTEM
+        self,
+        plan: StagePlan,
+        worker_id: str | None = None,
+        clock: Clock = SYSTEM,
+        topics: TopicsJob | None = None,
     ) -> StageRunner:
         """The stage's runner on this pipeline's transport; ``clock`` drives its holds, due
-        times, breaker and commit interval (a test broker's FakeClock, say)."""
+        times, breaker and commit interval (a test broker's FakeClock, say). ``topics``: the
+        ``start_topics`` job still ensuring its topics, which its consumers wait for."""
         worker_id = worker_id or default_worker_id()
         client_id = f"{plan.group}-{worker_id}"
         s = self.settings
@@ -164,7 +184,7 @@ class Pipeline:
         def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
             return self.transport.consumer(group, client_id + suffix, retry=retry)
 
-        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic)
+        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic, topics)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.

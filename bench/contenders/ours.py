@@ -27,6 +27,7 @@ from pipeline.kafka import KafkaConsumer, KafkaProducer
 from pipeline.kafka import transport as kafka_transport
 from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
 from pipeline.runner import StageRunner
+from pipeline.startup import TopicsJob
 
 
 class Order(Event, schema="bench.Order"):
@@ -162,8 +163,9 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
         hooks = (*hooks, FirstOutput())
     pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
     common.mark("built")
-    pipeline.ensure_topics()  # as `pipeline run` does before it starts its stages
-    common.mark("topics")
+    topics = pipeline.start_topics()  # as `pipeline run` does before it starts its stages
+    common.mark("topics")  # checked; made (if still making) while the consumers join:
+    threading.Thread(target=_mark_when_ensured, args=(topics,), daemon=True).start()
     if metrics:
         from pipeline.metrics import serve_worker
 
@@ -174,7 +176,7 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
     # measuring subclasses in place of the adapter classes its Kafka transport instantiates.
     vars(kafka_transport).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
-    runner = pipeline.runner(plan, "bench")
+    runner = pipeline.runner(plan, "bench", topics=topics)
     common.mark("runner")
     stop = common.stop_on_sigterm()
     runner.stop_event = stop
@@ -183,6 +185,13 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     if args.count:
         drain(runner, thread)
     thread.join()
+
+
+def _mark_when_ensured(topics: TopicsJob) -> None:
+    try:
+        topics.wait()
+    finally:
+        common.mark("topics_ensured")
 
 
 def drain(runner: StageRunner, thread: threading.Thread) -> None:
