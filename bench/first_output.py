@@ -8,7 +8,11 @@ DLQ topics, the schema topic, the consumer groups) does not exist yet.
 
 The clock: the orchestrator notes ``time.time_ns()`` just before it starts the process; the
 contender notes the same clock at its milestones (``common.mark``) and reports them with its
-result; every figure here is a milestone minus that start. Both contenders note
+result; every milestone here is seconds since that start. Two figures, the same definition for
+both contenders: from the moment it is told to go (``imported``: the interpreter is up and its
+modules are imported, the moment its ``main`` starts) to ``first_output`` (the headline,
+``first_output_ours_vs_raw``), and from the process start (``..._from_start_...``), which adds
+the imports (about 90 more modules for OURS). Both contenders note
 ``first_output`` in the producer's delivery callback of their first output without error
 (OURS: the ``on_completed`` hook, called from that callback once the input's only output is
 acknowledged), served by the same ``producer.poll`` of their loops.
@@ -92,37 +96,41 @@ def median(rounds: list[dict[str, Any]], milestone: str, since: str | None = Non
 
 
 def headline(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``first_output_ours_vs_raw``: from the moment each is told to go (its modules imported:
+    ``imported``); ``first_output_from_start_ours_vs_raw``: from the process start, imports
+    and all."""
     raw, ours = results["raw"], results["ours"]
+    go = {n: median(r, "first_output", "imported") for n, r in (("raw", raw), ("ours", ours))}
+    start = {n: median(r, "first_output") for n, r in (("raw", raw), ("ours", ours))}
     return {
-        "first_output_ours_vs_raw": _r(median(ours, "first_output") / median(raw, "first_output")),
-        "first_output_after_imports_ours_vs_raw": _r(
-            median(ours, "first_output", "imported") / median(raw, "first_output", "imported")
-        ),
-        "first_output_s": {
-            "raw": _r(median(raw, "first_output")),
-            "ours": _r(median(ours, "first_output")),
-        },
+        "first_output_ours_vs_raw": _r(go["ours"] / go["raw"]),
+        "first_output_from_start_ours_vs_raw": _r(start["ours"] / start["raw"]),
+        "first_output_s": {name: _r(value) for name, value in go.items()},
+        "first_output_from_start_s": {name: _r(value) for name, value in start.items()},
     }
 
 
 def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    raw, raw_after = (
-        median(results["raw"], "first_output"),
-        median(results["raw"], "first_output", "imported"),
-    )
+    raw_go = median(results["raw"], "first_output", "imported")
+    raw_start = median(results["raw"], "first_output")
     seen = {m for rounds in results.values() for r in rounds for m in r.get("since_start_s", {})}
     names = [m for m in (*MILESTONES, "assigned_retry") if m in seen]
     lines = [
-        "| contender | first output s (median) | vs RAW | after imports s | vs RAW | "
-        + " | ".join(f"{m} s" for m in names) + " | rounds (s) |",
+        "| contender | first output s, from go (median) | vs RAW | from process start s "
+        "| vs RAW | " + " | ".join(f"{m} s" for m in names) + " | rounds, from go (s) |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(names) + "---|",
-    ]  # fmt: skip
+    ]
     for name, rounds in results.items():
-        first, after = median(rounds, "first_output"), median(rounds, "first_output", "imported")
+        go, start = median(rounds, "first_output", "imported"), median(rounds, "first_output")
         steps = " | ".join(_f(median(rounds, m)) for m in names)
-        each = ", ".join("error" if "error" in r else f"{r['first_output_s']:.2f}" for r in rounds)
+        each = ", ".join(
+            "error"
+            if "error" in r
+            else f"{r['first_output_s'] - r['since_start_s']['imported']:.2f}"
+            for r in rounds
+        )
         lines.append(
-            f"| {name} | {_f(first)} | {_f(first / raw)} | {_f(after)} | {_f(after / raw_after)} "
+            f"| {name} | {_f(go)} | {_f(go / raw_go)} | {_f(start)} | {_f(start / raw_start)} "
             f"| {steps} | {each} |"
         )
     return lines
@@ -131,8 +139,9 @@ def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
 def section(results: dict[str, list[dict[str, Any]]]) -> list[str]:
     n = len(results["raw"])
     return [
-        f"## Time to the first output: a fresh start ({n} round(s), medians; seconds from the "
-        "process start; see bench/first_output.py)",
+        f'## Time to the first output: a fresh start ({n} round(s), medians; "from go": from '
+        "the contender's modules imported; milestones: seconds from the process start; see "
+        "bench/first_output.py)",
         *table(results),
     ]
 
