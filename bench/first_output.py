@@ -39,6 +39,8 @@ MILESTONES = (
     "topics_ensured",  # OURS: retry/DLQ/schema topics made, schemas announced (on a thread)
     "assigned",  # input partitions assigned
     "first_record",  # the first input record returned by consume
+    "first_batch",  # OURS: the first batch handed to the stage (before_batch)
+    "first_batch_done",  # OURS: handled, outputs produced (after_batch)
     "first_output",  # the first output acknowledged by the broker
 )
 

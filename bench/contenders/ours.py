@@ -149,6 +149,12 @@ class FirstOutput(Hook):
     """Notes when the first input's output is acknowledged (``on_completed`` comes once the
     broker acknowledged every output of the input): the first-output phase only."""
 
+    def before_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        common.mark("first_batch")  # handed to the stage (after the topics job)
+
+    def after_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        common.mark("first_batch_done")  # handled, its outputs produced (not yet acknowledged)
+
     def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
         common.mark("first_output")
 
