@@ -8,7 +8,9 @@ one broker, with the same pre-filled topics and payloads, in one run.
    first output of a fresh start (``bench/first_output.py``);
 4. chain rounds: RAW and OURS 4-stage chains at 25% of RAW's throughput (p50/p99 latency);
 5. I/O rounds: a handler awaiting 10 ms (OURS sequential, FastStream sequential and concurrent);
-6. delete the run's topics and groups; print and save the tables; last line: the summary JSON.
+6. OURS' features, each on topics of its own (``extra_phases``): priority lanes, request-reply
+   round trips, job status lookups and visibility;
+7. delete the run's topics and groups; print and save the tables; last line: the summary JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import first_output, phases, priority, reply_latency, report
+from bench import first_output, jobs_latency, phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -166,6 +168,25 @@ def io_cases(peers: list[Contender], sweep: list[int]) -> tuple[list[tuple[Conte
     return cases, note
 
 
+def extra_phases(bootstrap: str, prefix: str, args: Any) -> dict[str, Any]:
+    """The feature phases (OURS only), by their key in the saved data."""
+    print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
+    prio = priority.phase(bootstrap, prefix, args.priority_backlog)
+    print("request-reply: round trips (bench/reply_latency.py)", flush=True)
+    replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
+    print("job status: lookups and visibility (bench/jobs_latency.py)", flush=True)
+    job_status = jobs_latency.measure(bootstrap, entries=20_000, lookups=5_000, events=200)
+    return {"priority": prio, "request_reply": replies, "job_status": job_status}
+
+
+def extra_headline(extra: dict[str, Any]) -> dict[str, Any]:
+    """The feature phases' figures in the summary line."""
+    summary = {"priority_p99_s": extra["priority"]["io"].get("p99_s")}  # < 1 s (FIFO: minutes)
+    summary |= reply_latency.headline(extra["request_reply"])  # issue 14: round trip p50 / p99
+    summary |= jobs_latency.headline(extra["job_status"])  # issue 14: <= 20 ms, within 1 s
+    return summary
+
+
 def main() -> int:
     args, started = parse(), time.monotonic()
     if args.obs_cost:
@@ -213,22 +234,17 @@ def main() -> int:
         chain = phases.chain_rounds(run, [RAW, OURS], rates, args.chain_seconds, args.rounds)
         print(f"io: handler awaits {args.io_ms:g} ms, {args.io_messages} records", flush=True)
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
-        print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
-        prio = priority.phase(bootstrap, topics.prefix, args.priority_backlog)
-        print("request-reply: round trips (bench/reply_latency.py)", flush=True)
-        replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
+        extra = extra_phases(bootstrap, topics.prefix, args)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
     summary |= report.checkout_headline(drain_checkout)
     summary |= first_output.headline(first)
-    summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
-    summary |= reply_latency.headline(replies)  # issue 14: round trip p50 / p99
+    summary |= extra_headline(extra)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
-            "first_output": first, "chain": chain, "io": io, "priority": prio,
-            "request_reply": replies, "notes": notes,
+            "first_output": first, "chain": chain, "io": io, **extra, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
@@ -304,6 +320,10 @@ def render(
         "",
         "## Request-reply round trip (one request at a time; 16 in flight)",
         f"`{json.dumps(data['request_reply'])}`",
+        "",
+        "## Job status: lookups among 20,000 jobs, visibility of 200 transitions "
+        "(bench/jobs_latency.py)",
+        f"`{json.dumps(data['job_status'])}`",
         "",
         "## Notes",
         *(f"- {n}" for n in data["notes"]),

@@ -161,7 +161,7 @@ class Pipeline:
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
-            worker_id=worker_id or default_worker_id(), clock=clock,
+            worker_id=worker_id or default_worker_id(), clock=clock, hooks=self.hooks,
         )  # fmt: skip
 
     def runner(
@@ -212,6 +212,7 @@ class Pipeline:
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
             partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
+            transaction_retry_timeout_s=s.transaction_retry_timeout_s,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks

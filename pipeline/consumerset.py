@@ -223,6 +223,10 @@ class ConsumerSet:
             out.update(consumer.committed(parts, timeout_s))
         return out
 
+    def hold_until_committed(self, partitions: list[TopicPartition], reason: str) -> None:
+        for consumer, parts in self._split(partitions):
+            consumer.hold_until_committed(parts, reason)
+
     def take_commit_failures(self) -> list[TopicPartition]:
         return [tp for c in self._consumers for tp in c.take_commit_failures()]
 
