@@ -4,7 +4,8 @@ one broker, with the same pre-filled topics and payloads, in one run.
 1. start the local broker unless KAFKA_BOOTSTRAP_SERVERS names one; check RAW still mirrors OURS'
    librdkafka settings; find which peers can run;
 2. create the run's topics (``bench-<uuid>.``) and pre-fill them;
-3. drain rounds (throughput, CPU/msg, RSS growth, Produce requests/msg);
+3. drain rounds (throughput, CPU/msg, RSS growth, Produce requests/msg), then the time to the
+   first output of a fresh start (``bench/first_output.py``);
 4. chain rounds: RAW and OURS 4-stage chains at 25% of RAW's throughput (p50/p99 latency);
 5. I/O rounds: a handler awaiting 10 ms (OURS sequential, FastStream sequential and concurrent);
 6. OURS' features, each on topics of its own (``extra_phases``): priority lanes, request-reply
@@ -24,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import jobs_latency, phases, priority, reply_latency, report
+from bench import first_output, jobs_latency, phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -50,6 +51,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32", help="I/O concurrency sweep")
     p.add_argument("--peers", default="faststream,quix,faust")
     p.add_argument("--priority-backlog", type=int, default=50_000, help="low-lane backlog")
+    p.add_argument("--first-output-rounds", type=int, default=7,
+                   help="rounds of the time to the first output (fresh topics each)")  # fmt: skip
+    p.add_argument("--only-first-output", action="store_true",
+                   help="only the time to the first output (RAW and OURS)")  # fmt: skip
     p.add_argument("--obs-cost", action="store_true",
                    help="only the cost of metrics and tracing (bench.obscost)")  # fmt: skip
     return p.parse_args()
@@ -189,6 +194,8 @@ def main() -> int:
 
         return obscost.main(["--messages", str(args.messages), "--rounds", str(args.rounds)])
     bootstrap = bootstrap_servers()
+    if args.only_first_output:
+        return only_first_output(args, bootstrap)
     peers, not_run = available_peers([p for p in args.peers.split(",") if p])
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
     run = Run(bootstrap, topics, args.time_limit)
@@ -214,6 +221,10 @@ def main() -> int:
         drain_checkout = phases.drain_rounds(
             run, CHECKOUT_CONTENDERS, checkout_src, args.messages, args.rounds, "checkout"
         )
+        print(f"first output: {args.first_output_rounds} fresh start(s) each", flush=True)
+        first = first_output.rounds(
+            run, [RAW, OURS], first_output.RECORDS, args.first_output_rounds
+        )
         raw_max = report.throughput(drain["raw"])
         rates = {f: float(f) * raw_max for f in args.chain_fractions.split(",")}
         print(
@@ -229,16 +240,43 @@ def main() -> int:
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
     summary |= report.checkout_headline(drain_checkout)
+    summary |= first_output.headline(first)
     summary |= extra_headline(extra)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
-            "chain": chain, "io": io, **extra, "notes": notes,
+            "first_output": first, "chain": chain, "io": io, **extra, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
     print(markdown)
     print(f"saved {path.relative_to(ROOT)} (+ .json)")
     print(json.dumps(summary | {"peers_not_run": not_run, "results": str(path.relative_to(ROOT))}))
+    return 0
+
+
+def only_first_output(args: Any, bootstrap: str) -> int:
+    """``--only-first-output``: that phase alone, saved and summarised like a whole run."""
+    topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
+    run = Run(bootstrap, topics, args.time_limit)
+    print(f"bench: {bootstrap}, prefix {topics.prefix}, first output only", flush=True)
+    try:
+        first = first_output.rounds(
+            run, [RAW, OURS], first_output.RECORDS, args.first_output_rounds
+        )
+    finally:
+        deleted, left = topics.delete_all()
+        print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
+    summary = first_output.headline(first) | {"load_average": list(os.getloadavg())}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data = {"summary": summary, "first_output": first, "params": vars(args),
+            "versions": versions()}  # fmt: skip
+    head = [f"# Benchmark {stamp}: first output only", "", f"Versions: {data['versions']}."]
+    markdown = "\n".join([*head, f"Load average: {summary['load_average']}.", "",
+                          *first_output.section(first), ""])  # fmt: skip
+    path = report.save(RESULTS, stamp, markdown, data)
+    print(markdown)
+    print(f"saved {path.relative_to(ROOT)} (+ .json)")
+    print(json.dumps(summary | {"results": str(path.relative_to(ROOT))}))
     return 0
 
 
@@ -266,6 +304,8 @@ def render(
         "## Drain throughput, second workload: bench.Checkout (timestamp-millis, constrained "
         "fields, string-heavy), written by a plain producer with no headers",
         *report.drain_table(data["drain_checkout"]),
+        "",
+        *first_output.section(data["first_output"]),
         "",
         f"## End-to-end latency: 4-stage chain (4 processes), {args.chain_seconds:g} s measured "
         "after 2 s warm-up; the first rate is the headline",
