@@ -22,6 +22,10 @@ TARGETS = {  # name: (target, higher is better)
     "cpu_per_msg_ours_vs_raw": (1.2, False),
     "checkout_ours_vs_raw": (0.85, True),
     "checkout_cpu_per_msg_ours_vs_raw": (1.2, False),
+    "first_output_ours_vs_raw": (1.5, False),
+    # issue 14: job status (bench/jobs_latency.py)
+    "jobs_get_p99_ms": (20.0, False),
+    "jobs_visible_p99_s": (1.0, False),
 }
 
 

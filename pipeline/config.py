@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often completed offsets are committed."
     )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period on SIGTERM/SIGINT.")
+    transaction_retry_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long an exactly-once stage keeps retrying a transaction call while "
+        "the broker is away (a restart): init_transactions at startup, a commit or abort that "
+        "cannot finish in the loop. Then it stops (exit 1).",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     idempotency_url: str = Field(
         "sqlite:///.pipeline/idempotency.db",
@@ -212,8 +219,7 @@ class Settings(BaseSettings):
         key_set = self.schema_registry_key_file or self.schema_registry_key_password
         if key_set and self.schema_registry_certificate_file is None:
             raise ValueError(
-                "schema_registry_key_file/_key_password need "
-                "schema_registry_certificate_file"
+                "schema_registry_key_file/_key_password need schema_registry_certificate_file"
             )
         # Credentials in the URL would show in every repr and error that names it.
         urls = (self.schema_registry_url or "").split(",")
@@ -223,7 +229,6 @@ class Settings(BaseSettings):
                 "schema_registry_username and schema_registry_password"
             )
         return self
-
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod

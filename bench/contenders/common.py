@@ -167,6 +167,16 @@ def make_record(rng: Random, sent_ns: int = 0) -> dict[str, Any]:
 
 # -- measuring ------------------------------------------------------------------------------
 
+# Milestones of this process's start (``mark``): wall-clock ns, the same clock as the
+# orchestrator's, which subtracts the moment it started the process (bench/first_output.py).
+MARKS: dict[str, int] = {}
+
+
+def mark(name: str) -> None:
+    """Note when ``name`` first happened (later calls keep the first time)."""
+    if name not in MARKS:
+        MARKS[name] = time.time_ns()
+
 
 def cpu_s() -> float:
     """CPU seconds of this whole process: every Python and librdkafka thread."""
@@ -209,6 +219,7 @@ class Meter:
 
     def start(self) -> None:
         if not self.t0:
+            mark("first_record")
             self.t0, self.cpu0 = time.perf_counter(), cpu_s()
             self.loop_tid = threading.get_native_id()
             self.loop_cpu0 = thread_cpu_s(self.loop_tid)
@@ -243,6 +254,7 @@ class Meter:
             # also moves with librdkafka's fetch buffers and the allocator's arenas.
             "py_blocks_growth": sys.getallocatedblocks() - self.blocks_warm,
             "timed_out": self.done < self.count,
+            "marks": dict(MARKS),
             **extra,
         }
 
@@ -295,5 +307,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument(
         "--workload", choices=("order", "checkout"), default="order",
         help="order: bench.Order with event-id headers; checkout: bench.Checkout, no headers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first-output", action="store_true",
+        help="note when the first output is acknowledged (MARKS; bench/first_output.py)",
     )  # fmt: skip
     return parser.parse_args()

@@ -28,17 +28,18 @@ class RawLoop:
             common.CONSUMER_CONFIG
             | {"bootstrap.servers": args.bootstrap, "group.id": args.group, "client.id": "raw"}
         )
+        delivered = _delivered_first if args.first_output else _delivered
         self.producer = Producer(
             common.PRODUCER_CONFIG
             | self.requests.config()
-            | {"bootstrap.servers": args.bootstrap, "client.id": "raw", "on_delivery": _delivered}
+            | {"bootstrap.servers": args.bootstrap, "client.id": "raw", "on_delivery": delivered}
         )
         self.positions: dict[tuple[str, int], int] = {}
         self.last_commit = time.monotonic()
 
     def run(self) -> None:
         stop = common.stop_on_sigterm()
-        self.consumer.subscribe([self.args.src], on_assign=lambda _c, _p: common.ready())
+        self.consumer.subscribe([self.args.src], on_assign=_assigned)
         while not stop.is_set() and not (self.args.count and self.meter.finished):
             self.step()
         self.producer.flush(30)
@@ -95,10 +96,23 @@ class RawLoop:
         common.report(result | {"produce_requests": self.requests.total})
 
 
+def _assigned(_consumer: Any, _partitions: Any) -> None:
+    common.mark("assigned")
+    common.ready()
+
+
 def _delivered(err: Any, _msg: Any) -> None:
     if err is not None:
         raise KafkaException(err)
 
 
+def _delivered_first(err: Any, _msg: Any) -> None:
+    """``_delivered``, noting the first acknowledgement (the first-output phase only)."""
+    if err is not None:
+        raise KafkaException(err)
+    common.mark("first_output")
+
+
 if __name__ == "__main__":
+    common.mark("imported")
     RawLoop(common.parse_args(__doc__ or "")).run()

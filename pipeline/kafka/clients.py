@@ -161,6 +161,9 @@ class KafkaConsumer:
             raise KafkaError(f"committed offsets of group {self._group}: " + ", ".join(bad))
         return {(p.topic, p.partition): p.offset for p in parts}
 
+    def hold_until_committed(self, partitions: list[TopicPartition], reason: str) -> None:
+        self.starts.hold(partitions, reason)
+
     def take_commit_failures(self) -> list[TopicPartition]:
         """Partitions whose asynchronous commits failed since the last call."""
         failed, self.commit_failures = self.commit_failures, []

@@ -107,6 +107,8 @@ def test_the_admin_gives_up_once_every_broker_has_been_down_for_a_while(
     with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1: Connection refused"):
         client.topics()
     assert now[0] == 1.0 + admin.ALL_DOWN_FOR_S
+
+
 class FullQueue:
     """A librdkafka producer whose local queue stays full: produce raises BufferError."""
 
@@ -205,7 +207,7 @@ def test_produce_passes_its_arguments_where_librdkafka_expects_them() -> None:
     reports: list[Any] = []
     producer.produce("t", b"value", b"key", [("event-id", b"id")], lambda *r: reports.append(r))
     producer.flush(10)
-    (err, msg), = reports
+    ((err, msg),) = reports
     assert err.code() == CKafkaError._MSG_TIMED_OUT
     assert (msg.topic(), msg.key(), msg.value()) == ("t", b"key", b"value")
     with pytest.raises(TypeError, match=r"[Hh]eader"):  # checked as headers, so in that slot
