@@ -107,8 +107,10 @@ def config_drift() -> list[str]:
         ours = {k: v for k, v in ours.items() if k not in ids}
         if ours != raw:
             notes.append(f"RAW's {name} settings differ from OURS': ours={ours} raw={raw}")
-    if (s.batch_size, s.batch_timeout_s) != (common.BATCH_SIZE, common.BATCH_TIMEOUT_S):
-        notes.append("RAW's batch size/timeout differ from Settings' defaults")
+    if (s.batch_size, s.batch_timeout_s, s.batch_linger_s) != (
+        common.BATCH_SIZE, common.BATCH_TIMEOUT_S, common.BATCH_LINGER_S,
+    ):  # fmt: skip
+        notes.append("RAW's batch size/timeout/linger differ from Settings' defaults")
     return notes
 
 
@@ -308,7 +310,7 @@ def render(
         *first_output.section(data["first_output"]),
         "",
         f"## End-to-end latency: 4-stage chain (4 processes), {args.chain_seconds:g} s measured "
-        "after 2 s warm-up; the first rate is the headline",
+        "after a warm-up until steady (bench/contenders/sink.py); the first rate is the headline",
         *report.chain_table(data["chain"], rates),
         "",
         f"## I/O-bound stage: handler awaits {args.io_ms:g} ms, {args.io_messages} records",

@@ -182,7 +182,7 @@ class Pipeline:
         # topics with the same consumer; others read retries and each priority lane with a
         # consumer of their own, each balanced on its own (``plan.readers``).
         def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
-            return self.transport.consumer(group, client_id + suffix, retry=retry)
+            return self.transport.consumer(group, client_id + suffix, retry=retry, linger=not retry)
 
         consumer = ConsumerSet.for_plan(plan, make, clock.monotonic, topics)
         producer: ProducerPort

@@ -3,7 +3,8 @@
 consume a batch → Avro decode → pydantic validate → transform → Avro encode → produce; every
 second: flush the producer, then commit the next offsets (at-least-once, like OURS). Same
 librdkafka settings, batch size, timeouts and consume pattern as OURS (take what is ready; if
-nothing is, wait for the first record only); no framework code.
+nothing is, wait for the first record, then hold it ``BATCH_LINGER_S`` for those just behind
+it); no framework code.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class RawLoop:
         records = self.consumer.consume(common.BATCH_SIZE, 0)
         if not records:
             first = self.consumer.poll(common.BATCH_TIMEOUT_S)
+            if first:
+                time.sleep(common.BATCH_LINGER_S)  # those just behind it join its batch
             records = [first, *self.consumer.consume(common.BATCH_SIZE - 1, 0)] if first else []
         if records:
             self.meter.start()

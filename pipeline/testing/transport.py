@@ -43,10 +43,12 @@ class MemoryTransport:
     def check(self) -> None:
         """Nothing to check: the broker reads only the options it models."""
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> MemoryConsumer:
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> MemoryConsumer:
         # As pipeline.kafka.config.consumer: no auto-commit (the broker has none), committed
-        # transactional records only, incremental rebalances. ``retry`` changes only fetch
-        # timing on Kafka, which is not modelled.
+        # transactional records only, incremental rebalances. ``retry`` and ``linger`` change
+        # only fetch timing on Kafka, which is not modelled.
         return self.broker.consumer(
             {
                 "group.id": group,
