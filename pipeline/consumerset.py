@@ -94,13 +94,16 @@ class ConsumerSet:
     ) -> ConsumerPort:
         """The consumers ``plan.readers`` names, in their order: one plain consumer when that
         is all the stage needs (made once ``startup``, if any, is done: it may read retry
-        topics, and nothing tells it when to hand out its first batch)."""
+        topics, and nothing tells it when to hand out its first batch). A job that already
+        failed is raised here: the stage must not start as if its topics were there."""
         readers = plan.readers
         if startup is not None and startup.done:
+            startup.wait()  # raises what it failed with
             startup = None
         if len(readers) == 1:
+            # Told to stop meanwhile: made all the same, its runner stops before it consumes.
             if startup is not None:
-                startup.wait()
+                startup.finish()
             return make(readers[0][0], "", False)
         lanes = plan.lane_readers
         shares = plan.stage.lanes.shares(len(lanes)) if len(lanes) > 1 else (0.0,)
@@ -133,12 +136,15 @@ class ConsumerSet:
     def _consume_starting(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         """While the stage's topics are being ensured the inputs are fetched as usual, but a
         batch is handed out only once they are: the stage produces only from handling one.
-        Then the deferred sources subscribe; a failed job is raised here, records or not."""
+        Then the deferred sources subscribe; a failed job is raised here, records or not.
+        A stop while waiting returns nothing: the batch in hand was never handed out, nor its
+        offsets committed, so it is read again after the restart."""
         startup = self._startup
         assert startup is not None
         records = self._consume(max_records, timeout_s)
         if records or startup.done:
-            startup.wait()  # bounded; raises what ensuring the topics raised
+            if not startup.finish():  # bounded; raises what ensuring the topics raised
+                return []
             self._startup = None
             for consumer, topics, listener in self._deferred:
                 consumer.subscribe(topics, listener)

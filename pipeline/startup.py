@@ -15,8 +15,13 @@ What must not happen before the job is done does not:
    output is readable before its writer schema is findable;
 2. the retry consumer subscribes only then (a subscription to a topic that does not exist yet
    would see it only at the next periodic metadata refresh, minutes later);
-3. a job that fails is raised by that stage's next ``consume``, records or not: the stage stops
-   and the worker exits 1, with the error.
+3. a job that fails is raised by that stage's next ``consume``, records or not (or by making
+   the stage's runner, when it failed before): the stage stops, and ``pipeline run`` reports
+   the error in one line with the exit code it had when topics were made first (2 for a
+   refused login or a bad schema, else 1);
+4. a stop asked for while a stage waits for the job ends that wait (``TopicsJob.stop``): the
+   batch in hand is not handed out (nothing was committed; it is read again), so a SIGTERM
+   during startup is bounded by the shutdown timeout, not by the admin's.
 
 The job runs the same ``ensure_topics`` as ``pipeline topics create``; nothing about a topic
 differs. Stages whose one consumer reads its retry topics too (exactly-once stages) wait for
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from pipeline.errors import KafkaError
@@ -40,9 +46,12 @@ class TopicsJob:
     # Longer than the work's own bounds (each admin request and the metadata wait within the
     # admin timeout, each announce within the schema store's), so never the one that ends it.
     WAIT_S = 120.0
+    STOP_POLL_S = 0.05  # how often ``finish`` looks at ``stop``
 
     def __init__(self, work: Callable[[], list[str]]) -> None:
         self.created: list[str] = []
+        # Set by the Worker to its stop event: ``finish`` gives up waiting once it is set.
+        self.stop: threading.Event | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
         thread = threading.Thread(target=self._run, args=(work,), name="ensure-topics")
@@ -54,6 +63,7 @@ class TopicsJob:
         """A job already done (the topics were ensured at once)."""
         job = cls.__new__(cls)
         job.created, job._error, job._done = created, None, threading.Event()
+        job.stop = None
         job._done.set()
         return job
 
@@ -69,6 +79,26 @@ class TopicsJob:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What the job failed with, once done (None: it succeeded, or is still running)."""
+        return self._error if self.done else None
+
+    def finish(self, timeout_s: float = WAIT_S) -> bool:
+        """``wait``, unless ``stop`` is set first: then False at once, and the caller must
+        hand out and produce nothing (the process is stopping). True once the job is done;
+        raises as ``wait`` does."""
+        deadline = time.monotonic() + timeout_s
+        while not self._done.is_set():
+            if self.stop is not None and self.stop.is_set():
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break  # wait(0) raises the timeout
+            self._done.wait(min(left, self.STOP_POLL_S))
+        self.wait(0)
+        return True
 
     def wait(self, timeout_s: float = WAIT_S) -> list[str]:
         """The topics created; raises what the work raised, or KafkaError after ``timeout_s``."""

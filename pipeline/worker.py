@@ -51,6 +51,8 @@ class Worker:
         self.pipeline = pipeline
         self._topics = topics
         self.stop_event = stop or StopEvent()
+        if topics is not None:
+            topics.stop = self.stop_event  # a stop ends the stages' wait for it
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -96,7 +98,11 @@ class Worker:
         try:
             runner.run()
         except BaseException as exc:
-            log.exception("stage %s crashed; stopping the worker", runner.plan.name)
+            if self._topics is not None and exc is self._topics.error:
+                # Said once by the job, and by ``run_workers`` (one line, its exit code).
+                log.error("stage %s stopped: its topics were not ensured", runner.plan.name)
+            else:
+                log.exception("stage %s crashed; stopping the worker", runner.plan.name)
             self._errors.append(exc)
             self.stop_event.set()
 
@@ -129,12 +135,19 @@ class Worker:
             _on_stop_signals(self.stop_event.set)
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
-        self.start()
+        grace = self.pipeline.settings.shutdown_timeout_s + 5
+        try:
+            self.start()
+        except BaseException:
+            # Making a runner failed (its topics job failed first, say): the stages already
+            # running stop gracefully before the error reaches the caller.
+            self.stop_event.set()
+            self.join(grace)
+            raise
         while not self.stop_event.wait(0.5):
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.error("supervisor (pid %d) is gone: shutting down", parent_pid)
                 self.stop_event.set()
-        grace = self.pipeline.settings.shutdown_timeout_s + 5
         if not self.join(grace):
             log.error("stages did not stop within %.0fs; exiting without them", grace)
             abandon_process(1)
@@ -218,6 +231,8 @@ def run_workers(
         try:
             worker = Worker(with_progress(pipeline, options), stop=stop, topics=topics)
             code = worker.run_until_signalled()
+            if topics.error is not None:  # as when made first: one line, exit 2 or 1 (cli)
+                raise topics.error
         finally:
             pipeline.close()
             if endpoint is not None:

@@ -37,6 +37,10 @@ class HeldJob:
             raise self._error
         return []
 
+    def finish(self, timeout_s: float = 0) -> bool:
+        self.wait(timeout_s)
+        return True
+
 
 class Subscribing(AskingConsumer):
     def __init__(self, broker: MemoryBroker, config: Any, log: list[str]) -> None:
@@ -194,3 +198,174 @@ def test_a_stage_read_by_one_consumer_waits_for_the_job_before_it_is_made() -> N
     job = HeldJob()
     pipeline.runner(pipeline.plans[0], "w", topics=job)
     assert job.waited == 1
+
+
+def _failed_job(error: BaseException) -> TopicsJob:
+    """A real job that has already failed (as one refused within milliseconds is, before the
+    worker has made its runners)."""
+    job = TopicsJob(lambda: (_ for _ in ()).throw(error))
+    with pytest.raises(type(error)):
+        job.wait()
+    assert job.done
+    return job
+
+
+@pytest.mark.parametrize("stage", [Echo, OrderedEcho], ids=["consumer-set", "one-consumer"])
+def test_a_job_that_failed_before_the_runner_is_made_is_raised_not_dropped(stage: Any) -> None:
+    """The job failed before the stage's consumers were made: making the runner raises that
+    error; a stage must not run on as if its retry/DLQ topics and schemas were there."""
+    broker = MemoryBroker()
+    s = Settings(schemas_dir=SCHEMAS)
+    pipeline = Pipeline.build(s, [stage], MemoryTransport(broker, s))
+    refused = KafkaError("create topic echo.dlq: TOPIC_AUTHORIZATION_FAILED")
+    with pytest.raises(KafkaError, match="TOPIC_AUTHORIZATION_FAILED"):
+        pipeline.runner(pipeline.plans[0], "w", topics=_failed_job(refused))
+
+
+def _returns_within(call: Any, timeout_s: float = 10.0) -> Any:
+    """``call()`` on a thread; its result, or a failure if it is still running after
+    ``timeout_s`` (a call that should return at once: the bound is only against a hang)."""
+    out: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # raised below, on the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"still waiting after {timeout_s:g}s"
+    if failed:
+        raise failed[0]
+    return out[0]
+
+
+def _held_job(stop: threading.Event) -> tuple[TopicsJob, threading.Event]:
+    release = threading.Event()
+    job = TopicsJob(lambda: [str(release.wait())])
+    job.stop = stop
+    return job, release
+
+
+def test_a_stop_while_the_first_batch_waits_for_the_job_ends_the_wait_and_hands_out_nothing() -> (
+    None
+):
+    """SIGTERM while the topics are still being made and a batch is in hand: ``consume``
+    returns nothing at once (not after the job, bounded only by the admin's timeouts), and the
+    retry consumer never subscribes; nothing was handed out, so nothing is committed."""
+    stop = threading.Event()
+    job, release = _held_job(stop)
+    both, log = starting(job, inputs=3)
+    stop.set()
+    try:
+        assert _returns_within(lambda: both.consume(10, 0.1)) == []
+        assert log == ["subscribe in", "fetched 3"], "the retry consumer did not subscribe"
+    finally:
+        release.set()
+
+
+def test_a_stop_while_a_one_consumer_stage_waits_for_the_job_ends_the_wait() -> None:
+    """A stage read by one consumer waits for the job while its runner is made (on the
+    worker's main thread): a stop ends that wait too, so the worker can shut down."""
+    broker = MemoryBroker()
+    s = Settings(schemas_dir=SCHEMAS)
+    pipeline = Pipeline.build(s, [OrderedEcho], MemoryTransport(broker, s))
+    stop = threading.Event()
+    job, release = _held_job(stop)
+    stop.set()
+    try:
+        _returns_within(lambda: pipeline.runner(pipeline.plans[0], "w", topics=job))
+        assert not job.done
+    finally:
+        release.set()
+
+
+def test_a_worker_whose_topics_job_fails_logs_one_line_per_stage_and_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The job fails while the stage runs: the stage stops with a one-line error (no trace;
+    ``pipeline run`` then reports the job's error once, with its exit code), and the worker
+    has failed."""
+    from pipeline.worker import Worker
+
+    broker = MemoryBroker()
+    s = Settings(schemas_dir=SCHEMAS)
+    pipeline = Pipeline.build(s, [Echo], MemoryTransport(broker, s))
+    broker.create([s.topic(PINGS.name)])
+    release = threading.Event()
+    refused = KafkaError("create topic echo.dlq: TOPIC_AUTHORIZATION_FAILED")
+
+    def refuse() -> list[str]:
+        release.wait(30)
+        raise refused
+
+    job = TopicsJob(refuse)
+    worker = Worker(pipeline, worker_id="w", topics=job)
+    worker.start()
+    release.set()
+    try:
+        assert worker.join(30), "the worker did not stop"
+    finally:
+        worker.stop()
+    assert worker.failed and job.error is refused
+    stage_lines = [r for r in caplog.records if "stopped: its topics" in r.getMessage()]
+    assert len(stage_lines) == 1 and stage_lines[0].exc_info is None
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+def test_a_worker_whose_runner_cannot_be_made_stops_its_started_stages_and_raises() -> None:
+    """The job failed before the worker made its runners: ``run_until_signalled`` raises that
+    error (one line from the CLI) after stopping the stages it had started."""
+    from pipeline.worker import Worker
+
+    broker = MemoryBroker()
+    s = Settings(schemas_dir=SCHEMAS)
+    pipeline = Pipeline.build(s, [Echo], MemoryTransport(broker, s))
+    refused = KafkaError("create topic echo.dlq: TOPIC_AUTHORIZATION_FAILED")
+    worker = Worker(pipeline, worker_id="w", topics=_failed_job(refused))
+    with pytest.raises(KafkaError, match="TOPIC_AUTHORIZATION_FAILED"):
+        _returns_within(worker.run_until_signalled, 30)
+    assert worker.stop_event.is_set()
+
+
+def test_pipeline_run_raises_the_jobs_error_for_the_cli_to_report_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run_workers`` (``pipeline run``, one worker) whose topics job fails once the stage
+    runs raises the job's error, which the CLI prints as one line with its exit code (2 for a
+    usage error, else 1), as when the topics were made before anything started."""
+    import signal
+
+    from pipeline import worker as worker_module
+    from pipeline.worker import RunOptions, Worker
+
+    pipeline, broker = _pipeline()
+    broker.create([pipeline.settings.topic(PINGS.name)])
+    release = threading.Event()
+    refused = KafkaError("create topic echo.dlq: TOPIC_AUTHORIZATION_FAILED")
+
+    def refuse() -> list[str]:
+        release.wait(30)
+        raise refused
+
+    real_start = Worker.start
+
+    def start_then_fail(self: Worker) -> None:
+        real_start(self)
+        release.set()  # the job fails once every stage is running
+
+    monkeypatch.setattr(Pipeline, "from_spec", classmethod(lambda cls, spec, s: pipeline))
+    monkeypatch.setattr(Pipeline, "start_topics", lambda self: TopicsJob(refuse))
+    monkeypatch.setattr(Worker, "start", start_then_fail)
+    monkeypatch.setattr(worker_module, "exit_within", lambda code: code)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KafkaError, match="TOPIC_AUTHORIZATION_FAILED"):
+            worker_module.run_workers("unused", pipeline.settings, 1, RunOptions(None, None))
+    finally:
+        release.set()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
