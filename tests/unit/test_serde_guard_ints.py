@@ -81,7 +81,8 @@ def test_a_record_with_one_integer_field_is_checked_too() -> None:
 
 REQUIRED = {"type": "record", "name": "Req", "namespace": "test", "fields": [
     {"name": "a", "type": "int"}, {"name": "big", "type": "long"},
-    {"name": "b", "type": {"type": "int"}}, {"name": "maybe", "type": ["null", "long"]}]}  # fmt: skip
+    {"name": "b", "type": {"type": "int"}},
+    {"name": "maybe", "type": ["null", "long"]}]}  # fmt: skip
 
 
 class _Index:
@@ -128,7 +129,8 @@ def test_required_integers_in_range_or_of_other_types_pass_unchanged(
 STAMPED = {"type": "record", "name": "Stamped", "namespace": "test", "fields": [
     {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
     {"name": "n", "type": "int"},
-    {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}}]}  # fmt: skip
+    {"name": "local",
+     "type": {"type": "long", "logicalType": "local-timestamp-millis"}}]}  # fmt: skip
 
 
 def test_a_naive_timestamp_field_is_taken_as_utc_in_a_copy_and_aware_ones_pass_as_they_are() -> (
@@ -137,15 +139,15 @@ def test_a_naive_timestamp_field_is_taken_as_utc_in_a_copy_and_aware_ones_pass_a
     from datetime import UTC, datetime, timedelta, timezone
 
     guard = _guard(STAMPED)
-    local = datetime(2026, 12, 1, 12, 0)  # noqa: DTZ001
+    local = datetime(2026, 12, 1, 12, 0)
     aware = {"at": datetime(2026, 12, 1, tzinfo=timezone(timedelta(hours=2))), "n": 1,
              "local": local}  # fmt: skip
     assert guard(aware) is aware
-    naive = {"at": datetime(2026, 12, 1, 12, 0), "n": 1, "local": local}  # noqa: DTZ001
+    naive = {"at": datetime(2026, 12, 1, 12, 0), "n": 1, "local": local}
     fixed = guard(naive)
     assert fixed == {"at": datetime(2026, 12, 1, 12, 0, tzinfo=UTC), "n": 1, "local": local}
     assert naive["at"].tzinfo is None  # the input is never changed
     missing = {"n": 1}
     assert guard(missing) is missing
     with pytest.raises(OutOfRange, match="int"):
-        guard({"at": datetime(2026, 12, 1, 12, 0), "n": INT_MAX + 1})  # noqa: DTZ001
+        guard({"at": datetime(2026, 12, 1, 12, 0), "n": INT_MAX + 1})
