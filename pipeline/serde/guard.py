@@ -192,6 +192,8 @@ def _record_check(fields: _Fields) -> Check:
     bulk = _bulk(fields.required)
     if bulk is not None and not (fields.nullable or fields.stamps or fields.others):
         return _ints_only(fields.required, *bulk)
+    if fields.stamps and not (fields.required or fields.nullable or fields.others):
+        return _stamps_only(fields.stamps)
     return _any_fields(fields, bulk)
 
 
@@ -204,6 +206,18 @@ def _ints_only(
         except Exception:  # out of range, another type, missing, or not a record at all
             if isinstance(record, dict):  # not one: fastavro refuses it with its own error
                 _check_ints(record, required)
+        return record
+
+    return check
+
+
+def _stamps_only(stamps: list[str]) -> Check:
+    def check(record: Any) -> Any:
+        if isinstance(record, dict):  # not one: fastavro refuses it with its own error
+            for name in stamps:
+                value = record.get(name)
+                if isinstance(value, datetime) and value.tzinfo is None:
+                    return _naive_as_utc(record, stamps)
         return record
 
     return check

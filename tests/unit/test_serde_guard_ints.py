@@ -151,3 +151,18 @@ def test_a_naive_timestamp_field_is_taken_as_utc_in_a_copy_and_aware_ones_pass_a
     assert guard(missing) is missing
     with pytest.raises(OutOfRange, match="int"):
         guard({"at": datetime(2026, 12, 1, 12, 0), "n": INT_MAX + 1})
+
+
+def test_a_record_whose_only_checks_are_timestamps_fixes_naive_ones_in_a_copy() -> None:
+    from datetime import UTC, datetime
+
+    schema = {"type": "record", "name": "OnlyStamps", "namespace": "test", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "text", "type": "string"}]}  # fmt: skip
+    guard = _guard(schema)
+    aware = {"at": datetime(2026, 12, 1, tzinfo=UTC), "text": "x"}
+    assert guard(aware) is aware
+    naive = {"at": datetime(2026, 12, 1, 12, 0), "text": "x"}
+    assert guard(naive) == {"at": datetime(2026, 12, 1, 12, 0, tzinfo=UTC), "text": "x"}
+    assert naive["at"].tzinfo is None
+    assert guard([1]) == [1]  # not a record: left to fastavro
