@@ -27,6 +27,7 @@ from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.scheduler import Scheduler
+from pipeline.startup import TopicsJob
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
 
@@ -39,9 +40,16 @@ class Worker:
     """All stages of a Pipeline, each on its own thread with its own consumer and producer."""
 
     def __init__(
-        self, pipeline: Pipeline, worker_id: str | None = None, stop: threading.Event | None = None
+        self,
+        pipeline: Pipeline,
+        worker_id: str | None = None,
+        stop: threading.Event | None = None,
+        topics: TopicsJob | None = None,
     ) -> None:
+        """``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
+        (the stages' consumers join meanwhile, and hand out nothing before it is done)."""
         self.pipeline = pipeline
+        self._topics = topics
         self.stop_event = stop or StopEvent()
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
@@ -57,7 +65,7 @@ class Worker:
     def start(self) -> None:
         call_each(self.pipeline.hooks, "on_worker_start", self.info)
         for plan in self.pipeline.plans:
-            runner = self.pipeline.runner(plan, self._worker_id)
+            runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
             runner.stop_event = self.stop_event
             thread = threading.Thread(target=self._run, args=(runner,), name=plan.name, daemon=True)
             self.runners.append(runner)
@@ -199,8 +207,8 @@ def run_workers(
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     log_names(pipeline.plans)
-    pipeline.ensure_topics()
     if workers == 1:
+        topics = pipeline.start_topics()  # the consumers join while the rest are made
         set_process_title(f"pipeline worker {spec}")
         endpoint = None
         if settings.metrics_port is not None:
@@ -208,12 +216,14 @@ def run_workers(
 
             pipeline, endpoint = serve_worker(pipeline, settings.metrics_port)
         try:
-            code = Worker(with_progress(pipeline, options), stop=stop).run_until_signalled()
+            worker = Worker(with_progress(pipeline, options), stop=stop, topics=topics)
+            code = worker.run_until_signalled()
         finally:
             pipeline.close()
             if endpoint is not None:
                 endpoint.close()
         return exit_within(code)
+    pipeline.ensure_topics()  # once, before any worker is forked
     if stop.is_set():
         return 0
     return _supervise(spec, settings, workers, pipeline, stop, options)

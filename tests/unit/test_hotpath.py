@@ -168,7 +168,7 @@ def test_an_input_without_ids_gives_its_outputs_its_coordinates_id_as_parent_and
     completed: list[Any] = []
     writer, producer = _producing(completed.append)
     writer.produce(Rec(h=[]), _ctx(_outputs([])), [b"p0"], ("orders", 2), Token(41, 1))  # type: ignore[arg-type]
-    (_, _, _, sent, on_delivery), = producer.sent
+    ((_, _, _, sent, on_delivery),) = producer.sent
     parent = hdr.id_from_coordinates_bytes("orders[2]@41")
     assert sent == [("event-id", hdr.derived_id_bytes(parent + b"/st/0")), ("parent-id", parent),
                     ("correlation-id", parent)]  # fmt: skip
