@@ -21,18 +21,21 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BrokerUnavailableError
-from pipeline.localkafka import DEFAULT_KAFKA_VERSION, LocalKafka
+from pipeline.localkafka import DEFAULT_BASE_PORT, DEFAULT_KAFKA_VERSION, LocalKafka
+from pipeline.localkafka.layout import ENV_BASE_PORT
 
 if TYPE_CHECKING:  # imported lazily at run time: only the Docker path needs testcontainers
     from testcontainers.core.container import DockerContainer
 
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+SESSION_PORTS = range(19300, 19700, 2)
 ENV_BROKER = "PIPELINE_TEST_BROKER"
 BROKER_CHOICES = ("auto", "docker", "local")
 # The same Kafka version as the local JVM broker, so both paths test one broker.
@@ -147,12 +150,34 @@ def _local_kafka() -> Iterator[str]:
         kafka.start(timeout=START_TIMEOUT_S)
         yield kafka.bootstrap_servers
         return
-    kafka = LocalKafka()  # a stopped cluster of another shape is replaced by one node
+    # A stopped cluster of another shape is replaced by one node; on free ports if another
+    # checkout's broker (a developer's ``make kafka-up``) holds the default ones.
+    kafka = LocalKafka(base_port=_session_base_port())
     kafka.start(timeout=START_TIMEOUT_S)
     try:
         yield kafka.bootstrap_servers
     finally:
         kafka.stop()
+
+
+def _session_base_port() -> int | None:
+    """The default ports (or ``PIPELINE_KAFKA_BASE_PORT``'s) when free; else the first free
+    pair from ``SESSION_PORTS`` (below the 19700+ ports private-broker tests take)."""
+    if os.environ.get(ENV_BASE_PORT, "").strip():
+        return None  # the developer chose: a clash is their error, reported as such
+    if not _in_use(DEFAULT_BASE_PORT) and not _in_use(DEFAULT_BASE_PORT + 1):
+        return None
+    for port in SESSION_PORTS:
+        if not _in_use(port) and not _in_use(port + 1):
+            print(f"tests: ports {DEFAULT_BASE_PORT}-{DEFAULT_BASE_PORT + 1} are taken; the "
+                  f"session's broker uses {port}", file=sys.stderr)  # fmt: skip
+            return port
+    return None  # none free: starting reports the clash
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextmanager
