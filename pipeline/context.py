@@ -28,6 +28,9 @@ class TransactionalStore(Protocol):
 
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated
 _new = object.__new__
+# Compiled by mypyc (``pipeline.compiled``): object.__new__ refuses a native class, whose own
+# constructor is the cheap way there.
+_COMPILED = not __file__.endswith(".py")
 
 
 class Output:
@@ -83,14 +86,18 @@ class Context:
 
     def __init__(
         self,
-        stage: str,
+        stage: str | Scope,  # a Scope: its Context (``of``), the rest of the arguments unused
         record: RawRecord,
-        allowed_outputs: frozenset[str],
+        allowed_outputs: frozenset[str] = frozenset(),
         store: TransactionalStore | None = None,
         group: str = "",
         on_progress: Callable[..., None] | None = None,
     ) -> None:
-        self._scope = Scope(stage, allowed_outputs, store, group, on_progress)
+        self._scope = (
+            stage
+            if isinstance(stage, Scope)
+            else Scope(stage, allowed_outputs, store, group, on_progress)
+        )
         self._record = record
         self._headers: hdr.Headers | None = None
         self.outputs: list[Output] = []
@@ -100,6 +107,8 @@ class Context:
     @classmethod
     def of(cls, scope: Scope, record: RawRecord) -> Context:
         """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event."""
+        if _COMPILED:
+            return cls(scope, record)
         ctx = _new(cls)
         ctx._scope, ctx._record, ctx._headers, ctx.outputs, ctx.result_json = (
             scope, record, None, [], None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 from pipeline import headers as hdr
@@ -57,8 +58,12 @@ def test_the_delivery_handler_of_a_record_is_its_token() -> None:
 
 
 def _writer(failed: list[Any], completed: Any = None) -> OutputWriter:
-    writer = OutputWriter.__new__(OutputWriter)
-    writer._failed, writer._on_completed = failed, completed
+    # Through __init__ (stand-ins for what it reads): a compiled OutputWriter
+    # (pipeline.compiled) cannot be made with __new__ alone.
+    plan = SimpleNamespace(name="st", outputs={}, replies={})
+    hooks = SimpleNamespace(on_completed=completed, output_headers=None)
+    writer = OutputWriter(plan, None, None, hooks)  # type: ignore[arg-type]
+    writer._failed = failed
     return writer
 
 
@@ -124,11 +129,10 @@ def _producing(completed: Any = None) -> tuple[OutputWriter, _Recorder]:
 
 
 def _ctx(outputs: list[Any]) -> Any:
-    class Ctx:
-        pass
+    from pipeline.context import Context
 
-    ctx = Ctx()
-    ctx.outputs = outputs  # type: ignore[attr-defined]
+    ctx = Context("st", Rec(), frozenset())  # a real one: a compiled writer checks its type
+    ctx.outputs = outputs
     return ctx
 
 
