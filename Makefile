@@ -23,36 +23,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'  # postgres: the idempotency store's tests
 	@touch $(STAMP)
 
-# The mypyc-compiled hot path (setup.py; the modules are listed in pipeline/compiled.py): built
-# again whenever one of its sources changes. A failed build says so and leaves pure Python in
-# charge (so does PIPELINE_PURE_PYTHON=1, at build or run time); `make hotpath` retries it.
-HOT_STAMP := $(VENV)/.hotpath-stamp
-HOT_SOURCES := $(shell $(PYTHON) pipeline/compiled.py 2>/dev/null)
-
-$(HOT_STAMP): $(STAMP) setup.py pipeline/compiled.py $(HOT_SOURCES)
-	@if [ -n "$${PIPELINE_PURE_PYTHON:-}" ] && [ "$$PIPELINE_PURE_PYTHON" != 0 ]; then \
-		echo "hot path: PIPELINE_PURE_PYTHON is set; not compiling"; exit 0; fi; \
-	started=$$SECONDS; \
-	if PIPELINE_MYPYC=1 $(PY) setup.py build_ext --inplace >$(VENV)/hotpath-build.log 2>&1; then \
-		echo "hot path: compiled with mypyc in $$((SECONDS - started)) s"; \
-	else \
-		echo "hot path: the mypyc build failed (see $(VENV)/hotpath-build.log); pure Python runs"; \
-	fi; \
-	touch $@
-
-hotpath: ## Build the mypyc-compiled hot path again (make install does it when sources change)
-	@rm -f $(HOT_STAMP)
-	@$(MAKE) --no-print-directory $(HOT_STAMP)
-
-install: $(STAMP) $(HOT_STAMP) ## Create .venv, install the project with its dev tools, compile the hot path
+install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 run-pipeline: $(STAMP) ## Run the example pipelines on a real broker with live progress (ONCE=1 DEMO_EVENTS=500)
 	$(BIN)/pipeline demo --events $(DEMO_EVENTS) $(if $(ONCE),--once,)
 
-test: $(STAMP) $(HOT_STAMP) ## Run every test (unit + integration against a real Kafka broker)
+test: $(STAMP) ## Run every test (unit + integration against a real Kafka broker)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) $(HOT_STAMP) ## Run the unit tests only (no broker)
+test-unit: $(STAMP) ## Run the unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # Python 3.12 beside the main 3.11 venv: CI runs the unit and contract suites on it too.
@@ -87,9 +66,8 @@ kafka-logs: $(STAMP) ## Show the tail of the local broker's log
 
 clean: ## Remove the virtualenv and caches (keeps the broker's jars)
 	rm -rf $(VENV) $(PY312_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
-	rm -rf build pipeline/_hotpath.json && find pipeline -name '*.so' -delete  # the hot path
 
-.PHONY: hotpath help install run-pipeline test test-unit test-py312 lint typecheck all kafka-up kafka-down kafka-logs clean
+.PHONY: help install run-pipeline test test-unit test-py312 lint typecheck all kafka-up kafka-down kafka-logs clean
 
 # -- benchmark: OURS vs a hand-written loop and peer frameworks (see bench/README.md) ----------
 MESSAGES ?= 200000
@@ -107,7 +85,7 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 		|| echo "bench: some peers did not install; they will be reported as not run"
 	@touch $(PEERS_STAMP)
 
-bench: $(STAMP) $(HOT_STAMP) $(PEERS_STAMP) ## Benchmark vs raw confluent-kafka and peers (MESSAGES=200000 ROUNDS=3; quick: MESSAGES=20000 ROUNDS=1)
+bench: $(STAMP) $(PEERS_STAMP) ## Benchmark vs raw confluent-kafka and peers (MESSAGES=200000 ROUNDS=3; quick: MESSAGES=20000 ROUNDS=1)
 	$(PY) -m bench.run --messages $(MESSAGES) --rounds $(ROUNDS) $(BENCH_ARGS)
 
 .PHONY: bench

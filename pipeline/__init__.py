@@ -5,7 +5,6 @@ The public API is what ``__all__`` lists; everything else may change without not
 
 from typing import TYPE_CHECKING
 
-from pipeline import compiled  # noqa: F401  (first: the compiled hot path or its fallback)
 from pipeline.alerts import Alert, Alerts
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError

@@ -28,9 +28,6 @@ class TransactionalStore(Protocol):
 
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated
 _new = object.__new__
-# Compiled by mypyc (``pipeline.compiled``): object.__new__ refuses a native class, whose own
-# constructor is the cheap way there.
-_COMPILED = not __file__.endswith(".py")
 
 
 class Output:
@@ -86,18 +83,14 @@ class Context:
 
     def __init__(
         self,
-        stage: str | Scope,  # a Scope: its Context (``of``), the rest of the arguments unused
+        stage: str,
         record: RawRecord,
-        allowed_outputs: frozenset[str] = frozenset(),
+        allowed_outputs: frozenset[str],
         store: TransactionalStore | None = None,
         group: str = "",
         on_progress: Callable[..., None] | None = None,
     ) -> None:
-        self._scope = (
-            stage
-            if isinstance(stage, Scope)
-            else Scope(stage, allowed_outputs, store, group, on_progress)
-        )
+        self._scope = Scope(stage, allowed_outputs, store, group, on_progress)
         self._record = record
         self._headers: hdr.Headers | None = None
         self.outputs: list[Output] = []
@@ -107,8 +100,6 @@ class Context:
     @classmethod
     def of(cls, scope: Scope, record: RawRecord) -> Context:
         """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event."""
-        if _COMPILED:
-            return cls(scope, record)
         ctx = _new(cls)
         ctx._scope, ctx._record, ctx._headers, ctx.outputs, ctx.result_json = (
             scope, record, None, [], None

@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mypy_extensions import mypyc_attr
-
 from pipeline.breaker import CircuitBreaker, State
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker, Token
@@ -84,7 +82,6 @@ HAND_BACK = Hold(0.0)  # re-read the partition from this record at the next step
 Verdict = Hold | Settled | None
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # keylimit's and delaymover's gates
 class Gate:
     """The base of every gate: passes everything. ``retry_records_only``: the gate is about
     retry-topic records, and is not asked about the stage's input records at all."""

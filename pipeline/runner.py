@@ -36,8 +36,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from mypy_extensions import mypyc_attr
-
 from pipeline import parts
 from pipeline.clock import SYSTEM, Clock
 from pipeline.commit import TransactionCommitter
@@ -62,9 +60,6 @@ MIN_SHUTDOWN_STEP_S = 1.0  # flush and final commit always get a try, even past 
 TICK_INTERVAL_S = 1.0  # how often ``on_tick`` hooks are called
 
 
-# A regular class when compiled (pipeline.compiled): the test harness replaces ``step`` on an
-# instance (pipeline.testing.lockstep).
-@mypyc_attr(native_class=False)
 class StageRunner:
     def __init__(
         self,
