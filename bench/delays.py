@@ -33,8 +33,6 @@ from pipeline.worker import Worker
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
-
-
 ORDERS = Topic("orders.later", Order, key="order_id", id_field="order_id", delayed=True)
 
 

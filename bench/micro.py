@@ -152,6 +152,7 @@ def _ack(_err: Any, _msg: Any) -> None:
 def steps(rec: Record, work: Workload) -> list[tuple[str, Callable[[], Any]]]:
     event = work.decode(rec.value())
     parent = str(uuid.uuid4())
+    prefix = hdr.coordinates_prefix("t", 1)  # what OutputWriter keeps per input partition
     return [
         ("decode: fastavro + pydantic validate", lambda: work.decode(rec.value())),
         ("transform (builds the output model)", lambda: work.transform(event)),
@@ -162,6 +163,7 @@ def steps(rec: Record, work: Workload) -> list[tuple[str, Callable[[], Any]]]:
         ),
         ("headers.derived_event_id (per output)", lambda: hdr.derived_event_id(parent, "s", 0)),
         ("headers.id_from_coordinates (no event-id)", lambda: hdr.id_from_coordinates("t[1]@2")),
+        ("headers.id_at (no event-id, per partition)", lambda: hdr.id_at(prefix, 2)),
     ]
 
 

@@ -8,6 +8,7 @@ so slow drift of a shared machine does not always hit the same contender).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from bench.topics import RunTopics
 PROJECT_PY = ROOT / ".venv" / "bin" / "python"
 PEERS_PY = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 STAGES = 4
-WARMUP_NS = 2 * 10**9  # chain records sent in the first 2 s are not timed
+# The chain's warm-up lasts until it is steady (bench.contenders.sink), this long at most.
+MAX_WARMUP_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -109,39 +111,67 @@ def chain_rounds(
 
 
 def chain(run: Run, c: Contender, tag: str, rate: float, seconds: float) -> dict[str, Any]:
-    """Feed ``rate`` records/s for 2 s of warm-up plus ``seconds``; time them at the end."""
+    """Feed ``rate`` records/s through a warm-up until the chain is steady (the sink's rule,
+    ``bench.contenders.sink``, the same for every contender), then ``seconds`` more; time the
+    records of those ``seconds`` at the end. The chain's topics stamp records with the time the
+    broker appended them (``LogAppendTime``): ``bench.chain`` reads them back, hop by hop."""
     t = run.topics
     hops = [t.name("chain", c.name, tag, i) for i in range(STAGES + 1)]
-    t.create(hops)
+    t.create(hops, {"message.timestamp.type": "LogAppendTime"})
 
     def stage(i: int) -> Proc:
         group = t.name("g", c.name, tag, i)
         return Proc(module(c.python, c.module, run.args(hops[i], hops[i + 1], group, 0)))
 
     procs = [stage(i) for i in range(STAGES)]
-    sink_args = ["--bootstrap", run.bootstrap, "--topic", hops[-1]]
-    sink_args += ["--group", t.name("g", c.name, tag, "sink")]
+    sink_args = ["--bootstrap", run.bootstrap, "--topic", hops[-1], "--max-warmup"]
+    sink_args += [str(MAX_WARMUP_S), "--group", t.name("g", c.name, tag, "sink")]
     sink = Proc(module(PROJECT_PY, "bench.contenders.sink", sink_args), stdin=True)
     procs.append(sink)
+    load: Proc | None = None
     try:
         if not all(p.wait_for("READY", 90) for p in procs):
             return {"error": "; ".join(p.describe_failure(90) for p in procs if not p.ready)}
-        window_from = time.time_ns() + WARMUP_NS
-        load_args = _load_args(run, hops[0], rate, seconds, window_from)
-        sent = Proc(module(PROJECT_PY, "bench.contenders.load", load_args)).result(seconds + 60)
+        load_args = _load_args(run, hops[0], rate, seconds)
+        load = Proc(module(PROJECT_PY, "bench.contenders.load", load_args), stdin=True)
+        line = sink.wait_for("STEADY ", MAX_WARMUP_S + 60)
+        if line is None:
+            return {"error": sink.describe_failure(MAX_WARMUP_S + 60)}
+        window_from = int(line.split()[-1])
+        window_to = window_from + int(seconds * 1e9)
+        load.send(f"{window_from} {window_to}\n")
+        cpu0, wall0 = [_cpu_s(p) for p in procs], time.monotonic()
+        sent = load.result(seconds + 60)
         if "error" in sent:
             return sent
-        sink.send(f"{window_from} {sent['in_window']}\n")
-        return sink.result(60) | {"rate": rate, "sent": sent["sent"]}
+        # What each stage (and the sink, last) cost while the window's records were sent
+        wall = time.monotonic() - wall0
+        cpu = [_cpu_s(p) - c0 for p, c0 in zip(procs, cpu0, strict=True)]
+        sink.send(f"{window_from} {window_to} {sent['in_window']}\n")
+        return sink.result(60) | {
+            "rate": rate, "sent": sent["sent"], "load_behind_ms": sent["behind_ms"],
+            "window_from_ns": window_from, "cores": [round(x / wall, 3) for x in cpu],
+            "stage_cpu_us_per_record": round(sum(cpu[:-1]) / (rate * wall) * 1e6, 1),
+        }  # fmt: skip
     finally:
-        for p in procs:
+        for p in [*procs, *([load] if load else [])]:
             p.stop()
 
 
-def _load_args(run: Run, topic: str, rate: float, seconds: float, window_from: int) -> list[str]:
+def _cpu_s(proc: Proc) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux)."""
+    try:
+        with open(f"/proc/{proc.popen.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load_args(run: Run, topic: str, rate: float, seconds: float) -> list[str]:
     return [
         "--bootstrap", run.bootstrap, "--topic", topic, "--rate", f"{rate:.0f}",
-        "--seconds", f"{WARMUP_NS / 1e9 + seconds:.2f}", "--window-from-ns", str(window_from),
+        "--seconds", f"{MAX_WARMUP_S + seconds + 5:.0f}", "--window-on-stdin",
     ]  # fmt: skip
 
 

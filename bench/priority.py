@@ -38,8 +38,6 @@ from pipeline.worker import Worker
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
-
-
 MAIL = Topic("prio.mail", Order, key="customer_id", priorities=3)
 
 

@@ -22,6 +22,10 @@ TARGETS = {  # name: (target, higher is better)
     "cpu_per_msg_ours_vs_raw": (1.2, False),
     "checkout_ours_vs_raw": (0.85, True),
     "checkout_cpu_per_msg_ours_vs_raw": (1.2, False),
+    "first_output_ours_vs_raw": (1.5, False),
+    # issue 14: job status (bench/jobs_latency.py)
+    "jobs_get_p99_ms": (20.0, False),
+    "jobs_visible_p99_s": (1.0, False),
 }
 
 
@@ -89,10 +93,15 @@ def _round_cell(result: dict[str, Any]) -> str:
 
 
 def chain_table(by_rate: dict[str, dict[str, Rounds]], rates: dict[str, float]) -> list[str]:
+    """Besides latency: the warm-up each round took to reach a steady state (``*``: it did not
+    within the limit), the CPU the four stage processes spent per record during the window
+    (what decides whether a loaded machine keeps up) and how far the load generator fell behind
+    its schedule at worst (a burst the chain then had to absorb)."""
     lines = [
         "| rate | chain | p50 ms | p99 ms | p99 vs RAW | p99 ms, 2nd half | vs RAW "
-        "| saturated rounds | timed / expected |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| saturated rounds | warm-up s | stage CPU µs/record | load behind ms "
+        "| timed / expected |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|---|",
     ]
     for label, results in by_rate.items():
         raw_p99 = median_of(results.get("raw", []), lambda r: r["p99_ms"])
@@ -101,15 +110,18 @@ def chain_table(by_rate: dict[str, dict[str, Rounds]], rates: dict[str, float]) 
             p50 = median_of(rounds, lambda r: r["p50_ms"])
             p99 = median_of(rounds, lambda r: r["p99_ms"])
             late = median_of(rounds, _late)
+            cpu = median_of(rounds, lambda r: r["stage_cpu_us_per_record"])
             ok = [r for r in rounds if "error" not in r]
             saturated = f"{sum(r['saturated'] for r in ok)}/{len(ok)}"
+            warmups = ", ".join(f"{r['warmup_s']:g}{'' if r['steady'] else '*'}" for r in ok)
+            behind = ", ".join(f"{r['load_behind_ms']:.0f}" for r in ok)
             counts = ", ".join(
                 "error" if "error" in r else f"{r['received']}/{r['expected']}" for r in rounds
             )
             lines.append(
                 f"| {float(label):.0%} of RAW = {rates[label]:,.0f}/s | {name} | {_f(p50, 1)} "
                 f"| {_f(p99, 1)} | {_f(p99 / raw_p99)} | {_f(late, 1)} | {_f(late / raw_late)} "
-                f"| {saturated} | {counts} |"
+                f"| {saturated} | {warmups} | {_f(cpu, 0)} | {behind} | {counts} |"
             )
     return lines
 

@@ -4,10 +4,13 @@ one broker, with the same pre-filled topics and payloads, in one run.
 1. start the local broker unless KAFKA_BOOTSTRAP_SERVERS names one; check RAW still mirrors OURS'
    librdkafka settings; find which peers can run;
 2. create the run's topics (``bench-<uuid>.``) and pre-fill them;
-3. drain rounds (throughput, CPU/msg, RSS growth, Produce requests/msg);
+3. drain rounds (throughput, CPU/msg, RSS growth, Produce requests/msg), then the time to the
+   first output of a fresh start (``bench/first_output.py``);
 4. chain rounds: RAW and OURS 4-stage chains at 25% of RAW's throughput (p50/p99 latency);
 5. I/O rounds: a handler awaiting 10 ms (OURS sequential, FastStream sequential and concurrent);
-6. delete the run's topics and groups; print and save the tables; last line: the summary JSON.
+6. OURS' features, each on topics of its own (``extra_phases``): priority lanes, request-reply
+   round trips, job status lookups and visibility;
+7. delete the run's topics and groups; print and save the tables; last line: the summary JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import phases, priority, reply_latency, report
+from bench import first_output, jobs_latency, phases, priority, reply_latency, report
 from bench.contenders import common, load
 from bench.phases import OURS, OURS_METRICS, PEERS, RAW, Contender, Run
 from bench.procs import ROOT
@@ -48,6 +51,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32", help="I/O concurrency sweep")
     p.add_argument("--peers", default="faststream,quix,faust")
     p.add_argument("--priority-backlog", type=int, default=50_000, help="low-lane backlog")
+    p.add_argument("--first-output-rounds", type=int, default=7,
+                   help="rounds of the time to the first output (fresh topics each)")  # fmt: skip
+    p.add_argument("--only-first-output", action="store_true",
+                   help="only the time to the first output (RAW and OURS)")  # fmt: skip
     p.add_argument("--obs-cost", action="store_true",
                    help="only the cost of metrics and tracing (bench.obscost)")  # fmt: skip
     return p.parse_args()
@@ -100,8 +107,10 @@ def config_drift() -> list[str]:
         ours = {k: v for k, v in ours.items() if k not in ids}
         if ours != raw:
             notes.append(f"RAW's {name} settings differ from OURS': ours={ours} raw={raw}")
-    if (s.batch_size, s.batch_timeout_s) != (common.BATCH_SIZE, common.BATCH_TIMEOUT_S):
-        notes.append("RAW's batch size/timeout differ from Settings' defaults")
+    if (s.batch_size, s.batch_timeout_s, s.batch_linger_s) != (
+        common.BATCH_SIZE, common.BATCH_TIMEOUT_S, common.BATCH_LINGER_S,
+    ):  # fmt: skip
+        notes.append("RAW's batch size/timeout/linger differ from Settings' defaults")
     return notes
 
 
@@ -161,6 +170,25 @@ def io_cases(peers: list[Contender], sweep: list[int]) -> tuple[list[tuple[Conte
     return cases, note
 
 
+def extra_phases(bootstrap: str, prefix: str, args: Any) -> dict[str, Any]:
+    """The feature phases (OURS only), by their key in the saved data."""
+    print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
+    prio = priority.phase(bootstrap, prefix, args.priority_backlog)
+    print("request-reply: round trips (bench/reply_latency.py)", flush=True)
+    replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
+    print("job status: lookups and visibility (bench/jobs_latency.py)", flush=True)
+    job_status = jobs_latency.measure(bootstrap, entries=20_000, lookups=5_000, events=200)
+    return {"priority": prio, "request_reply": replies, "job_status": job_status}
+
+
+def extra_headline(extra: dict[str, Any]) -> dict[str, Any]:
+    """The feature phases' figures in the summary line."""
+    summary = {"priority_p99_s": extra["priority"]["io"].get("p99_s")}  # < 1 s (FIFO: minutes)
+    summary |= reply_latency.headline(extra["request_reply"])  # issue 14: round trip p50 / p99
+    summary |= jobs_latency.headline(extra["job_status"])  # issue 14: <= 20 ms, within 1 s
+    return summary
+
+
 def main() -> int:
     args, started = parse(), time.monotonic()
     if args.obs_cost:
@@ -168,6 +196,8 @@ def main() -> int:
 
         return obscost.main(["--messages", str(args.messages), "--rounds", str(args.rounds)])
     bootstrap = bootstrap_servers()
+    if args.only_first_output:
+        return only_first_output(args, bootstrap)
     peers, not_run = available_peers([p for p in args.peers.split(",") if p])
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
     run = Run(bootstrap, topics, args.time_limit)
@@ -193,6 +223,10 @@ def main() -> int:
         drain_checkout = phases.drain_rounds(
             run, CHECKOUT_CONTENDERS, checkout_src, args.messages, args.rounds, "checkout"
         )
+        print(f"first output: {args.first_output_rounds} fresh start(s) each", flush=True)
+        first = first_output.rounds(
+            run, [RAW, OURS], first_output.RECORDS, args.first_output_rounds
+        )
         raw_max = report.throughput(drain["raw"])
         rates = {f: float(f) * raw_max for f in args.chain_fractions.split(",")}
         print(
@@ -202,26 +236,49 @@ def main() -> int:
         chain = phases.chain_rounds(run, [RAW, OURS], rates, args.chain_seconds, args.rounds)
         print(f"io: handler awaits {args.io_ms:g} ms, {args.io_messages} records", flush=True)
         io = phases.io_rounds(run, cases, io_src, args.io_messages, args.io_ms, args.rounds)
-        print(f"priority: {args.priority_backlog} events waiting on the low lane", flush=True)
-        prio = priority.phase(bootstrap, topics.prefix, args.priority_backlog)
-        print("request-reply: round trips (bench/reply_latency.py)", flush=True)
-        replies = reply_latency.measure(bootstrap, requests=500, warmup=50, in_flight=16)
+        extra = extra_phases(bootstrap, topics.prefix, args)
     finally:
         deleted, left = topics.delete_all()
         print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
     summary = report.headline(drain, chain, [p.name for p in peers])
     summary |= report.checkout_headline(drain_checkout)
-    summary["priority_p99_s"] = prio["io"].get("p99_s")  # target: < 1 s (FIFO: minutes)
-    summary |= reply_latency.headline(replies)  # issue 14: round trip p50 / p99
+    summary |= first_output.headline(first)
+    summary |= extra_headline(extra)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = {"summary": summary, "drain": drain, "drain_checkout": drain_checkout,
-            "chain": chain, "io": io, "priority": prio, "request_reply": replies, "notes": notes,
+            "first_output": first, "chain": chain, "io": io, **extra, "notes": notes,
             "params": vars(args) | {"chain_rates": rates}, "versions": versions()}  # fmt: skip
     markdown = render(stamp, args, rates, summary, data, time.monotonic() - started)
     path = report.save(RESULTS, stamp, markdown, data)
     print(markdown)
     print(f"saved {path.relative_to(ROOT)} (+ .json)")
     print(json.dumps(summary | {"peers_not_run": not_run, "results": str(path.relative_to(ROOT))}))
+    return 0
+
+
+def only_first_output(args: Any, bootstrap: str) -> int:
+    """``--only-first-output``: that phase alone, saved and summarised like a whole run."""
+    topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
+    run = Run(bootstrap, topics, args.time_limit)
+    print(f"bench: {bootstrap}, prefix {topics.prefix}, first output only", flush=True)
+    try:
+        first = first_output.rounds(
+            run, [RAW, OURS], first_output.RECORDS, args.first_output_rounds
+        )
+    finally:
+        deleted, left = topics.delete_all()
+        print(f"deleted {len(deleted)} bench topics; groups left to expire: {left}", flush=True)
+    summary = first_output.headline(first) | {"load_average": list(os.getloadavg())}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data = {"summary": summary, "first_output": first, "params": vars(args),
+            "versions": versions()}  # fmt: skip
+    head = [f"# Benchmark {stamp}: first output only", "", f"Versions: {data['versions']}."]
+    markdown = "\n".join([*head, f"Load average: {summary['load_average']}.", "",
+                          *first_output.section(first), ""])  # fmt: skip
+    path = report.save(RESULTS, stamp, markdown, data)
+    print(markdown)
+    print(f"saved {path.relative_to(ROOT)} (+ .json)")
+    print(json.dumps(summary | {"results": str(path.relative_to(ROOT))}))
     return 0
 
 
@@ -250,8 +307,10 @@ def render(
         "fields, string-heavy), written by a plain producer with no headers",
         *report.drain_table(data["drain_checkout"]),
         "",
+        *first_output.section(data["first_output"]),
+        "",
         f"## End-to-end latency: 4-stage chain (4 processes), {args.chain_seconds:g} s measured "
-        "after 2 s warm-up; the first rate is the headline",
+        "after a warm-up until steady (bench/contenders/sink.py); the first rate is the headline",
         *report.chain_table(data["chain"], rates),
         "",
         f"## I/O-bound stage: handler awaits {args.io_ms:g} ms, {args.io_messages} records",
@@ -263,6 +322,10 @@ def render(
         "",
         "## Request-reply round trip (one request at a time; 16 in flight)",
         f"`{json.dumps(data['request_reply'])}`",
+        "",
+        "## Job status: lookups among 20,000 jobs, visibility of 200 transitions "
+        "(bench/jobs_latency.py)",
+        f"`{json.dumps(data['job_status'])}`",
         "",
         "## Notes",
         *(f"- {n}" for n in data["notes"]),

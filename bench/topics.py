@@ -17,8 +17,8 @@ class RunTopics:
     def name(self, *parts: object) -> str:
         return self.prefix + ".".join(str(p) for p in parts)
 
-    def create(self, names: list[str]) -> None:
-        new = [NewTopic(n, PARTITIONS, 1) for n in names]
+    def create(self, names: list[str], config: dict[str, str] | None = None) -> None:
+        new = [NewTopic(n, PARTITIONS, 1, config=config or {}) for n in names]
         for future in self._admin.create_topics(new, operation_timeout=30).values():
             future.result(30)
 

@@ -23,13 +23,14 @@ from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
 from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
-from pipeline.ports import AdminPort, ConsumerPort, ProducerPort
+from pipeline.ports import AdminPort, ConsumerPort, ProducerPort, SchemaStorePort, TopicSpec
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
 from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
+from pipeline.startup import TopicsJob
 from pipeline.transport import Transport, kafka
 
 Announce = Callable[[Binding[Any]], None]
@@ -48,6 +49,8 @@ class Pipeline:
     transport: Transport
     hooks: tuple[Hook, ...] = ()
     schedules: tuple[Schedule, ...] = ()  # cron schedules (pipeline.schedules)
+    # Where ``announce`` publishes writer schemas (None: a schema registry does).
+    schemas: SchemaStorePort | None = None
 
     @classmethod
     def build(
@@ -75,8 +78,9 @@ class Pipeline:
         plans = tuple(registry.plan(stages, catalog, settings)) if stages else ()
         for schedule in declared:  # every emitted model has a schema, checked now
             catalog.bind(schedule.emit.model)
-        codec, announce = build_codec(settings, catalog, transport)
-        return cls(settings, catalog, codec, announce, plans, transport, hooks, declared)
+        schemas = None if settings.schema_registry_url else transport.schema_store()
+        codec, announce = build_codec(settings, catalog, transport, schemas)
+        return cls(settings, catalog, codec, announce, plans, transport, hooks, declared, schemas)
 
     @classmethod
     def from_spec(
@@ -95,11 +99,19 @@ class Pipeline:
         """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
         self.codec.close()
 
-    def ensure_topics(self) -> list[str]:
+    def ensure_topics(self, admin: AdminPort | None = None) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
-        schemas our stages write with findable by readers."""
-        created = self.transport.admin().ensure(self.topics())
-        created += self.ensure_internal_topics()
+        schemas our stages write with findable by readers.
+
+        The stages' topics (inputs, outputs, retry and DLQ topics) and the schema store's are
+        created in one admin request and waited for together: each request then waits for its
+        topics to reach the metadata, a wait that on a loaded machine takes longer than the
+        request. Every worker's first output waits for this (see ``start_topics``)."""
+        admin = admin or self.transport.admin()
+        store, ensured = self._store_topics()
+        created = admin.ensure([*self.topics(), *store])
+        ensured()  # so announcing makes no look-up of its own
+        created += self.ensure_internal_topics(admin)
         for plan in self.plans:
             for _, binding in plan.outputs.values():
                 self.announce(binding)
@@ -107,11 +119,35 @@ class Pipeline:
             self.announce(self.catalog.bind(schedule.emit.model))
         return created
 
-    def ensure_internal_topics(self) -> list[str]:
+    def start_topics(self) -> TopicsJob:
+        """``ensure_topics`` on a thread of its own while the workers' consumers join
+        (``pipeline.startup``), once one metadata request has shown that every topic the
+        stages' input consumers subscribe to exists; at once, as ``ensure_topics``, when one
+        does not, when topics may not be created (so a missing one is the same startup error),
+        or with schedules (the scheduler starts with the worker, on its topics)."""
+        admin = self.transport.admin()
+        if self.settings.create_topics and not self.schedules:
+            existing = admin.topics()
+            first = [t for p in self.plans for t in p.subscriptions if t not in p.retry_topics]
+            if all(t in existing for t in first):
+                return TopicsJob(lambda: self.ensure_topics(admin))
+        return TopicsJob.finished(self.ensure_topics(admin))
+
+    def _store_topics(self) -> tuple[list[TopicSpec], Callable[[], None]]:
+        """The schema store's topics (``SchemaStorePort``'s optional ``topics``) and what to
+        tell it once they exist, when this pipeline writes with it and may create topics (if
+        it may not, ``publish`` still creates its own topic, as it always did)."""
+        topics = getattr(self.schemas, "topics", None)
+        ensured = getattr(self.schemas, "topics_ensured", None)
+        if topics is None or ensured is None or not self.settings.create_topics:
+            return [], _nothing
+        return list(topics()), ensured
+
+    def ensure_internal_topics(self, admin: AdminPort | None = None) -> list[str]:
         """The one-partition compacted topics beside ``topics()``: each delayed topic's
         cancellations and the schedules' state. Apart, so that ``pipeline topics create
         --stages`` makes them too, with one partition whatever its ``--partitions``."""
-        admin = self.transport.admin()
+        admin = admin or self.transport.admin()
         created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
             created += ensure_state_topic(self.settings, self.transport)
@@ -125,14 +161,19 @@ class Pipeline:
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
-            worker_id=worker_id or default_worker_id(), clock=clock,
+            worker_id=worker_id or default_worker_id(), clock=clock, hooks=self.hooks,
         )  # fmt: skip
 
     def runner(
-        self, plan: StagePlan, worker_id: str | None = None, clock: Clock = SYSTEM
+        self,
+        plan: StagePlan,
+        worker_id: str | None = None,
+        clock: Clock = SYSTEM,
+        topics: TopicsJob | None = None,
     ) -> StageRunner:
         """The stage's runner on this pipeline's transport; ``clock`` drives its holds, due
-        times, breaker and commit interval (a test broker's FakeClock, say)."""
+        times, breaker and commit interval (a test broker's FakeClock, say). ``topics``: the
+        ``start_topics`` job still ensuring its topics, which its consumers wait for."""
         worker_id = worker_id or default_worker_id()
         client_id = f"{plan.group}-{worker_id}"
         s = self.settings
@@ -141,9 +182,9 @@ class Pipeline:
         # topics with the same consumer; others read retries and each priority lane with a
         # consumer of their own, each balanced on its own (``plan.readers``).
         def make(group: str, suffix: str, retry: bool) -> ConsumerPort:
-            return self.transport.consumer(group, client_id + suffix, retry=retry)
+            return self.transport.consumer(group, client_id + suffix, retry=retry, linger=not retry)
 
-        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic)
+        consumer = ConsumerSet.for_plan(plan, make, clock.monotonic, topics)
         producer: ProducerPort
         if exactly_once:
             # Unique per process, so two workers never fence each other.
@@ -171,6 +212,7 @@ class Pipeline:
             worker_id=worker_id,
             poll_limit_s=_max_poll_interval_s(s),
             partition_counts=partition_counts(self.transport) if plan.stage.rate_limit else None,
+            transaction_retry_timeout_s=s.transaction_retry_timeout_s,
         )
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
@@ -201,14 +243,18 @@ def load_catalog(settings: Settings) -> SchemaCatalog:
 
 
 def build_codec(
-    settings: Settings, catalog: SchemaCatalog, transport: Transport
+    settings: Settings,
+    catalog: SchemaCatalog,
+    transport: Transport,
+    schemas: SchemaStorePort | None = None,
 ) -> tuple[Codec, Announce]:
     """The wire format, and how a writer makes its schema findable by readers.
 
     With a schema registry: the Confluent format (the codec registers schemas as it encodes).
     Without: Avro single-object encoding, with writer schemas shared through the transport's
     schema store (on Kafka a compacted topic, see ``pipeline.kafka.schema_topic``) so readers
-    on older schemas can resolve newer writers.
+    on older schemas can resolve newer writers. ``schemas``: that store (default: the
+    transport's).
     """
     if settings.schema_registry_url:
         from pipeline.kafka.registry import ConfluentRegistry
@@ -217,7 +263,8 @@ def build_codec(
         registry = ConfluentRegistry(settings)
         subjects = settings.schema_registry_subject_strategy
         return ConfluentCodec(catalog, registry, subjects), _no_announce
-    schemas = transport.schema_store()
+    if schemas is None:
+        schemas = transport.schema_store()
 
     def announce(binding: Binding[Any]) -> None:
         schemas.publish(binding.fingerprint, binding.schema.json)
@@ -227,6 +274,10 @@ def build_codec(
 
 
 def _no_announce(_binding: Binding[Any]) -> None:
+    pass
+
+
+def _nothing() -> None:
     pass
 
 

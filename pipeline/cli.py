@@ -137,7 +137,8 @@ def run(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            "--metrics-port", metavar="PORT",
+            "--metrics-port",
+            metavar="PORT",
             help="Serve Prometheus /metrics on this port (PIPELINE_METRICS_PORT).",
         ),
     ] = None,

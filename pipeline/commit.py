@@ -20,11 +20,18 @@ pending. A commit that runs out of time (outputs still waiting for a moved parti
 is resumed the same way rather than aborted: aborting it would conflict with the commit that
 librdkafka carries on in the background (``_CONFLICT``), and rewinding would need the group
 coordinator, which may be the broker that is away.
+
+While the broker is away (a restart) neither waits for long: ``start`` retries
+``init_transactions`` (``pipeline.patience``), and a pending commit or abort that a step cannot
+finish is kept pending, with no transaction open (``waiting``: the ``TransactionAge`` gate holds
+every record), and resumed at the next step. Either stops the stage only once the broker has
+been away for the patience (``Settings.transaction_retry_timeout_s``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -32,6 +39,7 @@ from typing import Any, Protocol
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker
+from pipeline.patience import Patience, outlast
 from pipeline.ports import ConsumerPort, TopicPartition
 
 log = logging.getLogger("pipeline.commit")
@@ -57,8 +65,9 @@ class OffsetCommitter:
         self.store: DoneStore | None = None  # the stage's idempotency store, once opened
         self._pending_ids: list[str] = []
 
-    def start(self) -> None:
-        pass
+    def start(self, stop: threading.Event) -> bool:
+        """Nothing to set up: True (go on)."""
+        return True
 
     def before_batch(self) -> None:
         pass
@@ -129,6 +138,7 @@ class TransactionCommitter:
         rewind_all: Callable[[], None],
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        patience: Patience | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -138,6 +148,7 @@ class TransactionCommitter:
         self._rewind_all = rewind_all
         self._timeout = timeout_s
         self._clock = clock
+        self._patience = patience or Patience()
         self._open = False
         self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
         self._abort_pending = False  # an abort timed out and goes on in the background
@@ -147,30 +158,49 @@ class TransactionCommitter:
         # one open for half of it is committed before more records join it (``overdue``).
         self._max_open_s = getattr(producer, "transaction_timeout_s", 60.0) / 2
         self._opened_at = 0.0
+        # A pending commit or abort the loop could not finish yet (the broker is away): no
+        # transaction can begin, so the ``TransactionAge`` gate holds every record meanwhile.
+        self.waiting = False
+        self._away_since: float | None = None  # when resuming it first failed
+        self._away_told = 0.0  # when that was last logged
 
-    def start(self) -> None:
-        self._producer.init_transactions(self._timeout)
+    def start(self, stop: threading.Event) -> bool:
+        """``init_transactions``, retried while the broker is away (restarting, its coordinator
+        loading) for up to the patience (``pipeline.patience``). False: told to stop while
+        waiting, nothing began. Raises at once for a fenced or fatal error, or once the
+        patience runs out."""
+        return outlast(
+            "init_transactions", self._producer.init_transactions, self._patience,
+            clock=self._clock, stop=stop,
+        )  # fmt: skip
 
     @property
     def overdue(self) -> bool:
-        """The open transaction is old enough to commit now, whatever the commit interval."""
-        return self._open and self._clock() - self._opened_at >= self._max_open_s
+        """The open transaction is old enough to commit now, whatever the commit interval. Not
+        one whose commit is pending: it is being committed (``waiting`` holds the records)."""
+        if not self._open or self._commit_pending is not None:
+            return False
+        return self._clock() - self._opened_at >= self._max_open_s
 
     def before_batch(self) -> None:
-        if self._commit_pending is not None:
-            self._resume_commit()
-        if self._abort_pending:
-            self._resume_abort()
+        """Finish a pending commit or abort, then begin a transaction. One that still cannot
+        finish while the broker is away leaves none open (``waiting``): the batch is held."""
+        if self._commit_pending is not None and not self._resume_commit(patient=True):
+            return
+        if self._abort_pending and not self._resume_abort(patient=True):
+            return
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
             self._opened_at = self._clock()
+        self.waiting = False  # a transaction is open: records may be handled
 
-    def _resume_abort(self, timeout_s: float | None = None) -> None:
-        """Finish the abort that timed out (calling it again resumes it), with the full timeout
-        unless told. Raises the ``TransactionError`` if it still does not finish: no
-        transaction can begin."""
-        timeout_s = self._timeout if timeout_s is None else max(timeout_s, MIN_CALL_TIMEOUT_S)
+    def _resume_abort(self, timeout_s: float | None = None, *, patient: bool = False) -> bool:
+        """Finish the abort that timed out (calling it again resumes it), within
+        ``_resume_timeout``. True once it is no longer pending. If it still does not finish, no
+        transaction can begin: ``patient`` (in the loop), False while the broker has been away
+        for less than the patience; otherwise the ``TransactionError`` is raised."""
+        timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.abort_transaction(timeout_s)
         except ProducerFencedError:
@@ -179,13 +209,55 @@ class TransactionCommitter:
             if not exc.retriable:
                 self._abort_pending = False  # not resumable: begin will say what is wrong
                 log.error("resuming the abort failed: %s", exc)
-                return
+                return True
+            if patient and self._still_away("abort_transaction", exc):
+                return False
             raise TransactionError(
-                f"the aborted transaction did not finish within {timeout_s:.1f}s: {exc}",
+                f"the aborted transaction did not finish within {timeout_s:.1f}s"
+                f"{self._away_for()}: {exc}",
                 code=exc.code,
             ) from None
         self._abort_pending = False
+        self._back()
         log.info("the timed-out abort finished; transactions go on")
+        return True
+
+    def _resume_timeout(self, timeout_s: float | None, patient: bool) -> float:
+        """In the loop (``patient``), one short attempt (``Patience.attempt_s``): the loop may
+        try twice a step (the batch, the interval), and a stop must still leave the shutdown
+        its budget. Otherwise the caller's budget, or the full timeout."""
+        if timeout_s is None:
+            timeout_s = min(self._timeout, self._patience.attempt_s) if patient else self._timeout
+        return max(timeout_s, MIN_CALL_TIMEOUT_S)
+
+    def _still_away(self, what: str, exc: TransactionError) -> bool:
+        """A resumed call did not finish: True (wait, holding the records) while the broker
+        has been away for less than the patience; logged at once, then every so often."""
+        now, patience = self._clock(), self._patience
+        first = self._away_since is None
+        if self._away_since is None:
+            self._away_since = now
+        elif now - self._away_since >= patience.limit_s:
+            self.waiting = False
+            return False
+        if first or now - self._away_told >= patience.log_every_s:
+            self._away_told = now
+            log.warning("%s not finished after %.0fs (%s); records wait, and it is resumed for "
+                        "up to %.0fs (%s)", what, now - self._away_since, exc, patience.limit_s,
+                        patience.setting)  # fmt: skip
+        self.waiting = True
+        return True
+
+    def _away_for(self) -> str:
+        if self._away_since is None:
+            return ""
+        return (f", resumed for {self._clock() - self._away_since:.0f}s "
+                f"({self._patience.setting}={self._patience.limit_s:g})")  # fmt: skip
+
+    def _back(self) -> None:
+        if self._away_since is not None:
+            log.info("the broker answers again after %.0fs", self._clock() - self._away_since)
+        self._away_since, self.waiting = None, False
 
     def commit(
         self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
@@ -193,14 +265,16 @@ class TransactionCommitter:
         """``timeout_s`` bounds the whole commit (offsets, commit, and an abort if it fails),
         not each call: at shutdown every step shares one deadline."""
         if self._commit_pending is not None:
-            self._resume_commit(timeout_s)
+            self._resume_commit(timeout_s, patient=not sync)
             return
-        if self._abort_pending and sync:
+        if self._abort_pending:
             # A revoke or the shutdown: finish the abort now, within their budget. A process
             # that exits with it pending leaves the transaction (and its input offsets) open
             # until the broker times it out, and a broker restart meanwhile can leave it
-            # hanging for good (chaos run b2): the group's offsets stay unstable.
-            self._resume_abort(timeout_s)
+            # hanging for good (chaos run b2): the group's offsets stay unstable. The interval:
+            # one short attempt, as before a batch; every partition may be held after the abort
+            # (its rewind unreadable), so no batch comes, and only this bounds the wait.
+            self._resume_abort(timeout_s, patient=not sync)
             return
         if not self._open:
             return
@@ -232,12 +306,14 @@ class TransactionCommitter:
             return
         self._committed(assigned, offsets)
 
-    def _resume_commit(self, timeout_s: float | None = None) -> None:
-        """Finish the commit that timed out (calling it again resumes it), with the full
-        timeout. One that fails now is aborted; one that still does not finish raises."""
+    def _resume_commit(self, timeout_s: float | None = None, *, patient: bool = False) -> bool:
+        """Finish the commit that timed out (calling it again resumes it), within
+        ``_resume_timeout``. One that fails now is aborted. One that still does not finish:
+        ``patient``, kept pending (False) as ``_resume_abort`` does; otherwise raised."""
         assert self._commit_pending is not None
-        (assigned, offsets), self._commit_pending = self._commit_pending, None
-        timeout_s = self._timeout if timeout_s is None else timeout_s
+        (assigned, offsets), pending = self._commit_pending, self._commit_pending
+        self._commit_pending = None
+        timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.commit_transaction(timeout_s)
         except ProducerFencedError:
@@ -245,16 +321,24 @@ class TransactionCommitter:
             raise
         except TransactionError as exc:
             if exc.retriable and not exc.abortable:
+                # Still in flight: resumable later (a begin meanwhile would be refused).
+                self._commit_pending = pending
+                if patient and self._still_away("commit_transaction", exc):
+                    return False
                 raise TransactionError(
-                    f"the transaction's commit did not finish within {timeout_s:.1f}s: {exc}",
+                    f"the transaction's commit did not finish within {timeout_s:.1f}s"
+                    f"{self._away_for()}: {exc}",
                     code=exc.code,
                 ) from None
             log.warning("transaction failed (%s); aborting and rewinding", exc)
+            self._back()
             self._commit_failed(assigned)
             self.abort()
-            return
+            return True
+        self._back()
         log.info("the timed-out commit finished; transactions go on")
         self._committed(assigned, offsets)
+        return True
 
     def _committed(self, assigned: set[TopicPartition], offsets: dict[TopicPartition, int]) -> None:
         self._open = False
@@ -292,6 +376,12 @@ class TransactionCommitter:
             self.abort()
 
     def abort(self, timeout_s: float | None = None) -> None:
+        if self._commit_pending is not None:
+            # A lost assignment or a refused output during a pending commit: librdkafka refuses
+            # to abort it (_CONFLICT) and it may yet commit, outputs and offsets, so nothing is
+            # dropped or rewound now; resumed, it is aborted (and rewound) only if it fails.
+            log.warning("abort_transaction left to the pending commit: resumed first")
+            return
         try:
             self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
         except ProducerFencedError:

@@ -32,6 +32,7 @@ from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPart
 
 if TYPE_CHECKING:
     from pipeline.registry import StagePlan
+    from pipeline.startup import TopicsJob
 
 # (group, client id suffix, whether it reads retry topics) -> a new consumer
 MakeConsumer = Callable[[str, str, bool], ConsumerPort]
@@ -45,6 +46,9 @@ class Source:
     topics: frozenset[str]
     every_s: float = 0.0  # looked at no more often than this (0: at every call)
     share: float = 0.0  # guaranteed share of what is taken while it has a backlog
+    # Subscribed only once the stage's topics are ensured (the retry consumer: its topics may
+    # not exist before; ``pipeline.startup``).
+    deferred: bool = False
 
 
 class ConsumerSet:
@@ -57,10 +61,17 @@ class ConsumerSet:
     LANE_KEEPALIVE_S = 5.0
 
     def __init__(
-        self, sources: Sequence[Source], clock: Callable[[], float] = time.monotonic
+        self,
+        sources: Sequence[Source],
+        clock: Callable[[], float] = time.monotonic,
+        startup: TopicsJob | None = None,
     ) -> None:
         """``sources`` in the order they are taken from; the first that is looked at every
-        call owns any topic no source names."""
+        call owns any topic no source names. ``startup``: the job ensuring the stage's topics,
+        if not done: no record is handed out, and no deferred source subscribed, before it is
+        (``pipeline.startup``)."""
+        self._startup = startup
+        self._deferred: list[tuple[ConsumerPort, list[str], RebalanceListener]] = []
         self._sources = tuple(sources)
         self._consumers = tuple(s.consumer for s in self._sources)
         self._clock = clock
@@ -75,12 +86,24 @@ class ConsumerSet:
 
     @classmethod
     def for_plan(
-        cls, plan: StagePlan, make: MakeConsumer, clock: Callable[[], float] = time.monotonic
+        cls,
+        plan: StagePlan,
+        make: MakeConsumer,
+        clock: Callable[[], float] = time.monotonic,
+        startup: TopicsJob | None = None,
     ) -> ConsumerPort:
         """The consumers ``plan.readers`` names, in their order: one plain consumer when that
-        is all the stage needs."""
+        is all the stage needs (made once ``startup``, if any, is done: it may read retry
+        topics, and nothing tells it when to hand out its first batch). A job that already
+        failed is raised here: the stage must not start as if its topics were there."""
         readers = plan.readers
+        if startup is not None and startup.done:
+            startup.wait()  # raises what it failed with
+            startup = None
         if len(readers) == 1:
+            # Told to stop meanwhile: made all the same, its runner stops before it consumes.
+            if startup is not None:
+                startup.finish()
             return make(readers[0][0], "", False)
         lanes = plan.lane_readers
         shares = plan.stage.lanes.shares(len(lanes)) if len(lanes) > 1 else (0.0,)
@@ -91,18 +114,44 @@ class ConsumerSet:
         if plan.retry_topics:  # made after the lanes, taken from before them
             retry = make(f"{plan.group}.retry", "-retry", True)
             every = cls.RETRY_POLL_INTERVAL_S
-            sources.insert(0, Source(retry, frozenset(plan.retry_topics), every))
-        return cls(sources, clock)
+            sources.insert(0, Source(retry, frozenset(plan.retry_topics), every, deferred=True))
+        return cls(sources, clock, startup)
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
-        for consumer in self._consumers:
+        for source in self._sources:
+            consumer = source.consumer
             mine = [t for t in topics if self._owner.get(t, self._default) is consumer]
-            if mine:
+            if mine and source.deferred and self._startup is not None:
+                self._deferred.append((consumer, mine, listener))
+            elif mine:
                 consumer.subscribe(mine, listener)
 
     def consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         """Never more than ``max_records`` in all (a concurrent stage asks for its free slots
         only), in source order: retries, then lane 0, lane 1, ..."""
+        if self._startup is not None:
+            return self._consume_starting(max_records, timeout_s)
+        return self._consume(max_records, timeout_s)
+
+    def _consume_starting(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
+        """While the stage's topics are being ensured the inputs are fetched as usual, but a
+        batch is handed out only once they are: the stage produces only from handling one.
+        Then the deferred sources subscribe; a failed job is raised here, records or not.
+        A stop while waiting returns nothing: the batch in hand was never handed out, nor its
+        offsets committed, so it is read again after the restart."""
+        startup = self._startup
+        assert startup is not None
+        records = self._consume(max_records, timeout_s)
+        if records or startup.done:
+            if not startup.finish():  # bounded; raises what ensuring the topics raised
+                return []
+            self._startup = None
+            for consumer, topics, listener in self._deferred:
+                consumer.subscribe(topics, listener)
+            self._deferred.clear()
+        return records
+
+    def _consume(self, max_records: int, timeout_s: float) -> Sequence[RawRecord]:
         n = len(self._sources)
         parts: list[tuple[int, Sequence[RawRecord]]] = []  # (source, its records)
         asked, taken, room = [0] * n, [0] * n, max_records
@@ -179,6 +228,10 @@ class ConsumerSet:
         for consumer, parts in self._split(partitions):
             out.update(consumer.committed(parts, timeout_s))
         return out
+
+    def hold_until_committed(self, partitions: list[TopicPartition], reason: str) -> None:
+        for consumer, parts in self._split(partitions):
+            consumer.hold_until_committed(parts, reason)
 
     def take_commit_failures(self) -> list[TopicPartition]:
         return [tp for c in self._consumers for tp in c.take_commit_failures()]

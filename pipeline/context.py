@@ -100,10 +100,12 @@ class Context:
     @classmethod
     def of(cls, scope: Scope, record: RawRecord) -> Context:
         """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event."""
-        ctx = _new(cls)
-        ctx._scope, ctx._record, ctx._headers, ctx.outputs, ctx.result_json = (
-            scope, record, None, [], None
-        )
+        ctx = _new(cls)  # one store per slot: a tuple assignment builds and unpacks a tuple
+        ctx._scope = scope
+        ctx._record = record
+        ctx._headers = None
+        ctx.outputs = []
+        ctx.result_json = None
         return ctx
 
     @property
@@ -232,7 +234,18 @@ class Context:
         else:
             raw_key = key.encode() if isinstance(key, str) else key
         if headers is None and delay is None and deliver_at is None and priority is None:
-            self.outputs.append(Output(topic, event, raw_key, _NO_HEADERS))  # the common case
+            # The common case: Output(topic, event, raw_key, _NO_HEADERS) inline (calling the
+            # class costs about as much again as allocating the object and these stores).
+            output = _new(Output)
+            output.topic = topic
+            output.event = event
+            output.key = raw_key
+            output.headers = _NO_HEADERS
+            output.delay = None
+            output.due_ms = None
+            output.lane = 0
+            output.reply_to = None
+            self.outputs.append(output)
             return
         extra = [(k, hdr.encode(v)) for k, v in headers.items()] if headers else _NO_HEADERS
         later = (

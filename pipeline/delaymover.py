@@ -197,9 +197,7 @@ def movers(
     return [mover_stage(t, settings, topic_log) for t in delayed_inputs(stages)]
 
 
-def ensure_cancel_topics(
-    admin: AdminPort, plans: Sequence[StagePlan], create: bool
-) -> list[str]:
+def ensure_cancel_topics(admin: AdminPort, plans: Sequence[StagePlan], create: bool) -> list[str]:
     """Create each mover's cancel topic with one partition (read as one log by every mover);
     where creating is off, a missing one is only reported: cancelling then fails loudly.
     Returns the ones created."""

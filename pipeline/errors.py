@@ -29,7 +29,7 @@ The tree::
     ├── RequestError                a request (``Publisher.request``) got no usable reply
     │   ├── RequestTimeout          no reply within the request's timeout
     │   ├── RequestCancelled        the publisher closed (or its reply reader failed) first
-    │   └── RequestFailed           the stage dead-lettered the request (its error reply)
+    │   └── RequestFailed           the stage dead-lettered or skipped the request (its error reply)
     └── CallAbandoned               a handler call given up with no outcome (event uncommitted)
         └── TooManyHungCalls        too many timed-out sync handler calls still run: stage stops
 

@@ -79,6 +79,7 @@ FINISHED = Settled("finished")
 DEAD_LETTERED = Settled("dead_lettered")
 HANDED_BACK = Settled("handed_back")
 HAND_BACK = Hold(0.0)  # re-read the partition from this record at the next step
+WAIT_FOR_BROKER = Hold(1.0, everything=True)  # then the pending transaction call is resumed
 Verdict = Hold | Settled | None
 
 
@@ -174,13 +175,18 @@ class Refused(Gate):
 class TransactionAge(Gate):
     """Exactly-once: once the open transaction is old enough to commit (``overdue``), the rest
     of the batch is handed back (its partitions re-read from here) so the transaction commits
-    at this step, well inside the broker's transaction timeout, however slow the handler."""
+    at this step, well inside the broker's transaction timeout, however slow the handler.
+    While no transaction can begin (``waiting``: a commit or abort pending while the broker is
+    away) every partition is held for a moment, as an open breaker holds them."""
 
     def __init__(self, committer: TransactionCommitter) -> None:
         self._committer = committer
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
-        return HAND_BACK if self._committer.overdue else None
+        committer = self._committer
+        if committer.overdue:
+            return HAND_BACK
+        return WAIT_FOR_BROKER if committer.waiting else None
 
 
 class RateLimited(Gate):

@@ -142,9 +142,36 @@ def id_from_coordinates_bytes(coordinates: str) -> bytes:
     """``id_from_coordinates`` as header bytes."""
     h = _SHA1_KAFKA_URL.copy()
     h.update(coordinates.encode())
-    x = _hexlify(h.digest())
-    # hex digit 12 is the version nibble; digit 16 carries the variant bits
-    return b"%b-%b-5%b-%b%b-%b" % (x[:8], x[8:12], x[13:16], _VARIANT[x[16]], x[17:20], x[20:32])
+    return uuid5_text(h.digest())
+
+
+def coordinates_prefix(topic: str, partition: int) -> hashlib._Hash:
+    """The SHA-1 state after ``"kafka:<topic>[<partition>]@"``: what the ids of one partition's
+    records share, hashed once per partition instead of formatted and hashed per record."""
+    h = _SHA1_KAFKA_URL.copy()
+    h.update(f"{topic}[{partition}]@".encode())
+    return h
+
+
+def id_at(prefix: hashlib._Hash, offset: int) -> bytes:
+    """``id_from_coordinates_bytes`` of the record at ``offset`` of ``prefix``'s partition."""
+    h = prefix.copy()
+    h.update(b"%d" % offset)  # the same digits as str(offset)
+    return uuid5_text(h.digest())
+
+
+# The 8-4-4-4-12 groups of a SHA-1 digest's hex, with the version digit (12) and the variant
+# digit (16) left out of their groups, for uuid5_text to put back changed.
+_UUID5_PARTS = operator.itemgetter(
+    slice(8), slice(8, 12), slice(13, 16), 16, slice(17, 20), slice(20, 32)
+)
+
+
+def uuid5_text(digest: bytes) -> bytes:
+    """A uuid5 as text (bytes) from its SHA-1 digest: the first 16 bytes, version 5, variant
+    RFC 4122. One join of five parts: a %-format of six slices costs about 0.5k more."""
+    a, b, c, variant, d, e = _UUID5_PARTS(_hexlify(digest))
+    return _dash_join((a, b, b"5" + c, _VARIANT[variant] + d, e))
 
 
 def to_dict(raw: Sequence[tuple[str, bytes | None]] | None) -> Headers:

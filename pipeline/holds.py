@@ -76,13 +76,23 @@ class Holds:
 
     def rewind_to_committed(self) -> None:
         """Every assigned partition back to its committed offset, nothing begun kept (an
-        aborted transaction). Raises if the committed offsets cannot be read."""
+        aborted transaction). While the offsets cannot be read (the group coordinator is away:
+        a broker restart) the consumer holds the partitions until they can be
+        (``ConsumerPort.hold_until_committed``): the stage stays up, and nothing is read again
+        from a guessed offset."""
         assigned = list(self._assigned)
-        committed = self._read_committed(assigned) if assigned else {}
+        try:
+            committed = self._read_committed(assigned) if assigned else {}
+        except Exception as exc:  # the client's own error type: the port does not wrap it
+            log.warning("committed offsets unreadable after an abort (%s); %d partitions held "
+                        "until they can be read", exc, len(assigned))  # fmt: skip
+            self._consumer.hold_until_committed(assigned, str(exc))
+            committed = None
         for tp in assigned:
-            offset = committed.get(tp, -1)
-            self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
-            self.skip[tp] = False
+            if committed is not None:
+                offset = committed.get(tp, -1)
+                self._consumer.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
+            self.skip[tp] = False  # the rest of the batch is handed back
         self._tracker.drop(assigned)
 
     def _read_committed(self, assigned: list[TopicPartition]) -> dict[TopicPartition, int]:

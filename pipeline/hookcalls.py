@@ -3,8 +3,9 @@
 ``Hooks`` resolves, once per runner, each event to ``None`` (nobody listens) or one callable
 with the stage bound; user hooks are guarded (a hook that raises is logged, not raised),
 ``Trusted`` built-in subscribers are called directly. ``around_handler`` is applied once to the
-handler (``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``; the
-worker's two rare events go through ``call_each``.
+handler (``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``, the
+scheduler's ``on_schedule_fired`` by ``pipeline_hook``; the worker's two rare events go through
+``call_each``.
 """
 
 from __future__ import annotations
@@ -115,12 +116,25 @@ def _overrides(hook: Hook, name: str) -> bool:
 
 
 def _resolve(stage: StageInfo, name: str, hooks: Sequence[Hook]) -> Callable[..., None] | None:
+    return _dispatch(name, hooks, (stage,))
+
+
+def pipeline_hook(hooks: Sequence[Hook], name: str) -> Callable[..., None] | None:
+    """A Pipeline-level event that concerns no stage (``on_schedule_fired``), resolved once
+    as a stage's are: None when no hook overrides it, else one guarded callable."""
+    return _dispatch(name, hooks, ())
+
+
+def _dispatch(
+    name: str, hooks: Sequence[Hook], bound: tuple[object, ...]
+) -> Callable[..., None] | None:
+    """``name`` of every hook overriding it, with ``bound`` as its first arguments."""
     listeners = [h for h in hooks if _overrides(h, name)]
     if not listeners:
         return None
     if all(isinstance(h, Trusted) for h in listeners):  # no guard: they cannot raise
-        return _unguarded(stage, name, listeners)
-    calls = [(_Guard(h, name), partial(getattr(h, name), stage)) for h in listeners]
+        return _unguarded(name, listeners, bound)
+    calls = [(_Guard(h, name), partial(getattr(h, name), *bound)) for h in listeners]
     if len(calls) == 1:
         guard, call = calls[0]
 
@@ -142,8 +156,10 @@ def _resolve(stage: StageInfo, name: str, hooks: Sequence[Hook]) -> Callable[...
     return every
 
 
-def _unguarded(stage: StageInfo, name: str, listeners: Sequence[Hook]) -> Callable[..., None]:
-    calls = [partial(getattr(h, name), stage) for h in listeners]
+def _unguarded(
+    name: str, listeners: Sequence[Hook], bound: tuple[object, ...]
+) -> Callable[..., None]:
+    calls = [partial(getattr(h, name), *bound) for h in listeners]
     if len(calls) == 1:
         return calls[0]
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pipeline.context import Context
     from pipeline.errors import DeliveryError
     from pipeline.publisher import Delivered
-
+    from pipeline.scheduler import Fired
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +231,26 @@ class Hook:
     def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
         """A firing alert's value fell back (to ``Alerts.resolve_below`` of its threshold)."""
 
+    # -- cron schedules (Pipeline-level hooks only, see pipeline.scheduler) ------------------
+    def on_schedule_fired(self, fired: Fired) -> None:
+        """A tick of a cron schedule fired: its event and the tick's state record were
+        committed, in one transaction, by this worker, the schedules' owner. So a tick is heard
+        once across workers, by the owner that committed it; a commit whose outcome is unknown
+        (it timed out, yet went through) is not heard at all. ``fired.schedule``,
+        ``fired.tick``; ``fired.trigger_id`` is set for ``pipeline schedules trigger``. On the
+        scheduler's thread (Pipeline-level hooks only): keep it short."""
+
 
 WORKER_EVENTS = ("on_worker_start", "on_worker_stop")
 PUBLISHER_EVENTS = ("before_publish",)
-# What a stage's runner dispatches (the worker's own two are called by the Worker, and a
-# Publisher resolves its own with ``publish_hook``).
+SCHEDULER_EVENTS = ("on_schedule_fired",)
+# What a stage's runner dispatches (the worker's own two are called by the Worker, a
+# Publisher resolves its own with ``publish_hook`` and the scheduler with ``pipeline_hook``).
 EVENTS: tuple[str, ...] = tuple(
     name
     for name in vars(Hook)
     if name.startswith(("on_", "before_", "after_"))
-    and name not in (*WORKER_EVENTS, *PUBLISHER_EVENTS)
+    and name not in (*WORKER_EVENTS, *PUBLISHER_EVENTS, *SCHEDULER_EVENTS)
 )
 
 

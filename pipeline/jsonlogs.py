@@ -119,4 +119,3 @@ def _trace_of(traceparent: bytes | None) -> str | None:
     trace_id = traceparent[3:35].decode("latin-1").lower()
     ok = all(c in "0123456789abcdef" for c in trace_id) and trace_id != "0" * 32
     return trace_id if ok else None
-

@@ -15,6 +15,11 @@ deferred to when that token is due:
 3. the stage reads its deferral topic as one of its inputs; a record from there already holds
    its token and goes straight to its handler.
 
+With priority lanes (``pipeline.lanes``) the deferral topic has the input's lanes: a record of
+lane ``k`` is deferred to ``<group>.deferred.p<k>`` (the ``delay-target`` header carries it
+through the tiers), which the stage reads in lane ``k``'s group, so it comes back on its own
+lane, not ahead of lane 0's records.
+
 A retry of a busy key is not deferred (its copy would lose its retry history): it is handled
 when due, and its token counts, so the key's next events wait that much longer. Keyless
 records (``per_key=True``) share one bucket.
@@ -31,12 +36,13 @@ memory: after a restart or a rebalance a key starts with a full bucket.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline import delays
 from pipeline.clock import Clock
 from pipeline.gates import Gate, Settled, Verdict
+from pipeline.lanes import lane_topic
 from pipeline.offsets import OffsetTracker
 from pipeline.ports import RawRecord, TopicPartition
 from pipeline.ratelimit import RateLimit, TokenBucket, deferral_name
@@ -55,13 +61,16 @@ SWEEP_AT = 10_000
 
 
 def deferrals(stages: Iterable[type[Stage]]) -> list[Topic]:
-    """The deferral topics (logical, ``delayed=True``) of the stages with per-key limits: each
-    needs a delay mover."""
-    return [
-        Topic(deferral_name(stage.group_id()), stage.input_topics()[0].model, delayed=True)
-        for stage in stages
-        if stage.rate_limit is not None and stage.rate_limit.keyed
-    ]
+    """The deferral topics (logical, ``delayed=True``, with the lanes of the stage's input)
+    of the stages with per-key limits: each needs a delay mover, which delivers to its lanes."""
+    out = []
+    for stage in stages:
+        if stage.rate_limit is not None and stage.rate_limit.keyed:
+            [read] = stage.input_topics()  # one input topic: checked at declaration
+            lanes = read.lanes if read.lanes > 1 else None
+            out.append(Topic(deferral_name(stage.group_id()), read.model, delayed=True,
+                             priorities=lanes))  # fmt: skip
+    return out
 
 
 class KeyBuckets:
@@ -98,22 +107,29 @@ class KeyBuckets:
 class KeyRateLimited(Gate):
     """The stage's per-key ``RateLimit``: a record whose key has no token is deferred (see the
     module docstring); records of the deferral topic pass, their token reserved already. Each
-    deferral is told to the ``on_rate_limited`` hook, with the delay its copy gets."""
+    deferral is told to the ``on_rate_limited`` hook, with the delay its copy gets.
+
+    ``lanes``: the lane (1, 2, ...) of each physical input topic below lane 0; a record of one
+    is deferred to that lane of the deferral topic."""
 
     def __init__(
         self, limit: RateLimit, deferral: str, decode: Callable[[RawRecord, Origin | None], Any],
         tracker: OffsetTracker, writer: OutputWriter, clock: Clock, hooks: Hooks,
+        lanes: Mapping[str, int] | None = None,
     ) -> None:  # fmt: skip
         self._buckets = KeyBuckets(limit, clock.monotonic)
         self._on_limited = hooks.on_rate_limited
         self._key_of = limit.key
         self._deferral = deferral
+        # Where a record of each input topic is deferred to: its lane of the deferral topic.
+        self._lanes = {topic: lane_topic(deferral, k) for topic, k in (lanes or {}).items()}
+        self._deferrals = frozenset((deferral, *self._lanes.values()))
         self._decode = decode
         self._tracker, self._writer, self._clock = tracker, writer, clock
         self.deferred = 0
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
-        if tp[0] == self._deferral:
+        if tp[0] in self._deferrals:
             return None  # deferred before: its token was reserved then
         key = self._key(record, origin)
         if key is _UNDECODABLE:
@@ -124,8 +140,9 @@ class KeyRateLimited(Gate):
             # a failing event could go round for ever). It runs when due; its token counts.
             return None
         now_ms = self._clock.wall_ms()
-        hop = delays.defer(self._deferral, now_ms + round(wait_s * 1000), now_ms,
-                           record.headers())  # fmt: skip
+        target = self._lanes.get(tp[0], self._deferral)  # the record's own lane
+        hop = delays.defer(target, now_ms + round(wait_s * 1000), now_ms, record.headers(),
+                           base=self._deferral)  # fmt: skip
         token = self._tracker.partition(tp).begin(record.offset(), 1)
         self._writer.copy(record, hop.topic, hop.headers, tp, token)
         self.deferred += 1

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+_new = object.__new__
+
 
 class Token:
     """One begun record: how many acknowledgements it still waits for.
@@ -95,7 +97,16 @@ class PartitionOffsets:
             if head.outstanding == 0 and not head.failed:
                 self._pop_finished()
         self.next_read = offset + 1
-        token = Token(offset, outstanding, event_id)
+        # Token(offset, outstanding, event_id) inline: calling the class costs about as much
+        # again as allocating the object and these stores (once per record).
+        token = _new(Token)
+        token.offset = offset
+        token.outstanding = outstanding
+        token.event_id = event_id
+        token.cancelled = False
+        token.failed = False
+        token.refused = None
+        token.tp = None
         if outstanding == 0 and not self._open:
             self._next = offset + 1  # fast path: nothing pending, nothing to queue
             if event_id is not None:

@@ -30,7 +30,8 @@ from pipeline.headers import (
     HeaderList,
     _dash_join,
     _hexlify,
-    id_from_coordinates_bytes,
+    coordinates_prefix,
+    uuid5_text,
 )
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
@@ -56,6 +57,9 @@ class OutputWriter:
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
         self._suffixes: list[bytes] = []
+        # Per partition, the hash state its records' coordinates ids start from (inputs
+        # without an event-id header: see ``headers.id_at``).
+        self._prefixes: dict[TopicPartition, Any] = {}
         self._clock = clock  # fixes the due time of delayed outputs
         # Filled by delivery reports (error, record as the client gave them), drained by the
         # runner with take_failed.
@@ -99,7 +103,7 @@ class OutputWriter:
         tp: TopicPartition,
         token: Token,
     ) -> None:
-        parent, propagated = _carried(record.headers(), tp, token.offset)
+        parent, propagated = _carried(record.headers(), tp, token.offset, self._prefixes)
         if self._output_headers is not None:
             propagated = _overlay(propagated, self._output_headers(record, ctx))
         token.tp, token.refused = tp, self._failed  # as callback(), inline
@@ -182,10 +186,13 @@ class OutputWriter:
         ]
 
 
-def _carried(headers: RawHeaders, tp: TopicPartition, offset: int) -> tuple[bytes, HeaderList]:
+def _carried(
+    headers: RawHeaders, tp: TopicPartition, offset: int, prefixes: dict[TopicPartition, Any]
+) -> tuple[bytes, HeaderList]:
     """One pass over an input's headers: its event id (the last non-empty one; for a record
-    from another producer, its coordinates' id) and the headers its outputs carry forward, a
-    correlation id among them (the input's own id when it had none)."""
+    from another producer, its coordinates' id, ``headers.id_at`` inline, from the partition's
+    hash state in ``prefixes``) and the headers its outputs carry forward, a correlation id
+    among them (the input's own id when it had none)."""
     parent = None
     propagated: HeaderList = []
     correlated = False
@@ -196,7 +203,12 @@ def _carried(headers: RawHeaders, tp: TopicPartition, offset: int) -> tuple[byte
             propagated.append((k, v))
             correlated = correlated or k == CORRELATION_ID
     if parent is None:
-        parent = id_from_coordinates_bytes(f"{tp[0]}[{tp[1]}]@{offset}")
+        prefix = prefixes.get(tp)
+        if prefix is None:
+            prefix = prefixes[tp] = coordinates_prefix(*tp)
+        h = prefix.copy()
+        h.update(b"%d" % offset)
+        parent = uuid5_text(h.digest())
     if not correlated:
         propagated.append((CORRELATION_ID, parent))
     return parent, propagated

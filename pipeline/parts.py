@@ -27,6 +27,7 @@ from pipeline.keyed import KeyedExecutor
 from pipeline.keylimit import KeyRateLimited
 from pipeline.offsets import OffsetTracker
 from pipeline.outputs import OutputWriter
+from pipeline.patience import Patience
 from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
@@ -83,10 +84,13 @@ def build(
     rewind_all: Callable[[], None],
     in_loop_budget_s: float,
     partition_counts: PartitionCounts | None = None,
+    transaction_retry_timeout_s: float | None = None,
 ) -> Parts:
     """``rewind_all``: what an aborted transaction calls; ``in_loop_budget_s``: how long a
     transaction call made inside the loop may take; ``partition_counts``: where a
-    rate-limited stage learns its topics' partition counts (its share of the limit)."""
+    rate-limited stage learns its topics' partition counts (its share of the limit);
+    ``transaction_retry_timeout_s``: how long an exactly-once stage waits for a broker that is
+    away (``pipeline.patience``; None: its default)."""
     tracker, assigned = OffsetTracker(), set[TopicPartition]()
     holds = Holds(consumer, tracker, assigned, clock)
     breaker = None
@@ -101,9 +105,10 @@ def build(
     committer: OffsetCommitter | TransactionCommitter
     if plan.stage.guarantee == "exactly_once":
         transactional: Any = producer
+        retry_s = transaction_retry_timeout_s
         committer = TransactionCommitter(
             consumer, transactional, tracker, hooks, rewind_all, in_loop_budget_s,
-            clock.monotonic,
+            clock.monotonic, None if retry_s is None else Patience(retry_s),
         )  # fmt: skip
     else:
         committer = OffsetCommitter(plan.group, consumer, tracker, hooks)
@@ -152,7 +157,9 @@ def key_limit(
     if limit is None or not limit.keyed:
         return None
     deferral = deferral_name(plan.group)
-    return KeyRateLimited(limit, deferral, decoder(plan, codec), tracker, writer, clock, hooks)
+    lanes = {topic: k for k, topics in enumerate(plan.lanes, 1) for topic in topics}
+    decode = decoder(plan, codec)
+    return KeyRateLimited(limit, deferral, decode, tracker, writer, clock, hooks, lanes)
 
 
 def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:

@@ -53,6 +53,12 @@ class ConsumerPort(Protocol):
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
     ) -> dict[TopicPartition, int]: ...
+    def hold_until_committed(self, partitions: list[TopicPartition], reason: str) -> None:
+        """Pause ``partitions`` and start each again at its committed offset once that can be
+        read (asked again with a backoff, ``pipeline.unstable``); none of their records is
+        delivered meanwhile, and a seek of one is ignored."""
+        ...
+
     def group_metadata(self) -> Any: ...
     def take_commit_failures(self) -> list[TopicPartition]: ...
     def close(self) -> None: ...
@@ -100,6 +106,17 @@ class TopicInfo:
     partitions: int
 
 
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic with its own partition count (None: ``Settings.topic_partitions``) and configs
+    (on top of ``Settings.topic_config()``), so that topics of different shapes are created in
+    one ``AdminPort.create`` call and waited for together."""
+
+    name: str
+    partitions: int | None = None
+    config: tuple[tuple[str, str], ...] = ()
+
+
 class AdminPort(Protocol):
     """Topic management. Every method raises ``BrokerUnavailableError`` when the cluster cannot
     be reached within the client's timeout, ``KafkaError`` for what the cluster refuses."""
@@ -109,15 +126,20 @@ class AdminPort(Protocol):
         ...
 
     def create(
-        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+        self,
+        names: Sequence[str | TopicSpec],
+        partitions: int | None = None,
+        config: dict[str, str] | None = None,
     ) -> list[str]:
         """Create those of ``names`` that do not exist (``partitions`` each, default
-        ``Settings.topic_partitions``); returns the ones created. A topic a racing client
-        created meanwhile counts as existing, not as an error. ``config``: topic configs on top
-        of ``Settings.topic_config()`` (``cleanup.policy=compact`` for a state topic, say)."""
+        ``Settings.topic_partitions``), in one request, and return once all are usable;
+        returns the ones created. A topic a racing client created meanwhile counts as
+        existing, not as an error. ``config``: topic configs on top of
+        ``Settings.topic_config()`` (``cleanup.policy=compact`` for a state topic, say). A
+        ``TopicSpec`` brings its own partitions and configs instead of these two."""
         ...
 
-    def ensure(self, names: list[str]) -> list[str]:
+    def ensure(self, names: Sequence[str | TopicSpec]) -> list[str]:
         """``create(names)`` if ``Settings.create_topics``; otherwise raise one
         ``TopicNotFoundError`` naming every missing topic. Returns the ones created."""
         ...
@@ -203,7 +225,12 @@ class TopicLogPort(Protocol):
 
 class SchemaStorePort(Protocol):
     """Where single-object writers make their schemas findable by readers that were deployed
-    with older ones (Kafka: a compacted topic, see ``pipeline.kafka.schema_topic``)."""
+    with older ones (Kafka: a compacted topic, see ``pipeline.kafka.schema_topic``).
+
+    Optionally (``SchemaTopic`` does; a store without them creates its own topics in
+    ``publish``): ``topics() -> list[TopicSpec]``, the topics it writes to, which
+    ``Pipeline.ensure_topics`` then creates with the stages' topics in one admin call, and
+    ``topics_ensured()``, called once they exist, so that ``publish`` does not look them up."""
 
     def publish(self, fingerprint: bytes, schema_json: str) -> None:
         """Store a writer schema durably before returning (``KafkaError`` if it could not be);

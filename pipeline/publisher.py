@@ -209,6 +209,7 @@ class Publisher:
     def replies(self) -> ReplyCounts:
         """Counts of replies answered, dropped (late, duplicate) and requests timed out."""
         return self._requests.counts
+
     def cancel(self, topic: Topic, event_id: str, *, timeout_s: float = 30.0) -> None:
         """Withdraw the delayed event ``event_id`` of ``topic``: it is not delivered if this
         returns at least a second before its due time (later: it may be). Cancelling an id

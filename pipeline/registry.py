@@ -198,7 +198,7 @@ def plan(
         problems.extend(_check_annotation(stage))
         if any(t.name not in bindings for t in (*stage.input_topics(), *stage.emits)):
             continue
-        lanes = _lanes(stage.input_topics(), settings)
+        lanes = _input_lanes(stage, settings)
         plans.append(
             StagePlan(
                 stage=stage,
@@ -234,6 +234,18 @@ def _lanes(
         [(t, lane_topic(settings.topic(t.name), k)) for t in topics if k < t.lanes]
         for k in range(1, count)
     ]
+
+
+def _input_lanes(stage: type[Stage], settings: Settings) -> list[list[tuple[Topic, str]]]:
+    """The lanes of the stage's inputs; with a per-key rate limit, each lane's deferral topic
+    too (``pipeline.keylimit``), so a deferred record comes back on its own lane."""
+    lanes = _lanes(stage.input_topics(), settings)
+    limit = stage.rate_limit
+    if limit is not None and limit.keyed:
+        deferral = settings.topic(deferral_name(stage.group_id()))
+        for k, lane in enumerate(lanes, 1):
+            lane.append((lane[0][0], lane_topic(deferral, k)))
+    return lanes
 
 
 def _inputs(

@@ -1,14 +1,16 @@
-"""``FailedReplies``: a replying stage answers a request it dead-lettered with an error reply,
-so its requester fails at once with ``RequestFailed`` (the reason) instead of waiting for its
-``RequestTimeout``.
+"""``FailedReplies``: a replying stage answers a request it dead-lettered or skipped with an
+error reply, so its requester fails at once with ``RequestFailed`` (the reason) instead of
+waiting for its ``RequestTimeout``.
 
-A hook subscriber (``on_dead_lettered``), added to each stage whose input topics declare
-``replies``. It hears the outcome once the dead letter is stored (in an exactly-once stage,
-once the transaction committed), and produces with a plain producer of its own: the error
-reply is not part of the stage's transaction, and losing it (a worker killed at that moment)
-only leaves the requester with its timeout, as before. The reply has no value; its headers are
-``in-reply-to`` (the request id) and ``reply-error`` (``"Type: message"``, never a payload).
-A request published with ``publish`` (no ``reply-to``) gets nothing.
+A hook subscriber (``on_dead_lettered``, ``on_skipped``), added to each stage whose input
+topics declare ``replies``. It hears a dead letter once it is stored (in an exactly-once
+stage, once the transaction committed) and a ``Skip`` when the handler raises it, and produces
+with a plain producer of its own: the error reply is not part of the stage's transaction, and
+losing it (a worker killed at that moment) only leaves the requester with its timeout, as
+before. The reply has no value; its headers are ``in-reply-to`` (the request id) and
+``reply-error``: ``"Type: message"`` of a dead-lettered request's error, ``"skipped by
+<stage>: Skip: message"`` for a skipped one (never a payload). A request published with
+``publish`` (no ``reply-to``) gets nothing.
 """
 
 from __future__ import annotations
@@ -34,14 +36,20 @@ class FailedReplies(Hook):
         self._producer = producer
 
     def on_dead_lettered(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        self._answer(record, summarise(error))
+
+    def on_skipped(self, stage: StageInfo, record: RawRecord, error: Exception) -> None:
+        # Skipped is an answer too: the stage will never reply, so the requester need not wait.
+        self._answer(record, f"skipped by {stage.name}: {summarise(error)}")
+
+    def _answer(self, record: RawRecord, reason: str) -> None:
         headers = record.headers()
         reply_to = hdr.to_dict(headers).get(hdr.REPLY_TO)
         if not reply_to:
             return  # published, not requested
         where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
         request_id = hdr.event_id_of(headers, where)
-        sent = [(hdr.IN_REPLY_TO, request_id.encode()),
-                (hdr.REPLY_ERROR, summarise(error).encode())]  # fmt: skip
+        sent = [(hdr.IN_REPLY_TO, request_id.encode()), (hdr.REPLY_ERROR, reason.encode())]
         self._producer.produce(reply_to.decode(errors="replace"), None, None, sent, _reported)
         self._producer.poll(0)
 

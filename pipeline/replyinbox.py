@@ -158,7 +158,7 @@ class ReplyInbox:
             log.info("dropped %s reply %s to request %s", outcome, coordinates, request_id)
             return
         error = hdr.to_dict(record.headers()).get(hdr.REPLY_ERROR)
-        if error is not None:  # the stage dead-lettered the request (pipeline.replyfailures)
+        if error is not None:  # dead-lettered or skipped by the stage (pipeline.replyfailures)
             why = error.decode(errors="replace")
             settle(RequestFailed(f"request {request_id} failed: {why}", request_id))
             return

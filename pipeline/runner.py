@@ -79,6 +79,7 @@ class StageRunner:
         worker_id: str = "",
         poll_limit_s: float | None = None,
         partition_counts: PartitionCounts | None = None,
+        transaction_retry_timeout_s: float | None = None,
     ) -> None:
         self.plan = plan
         breaker = "closed" if plan.stage.breaker else "-"
@@ -102,6 +103,7 @@ class StageRunner:
             plan, consumer, producer, codec, h, clock,
             rewind_all=self._rewind_to_committed, in_loop_budget_s=self._in_loop_budget,
             partition_counts=partition_counts,
+            transaction_retry_timeout_s=transaction_retry_timeout_s,
         )  # fmt: skip
         self._tracker, self._assigned, self._holds = p.tracker, p.assigned, p.holds
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
@@ -129,7 +131,8 @@ class StageRunner:
         self._stage.setup()
         try:
             self._open_store()
-            self._committer.start()
+            if not self._committer.start(self.stop_event):
+                return  # told to stop while waiting for the broker: nothing began
             self._producer.stop = self.stop_event  # a produce waiting for queue room gives up
             self._consumer.subscribe(self.plan.subscriptions, self)
             self._stalls.start()
@@ -352,12 +355,12 @@ class StageRunner:
 
     def _rewind_to_committed(self) -> None:
         """After an aborted transaction: every partition goes back to its committed offset and
-        the rest of the batch is dropped (it will be read again)."""
+        the rest of the batch is dropped (it will be read again). One whose offset cannot be
+        read now (its coordinator is away) is held by the consumer until it can be."""
         try:
             self._holds.rewind_to_committed()
-        except Exception as exc:  # coordinator unreachable: the restart re-reads instead
-            log.error("%s: cannot read committed offsets after an abort (%s); stopping",
-                      self.plan.name, exc)  # fmt: skip
+        except Exception as exc:  # not even held (a client error): the restart re-reads instead
+            log.error("%s: cannot rewind after an abort (%s); stopping", self.plan.name, exc)
             self._tracker.drop(list(self._assigned))
             self._fatal = KafkaError(f"{self.plan.name}: no rewind after an abort: {exc}")
             self.stop_event.set()

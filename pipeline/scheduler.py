@@ -17,6 +17,9 @@ Every worker of a pipeline with schedules runs one, on a thread of its own besid
   timeout whose outcome is unknown) drops the producer and the state in memory, and the owner
   takes over again from step (1): the topic, not memory, says what was fired.
 
+Each tick fired is told to the Pipeline's hooks (``on_schedule_fired``, after its commit; the
+Prometheus subscriber counts it as ``pipeline_schedule_fired_total{schedule}``).
+
 Time comes from the injected clock; the thread waits in ``consume`` (which serves the group's
 heartbeats and rebalances) exactly until the next tick is due, or a state record (a CLI
 command) arrives, and never longer than ``IDLE_WAIT_S``.
@@ -36,6 +39,9 @@ from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, ProducerFencedError
+from pipeline.hookcalls import pipeline_hook
+from pipeline.hooks import Hook
+from pipeline.patience import Patience, outlast
 from pipeline.ports import RawHeaders, RawRecord, TopicPartition, TransactionalProducerPort
 from pipeline.schedules import Due, Schedule, due, from_ms, to_ms
 from pipeline.schedulestate import (
@@ -59,7 +65,7 @@ FENCED_RETRY_S = 5.0  # after being fenced: the group is moving ownership elsewh
 # end of what it read when taking over; it also re-reads the topic from where it stands this
 # often. Not more often: a read opens a client, which on a loaded machine can delay a tick ~1 s.
 REFRESH_S = 60.0
-INIT_TIMEOUT_S = 30.0
+INIT_TIMEOUT_S = 30.0  # the longest one take-over waits for init_transactions
 TRANSACTION_TIMEOUT_S = 10.0  # an open transaction of a killed owner is aborted after this
 MAX_RECORDS = 500
 SCHEDULE_HEADER = "schedule"
@@ -88,6 +94,7 @@ class Scheduler:
         *,
         worker_id: str,
         clock: Clock = SYSTEM,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.schedules = {s.name: s for s in schedules}
         self.settings = settings
@@ -108,6 +115,10 @@ class Scheduler:
         self._retake_at = 0.0  # monotonic
         self._refresh_at = 0.0
         self._failing: dict[str, float] = {}  # schedule -> when its event function is retried
+        self._patience = Patience(
+            min(settings.transaction_retry_timeout_s, INIT_TIMEOUT_S), setting="one take-over"
+        )
+        self._on_fired = pipeline_hook(hooks, "on_schedule_fired")  # None: nobody listens
 
     @property
     def owner(self) -> bool:
@@ -196,7 +207,15 @@ class Scheduler:
             self._client_id, self.group + "-owner", TRANSACTION_TIMEOUT_S
         )
         try:
-            producer.init_transactions(INIT_TIMEOUT_S)
+            # While the broker is away (a restart) the init is retried in short attempts that
+            # see a stop at once; not for longer than INIT_TIMEOUT_S at a time, so the group's
+            # consumer is served between take-overs.
+            started = outlast(
+                "schedules: init_transactions", producer.init_transactions, self._patience,
+                clock=self._clock.monotonic, stop=self.stop_event,
+            )  # fmt: skip
+            if not started:
+                return False  # stopping: nothing to take over
             state = read_state(self._transport.topic_log(), self.topic)
         except KafkaError as exc:
             log.warning("schedules: taking over failed (%s); trying again in %.0fs", exc, RETRY_S)
@@ -299,8 +318,8 @@ class Scheduler:
         value = self._codec.encode(event, self._bindings[schedule.name], physical)
         key = str(getattr(event, topic.key)) if topic.key else schedule.name
         seed = f"schedule/{schedule.name}/{trigger_id or to_ms(tick)}"
-        event_id = str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(
-            seed.encode()
+        event_id = (
+            str(getattr(event, topic.id_field)) if topic.id_field else hdr.derived_id(seed.encode())
         )
         headers = [(hdr.EVENT_ID, event_id.encode()), (SCHEDULE_HEADER, schedule.name.encode()),
                    (TICK_HEADER, tick.isoformat().encode())]  # fmt: skip
@@ -325,9 +344,12 @@ class Scheduler:
         for trigger in done:
             state.triggers.pop(trigger.key, None)
         self.fired.extend(fired)
+        on_fired = self._on_fired
         for f in fired:
             log.info("schedule %s fired %s%s", f.schedule, f.tick.isoformat(),
                      f" (trigger {f.trigger_id})" if f.trigger_id else "")  # fmt: skip
+            if on_fired is not None:
+                on_fired(f)
 
     def _failed(self, exc: KafkaError) -> None:
         """Nothing in memory is trusted after a failed transaction: take over again."""

@@ -291,8 +291,11 @@ def _check_rate_limit(cls: type[Stage], where: str) -> None:
             f"{where}: a per-key `rate_limit` needs a stage with one input topic (its deferral "
             "topic carries that topic's events); split the stage, or limit the whole group"
         )
-    if limit is not None and limit.keyed and cls.guarantee == "exactly_once" and (
-        cls.idempotency is None
+    if (
+        limit is not None
+        and limit.keyed
+        and cls.guarantee == "exactly_once"
+        and (cls.idempotency is None)
     ):
         raise DeclarationError(
             f"{where}: a per-key `rate_limit` cannot be combined with guarantee='exactly_once' "

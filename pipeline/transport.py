@@ -49,14 +49,20 @@ class Transport(Protocol):
         connected; it leaves nothing behind."""
         ...
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> ConsumerPort:
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> ConsumerPort:
         """A consumer in ``group``, subscribed by the caller. It commits only the offsets it is
         given (no auto-commit), reads only committed transactional records, and serves
         rebalance callbacks inside ``consume`` on the caller's thread. A new group starts
         where ``Settings.auto_offset_reset`` says.
 
         ``retry``: it reads a stage's retry topics, whose records wait a second or more by
-        design; the transport may poll it less eagerly (Kafka: a longer idle fetch)."""
+        design; the transport may poll it less eagerly (Kafka: a longer idle fetch).
+        ``linger``: it reads a stage's inputs; after waiting for a first record, the transport
+        may hold it a few ms so the records just behind it share its batch (Kafka:
+        ``Settings.batch_linger_s``). A reader whose every record has a waiter (replies) asks
+        for none."""
         ...
 
     def producer(self, client_id: str) -> ProducerPort:

@@ -27,6 +27,7 @@ from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.scheduler import Scheduler
+from pipeline.startup import TopicsJob
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
 
@@ -39,10 +40,19 @@ class Worker:
     """All stages of a Pipeline, each on its own thread with its own consumer and producer."""
 
     def __init__(
-        self, pipeline: Pipeline, worker_id: str | None = None, stop: threading.Event | None = None
+        self,
+        pipeline: Pipeline,
+        worker_id: str | None = None,
+        stop: threading.Event | None = None,
+        topics: TopicsJob | None = None,
     ) -> None:
+        """``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
+        (the stages' consumers join meanwhile, and hand out nothing before it is done)."""
         self.pipeline = pipeline
+        self._topics = topics
         self.stop_event = stop or StopEvent()
+        if topics is not None:
+            topics.stop = self.stop_event  # a stop ends the stages' wait for it
         self.runners: list[StageRunner] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -57,7 +67,7 @@ class Worker:
     def start(self) -> None:
         call_each(self.pipeline.hooks, "on_worker_start", self.info)
         for plan in self.pipeline.plans:
-            runner = self.pipeline.runner(plan, self._worker_id)
+            runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
             runner.stop_event = self.stop_event
             thread = threading.Thread(target=self._run, args=(runner,), name=plan.name, daemon=True)
             self.runners.append(runner)
@@ -88,7 +98,11 @@ class Worker:
         try:
             runner.run()
         except BaseException as exc:
-            log.exception("stage %s crashed; stopping the worker", runner.plan.name)
+            if self._topics is not None and exc is self._topics.error:
+                # Said once by the job, and by ``run_workers`` (one line, its exit code).
+                log.error("stage %s stopped: its topics were not ensured", runner.plan.name)
+            else:
+                log.exception("stage %s crashed; stopping the worker", runner.plan.name)
             self._errors.append(exc)
             self.stop_event.set()
 
@@ -121,12 +135,19 @@ class Worker:
             _on_stop_signals(self.stop_event.set)
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
-        self.start()
+        grace = self.pipeline.settings.shutdown_timeout_s + 5
+        try:
+            self.start()
+        except BaseException:
+            # Making a runner failed (its topics job failed first, say): the stages already
+            # running stop gracefully before the error reaches the caller.
+            self.stop_event.set()
+            self.join(grace)
+            raise
         while not self.stop_event.wait(0.5):
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.error("supervisor (pid %d) is gone: shutting down", parent_pid)
                 self.stop_event.set()
-        grace = self.pipeline.settings.shutdown_timeout_s + 5
         if not self.join(grace):
             log.error("stages did not stop within %.0fs; exiting without them", grace)
             abandon_process(1)
@@ -199,8 +220,8 @@ def run_workers(
     _on_stop_signals(stop.set)  # from the start: a SIGTERM while validating is a clean exit
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     log_names(pipeline.plans)
-    pipeline.ensure_topics()
     if workers == 1:
+        topics = pipeline.start_topics()  # the consumers join while the rest are made
         set_process_title(f"pipeline worker {spec}")
         endpoint = None
         if settings.metrics_port is not None:
@@ -208,12 +229,16 @@ def run_workers(
 
             pipeline, endpoint = serve_worker(pipeline, settings.metrics_port)
         try:
-            code = Worker(with_progress(pipeline, options), stop=stop).run_until_signalled()
+            worker = Worker(with_progress(pipeline, options), stop=stop, topics=topics)
+            code = worker.run_until_signalled()
+            if topics.error is not None:  # as when made first: one line, exit 2 or 1 (cli)
+                raise topics.error
         finally:
             pipeline.close()
             if endpoint is not None:
                 endpoint.close()
         return exit_within(code)
+    pipeline.ensure_topics()  # once, before any worker is forked
     if stop.is_set():
         return 0
     return _supervise(spec, settings, workers, pipeline, stop, options)

@@ -57,6 +57,7 @@ PRODUCER_CONFIG: dict[str, Any] = {
 }
 BATCH_SIZE = 500  # = Settings.batch_size
 BATCH_TIMEOUT_S = 0.1  # = Settings.batch_timeout_s
+BATCH_LINGER_S = 0.005  # = Settings.batch_linger_s
 COMMIT_INTERVAL_S = 1.0  # = Settings.commit_interval_s
 
 
@@ -123,10 +124,25 @@ def encode(order: BaseModel) -> bytes:
 
 
 def sent_ns_of(data: bytes) -> int:
-    stream = BytesIO(data)
-    stream.seek(10)
-    record: Any = schemaless_reader(stream, SCHEMA, None)
-    return int(record["sent_ns"])
+    """``sent_ns`` of an encoded ``bench.Order``: the varint that ends it (its last field), read
+    from the end without decoding the rest (its bytes but the last have the high bit set)."""
+    start = len(data) - 1
+    while data[start - 1] & 0x80:
+        start -= 1
+    n = 0
+    for byte in reversed(data[start:]):
+        n = (n << 7) | (byte & 0x7F)
+    return (n >> 1) ^ -(n & 1)
+
+
+def zigzag_varint(n: int) -> bytes:
+    """Avro's encoding of a ``long``."""
+    z, out = (n << 1) ^ (n >> 63), bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
 
 
 _NOTES = ("gift wrap, leave at the door", "express; call before delivery", "standard shipping")
@@ -150,6 +166,16 @@ def make_record(rng: Random, sent_ns: int = 0) -> dict[str, Any]:
 
 
 # -- measuring ------------------------------------------------------------------------------
+
+# Milestones of this process's start (``mark``): wall-clock ns, the same clock as the
+# orchestrator's, which subtracts the moment it started the process (bench/first_output.py).
+MARKS: dict[str, int] = {}
+
+
+def mark(name: str) -> None:
+    """Note when ``name`` first happened (later calls keep the first time)."""
+    if name not in MARKS:
+        MARKS[name] = time.time_ns()
 
 
 def cpu_s() -> float:
@@ -193,6 +219,7 @@ class Meter:
 
     def start(self) -> None:
         if not self.t0:
+            mark("first_record")
             self.t0, self.cpu0 = time.perf_counter(), cpu_s()
             self.loop_tid = threading.get_native_id()
             self.loop_cpu0 = thread_cpu_s(self.loop_tid)
@@ -227,6 +254,7 @@ class Meter:
             # also moves with librdkafka's fetch buffers and the allocator's arenas.
             "py_blocks_growth": sys.getallocatedblocks() - self.blocks_warm,
             "timed_out": self.done < self.count,
+            "marks": dict(MARKS),
             **extra,
         }
 
@@ -279,5 +307,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument(
         "--workload", choices=("order", "checkout"), default="order",
         help="order: bench.Order with event-id headers; checkout: bench.Checkout, no headers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first-output", action="store_true",
+        help="note when the first output is acknowledged (MARKS; bench/first_output.py)",
     )  # fmt: skip
     return parser.parse_args()

@@ -19,13 +19,15 @@ from pydantic import AwareDatetime
 
 from bench.contenders import checkout, common
 from bench.contenders.checkout import Address, Amount, Currency, Email, Items, OrderId
-from pipeline import Context, Event, Stage, Topic
+from pipeline import Context, Event, Hook, Stage, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
+from pipeline.hooks import StageInfo
 from pipeline.kafka import KafkaConsumer, KafkaProducer
 from pipeline.kafka import transport as kafka_transport
 from pipeline.ports import RawRecord, RebalanceListener, TopicPartition
 from pipeline.runner import StageRunner
+from pipeline.startup import TopicsJob
 
 
 class Order(Event, schema="bench.Order"):
@@ -113,7 +115,10 @@ class MeteredConsumer(KafkaConsumer):
             def on_assign(self, partitions: list[TopicPartition]) -> None:
                 listener.on_assign(partitions)
                 if any(topic in inputs for topic, _ in partitions):
+                    common.mark("assigned")
                     common.ready()
+                elif partitions:
+                    common.mark("assigned_retry")
 
             def on_revoke(self, partitions: list[TopicPartition]) -> None:
                 listener.on_revoke(partitions)
@@ -140,14 +145,33 @@ class CountingProducer(KafkaProducer):
         self.made.append(self)
 
 
+class FirstOutput(Hook):
+    """Notes when the first input's output is acknowledged (``on_completed`` comes once the
+    broker acknowledged every output of the input): the first-output phase only."""
+
+    def before_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        common.mark("first_batch")  # handed to the stage (after the topics job)
+
+    def after_batch(self, stage: StageInfo, records: Sequence[RawRecord]) -> None:
+        common.mark("first_batch_done")  # handled, its outputs produced (not yet acknowledged)
+
+    def on_completed(self, stage: StageInfo, record: RawRecord) -> None:
+        common.mark("first_output")
+
+
 def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     """``metrics``: as ``pipeline run`` with ``PIPELINE_METRICS_PORT`` (the ``Metrics`` hook, its
     /metrics endpoint and the lag thread). ``hooks``: pipeline hooks (``bench.obscost``)."""
     settings = Settings(
         bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, schemas_dir=common.SCHEMAS_DIR
     )
+    if getattr(args, "first_output", False):
+        hooks = (*hooks, FirstOutput())
     pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
-    pipeline.ensure_topics()
+    common.mark("built")
+    topics = pipeline.start_topics()  # as `pipeline run` does before it starts its stages
+    common.mark("topics")  # checked; made (if still making) while the consumers join:
+    threading.Thread(target=_mark_when_ensured, args=(topics,), daemon=True).start()
     if metrics:
         from pipeline.metrics import serve_worker
 
@@ -158,7 +182,8 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
     # measuring subclasses in place of the adapter classes its Kafka transport instantiates.
     vars(kafka_transport).update(KafkaConsumer=MeteredConsumer, KafkaProducer=CountingProducer)
-    runner = pipeline.runner(plan, "bench")
+    runner = pipeline.runner(plan, "bench", topics=topics)
+    common.mark("runner")
     stop = common.stop_on_sigterm()
     runner.stop_event = stop
     thread = threading.Thread(target=runner.run, name=plan.name)
@@ -168,11 +193,18 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
     thread.join()
 
 
+def _mark_when_ensured(topics: TopicsJob) -> None:
+    try:
+        topics.wait()
+    finally:
+        common.mark("topics_ensured")
+
+
 def drain(runner: StageRunner, thread: threading.Thread) -> None:
     """Done when ``count`` records were handled and every output acknowledged."""
     meter, req = METER, REQUESTS
     while thread.is_alive():
-        time.sleep(0.01)
+        time.sleep(_watch_interval(meter))
         meter.done = runner.stats.processed
         meter.add(0)  # notes the RSS once warmed up
         in_flight = sum(len(p) for p in CountingProducer.made)
@@ -186,5 +218,18 @@ def drain(runner: StageRunner, thread: threading.Thread) -> None:
     common.report(result | {"produce_requests": req.total if req.updated else None})
 
 
+def _watch_interval(meter: common.Meter) -> float:
+    """This watcher is a second Python thread: each wake takes the GIL from the loop thread,
+    which on a loaded machine then waits to be scheduled again (py-spy: about a tenth of OURS'
+    samples waited for the GIL at a 10 ms cadence). RAW checks in its own loop, so the watcher
+    wakes rarely (50 ms) while far from the end and often only near it, where it can stop the
+    clock late by no more than a couple of milliseconds."""
+    if not meter.t0 or meter.done <= 0:
+        return 0.01
+    rate = meter.done / max(time.perf_counter() - meter.t0, 1e-3)
+    return min(max((meter.count - meter.done) / rate / 2, 0.002), 0.05)
+
+
 if __name__ == "__main__":
+    common.mark("imported")
     main(common.parse_args(__doc__ or ""))

@@ -3,7 +3,8 @@
 consume a batch → Avro decode → pydantic validate → transform → Avro encode → produce; every
 second: flush the producer, then commit the next offsets (at-least-once, like OURS). Same
 librdkafka settings, batch size, timeouts and consume pattern as OURS (take what is ready; if
-nothing is, wait for the first record only); no framework code.
+nothing is, wait for the first record, then hold it ``BATCH_LINGER_S`` for those just behind
+it); no framework code.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ class RawLoop:
             common.CONSUMER_CONFIG
             | {"bootstrap.servers": args.bootstrap, "group.id": args.group, "client.id": "raw"}
         )
+        delivered = _delivered_first if args.first_output else _delivered
         self.producer = Producer(
             common.PRODUCER_CONFIG
             | self.requests.config()
-            | {"bootstrap.servers": args.bootstrap, "client.id": "raw", "on_delivery": _delivered}
+            | {"bootstrap.servers": args.bootstrap, "client.id": "raw", "on_delivery": delivered}
         )
         self.positions: dict[tuple[str, int], int] = {}
         self.last_commit = time.monotonic()
 
     def run(self) -> None:
         stop = common.stop_on_sigterm()
-        self.consumer.subscribe([self.args.src], on_assign=lambda _c, _p: common.ready())
+        self.consumer.subscribe([self.args.src], on_assign=_assigned)
         while not stop.is_set() and not (self.args.count and self.meter.finished):
             self.step()
         self.producer.flush(30)
@@ -50,6 +52,8 @@ class RawLoop:
         records = self.consumer.consume(common.BATCH_SIZE, 0)
         if not records:
             first = self.consumer.poll(common.BATCH_TIMEOUT_S)
+            if first:
+                time.sleep(common.BATCH_LINGER_S)  # those just behind it join its batch
             records = [first, *self.consumer.consume(common.BATCH_SIZE - 1, 0)] if first else []
         if records:
             self.meter.start()
@@ -92,10 +96,23 @@ class RawLoop:
         common.report(result | {"produce_requests": self.requests.total})
 
 
+def _assigned(_consumer: Any, _partitions: Any) -> None:
+    common.mark("assigned")
+    common.ready()
+
+
 def _delivered(err: Any, _msg: Any) -> None:
     if err is not None:
         raise KafkaException(err)
 
 
+def _delivered_first(err: Any, _msg: Any) -> None:
+    """``_delivered``, noting the first acknowledgement (the first-output phase only)."""
+    if err is not None:
+        raise KafkaException(err)
+    common.mark("first_output")
+
+
 if __name__ == "__main__":
+    common.mark("imported")
     RawLoop(common.parse_args(__doc__ or "")).run()

@@ -49,9 +49,13 @@ class JobsQueued(Hook):
         topic = ensure_jobs_topic(settings, transport)
         self._clock = clock
         # Each lane of a topic with priorities is a topic of its own (``pipeline.lanes``).
-        self._names = None if topics is None else {
-            lane_topic(settings.topic(t.name), lane) for t in topics for lane in range(t.lanes)
-        }
+        self._names = (
+            None
+            if topics is None
+            else {
+                lane_topic(settings.topic(t.name), lane) for t in topics for lane in range(t.lanes)
+            }
+        )
         self.writer = JobWriter(transport.producer("jobs-queued"), topic)
         self.writer.start("publisher")
 

@@ -54,8 +54,10 @@ def encode_result(value: Any) -> str:
 
 def check_progress(percent: Any, note: Any) -> tuple[float, str | None]:
     """``(percent, note)`` validated: a number in 0..100 and an optional short string."""
-    if isinstance(percent, bool) or not isinstance(percent, int | float) or not (
-        math.isfinite(percent) and 0 <= percent <= 100
+    if (
+        isinstance(percent, bool)
+        or not isinstance(percent, int | float)
+        or not (math.isfinite(percent) and 0 <= percent <= 100)
     ):
         raise ValueError(f"ctx.progress takes a percentage from 0 to 100, not {percent!r}")
     if note is not None and not isinstance(note, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
@@ -16,16 +17,26 @@ from pipeline.errors import BrokerUnavailableError, KafkaError, TopicNotFoundErr
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
 from pipeline.kafka.security import refusal
-from pipeline.ports import TopicInfo, TopicPartition
+from pipeline.ports import TopicInfo, TopicPartition, TopicSpec
 
-__all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo"]
+__all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo", "usable"]
 
 log = logging.getLogger("pipeline.kafka")
 # Every broker refusing connections for this long is an answer: no need to wait for the full
 # timeout (a broker that is restarting is back well within it, or the caller retries).
 ALL_DOWN_FOR_S = 5.0
 METADATA_SLICE_S = 1.0
-VISIBLE_POLL_S = 0.05  # between looks at the metadata while new topics propagate
+# Between looks at the metadata while new topics propagate: 10 ms after the first, doubling up
+# to 50 ms. A topic is often listed a few ms after CreateTopics returns, and every worker's
+# first output waits for this; a slow one is not asked for the whole metadata more than 20
+# times a second.
+VISIBLE_FIRST_POLL_S = 0.01
+VISIBLE_POLL_S = 0.05
+# A new client's first metadata request waits out librdkafka's connection suppression
+# (reconnect.backoff.ms / 2: 50 ms by default) although its bootstrap connection is up in a
+# millisecond; an admin client asks at once, on every worker's way to its first output. Under
+# the user's client_config, which may set it back. (Backoff still doubles per failed attempt.)
+FIRST_REQUEST: dict[str, Any] = {"reconnect.backoff.ms": 10}
 _clock = time.monotonic  # module attributes, so a test can stand in for them
 _sleep = time.sleep
 
@@ -39,7 +50,7 @@ class KafkaAdmin:
         self._all_down_since: float | None = None
         self._last_error: str | None = None
         self._refused: BrokerUnavailableError | None = None  # a login or handshake refused
-        conf = kconfig.admin(settings) | {"error_cb": self._on_error}
+        conf = FIRST_REQUEST | kconfig.admin(settings) | {"error_cb": self._on_error}
         self._admin = kconfig.create(AdminClient, conf, "admin")
 
     def topics(self) -> dict[str, TopicInfo]:
@@ -51,17 +62,20 @@ class KafkaAdmin:
         }
 
     def create(
-        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+        self,
+        names: Sequence[str | TopicSpec],
+        partitions: int | None = None,
+        config: dict[str, str] | None = None,
     ) -> list[str]:
-        """Create the topics that do not exist yet; returns the ones created."""
+        """Create the topics that do not exist yet, in one request, and wait for them together;
+        returns the ones created."""
+        specs = self._shapes(names, partitions, config)
         existing = self.topics()
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        missing = [n for n in specs if n not in existing]
         if not missing:
             return []
-        count = partitions or self._settings.topic_partitions
         replicas = self._settings.topic_replication
-        configs = self._settings.topic_config() | (config or {})
-        new = [NewTopic(n, count, replicas, config=configs) for n in missing]
+        new = [NewTopic(n, specs[n][0], replicas, config=specs[n][1]) for n in missing]
         futures = self._admin.create_topics(new, operation_timeout=self._timeout)
         for name, future in futures.items():
             try:
@@ -71,12 +85,29 @@ class KafkaAdmin:
                     raise wrap(exc, f"create topic {name}") from None
         self._await_visible(missing)  # returns once they are usable, not merely accepted
         log.info(
-            "created topics %s with %d partitions, replication %d",
-            ", ".join(missing),
-            count,
+            "created topics %s, replication %d",
+            ", ".join(f"{n} ({specs[n][0]} partitions)" for n in missing),
             replicas,
         )
         return missing
+
+    def _shapes(
+        self,
+        names: Sequence[str | TopicSpec],
+        partitions: int | None,
+        config: dict[str, str] | None,
+    ) -> dict[str, tuple[int, dict[str, str]]]:
+        """(partitions, configs) by topic name, in the order given (the first of a name wins)."""
+        defaults = self._settings.topic_config()
+        shared = (partitions or self._settings.topic_partitions, defaults | (config or {}))
+        shapes: dict[str, tuple[int, dict[str, str]]] = {}
+        for item in names:
+            if isinstance(item, TopicSpec):
+                count = item.partitions or self._settings.topic_partitions
+                shapes.setdefault(item.name, (count, defaults | dict(item.config)))
+            else:
+                shapes.setdefault(item, shared)
+        return shapes
 
     def _await_visible(self, names: list[str]) -> None:
         """Wait until every topic of ``names`` is in the metadata with a leader for each of its
@@ -84,10 +115,10 @@ class KafkaAdmin:
         them a moment later (longer on a loaded machine), and a Publisher or a consumer asking
         in between is told the topic does not exist. Bounded by the admin's timeout; on
         several brokers it is the answering broker's view (the others follow within ms)."""
-        deadline = _clock() + self._timeout
+        deadline, pause = _clock() + self._timeout, VISIBLE_FIRST_POLL_S
         while True:
             topics = self._metadata().topics
-            pending = [n for n in names if not _visible(topics.get(n))]
+            pending = [n for n in names if not usable(topics.get(n))]
             if not pending:
                 return
             if _clock() >= deadline:
@@ -95,7 +126,8 @@ class KafkaAdmin:
                     f"topics created but not in the cluster's metadata after "
                     f"{self._timeout:.0f}s: {', '.join(pending)}"
                 )
-            _sleep(VISIBLE_POLL_S)
+            _sleep(pause)
+            pause = min(2 * pause, VISIBLE_POLL_S)
 
     def _metadata(self) -> Any:
         """Cluster metadata, asked for in short slices so that the error callback (and the
@@ -143,11 +175,12 @@ class KafkaAdmin:
             # an authentication failure...
             kconfig.CLIENT_ERRORS_LOG.warning("admin client: %s", err)
 
-    def ensure(self, names: list[str]) -> list[str]:
+    def ensure(self, names: Sequence[str | TopicSpec]) -> list[str]:
         """Create missing topics if allowed, else raise one error naming every missing one."""
         if self._settings.create_topics:
             return self.create(names)
-        missing = sorted(set(names) - set(self.topics()))
+        wanted = {n.name if isinstance(n, TopicSpec) else n for n in names}
+        missing = sorted(wanted - set(self.topics()))
         if missing:
             raise TopicNotFoundError(
                 f"topics do not exist and create_topics is off: {', '.join(missing)} "
@@ -164,7 +197,7 @@ class KafkaAdmin:
                 raise wrap(exc, f"delete topic {name}") from None
 
 
-def _visible(topic: Any) -> bool:
+def usable(topic: Any) -> bool:
     """A topic's metadata (None: not listed) shows it usable: no error, every partition led."""
     if topic is None or topic.error is not None or not topic.partitions:
         return False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -27,7 +28,9 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pipeline.config import Settings
 from pipeline.errors import KafkaError
 from pipeline.kafka import config as kconfig
+from pipeline.kafka.admin import FIRST_REQUEST, VISIBLE_POLL_S, usable
 from pipeline.kafka.errors import is_partition_eof, wrap
+from pipeline.ports import TopicSpec
 from pipeline.serde.catalog import WriterSchemas
 from pipeline.transport import JAVA_COMPATIBLE_PARTITIONER
 
@@ -40,6 +43,8 @@ QUERY_TIMEOUT_S = 5.0
 
 
 class SchemaTopic:
+    CONFIG = (("cleanup.policy", "compact"),)  # on top of Settings.topic_config()
+
     def __init__(self, settings: Settings, timeout_s: float = 15.0) -> None:
         self._settings = settings
         self.topic = settings.topic(TOPIC)
@@ -53,11 +58,8 @@ class SchemaTopic:
         with self._lock:
             if fingerprint in self._published:
                 return
-            self._ensure_topic()
-            producer = Producer(
-                kconfig.common(self._settings)
-                | {"enable.idempotence": True, "partitioner": JAVA_COMPATIBLE_PARTITIONER}
-            )
+            producer = Producer(self._producer_config())
+            self._ensure_topic(producer)
             errors: list[str] = []
             producer.produce(
                 self.topic,
@@ -72,17 +74,44 @@ class SchemaTopic:
                 )
             self._published.add(fingerprint)
 
+    def _producer_config(self) -> dict[str, Any]:
+        """Acknowledged by every in-sync replica, but not idempotent: a schema record is keyed
+        by its fingerprint in a compacted topic and never changes, so a duplicate of a retried
+        send is harmless, while an idempotent producer's first send waits for its producer id
+        (about 0.5 s on a fresh client: librdkafka asks again on a 500 ms timer when no broker
+        connection is up yet), on every worker's way to its first output. Never creates the
+        topic through a metadata request either (it would have the broker's defaults, not
+        ``compact``)."""
+        return FIRST_REQUEST | kconfig.common(self._settings) | {
+            "enable.idempotence": False,
+            "acks": "all",
+            "allow.auto.create.topics": False,
+            "partitioner": JAVA_COMPATIBLE_PARTITIONER,
+        }
+
+    def topics(self) -> list[TopicSpec]:
+        return [TopicSpec(self.topic, 1, self.CONFIG)]
+
+    def topics_ensured(self) -> None:
+        self._ready = True
+
     def reader(self) -> WriterSchemas:
         """The resolver of writer schemas for one codec: it owns one consumer of the topic,
         opened at its first miss and kept until ``close()``."""
         log_ = _TopicLog(self._settings, self.topic, min(self._timeout, QUERY_TIMEOUT_S))
         return WriterSchemas(log_, catch_up_s=self._timeout)
 
-    def _ensure_topic(self) -> None:
-        if self._ready:
+    def _ensure_topic(self, producer: Producer) -> None:
+        """Create the topic unless the producer's metadata shows it usable (every start but
+        the first on a cluster, or ``Pipeline.ensure_topics`` made it with the stages' topics):
+        that look costs no client of its own. A topic created here is waited for until it is
+        usable, as ``KafkaAdmin.create`` does: the producer, told a moment ago that it did not
+        exist, would otherwise wait for its next metadata refresh."""
+        if self._ready or self._usable(producer):  # one metadata request
+            self._ready = True
             return
         admin = AdminClient(kconfig.admin(self._settings))
-        config = self._settings.topic_config() | {"cleanup.policy": "compact"}
+        config = self._settings.topic_config() | dict(self.CONFIG)
         new = NewTopic(self.topic, 1, self._settings.topic_replication, config=config)
         future = admin.create_topics([new], operation_timeout=self._timeout)[self.topic]
         try:
@@ -90,7 +119,19 @@ class SchemaTopic:
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise KafkaError(f"cannot create {self.topic}: {exc}") from None
+        deadline = time.monotonic() + self._timeout
+        while not self._usable(producer):
+            if time.monotonic() >= deadline:
+                raise KafkaError(f"{self.topic} created but not usable after {self._timeout:g}s")
+            time.sleep(VISIBLE_POLL_S)
         self._ready = True
+
+    def _usable(self, producer: Producer) -> bool:
+        try:
+            meta = producer.list_topics(self.topic, timeout=self._timeout)
+        except KafkaException as exc:
+            raise wrap(exc, f"cannot look up {self.topic}") from None
+        return usable(meta.topics.get(self.topic))
 
 
 class _TopicLog:

@@ -62,15 +62,20 @@ class StableStarts:
             else:
                 starts.append(CTopicPartition(tp[0], tp[1], part.offset))  # INVALID: none yet
         self._assign(starts)
-        if unreadable:
-            self._consumer.pause(_ctps(unreadable))
-            self.holds.hold(unreadable, why)
+        self.hold(unreadable, why)
 
     def _assign(self, parts: list[Any]) -> None:
         if self._incremental:
             self._consumer.incremental_assign(parts)
         else:
             self._consumer.assign(parts)
+
+    def hold(self, partitions: list[TopicPartition], reason: str) -> None:
+        """Assigned partitions whose committed offset could not be read after an aborted
+        transaction: paused, and read again like those of an assignment (``retry``)."""
+        if partitions:
+            self._consumer.pause(_ctps(partitions))
+            self.holds.hold(partitions, reason)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self.holds.forget(partitions)

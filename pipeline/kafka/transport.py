@@ -33,9 +33,12 @@ class KafkaTransport:
     def check(self) -> None:
         kconfig.check(self.settings)
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> ConsumerPort:
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> ConsumerPort:
         build = kconfig.retry_consumer if retry else kconfig.consumer
-        return KafkaConsumer(build(self.settings, group, client_id))
+        linger_s = self.settings.batch_linger_s if linger else 0.0
+        return KafkaConsumer(build(self.settings, group, client_id), linger_s)
 
     def producer(self, client_id: str) -> ProducerPort:
         return KafkaProducer(kconfig.producer(self.settings, client_id))

@@ -46,6 +46,8 @@ class Families:
     hung: Gauge
     assigned: Gauge
     alert_firing: Gauge
+    # Not per stage: a pipeline's schedules are fired by its scheduler (labelled by schedule).
+    schedule_fired: Counter
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> Families:
@@ -145,5 +147,11 @@ class Families:
                 "1 while an alert of this kind is firing (fired and not resolved), else 0.",
                 "livemax",
                 "kind",
+            ),
+            schedule_fired=Counter(
+                "pipeline_schedule_fired_total",
+                "Ticks of cron schedules fired (committed), manual triggers included.",
+                ("schedule",),
+                registry=registry,
             ),
         )

@@ -27,6 +27,7 @@ from pipeline.ports import RawRecord, TopicPartition
 if TYPE_CHECKING:
     from pipeline.alerts import Alert
     from pipeline.context import Context
+    from pipeline.scheduler import Fired
 
 # Distinct error types labelled per stage; later ones are counted as "other" (bounded labels).
 MAX_ERROR_TYPES = 20
@@ -346,6 +347,10 @@ class Metrics(Hook, Trusted):
 
     def on_resolved(self, stage: StageInfo, alert: Alert) -> None:
         self._families.alert_firing.labels(stage.name, stage.group, alert.kind).set(0)
+
+    # -- schedules (rare, on the scheduler's thread: written at once) -------------------------
+    def on_schedule_fired(self, fired: Fired) -> None:
+        self._families.schedule_fired.labels(fired.schedule).inc()
 
 
 def _add(counts: dict[K, int], key: K) -> None:

@@ -37,6 +37,7 @@ class Binding(Generic[E]):
     parsed: ParsedSchema  # = schema.parsed, one attribute lookup closer
     fingerprint: bytes  # = schema.fingerprint
     to_record: Callable[[E], Mapping[str, Any]]
+    flat: bool  # whether ``to_record`` is the ``__dict__`` itself (read inline by the writer)
     guard: Check | None
     # ``model.model_validate``, or the model's own validator when that is what it calls (one
     # Python call and its keyword arguments less per record).
@@ -57,12 +58,14 @@ def bind(model: type[E], schema: AvroSchema) -> Binding[E]:
     problems = check_model(model, schema)
     if problems:
         raise SchemaMismatchError(f"{model.__name__} vs {schema.full_name}: " + "; ".join(problems))
+    flat = _is_flat(model)
     return Binding(
         model=model,
         schema=schema,
         parsed=schema.parsed,
         fingerprint=schema.fingerprint,
-        to_record=attrgetter("__dict__") if _is_flat(model) else _dump,
+        to_record=attrgetter("__dict__") if flat else _dump,
+        flat=flat,
         guard=compile_guard(schema),
         validate=_validator(model),
     )

@@ -23,9 +23,11 @@ which branch fastavro picks depends on the data.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from pipeline.serde.schema import AvroSchema, Definition
@@ -62,8 +64,9 @@ def compile_guard(schema: AvroSchema) -> Check | None:
 class _Compiler:
     def __init__(self, named: Mapping[str, Definition]) -> None:
         self._named = named
-        self._records: dict[str, tuple[Check, _Fields]] = {}
-        self._done: set[str] = set()
+        # A record's check once built; while it is being built, a _Later (a reference from
+        # inside the record itself, recursion, calls through it).
+        self._records: dict[str, Check | None] = {}
 
     def compile(self, schema: Any) -> Check | None:
         """The check for values of ``schema``, or None when none of them can need one."""
@@ -89,15 +92,14 @@ class _Compiler:
 
     def _record(self, schema: Definition) -> Check | None:
         name = schema["name"]
-        if name not in self._records:
-            fields = _Fields()
-            self._records[name] = (_record_check(fields), fields)
-            for schema_field in schema.get("fields", ()):
-                fields.add(schema_field["name"], schema_field["type"], self)
-            self._done.add(name)
-        # A reference from inside the record itself (recursion) gets the check being built.
-        check, fields = self._records[name]
-        return check if fields or name not in self._done else None
+        if name in self._records:
+            return self._records[name]
+        later = self._records[name] = _Later()
+        fields = _Fields()
+        for schema_field in schema.get("fields", ()):
+            fields.add(schema_field["name"], schema_field["type"], self)
+        later.check = self._records[name] = _record_check(fields) if fields else None
+        return later.check
 
     def _array(self, items: Any) -> Check | None:
         avro_type = _plain_int(items, optional=False)
@@ -137,49 +139,151 @@ def _plain_int(schema: Any, optional: bool = True) -> str | None:
     return schema if isinstance(schema, str) and schema in _RANGES else None
 
 
+class _Later:
+    """The check of a record still being compiled, for references to it from inside itself."""
+
+    __slots__ = ("check",)
+
+    def __init__(self) -> None:
+        self.check: Check | None = None
+
+    def __call__(self, value: Any) -> Any:
+        return value if self.check is None else self.check(value)
+
+
+# struct's codes for a 32-bit and a 64-bit signed integer: packing refuses anything out of range.
+_PACK_CODES = {"int": "i", "long": "q"}
+
+
 @dataclass(slots=True)
 class _Fields:
-    """A record's fields that need a check. Plain integers (the common case) are checked inline,
-    by name: a call per field would cost more than the comparison."""
+    """A record's fields that need a check. Integers and timestamps (the common cases) are
+    checked inline, by name: a call per field would cost more than the comparison."""
 
-    ints: list[str] = field(default_factory=list)
-    longs: list[str] = field(default_factory=list)
+    required: list[tuple[str, str]] = field(default_factory=list)  # (name, "int" or "long")
+    nullable: list[tuple[str, str]] = field(default_factory=list)  # the same, in a null union
+    stamps: list[str] = field(default_factory=list)  # timestamp-millis/micros, not in a union
     others: list[tuple[str, Check]] = field(default_factory=list)
 
     def add(self, name: str, schema: Any, compiler: _Compiler) -> None:
         avro_type = _plain_int(schema)
         if avro_type is not None:
-            (self.ints if avro_type == "int" else self.longs).append(name)
+            required = _plain_int(schema, optional=False) is not None
+            (self.required if required else self.nullable).append((name, avro_type))
             return
         check = compiler.compile(schema)
-        if check is not None:
+        if check is _as_utc and not isinstance(schema, list):
+            self.stamps.append(name)
+        elif check is not None:
             self.others.append((name, check))
 
     def __bool__(self) -> bool:
-        return bool(self.ints or self.longs or self.others)
+        return bool(self.required or self.nullable or self.stamps or self.others)
 
 
 def _record_check(fields: _Fields) -> Check:
     """Checks the fields that need it; copies the record only if one of them was replaced.
-    ``fields`` may still be filled after this returns (a recursive record)."""
-    ints, longs, others = fields.ints, fields.longs, fields.others
-    (int_low, int_high), (long_low, long_high) = _RANGES["int"], _RANGES["long"]
+
+    The integer fields that cannot be null are cleared all at once: one ``struct.pack`` of
+    their values, which refuses any value out of its type's range or not an integer (or a
+    missing field). Only then does the exact per-field check run, to name the field, or let a
+    value of another type through for fastavro to refuse. A record with nothing else to check
+    (the usual flat event) gets a check of that alone."""
+    bulk = _bulk(fields.required)
+    if bulk is not None and not (fields.nullable or fields.stamps or fields.others):
+        return _ints_only(fields.required, *bulk)
+    if fields.stamps and not (fields.required or fields.nullable or fields.others):
+        return _stamps_only(fields.stamps)
+    return _any_fields(fields, bulk)
+
+
+def _ints_only(
+    required: list[tuple[str, str]], pack: Callable[..., bytes], values: Callable[[Any], Any]
+) -> Check:
+    def check(record: Any) -> Any:
+        try:
+            pack(*values(record))
+        except Exception:  # out of range, another type, missing, or not a record at all
+            if isinstance(record, dict):  # not one: fastavro refuses it with its own error
+                _check_ints(record, required)
+        return record
+
+    return check
+
+
+def _stamps_only(stamps: list[str]) -> Check:
+    def check(record: Any) -> Any:
+        if isinstance(record, dict):  # not one: fastavro refuses it with its own error
+            for name in stamps:
+                value = record.get(name)
+                if isinstance(value, datetime) and value.tzinfo is None:
+                    return _naive_as_utc(record, stamps)
+        return record
+
+    return check
+
+
+def _any_fields(
+    fields: _Fields, bulk: tuple[Callable[..., bytes], Callable[[Any], Any]] | None
+) -> Check:
+    required, nullable, stamps, others = (
+        fields.required,
+        fields.nullable,
+        fields.stamps,
+        fields.others,
+    )
 
     def check(record: Any) -> Any:
         if not isinstance(record, dict):
             return record  # not a record: fastavro refuses it with its own error
-        get = record.get
-        for name in ints:
-            value = get(name)
-            if isinstance(value, int) and not int_low <= value <= int_high:
-                raise OutOfRange("int", name)
-        for name in longs:
-            value = get(name)
-            if isinstance(value, int) and not long_low <= value <= long_high:
-                raise OutOfRange("long", name)
+        if bulk is not None:
+            try:
+                bulk[0](*bulk[1](record))
+            except Exception:
+                _check_ints(record, required)
+        if nullable:
+            _check_ints(record, nullable)
+        if stamps:
+            get = record.get
+            for name in stamps:
+                value = get(name)
+                if isinstance(value, datetime) and value.tzinfo is None:
+                    record = _naive_as_utc(record, stamps)
+                    break
         return _check_others(record, others) if others else record
 
     return check
+
+
+def _bulk(
+    required: list[tuple[str, str]],
+) -> tuple[Callable[..., bytes], Callable[[Any], Any]] | None:
+    """(``struct.pack`` of the required integers' types, the getter of their values)."""
+    if not required:
+        return None
+    if len(required) == 1:  # itemgetter of one name gives the bare value: ask for it twice
+        required = required * 2
+    codes = "".join(_PACK_CODES[avro_type] for _, avro_type in required)
+    return struct.Struct("<" + codes).pack, itemgetter(*(name for name, _ in required))
+
+
+def _check_ints(record: dict[str, Any], ints: list[tuple[str, str]]) -> None:
+    """The exact check of integer fields: a value that is an int out of its type's range is
+    refused naming its field; anything else (None, another type, missing) is left to fastavro."""
+    for name, avro_type in ints:
+        value = record.get(name)
+        low, high = _RANGES[avro_type]
+        if isinstance(value, int) and not low <= value <= high:
+            raise OutOfRange(avro_type, name)
+
+
+def _naive_as_utc(record: dict[str, Any], stamps: list[str]) -> dict[str, Any]:
+    """A copy of ``record`` with its naive timestamps taken as UTC."""
+    replaced = dict(record)
+    for name in stamps:
+        if name in record:
+            replaced[name] = _as_utc(record[name])
+    return replaced
 
 
 def _check_others(record: dict[str, Any], others: list[tuple[str, Check]]) -> dict[str, Any]:

@@ -141,6 +141,11 @@ class MemoryConsumer:
             stored = self._broker.group(self.group_id).committed
             return {tp: stored.get(tp, OFFSET_INVALID) for tp in partitions}
 
+    def hold_until_committed(self, partitions: list[TopicPartition], reason: str) -> None:
+        """The memory broker always answers: each starts at its committed offset now."""
+        for tp, offset in self.committed(partitions).items():
+            self.seek(tp, offset if offset >= 0 else OFFSET_BEGINNING)
+
     def take_commit_failures(self) -> list[TopicPartition]:
         """Partitions whose asynchronous commits failed since the last call."""
         failed, self._commit_failures = self._commit_failures, []

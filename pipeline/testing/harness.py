@@ -109,7 +109,10 @@ class TestPipeline:
         self._originals = list(stages)
         self.transport = RecordingTransport(transport)
         self.pipeline = Pipeline.build(
-            settings, self._originals, self.transport, (_NoteErrors(self.errors), *hooks),
+            settings,
+            self._originals,
+            self.transport,
+            (_NoteErrors(self.errors), *hooks),
             schedules,
         )
         self.pipeline.ensure_topics()

@@ -46,8 +46,10 @@ class RecordingTransport:
     def check(self) -> None:
         self.inner.check()
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> ConsumerPort:
-        consumer = self.inner.consumer(group, client_id, retry=retry)
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> ConsumerPort:
+        consumer = self.inner.consumer(group, client_id, retry=retry, linger=linger)
         self._consumers.setdefault(self._owner, []).append(consumer)
         return consumer
 

@@ -17,13 +17,13 @@ through ``TestPipeline.publish`` there, or give the broker a ``SystemClock``.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
 from pipeline.dlq import StoredRecord
 from pipeline.errors import KafkaError, TopicNotFoundError
-from pipeline.ports import PartitionOffsets, TopicInfo, TopicPartition, Watermarks
+from pipeline.ports import PartitionOffsets, TopicInfo, TopicPartition, TopicSpec, Watermarks
 from pipeline.testing.broker import MemoryBroker
 from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.log import Record
@@ -43,10 +43,12 @@ class MemoryTransport:
     def check(self) -> None:
         """Nothing to check: the broker reads only the options it models."""
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> MemoryConsumer:
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> MemoryConsumer:
         # As pipeline.kafka.config.consumer: no auto-commit (the broker has none), committed
-        # transactional records only, incremental rebalances. ``retry`` changes only fetch
-        # timing on Kafka, which is not modelled.
+        # transactional records only, incremental rebalances. ``retry`` and ``linger`` change
+        # only fetch timing on Kafka, which is not modelled.
         return self.broker.consumer(
             {
                 "group.id": group,
@@ -101,15 +103,29 @@ class MemoryAdmin:
         return {n: t for n, t in self._broker.topics().items() if not n.startswith("__")}
 
     def create(
-        self, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+        self,
+        names: Sequence[str | TopicSpec],
+        partitions: int | None = None,
+        config: dict[str, str] | None = None,
     ) -> list[str]:
-        return self._broker.create(names, partitions or self._settings.topic_partitions, config)
+        created: list[str] = []
+        conf: dict[str, str] | None
+        for item in names:
+            if isinstance(item, TopicSpec):
+                name, count, conf = item.name, item.partitions, dict(item.config)
+            else:
+                name, count, conf = item, partitions, config
+            count = count or self._settings.topic_partitions
+            if name not in created and self._broker.create_topic(name, count, conf):
+                created.append(name)
+        return created
 
-    def ensure(self, names: list[str]) -> list[str]:
+    def ensure(self, names: Sequence[str | TopicSpec]) -> list[str]:
         if self._settings.create_topics:
             return self.create(names)
         existing = self._broker.topics()
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        wanted = [n.name if isinstance(n, TopicSpec) else n for n in names]
+        missing = [n for n in dict.fromkeys(wanted) if n not in existing]
         if missing:
             raise TopicNotFoundError(f"missing topics (create_topics is off): {', '.join(missing)}")
         return []
@@ -212,6 +228,12 @@ class MemorySchemaStore:
 
     def __init__(self) -> None:
         self._schemas: dict[bytes, str] = {}
+
+    def topics(self) -> list[TopicSpec]:
+        return []
+
+    def topics_ensured(self) -> None:
+        pass
 
     def publish(self, fingerprint: bytes, schema_json: str) -> None:
         known = self._schemas.setdefault(fingerprint, schema_json)

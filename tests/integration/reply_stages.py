@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from pipeline import Context, DeadLetter, Event, Stage, Topic
+from pipeline import Context, DeadLetter, Event, Skip, Stage, Topic
 
 
 class QuoteRequested(Event, schema="test.QuoteRequested"):
@@ -31,13 +31,16 @@ def price(request: QuoteRequested) -> Quote:
 
 class Quoter(Stage):
     """Returns its reply; sleeps ``delay_ms`` first (a slow quote becomes a late reply); a
-    negative quantity is dead-lettered at once (its requester gets the error reply)."""
+    negative quantity is dead-lettered at once and a zero one skipped (either way its requester
+    gets the error reply)."""
 
     consumes = QUOTES
 
     def handle(self, event: QuoteRequested, ctx: Context) -> Quote:
         if event.quantity < 0:
             raise DeadLetter(f"negative quantity for {event.sku}")
+        if event.quantity == 0:
+            raise Skip(f"nothing to quote for {event.sku}")
         if event.delay_ms:
             time.sleep(event.delay_ms / 1000)
         return price(event)

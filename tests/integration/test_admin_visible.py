@@ -7,10 +7,15 @@ told TopicNotFoundError, so tests waited for metadata themselves (``kit.ensure_v
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from pipeline.app import Pipeline
-from pipeline.kafka import KafkaAdmin
+from pipeline.kafka import KafkaAdmin, schema_topic
+from pipeline.kafka import admin as kadmin
+from pipeline.kafka.schema_topic import TOPIC as SCHEMAS
 from pipeline.publisher import Publisher
 from tests.integration.app_stages import PINGS, Echo, Ping
 from tests.integration.kit import unique_settings
@@ -24,7 +29,8 @@ def test_topics_are_in_metadata_when_ensure_returns_so_a_publisher_publishes_at_
     settings = unique_settings(kafka_bootstrap)
     pipeline = Pipeline.build(settings, [Echo])
     wanted = pipeline.topics()
-    assert sorted(pipeline.ensure_topics()) == sorted(wanted)
+    # The writer schemas' topic is new to this prefix too: created with the stage's topics.
+    assert sorted(pipeline.ensure_topics()) == sorted([*wanted, settings.topic(SCHEMAS)])
     listed = KafkaAdmin(settings).topics()
     assert set(wanted) <= set(listed)
     assert {listed[name].partitions for name in wanted} == {settings.topic_partitions}
@@ -47,3 +53,38 @@ def test_creating_many_topics_at_once_returns_with_all_of_them_led(kafka_bootstr
         leaders = [p.leader for p in meta[name].partitions.values()]
         assert len(leaders) == 3 and min(leaders) >= 0, (name, leaders)
     assert admin.create(names) == []
+
+
+def test_a_first_start_creates_every_topic_in_one_request_and_announces_without_another(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster where none of them exist, ``ensure_topics`` sends one CreateTopics request
+    for the stage's topics (retry tiers and DLQ included) and the writer schemas' topic (one
+    partition, compacted), and announcing the stage's output schema creates nothing more;
+    a reader then finds that schema."""
+    requests: list[list[str]] = []
+
+    class Counting(AdminClient):  # type: ignore[misc]
+        def create_topics(self, new: list[Any], **kwargs: Any) -> Any:
+            requests.append([t.topic for t in new])
+            return super().create_topics(new, **kwargs)
+
+    monkeypatch.setattr(kadmin, "AdminClient", Counting)
+    monkeypatch.setattr(schema_topic, "AdminClient", Counting)
+    settings = unique_settings(kafka_bootstrap)
+    pipeline = Pipeline.build(settings, [Echo])
+    created = pipeline.ensure_topics()
+    schemas = settings.topic(SCHEMAS)
+    assert requests == [created] and sorted(created) == sorted([*pipeline.topics(), schemas])
+    assert any(".retry." in t for t in created) and any(t.endswith(".dlq") for t in created)
+    other = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert len(other.list_topics(schemas, timeout=15).topics[schemas].partitions) == 1
+    resource = ConfigResource(ResourceType.TOPIC, schemas)
+    configs = other.describe_configs([resource])[resource].result(15)
+    assert configs["cleanup.policy"].value == "compact"
+    _, binding = next(iter(pipeline.plans[0].outputs.values()))
+    reader = pipeline.transport.schema_store().reader()
+    try:
+        assert reader(binding.fingerprint) == binding.schema.json
+    finally:
+        reader.close()

@@ -180,9 +180,7 @@ def test_a_failing_job_retries_under_a_new_attempt_and_ends_dead_lettered(
     assert {(e.state, e.attempt) for e in entries} >= {("dead-lettered", 2)}
 
 
-def test_status_survives_a_worker_killed_with_sigkill(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def test_status_survives_a_worker_killed_with_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Worker 1 completes p1 (offset not committed yet) and is killed mid-p2. Worker 2 handles
     both again: p1's redelivery writes ``active`` under the same attempt, which no view shows
     (it stays completed); p2 goes from worker 1's active to worker 2's completed."""

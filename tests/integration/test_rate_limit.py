@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from pipeline import Context, Publisher, RateLimit, Stage
+from pipeline import Context, Publisher, RateLimit, Stage, Topic
 from pipeline.queues import status
 from pipeline.ratelimit import MIN_BUCKET_S
 from pipeline.testing.partitioner import murmur2_partition
@@ -239,3 +239,47 @@ def test_a_rate_limit_combines_with_concurrency_on_the_broker(kafka_bootstrap: s
     print(f"rate in the steady part: {measured:.2f}/s over {steady[-1] - steady[0]:.1f}s, "
           f"at most {cls.most_in_flight} in flight")  # fmt: skip
     assert abs(measured - rate) <= rate * 0.15, f"{measured:.1f}/s, not {rate}/s +-15%"
+
+
+LANED = Topic("test.pings", Ping, priorities=2)
+
+
+class LanedPerUser(Stage):
+    """Per-key limited (one a second) on a topic with two lanes; notes where each event was
+    read from."""
+
+    consumes = LANED
+    group = "laned-per-user"
+    rate_limit = RateLimit(max=1, per_s=1, per_key=True)
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        LanedPerUser.calls.append((event.ping_id, ctx.topic))
+
+
+def test_a_deferred_low_lane_event_comes_back_on_its_lane_on_the_broker(
+    kafka_bootstrap: str,
+) -> None:
+    """A busy key's second lane-1 event is deferred through the real delay tiers to the lane-1
+    deferral topic and read there by the lane's own group: lane 0's deferral topic stays
+    empty, and every offset is committed in the group that read it."""
+    LanedPerUser.calls.clear()
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    prepare(settings, [LanedPerUser])
+    group = settings.topic(LanedPerUser.group_id())
+    deferral = f"{group}.deferred"
+    lane1 = settings.topic(LANED.name) + ".p1"
+    read = {settings.topic(LANED.name), lane1, deferral, f"{deferral}.p1"}
+    with running(settings, [LanedPerUser]) as worker:
+        assigned = lambda: {t for t, _ in worker.runners[0]._assigned}  # noqa: E731
+        wait_until(lambda: read <= assigned(), 60, "both lanes assigned")
+        with Publisher(settings) as publisher:
+            for n in range(2):
+                publisher.publish(LANED, Ping(ping_id=f"low/{n}", n=n), key="busy", priority=1)
+        wait_until(lambda: len(LanedPerUser.calls) >= 2, 60, "both events handled")
+        wait_until(lambda: committed_total(settings, f"{group}.p1", f"{deferral}.p1") == 1, 30,
+                   "the copy committed in lane 1's group")  # fmt: skip
+        assert not worker.failed
+    assert LanedPerUser.calls == [("low/0", lane1), ("low/1", f"{deferral}.p1")]
+    assert end_offsets(settings, deferral) == 0, "nothing went to lane 0's deferral topic"
+    assert committed_total(settings, f"{group}.p1", lane1) == 2

@@ -97,8 +97,9 @@ def _ids(settings: Settings, topic: str) -> Counter[bytes]:
     return ids
 
 
-@pytest.mark.parametrize("stage", [BigPongForBig, BigPongForBigOnce], ids=["at-least-once",
-                                                                          "exactly-once"])
+@pytest.mark.parametrize(
+    "stage", [BigPongForBig, BigPongForBigOnce], ids=["at-least-once", "exactly-once"]
+)
 def test_an_output_too_large_for_its_topic_dead_letters_the_input_once(
     kafka_bootstrap: str, stage: type[Stage]
 ) -> None:

@@ -96,6 +96,15 @@ def test_a_dead_lettered_request_fails_at_once_with_the_stage_s_error(two_worker
         assert publisher.replies.timed_out == 0
 
 
+def test_a_skipped_request_fails_at_once_saying_it_was_skipped(two_workers: Stage2) -> None:
+    """The stage skips the request: the requester gets RequestFailed naming the skip and its
+    reason from the error reply, long before its 30 s timeout (not a RequestTimeout)."""
+    with Publisher(two_workers.settings) as publisher:
+        with pytest.raises(RequestFailed, match="skipped by quoter: Skip: nothing to quote"):
+            publisher.request_sync(QUOTES, QuoteRequested(sku="none", quantity=0), timeout_s=30)
+        assert (publisher.replies.answered, publisher.replies.timed_out) == (1, 0)
+
+
 def test_a_restarted_requester_fails_its_pending_request_and_drops_the_old_reply(
     two_workers: Stage2,
 ) -> None:

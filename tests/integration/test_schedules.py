@@ -15,9 +15,11 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
+from pipeline import Hook
 from pipeline.app import Pipeline
 from pipeline.cli import app
 from pipeline.config import Settings
+from pipeline.scheduler import Fired
 from pipeline.schedules import to_ms
 from pipeline.schedulestate import read_state, state_topic
 from pipeline.transport import kafka
@@ -31,7 +33,7 @@ from tests.integration.kit import (
     wait_until,
     worker_process,
 )
-from tests.integration.schedule_stages import TICKS
+from tests.integration.schedule_stages import SCHEDULES, STAGES, TICKS
 
 SPEC = "tests.integration.schedule_stages"
 # Ownership moves when a killed owner's session times out: the broker's minimum, to keep the
@@ -85,8 +87,7 @@ def test_every_tick_fires_exactly_once_while_the_owner_is_killed_twice(
     env = settings_env(settings, PIPELINE_CONSUMER_CONFIG=str(FAST_FAILOVER).replace("'", '"'))
     with ExitStack() as stack:
         workers = [
-            stack.enter_context(worker_process(SPEC, env, tmp_path / f"w{i}.log"))
-            for i in range(3)
+            stack.enter_context(worker_process(SPEC, env, tmp_path / f"w{i}.log")) for i in range(3)
         ]
         all_workers = list(workers)
         kills: list[int] = []
@@ -200,3 +201,32 @@ def test_a_zombie_owner_is_fenced_by_the_real_broker_and_fires_nothing_twice(
     assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1)), "ticks missing"
     fired = [to_ms(f.tick) // 1000 for f in (*zombie.fired, *successor.fired)]
     assert sorted(fired) == sorted(ticks)
+
+
+class Heard(Hook):
+    def __init__(self) -> None:
+        self.fired: list[Fired] = []
+
+    def on_schedule_fired(self, fired: Fired) -> None:
+        self.fired.append(fired)
+
+
+def test_the_fired_hook_hears_exactly_the_ticks_committed_on_the_broker(
+    kafka_bootstrap: str,
+) -> None:
+    """``on_schedule_fired`` is told of a tick after its transaction committed: what the hook
+    heard is what ``read_committed`` readers see, each tick once."""
+    settings = unique_settings(kafka_bootstrap, topic_partitions=1)
+    heard = Heard()
+    pipeline = Pipeline.build(settings, STAGES, hooks=[heard], schedules=SCHEDULES)
+    ensure_visible_topics(pipeline)
+    scheduler = pipeline.scheduler("heard")
+    assert scheduler is not None
+    try:
+        wait_until(lambda: scheduler.step(0.2) or len(heard.fired) >= 3, 60, "three ticks")
+    finally:
+        scheduler.close()
+        pipeline.close()
+    ticks = committed_ticks(settings)
+    assert sorted(to_ms(f.tick) // 1000 for f in heard.fired) == sorted(ticks)
+    assert len(ticks) == len(set(ticks)) >= 3

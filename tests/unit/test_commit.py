@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -95,7 +96,7 @@ def test_a_transaction_commits_outputs_and_input_positions_together() -> None:
     committer = TransactionCommitter(
         FakeConsumer(log), FakeProducer(log), tracker, counting(StageStats("s", "g")), lambda: None
     )
-    committer.start()
+    assert committer.start(threading.Event())
     committer.before_batch()
     committer.before_batch()  # already open: no second begin
     tracker.partition(TP).begin(7, 1)  # its output is not acknowledged yet: irrelevant here

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.clock import FakeClock
 from pipeline.commit import TransactionCommitter
 from pipeline.errors import TransactionError
 from pipeline.offsets import OffsetTracker
+from pipeline.patience import Patience
 from pipeline.stats import StageStats, counting
 from tests.unit.test_commit import TP, FakeConsumer, Log
 
@@ -51,13 +53,15 @@ class CoordinatorAway:
         self.log.calls.append(("abort", timeout_s))
 
 
-def committer(producer: CoordinatorAway, rewound: list[bool]) -> TransactionCommitter:
+def committer(
+    producer: CoordinatorAway, rewound: list[bool], clock: FakeClock | None = None
+) -> TransactionCommitter:
     log = producer.log
     tracker = OffsetTracker()
     c = TransactionCommitter(
         FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")),
         lambda: rewound.append(True),
-        timeout_s=7.5,
+        timeout_s=7.5, clock=(clock or FakeClock()).monotonic, patience=Patience(60.0),
     )  # fmt: skip
     c.before_batch()
     tracker.partition(TP).begin(0, 0)
@@ -70,19 +74,50 @@ def test_a_timed_out_abort_is_resumed_before_the_next_transaction_begins() -> No
     c = committer(producer, rewound)
     c.commit({TP}, sync=False)  # offsets fail, the abort times out
     assert rewound == [True]
-    c.before_batch()  # the next batch: resume the abort (full timeout), then begin
+    c.before_batch()  # the next batch: resume the abort (one short attempt), then begin
     assert [name for name, _ in log.calls] == ["begin", "abort timed out", "abort", "begin"]
-    assert log.calls[2] == ("abort", 7.5)
+    assert log.calls[2] == ("abort", Patience().attempt_s)
 
 
-def test_an_abort_that_still_cannot_finish_stops_the_stage_with_a_clear_error() -> None:
-    log, rewound = Log(), []
-    producer = CoordinatorAway(log, abort_attempts=3)
-    c = committer(producer, rewound)
+def test_an_abort_that_cannot_finish_holds_the_records_then_stops_the_stage_clearly() -> None:
+    """While the broker is away (a restart) the pending abort is resumed at each batch and no
+    transaction begins (the gate holds every record: ``waiting``), for up to the patience;
+    past it the stage stops with an error naming the bound."""
+    log, rewound, clock = Log(), [], FakeClock()
+    producer = CoordinatorAway(log, abort_attempts=1_000)
+    c = committer(producer, rewound, clock)
     c.commit({TP}, sync=False)
-    with pytest.raises(TransactionError, match=r"did not finish within 7\.5s"):
+    c.before_batch()  # the broker is away: no begin, no crash
+    assert c.waiting
+    clock.advance(59.0)
+    c.before_batch()
+    assert c.waiting
+    clock.advance(1.0)
+    with pytest.raises(TransactionError, match=r"did not finish within 2\.0s, resumed for 60s "
+                       r"\(transaction_retry_timeout_s=60\)"):  # fmt: skip
         c.before_batch()
     assert ("begin", None) not in log.calls[1:], "no transaction may begin over the abort"
+
+
+def test_an_abort_finished_once_the_broker_is_back_lets_transactions_go_on() -> None:
+    log, rewound, clock = Log(), [], FakeClock()
+    producer = CoordinatorAway(log, abort_attempts=4)  # one at the commit, two resumes fail
+    c = committer(producer, rewound, clock)
+    c.commit({TP}, sync=False)
+    for _ in range(2):
+        c.before_batch()
+        assert c.waiting
+        clock.advance(20.0)
+    c.before_batch()
+    assert not c.waiting
+    assert [name for name, _ in log.calls][-2:] == ["abort", "begin"]
+    clock.advance(59.0)  # a later outage has the whole patience again
+    producer.left = 4  # the abort at the commit and two resumes time out again
+    c.commit({TP}, sync=False)
+    c.before_batch()
+    clock.advance(59.0)
+    c.before_batch()
+    assert c.waiting
 
 
 class SlowCommit(CoordinatorAway):
@@ -139,13 +174,19 @@ def test_a_resumed_commit_at_the_interval_finishes_the_pending_one_only() -> Non
     assert [n for n, _ in log.calls].count("send_offsets") == 1
 
 
-def test_a_commit_that_still_cannot_finish_stops_the_stage_with_a_clear_error() -> None:
-    log, rewound = Log(), []
-    producer = SlowCommit(log, commit_attempts=3)
-    c = committer(producer, rewound)
+def test_a_commit_that_cannot_finish_holds_the_records_then_stops_the_stage_clearly() -> None:
+    log, rewound, clock = Log(), [], FakeClock()
+    producer = SlowCommit(log, commit_attempts=1_000)
+    c = committer(producer, rewound, clock)
     c.commit({TP}, sync=False)
-    with pytest.raises(TransactionError, match=r"commit did not finish within 7\.5s"):
+    c.commit({TP}, sync=False)  # the interval: resumed, kept pending
+    c.before_batch()
+    assert c.waiting and ("begin", None) not in log.calls[1:]
+    clock.advance(60.0)
+    with pytest.raises(TransactionError, match=r"commit did not finish within 2\.0s, resumed "
+                       r"for 60s"):  # fmt: skip
         c.before_batch()
+    assert rewound == [], "the pending commit must not be aborted and rewound"
 
 
 def test_the_shutdown_finishes_a_pending_abort_within_its_budget() -> None:
@@ -155,12 +196,25 @@ def test_the_shutdown_finishes_a_pending_abort_within_its_budget() -> None:
     producer = CoordinatorAway(log, abort_attempts=2)
     c = committer(producer, rewound)
     c.commit({TP}, sync=False)  # offsets fail, the abort times out
-    c.commit({TP}, sync=False)  # an interval commit does not block on it
-    assert [name for name, _ in log.calls] == ["begin", "abort timed out"]
     c.commit({TP}, sync=True, timeout_s=4.0)  # the final commit of the shutdown
+    assert [name for name, _ in log.calls] == ["begin", "abort timed out", "abort"]
     assert log.calls[-1] == ("abort", 4.0)
     c.commit({TP}, sync=True, timeout_s=4.0)  # done: nothing more to finish
     assert len(log.calls) == 3
+
+
+def test_an_interval_commit_resumes_a_pending_abort_in_one_short_attempt() -> None:
+    """After the abort every partition may be held (its rewind unreadable), so no batch comes:
+    the interval resumes it, one attempt at a time, and the patience bounds the wait."""
+    log, rewound, clock = Log(), [], FakeClock()
+    producer = CoordinatorAway(log, abort_attempts=10)
+    c = committer(producer, rewound, clock)
+    c.commit({TP}, sync=False)  # offsets fail, the abort times out
+    c.commit({TP}, sync=False)  # the next interval: one short attempt, still away
+    assert log.calls[-1] == ("abort timed out", Patience().attempt_s) and c.waiting
+    clock.advance(60.0)  # the committer's patience
+    with pytest.raises(TransactionError, match=r"aborted transaction did not finish"):
+        c.commit({TP}, sync=False)
 
 
 def test_a_pending_abort_the_shutdown_cannot_finish_is_reported_not_hidden() -> None:
@@ -170,3 +224,18 @@ def test_a_pending_abort_the_shutdown_cannot_finish_is_reported_not_hidden() -> 
     c.commit({TP}, sync=False)
     with pytest.raises(TransactionError, match=r"did not finish within 2\.0s"):
         c.commit({TP}, sync=True, timeout_s=2.0)
+
+
+def test_a_pending_commit_a_revoke_cannot_finish_stays_pending_for_the_next_batch() -> None:
+    """The revoke reports it (raises); the commit is still in flight in librdkafka, so the next
+    batch resumes it rather than beginning over it (refused: ``_CONFLICT``)."""
+    log, rewound = Log(), []
+    producer = SlowCommit(log, commit_attempts=3)
+    c = committer(producer, rewound)
+    c.commit({TP}, sync=False)  # times out: pending
+    with pytest.raises(TransactionError, match=r"commit did not finish within 3\.0s"):
+        c.commit({TP}, sync=True, timeout_s=3.0)  # a revoke, within its budget
+    c.before_batch()  # resumed: it finishes now, then the next transaction begins
+    names = [name for name, _ in log.calls]
+    assert names[-2:] == ["commit_txn", "begin"] and not c.waiting
+    assert rewound == []

@@ -34,6 +34,7 @@ def test_docker_and_the_local_broker_run_one_kafka_version() -> None:
     import re
 
     from pipeline.localkafka import DEFAULT_KAFKA_VERSION
+
     compose = (ROOT / "docker-compose.yml").read_text()
     versions = set(re.findall(r"apache/kafka:(\d+\.\d+\.\d+)", compose))
     assert versions == {DEFAULT_KAFKA_VERSION}

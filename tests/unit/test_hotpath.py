@@ -119,6 +119,7 @@ class _Recorder:
 def _producing(completed: Any = None) -> tuple[OutputWriter, _Recorder]:
     writer, producer = _writer([], completed), _Recorder()
     writer._stage, writer._outputs, writer._suffixes = "st", {"out": ("dev.out", None)}, []
+    writer._prefixes = {}
     writer._producer, writer._output_headers = producer, None  # type: ignore[assignment]
     return writer, producer
 
@@ -167,8 +168,40 @@ def test_an_input_without_ids_gives_its_outputs_its_coordinates_id_as_parent_and
     completed: list[Any] = []
     writer, producer = _producing(completed.append)
     writer.produce(Rec(h=[]), _ctx(_outputs([])), [b"p0"], ("orders", 2), Token(41, 1))  # type: ignore[arg-type]
-    (_, _, _, sent, on_delivery), = producer.sent
+    ((_, _, _, sent, on_delivery),) = producer.sent
     parent = hdr.id_from_coordinates_bytes("orders[2]@41")
     assert sent == [("event-id", hdr.derived_id_bytes(parent + b"/st/0")), ("parent-id", parent),
                     ("correlation-id", parent)]  # fmt: skip
     assert isinstance(on_delivery, DeliveredThenCompleted)
+
+
+def test_outputs_of_an_input_without_ids_keep_the_ids_earlier_versions_gave_them() -> None:
+    """The produce path's coordinates id (a hash state cached per partition) is uuid.uuid5 of
+    the coordinates, and the outputs' derived ids are the very bytes earlier versions wrote
+    (pinned literally): idempotency stores and dead letters already written still match."""
+    writer, producer = _producing()
+    inputs = [("orders", 2, 41), ("orders", 2, 42), ("orders", 0, 0), ("orders", 2, 10**12),
+              ("caf\u00e9.in", 11, 2**63 - 1)]  # fmt: skip
+    for topic, partition, offset in inputs:
+        writer.produce(Rec(h=None), _ctx(_outputs([], [])), [b"p0", b"p1"], (topic, partition),  # type: ignore[arg-type]
+                       Token(offset, 2))  # fmt: skip
+    for n, (topic, partition, offset) in enumerate(inputs):
+        expected = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{topic}[{partition}]@{offset}"))
+        for index in (0, 1):
+            sent = dict(producer.sent[2 * n + index][3])
+            assert sent["parent-id"] == sent["correlation-id"] == expected.encode()
+            assert sent["event-id"] == hdr.derived_id_bytes(f"{expected}/st/{index}".encode())
+    first = dict(producer.sent[0][3])
+    assert first["parent-id"] == b"3ab165ff-1023-53ef-8a21-8b1855b4c9b7"
+    assert first["event-id"] == b"6011508b-2088-cafb-07a2-bb7900a8fa4a"
+    assert dict(producer.sent[1][3])["event-id"] == b"83e3b58e-96cd-6074-301b-6f50e5a0b2e4"
+
+
+def test_the_id_at_an_offset_of_a_partition_is_uuid5_of_its_coordinates() -> None:
+    rng = random.Random(10)
+    for _ in range(500):
+        topic, partition = f"t.{rng.getrandbits(30):x}", rng.randrange(1000)
+        prefix, offset = hdr.coordinates_prefix(topic, partition), rng.randrange(10**15)
+        expected = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{topic}[{partition}]@{offset}"))
+        assert hdr.id_at(prefix, offset) == expected.encode()
+        assert hdr.id_at(prefix, offset) == expected.encode()  # the prefix is not consumed

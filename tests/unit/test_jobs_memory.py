@@ -110,7 +110,11 @@ def test_a_handler_s_return_value_and_progress_are_its_job_s_status(tmp_path: Pa
         job = view.get(_event_id(stored))
         assert job is not None
         assert (job.state, job.result, job.progress, job.note) == (
-            "completed", {"square": 49}, 50.0, "half way")
+            "completed",
+            {"square": 49},
+            50.0,
+            "half way",
+        )
         assert (job.attempt, job.stage, job.topic) == (1, "square", "test.pings")
         assert job.started_at is not None and job.finished_at is not None
         view.close()

@@ -90,8 +90,10 @@ def test_each_flush_writes_the_latest_status_so_far() -> None:
     t.writer.flush()
     t.on_progress(STAGE, rec, 50.0, None)
     t.writer.flush()
-    assert [(j.state, j.progress) for j in produced.jobs() if j] == [("active", None),
-                                                                     ("active", 50.0)]
+    assert [(j.state, j.progress) for j in produced.jobs() if j] == [
+        ("active", None),
+        ("active", 50.0),
+    ]
 
 
 def test_progress_of_a_call_that_timed_out_is_ignored() -> None:
@@ -164,8 +166,7 @@ def test_keep_completed_false_removes_the_entry_at_once_with_a_tombstone() -> No
     t.writer.flush()
     t.on_completed(STAGE, rec)
     t.writer.flush()
-    assert [(k, v is None) for _, v, k in produced.records] == [(b"job-1", False),
-                                                                (b"job-1", True)]
+    assert [(k, v is None) for _, v, k in produced.records] == [(b"job-1", False), (b"job-1", True)]
 
 
 def test_expired_entries_are_tombstoned_by_the_view_and_removed_everywhere(

@@ -107,6 +107,8 @@ def test_the_admin_gives_up_once_every_broker_has_been_down_for_a_while(
     with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1: Connection refused"):
         client.topics()
     assert now[0] == 1.0 + admin.ALL_DOWN_FOR_S
+
+
 class FullQueue:
     """A librdkafka producer whose local queue stays full: produce raises BufferError."""
 
@@ -205,8 +207,89 @@ def test_produce_passes_its_arguments_where_librdkafka_expects_them() -> None:
     reports: list[Any] = []
     producer.produce("t", b"value", b"key", [("event-id", b"id")], lambda *r: reports.append(r))
     producer.flush(10)
-    (err, msg), = reports
+    ((err, msg),) = reports
     assert err.code() == CKafkaError._MSG_TIMED_OUT
     assert (msg.topic(), msg.key(), msg.value()) == ("t", b"key", b"value")
     with pytest.raises(TypeError, match=r"[Hh]eader"):  # checked as headers, so in that slot
         producer.produce("t", b"value", None, [("event-id", 5)], lambda *_: None)  # type: ignore[list-item]
+
+
+class Trickle:
+    """A librdkafka consumer fed one record at a time: ``arrive`` records land while the
+    caller sleeps (as they would behind a first one)."""
+
+    def __init__(self, waiting: list[str], arrive: list[str]) -> None:
+        self.waiting, self.arrive = waiting, arrive
+        self.polls: list[float] = []
+
+    def consume(self, n: int, timeout: float) -> list[str]:
+        taken, self.waiting = self.waiting[:n], self.waiting[n:]
+        return taken
+
+    def poll(self, timeout: float) -> str | None:
+        self.polls.append(timeout)
+        return self.arrive.pop(0) if self.arrive else None
+
+    def land(self, _seconds: float) -> None:
+        self.waiting += self.arrive
+        self.arrive = []
+
+
+def trickling(
+    monkeypatch: pytest.MonkeyPatch, linger_s: float, waiting: list[str], arrive: list[str]
+) -> tuple[clients.KafkaConsumer, Trickle, list[float]]:
+    consumer = clients.KafkaConsumer(
+        {"bootstrap.servers": "127.0.0.1:1", "group.id": "g", "log_level": 0}, linger_s
+    )
+    consumer.close()
+    inner = Trickle(waiting, arrive)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        inner.land(seconds)
+
+    monkeypatch.setattr(clients, "_sleep", sleep)
+    consumer._consumer = inner  # type: ignore[assignment]
+    return consumer, inner, slept
+
+
+def test_a_first_record_waited_for_is_held_for_those_just_behind_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After waiting, the first record is held 5 ms; the records that land meanwhile come in
+    the same batch instead of one loop step each."""
+    consumer, inner, slept = trickling(monkeypatch, 0.005, [], ["r1", "r2", "r3"])
+    assert list(consumer.consume(500, 0.1)) == ["r1", "r2", "r3"]
+    assert (inner.polls, slept) == ([0.1], [0.005])
+
+
+def test_records_already_waiting_are_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer that is behind (a drain) takes what is there at once: no wait, no linger."""
+    consumer, inner, slept = trickling(monkeypatch, 0.005, ["r1", "r2"], ["r3"])
+    assert list(consumer.consume(500, 0.1)) == ["r1", "r2"]
+    assert (inner.polls, slept) == ([], [])
+
+
+@pytest.mark.parametrize(("linger_s", "room"), [(0.0, 500), (0.005, 1)])
+def test_no_linger_when_off_or_when_one_record_fills_the_batch(
+    monkeypatch: pytest.MonkeyPatch, linger_s: float, room: int
+) -> None:
+    consumer, _inner, slept = trickling(monkeypatch, linger_s, [], ["r1", "r2"])
+    assert list(consumer.consume(room, 0.1)) == ["r1"]
+    assert slept == []
+
+
+def test_stage_input_consumers_linger_and_others_do_not() -> None:
+    """Settings.batch_linger_s reaches the consumers that ask for it (a stage's inputs); a
+    reader whose records each have a waiter (replies) does not."""
+    from pipeline.kafka.transport import KafkaTransport
+
+    transport = KafkaTransport(Settings(bootstrap_servers="127.0.0.1:1", batch_linger_s=0.002))
+    made = [transport.consumer("g", "c", linger=True), transport.consumer("replies", "r")]
+    try:
+        assert [c._linger_s for c in made] == [0.002, 0.0]  # type: ignore[attr-defined]
+    finally:
+        for consumer in made:
+            consumer.close()
+    assert Settings().batch_linger_s == 0.005

@@ -19,7 +19,7 @@ SETTINGS = Settings(bootstrap_servers="127.0.0.1:1", producer_config={"linger.ms
 @pytest.fixture
 def configs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     made: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(ktransport, "KafkaConsumer", lambda c: made.append(("consumer", c)))
+    monkeypatch.setattr(ktransport, "KafkaConsumer", lambda c, *_: made.append(("consumer", c)))
     monkeypatch.setattr(ktransport, "KafkaProducer", lambda c: made.append(("producer", c)))
     return made
 

@@ -282,11 +282,22 @@ def test_slow_node_times_out_with_its_log_tail(home: Path) -> None:
     code = "import time; time.sleep(30)"
     stand_in = subprocess.Popen([sys.executable, "-c", code, str(n.properties_file)])
     try:
+        # Between fork and exec the child still has pytest's command line, which reads as "the
+        # node exited": on a loaded machine that window outlasts a 0.3 s deadline.
+        _await_command_line(stand_in.pid, str(n.properties_file))
         with pytest.raises(BrokerUnavailableError, match="did not log 'Kafka Server started'"):
             node.wait_ready({n: stand_in.pid}, time.monotonic() + 0.3, 0.3)
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def _await_command_line(pid: int, marker: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    while marker not in cmdline.read_bytes().decode(errors="replace"):
+        assert time.monotonic() < deadline, f"pid {pid} never ran with {marker} in its command line"
+        time.sleep(0.01)
 
 
 def test_port_in_use_detects_a_listener() -> None:

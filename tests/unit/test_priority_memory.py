@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from pipeline import Context, Settings, Stage, Topic
+from pipeline import Context, RateLimit, Settings, Stage, Topic
 from pipeline.failures import RetryPolicy
 from pipeline.queues import StatusReader
 from pipeline.testing import TestPipeline
@@ -210,3 +210,61 @@ def test_a_delayed_event_is_delivered_to_its_lane_when_due() -> None:
     lanes = {ping: topic.rsplit(".", 1)[-1] for ping, topic, _ in Reminder.seen}
     assert lanes == {"low": "p2", "top": "reminders", "mid": "p1"}
     assert all(late >= 0 for _, _, late in Reminder.seen), "none early"
+
+
+class LimitedMailer(Stage):
+    """One email per customer (record key) every 10 s; an email whose id says so always
+    fails (retried once, then dead-lettered). Notes the topic each email was read from."""
+
+    consumes = MAIL
+    group = "limited-mailer"
+    rate_limit = RateLimit(max=1, per_s=10, per_key=True)
+    retry = RetryPolicy(in_process_attempts=1, tiers=(1.0,))
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        LimitedMailer.seen.append((event.ping_id, ctx.topic))
+        if event.ping_id == "doomed":
+            raise ConnectionError("smtp down")
+
+
+def test_a_deferred_marketing_email_comes_back_on_the_marketing_lane() -> None:
+    """A busy customer's second marketing email is deferred by the per-key limit to the
+    deferral topic's marketing lane and read there (in the lane's own group): the welcome
+    emails waiting when it comes back go first, as for any marketing email."""
+    LimitedMailer.seen.clear()
+    deferral = "limited-mailer.deferred"
+    with TestPipeline([LimitedMailer], SETTINGS) as t:
+        t.publish(MAIL, Ping(ping_id="m1", n=0), key="busy", priority="marketing")
+        t.publish(MAIL, Ping(ping_id="m2", n=0), key="busy", priority="marketing")
+        t.run_until(lambda: bool(t.records(f"{deferral}.p2")), max_steps=5_000)
+        assert t.records(deferral) == [], "not on lane 0 of the deferral topic"
+        for n in range(5):
+            t.publish(MAIL, Ping(ping_id=f"w{n}", n=n), key=f"new-{n}", priority="welcome")
+        t.run_until_idle()
+        order = [p for p, _ in LimitedMailer.seen]
+        assert order[0] == "m1" and order[-1] == "m2", "the welcome emails first"
+        assert sorted(order[1:-1]) == [f"w{n}" for n in range(5)]
+        assert dict(LimitedMailer.seen)["m2"] == f"{deferral}.p2"
+        assert t.lag(LimitedMailer) == (1 + 1 + 5 + 1, 0), "inputs and the copy, committed"
+        reader = StatusReader(t.settings, t.pipeline.plans, transport=t.transport)  # type: ignore[arg-type]
+        with reader:
+            assert reader.read().stage("limited_mailer").lanes == (0, 0, 0)
+
+
+def test_a_lane_record_that_fails_keeps_its_lane_through_retries_deferred_or_not() -> None:
+    """The retry path keeps the lane: a marketing email that fails is retried, then
+    dead-lettered, with its lane as its origin (what decoding the retry, the dead letter and
+    ``pipeline dlq replay`` go by); a deferred one with its deferral lane, not lane 0."""
+    LimitedMailer.seen.clear()
+    with TestPipeline([LimitedMailer], SETTINGS) as t:
+        t.publish(MAIL, Ping(ping_id="m1", n=0), key="busy", priority="marketing")
+        t.publish(MAIL, Ping(ping_id="doomed", n=0), key="busy", priority="marketing")
+        t.publish(MAIL, Ping(ping_id="doomed", n=1), key="calm", priority="marketing")
+        t.run_until_idle()
+        read_from = [topic for ping, topic in LimitedMailer.seen if ping == "doomed"]
+        assert sorted(read_from) == sorted(["limited-mailer.deferred.p2", "test.pings.p2",
+                                           *["limited-mailer.retry.1s"] * 2])  # fmt: skip
+        origins = sorted(d.failure.original_topic or "" for d in t.dead_letters(LimitedMailer))
+        assert origins == ["limited-mailer.deferred.p2", "test.pings.p2"]
+        assert t.stats(LimitedMailer).retried == 2

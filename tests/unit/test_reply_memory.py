@@ -248,6 +248,26 @@ def test_a_dead_lettered_request_fails_its_requester_with_the_reason() -> None:
         assert len(t.broker.records("rq")) == 1
 
 
+def test_a_skipped_request_fails_its_requester_at_once_saying_so() -> None:
+    """The handler skips the request (``Skip``): the stage will never answer it, so the
+    requester gets ``RequestFailed`` naming the skip and its reason at once, not a
+    ``RequestTimeout`` after 30 s; the request is committed, not dead-lettered."""
+    t = memory()
+    with (
+        stages_running(t, Quoter) as harness,
+        Publisher(SETTINGS, transport=t, reply_topic="rq") as pub,
+    ):
+        with pytest.raises(RequestFailed, match="skipped by quoter: Skip: nothing to quote"):
+            pub.request_sync(QUOTES, QuoteRequested(sku="z", quantity=0), timeout_s=30)
+        assert (pub.replies.answered, pub.replies.timed_out) == (1, 0)
+        wait_until(lambda: harness.stats(Quoter).skipped == 1, 10, "the skip counted")
+        assert harness.dead_letters(Quoter) == []
+        # Skipped, not requested: no reply at all.
+        pub.publish(QUOTES, QuoteRequested(sku="p", quantity=0))
+        wait_until(lambda: harness.stats(Quoter).skipped == 2, 10, "the second skip")
+        assert len(t.broker.records("rq")) == 1
+
+
 class FlakyQuoter(Stage):
     """Fails every delivery: one retry tier, then the dead letter (from the retry topic)."""
 

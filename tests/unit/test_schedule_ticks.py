@@ -58,7 +58,9 @@ def test_a_wall_time_fall_back_repeats_fires_twice_once_per_instant() -> None:
     ticks = s.ticks(paris(2026, 10, 24, 12), paris(2026, 10, 26, 12), 10)
     first, second = paris(2026, 10, 25, 2, 30), paris(2026, 10, 25, 2, 30, fold=1)
     assert [t.astimezone(UTC) for t in ticks] == [
-        first.astimezone(UTC), second.astimezone(UTC), paris(2026, 10, 26, 2, 30).astimezone(UTC)
+        first.astimezone(UTC),
+        second.astimezone(UTC),
+        paris(2026, 10, 26, 2, 30).astimezone(UTC),
     ]
     assert second - first == timedelta(0) and to_ms(second) - to_ms(first) == 3_600_000
 

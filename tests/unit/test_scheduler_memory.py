@@ -3,6 +3,7 @@ CLI's commands, stepped by the test (no thread, no sleeping)."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 
 from pipeline import Settings
 from pipeline.app import Pipeline
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TransactionError
 from pipeline.scheduler import RETRY_S, Scheduler
 from pipeline.schedules import Schedule
 from pipeline.schedulestate import paused_record, state_topic, trigger_record
 from pipeline.testing import FakeClock, MemoryBroker
+from pipeline.testing.producer import MemoryProducer
 from pipeline.testing.transport import MemoryTransport
 from tests.integration.app_stages import PINGS, Ping
 
@@ -211,3 +213,71 @@ def test_a_failing_event_function_waits_for_its_retry_instead_of_spinning() -> N
     s.step()  # the tick is due: the function fails again, and is retried in RETRY_S
     assert s.owner and rig.pings() == []
     assert s._wait_s(5.0) == pytest.approx(RETRY_S)
+
+
+class ClockedStop(threading.Event):
+    """The scheduler's stop event, whose waits pass on the FakeClock instead of real time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.clock.advance(timeout or 0.0)
+        return self.is_set()
+
+
+def broker_away_until(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, back_at: float, calls: list[float]
+) -> None:
+    """init_transactions times out (as librdkafka's, each attempt taking its whole timeout)
+    until the broker is back at ``back_at`` on the clock's monotonic time."""
+    real = MemoryProducer.init_transactions
+
+    def init_transactions(self: MemoryProducer, timeout_s: float) -> None:
+        calls.append(timeout_s)
+        left = back_at - clock.monotonic()
+        if left > timeout_s:
+            clock.advance(timeout_s)
+            raise TransactionError("init_transactions: Timed out (_TIMED_OUT)", code="_TIMED_OUT",
+                                   retriable=True)  # fmt: skip
+        clock.advance(max(left, 0.0))
+        real(self, timeout_s)
+
+    monkeypatch.setattr(MemoryProducer, "init_transactions", init_transactions)
+
+
+def test_an_owner_taking_over_while_the_broker_is_down_waits_then_fires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One take-over waits at most INIT_TIMEOUT_S (the group's consumer is served between two),
+    then the next one tries again; once the broker is back the owner fires."""
+    rig = Rig()
+    calls: list[float] = []
+    broker_away_until(monkeypatch, rig.clock, back_at=45.0, calls=calls)
+    scheduler = rig.scheduler()
+    scheduler.stop_event = ClockedStop(rig.clock)
+    scheduler.step()  # assigned, and the first take-over waits its 30 s in vain
+    assert not scheduler.owner and 30.0 <= rig.clock.monotonic() < 31.0
+    assert max(calls) <= 2.0, "an attempt longer than 2 s: a stop would wait for it"
+    run(rig.clock, [scheduler], 20)
+    assert scheduler.owner and rig.pings(), "no tick fired once the broker was back"
+
+
+def test_a_stop_while_taking_over_ends_the_wait_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig()
+    calls: list[float] = []
+    broker_away_until(monkeypatch, rig.clock, back_at=1_000.0, calls=calls)
+    scheduler = rig.scheduler()
+    stop = scheduler.stop_event = ClockedStop(rig.clock)
+    real_wait = stop.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        if len(calls) >= 3:
+            stop.set()  # SIGTERM while the owner waits for the broker
+        return real_wait(timeout)
+
+    stop.wait = wait  # type: ignore[method-assign]
+    scheduler.run()  # returns: the stop ended the wait, and the loop
+    assert len(calls) == 3 and rig.clock.monotonic() < 15.0
+    assert not scheduler.owner

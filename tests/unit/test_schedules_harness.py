@@ -36,7 +36,8 @@ def test_a_daily_report_is_due_at_nine_paris_time_once_a_day() -> None:
         t.run_until_idle()
         reports = t.outputs(TICKS)
         assert [(r.ping_id, r.n) for r in reports] == [
-            (nine.date().isoformat(), 9), ((nine + timedelta(days=1)).date().isoformat(), 9)
+            (nine.date().isoformat(), 9),
+            ((nine + timedelta(days=1)).date().isoformat(), 9),
         ]
         assert t.stats(TickSink).processed == 2  # the stage handled both
         assert t.scheduler is not None and len(t.scheduler.fired) == 2

@@ -74,7 +74,9 @@ class RecordingTransport:
     def check(self) -> None:
         self.calls.append(("check",))
 
-    def consumer(self, group: str, client_id: str, *, retry: bool = False) -> MemoryConsumer:
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> MemoryConsumer:
         self.calls.append(("consumer", group, client_id, retry))
         self.consumers.append(self.inner.consumer(group, client_id, retry=retry))
         return self.consumers[-1]

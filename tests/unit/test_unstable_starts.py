@@ -130,6 +130,25 @@ def test_a_failed_read_of_the_whole_assignment_holds_it_all() -> None:
     assert consumer.paused == {A, B} and starts.holds.held == [A, B]
 
 
+def test_partitions_held_after_an_abort_start_again_at_their_committed_offsets() -> None:
+    """After an aborted transaction whose committed offsets could not be read (the broker
+    restarting): paused, read again with the backoff, and sought there once readable."""
+    consumer, clock = StubConsumer(), FakeClock()
+    starts = StableStarts(consumer, CONFIG, clock.monotonic)
+    consumer.answers = [{A: 5, B: 9}]
+    starts.assign([A, B])
+    starts.hold([A, B], "Failed to get committed offsets: Local: Timed out")
+    assert consumer.paused == {A, B} and starts.holds.held == [A, B]
+    consumer.answers = [KafkaException(KafkaError(KafkaError._TIMED_OUT))]
+    clock.advance(0.5)
+    starts.retry()
+    assert consumer.seeks == [] and consumer.paused == {A, B}
+    consumer.answers = [{A: 6, B: 9}]
+    clock.advance(1.0)
+    starts.retry()
+    assert sorted(consumer.seeks) == [("t", 0, 6), ("t", 1, 9)] and consumer.paused == set()
+
+
 def test_no_committed_offset_at_all_starts_from_the_reset_policy() -> None:
     consumer, clock = StubConsumer(), FakeClock()
     starts = StableStarts(consumer, CONFIG, clock.monotonic)

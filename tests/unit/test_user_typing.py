@@ -19,7 +19,7 @@ import pipeline
 
 REPO = Path(pipeline.__file__).resolve().parent.parent
 
-USER_MODULE = '''
+USER_MODULE = """
 from pipeline import (
     Context, Delivered, DeliveryError, Event, Pipeline, Publisher, Settings, Stage, Topic, Worker,
     load_settings,
@@ -66,7 +66,7 @@ def run(settings: Settings) -> bool:
 
 
 run(load_settings())
-'''
+"""
 
 # Each line is wrong only if the name has its real type (as ``object`` or ``Any`` all pass).
 MISUSES = """

@@ -1,0 +1,91 @@
+"""The bench's latency chain: its records' stamps, its steady-state rule and its table."""
+
+from __future__ import annotations
+
+import time
+from random import Random
+
+import pytest
+
+from bench import report
+from bench.contenders import common, load, sink
+
+
+@pytest.mark.parametrize("sent_ns", [0, 1, -1, 127, 128, 2**62, 1_764_612_345_678_901_234])
+def test_sent_ns_is_read_from_the_end_of_an_encoded_order(sent_ns: int) -> None:
+    """The varint read from the record's tail is what fastavro wrote for its last field."""
+    record = common.make_record(Random(3), sent_ns=sent_ns)
+    value = common.encode_record(record)
+    assert common.sent_ns_of(value) == sent_ns
+    assert value.endswith(common.zigzag_varint(sent_ns))
+
+
+def test_a_stamped_record_decodes_as_an_order_with_its_key_and_send_time() -> None:
+    """The load's pre-encoded records are valid bench.Orders, keyed by a unique order id."""
+    records = load.Stamped(variety=3)
+    now = time.time_ns()
+    keys = set()
+    for i in range(7):
+        value, key = records.take(i, now + i)
+        order = common.decode(value)
+        assert (order.order_id.encode(), order.sent_ns, order.hops) == (key, now + i, 0)
+        keys.add(key)
+    assert len(keys) == 7
+
+
+def test_latencies_that_agree_within_a_quarter_are_steady() -> None:
+    """Three seconds within 25% (+20 ms) of their median are steady; a rising backlog is not."""
+    assert sink.steady([900.0, 40.0, 45.0, 52.0])
+    assert not sink.steady([40.0, 45.0])  # too few seconds yet
+    assert not sink.steady([300.0, 600.0, 900.0])  # the queue grows
+    assert sink.steady([3000.0, 3100.0, 3200.0])  # steady, if saturated (the flag says so)
+
+
+def test_the_warm_up_ends_when_steady_after_the_minimum_or_at_the_limit() -> None:
+    """Seconds of receipt close as records come; the first partial one is not a sample."""
+    t0, second = 50 * 10**9, 10**9
+    watch = sink.Steadiness(max_warmup_s=20)
+    for i, backlog_ms in enumerate((900.0, 700.0, 500.0, 300.0)):  # startup backlog draining
+        watch.add([backlog_ms], t0 + i * second)
+        assert not watch.done
+    for i in range(4, 7):
+        watch.add([30.0, 32.0], t0 + i * second)
+        assert not watch.done  # the seconds closed so far do not agree yet
+    watch.add([31.0], t0 + 7 * second)
+    assert (watch.done, watch.steady, watch.warmup_s(t0 + 7 * second)) == (True, True, 7.0)
+
+    growing = sink.Steadiness(max_warmup_s=5)
+    for i in range(7):
+        growing.add([100.0 * 2**i], t0 + i * second)
+    assert (growing.done, growing.steady) == (True, False)
+
+
+def test_the_summary_times_only_the_window_and_gives_a_series_per_second() -> None:
+    """Records sent before the window (warm-up) or after it are left out of the figures."""
+    ms = 10**6
+    start = 100 * 10**9
+    samples = [
+        (start - 2 * 10**9 + i * ms, start - 2 * 10**9 + i * ms + 500 * ms) for i in range(5)
+    ]
+    samples += [(start + i * 10 * ms, start + i * 10 * ms + 20 * ms) for i in range(100)]
+    samples += [(start + 10**10, start + 10**10 + 9000 * ms)]
+    result = sink.summary(samples, (start, start + 10**9, 100), True, 4.0)
+    assert (result["received"], result["p50_ms"], result["max_ms"]) == (100, 20.0, 20.0)
+    assert not result["saturated"]
+    assert result["series"][0] == [-2, 5, 500.0, 500.0]
+    assert result["series"][1] == [0, 100, 20.0, 20.0]
+
+
+def test_the_chain_table_shows_warm_up_cpu_and_load_lag() -> None:
+    """One row per contender, the round that never got steady marked with a star."""
+
+    def chain_round(p99: float, steady: bool) -> dict[str, object]:
+        return {"p50_ms": p99 / 2, "p99_ms": p99, "p99_late_ms": p99, "saturated": False,
+                "received": 10, "expected": 10, "warmup_s": 4.0, "steady": steady,
+                "stage_cpu_us_per_record": 120.0, "load_behind_ms": 3.0}  # fmt: skip
+
+    rounds = {"0.25": {"raw": [chain_round(100, True)], "ours": [chain_round(140, False)]}}
+    raw_row, ours_row = report.chain_table(rounds, {"0.25": 1000.0})[2:]
+    assert "| raw | 50.0 | 100.0 | 1.00 |" in raw_row
+    assert "| ours | 70.0 | 140.0 | 1.40 |" in ours_row
+    assert "| 4* | 120 | 3 | 10/10 |" in ours_row
