@@ -282,7 +282,10 @@ class KafkaProducer:
         return int(self._producer.poll(timeout_s))
 
     def flush(self, timeout_s: float) -> int:
-        return int(self._producer.flush(timeout_s))
+        try:
+            return int(self._producer.flush(timeout_s))
+        except KafkaException as exc:  # a fenced transactional producer raises from flush too
+            raise _flush_error(exc) from exc
 
     def __len__(self) -> int:
         return len(self._producer)
@@ -334,6 +337,13 @@ class KafkaProducer:
 
     def _on_error(self, err: Any) -> None:
         CLIENT_ERRORS_LOG.warning("producer: %s", err)
+
+
+def _flush_error(exc: KafkaException) -> KafkaError:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, CKafkaError) and (err.fatal() or err.code() in _FENCED):
+        return ProducerFencedError(f"flush: {err.str()} ({err.name()})", code=err.name())
+    return wrap(exc, "flush")
 
 
 def _transaction_error(what: str, err: Any) -> TransactionError:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka.admin import AdminClient
 
 from pipeline import Event, Stage
@@ -28,6 +29,8 @@ from pipeline.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFSET_BEGINNING = -2  # librdkafka's logical offset: the start of the partition
+NOT_READY = {CKafkaError.NOT_LEADER_FOR_PARTITION, CKafkaError.LEADER_NOT_AVAILABLE,
+             CKafkaError.UNKNOWN_TOPIC_OR_PART, CKafkaError._TIMED_OUT}  # fmt: skip
 
 
 def wait_until(
@@ -212,6 +215,13 @@ def end_offsets(settings: Settings, topic: str) -> int:
             consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in meta.partitions
         )
+    except KafkaException as exc:
+        # A topic made a moment ago (a worker's startup job) may not have its leader known
+        # yet (NOT_LEADER_FOR_PARTITION): "none yet" to a wait_until, never a test error.
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, CKafkaError) and (err.retriable() or err.code() in NOT_READY):
+            return -1
+        raise
     finally:
         consumer.close()
 
