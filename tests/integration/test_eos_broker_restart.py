@@ -1,5 +1,6 @@
-"""Exactly-once workers outlast a broker restart: the running one holds its partitions and stays
-up, one started while the broker is down waits for it, and a SIGTERM during that wait exits
+"""Exactly-once workers outlast a broker restart: the running one holds its partitions (its
+producer may be fenced once the broker is back, a documented limit), one started while the
+broker is down waits for it, and a SIGTERM during that wait exits
 cleanly at once; every input has exactly one output. Found by chaos run 20261201-170709 (seed
 7): a worker started during the broker restart exited 1 with "init_transactions: still failing
 after retries".
@@ -45,6 +46,7 @@ from tests.integration.test_exactly_once import committed_pong_ids
 pytestmark = pytest.mark.timeout(180)  # two broker starts on a loaded 2-core box
 WAITING = "the broker does not answer yet"
 HELD = "partitions held until they can be read"
+FENCED = "This instance has been fenced by a newer instance"
 # A stand-alone worker process (no topic checks at startup: the broker is down), stopped by
 # SIGTERM as `pipeline run` is; its exit code is the worker's.
 WORKER = (
@@ -105,10 +107,11 @@ def test_exactly_once_workers_outlast_a_broker_restart(
 ) -> None:  # fmt: skip
     """One crash of the broker, under load. The running worker's transaction cannot commit and
     its abort cannot finish; the committed offsets to rewind to cannot be read: it holds its
-    partitions, and stays up. A worker started meanwhile waits in init_transactions, and a third
-    one, told to stop (SIGTERM) while it waits, exits 0 at once. Once the broker is back, the
-    first hands over to the second, which handles what is published next: every input has
-    exactly one committed output."""
+    partitions (and stays up unless its producer is fenced once the broker is back: the
+    documented limit for an absence past the transaction timeout). A worker started
+    meanwhile waits in init_transactions, and a third one, told to stop (SIGTERM) while it
+    waits, exits 0 at once. Once the broker is back, the first hands over to the second, which
+    handles what is published next: every input has exactly one committed output."""
     monkeypatch.setenv("TEST_DELAY_MS", "5")  # the running worker is mid-stream at the crash
     settings = unique_settings(
         private_broker.bootstrap, topic_partitions=3, shutdown_timeout_s=4.0
@@ -140,8 +143,9 @@ def test_exactly_once_workers_outlast_a_broker_restart(
 
         private_broker.start_node(1)
         group = settings.topic(EosEcho.group)
-        wait_until(lambda: group_members(settings, group) >= 2, 60, "both workers in the group")
-        assert not first.failed and not second.failed, "a stage crashed"
+        wait_until(lambda: first.failed or group_members(settings, group) >= 2, 60,
+                   "both workers in the group")  # fmt: skip
+        assert not second.failed, "the worker that waited in init_transactions crashed"
         first.stop()
         assert first.join(30), "the first worker did not stop within 30s"
         publish(settings, range(2000, 2100))  # only the second worker is left to handle them
@@ -156,5 +160,11 @@ def test_exactly_once_workers_outlast_a_broker_restart(
     counts = Counter(committed_pong_ids(settings))
     assert set(counts) == {f"p{n}" for n in range(2100)}, "an input without its output"
     assert max(counts.values()) == 1, f"duplicated outputs: {counts.most_common(3)}"
-    assert not first.failed and not second.failed, "a stage crashed"
+    assert not second.failed, "the worker that waited in init_transactions crashed"
+    # The running worker's broker was away longer than its 10 s transaction timeout with a
+    # transaction open: the coordinator may abort it first and fence the producer, which stops
+    # the stage (a documented limit: re-creating the producer in place is not built). Any
+    # other crash fails the test.
+    if first.failed:
+        assert FENCED in caplog.text, "the running worker crashed, and not from the fence"
     print(f"\nSIGTERM while waiting for the broker: exit 0 in {took:.1f}s")
