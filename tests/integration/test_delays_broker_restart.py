@@ -24,9 +24,6 @@ from chaos.broker import PrivateBroker
 from pipeline import Context, Publisher, RetryPolicy, Settings, Stage, Topic
 from pipeline.delays import cancel_topic
 from pipeline.kafka import KafkaAdmin
-from pipeline.localkafka import LocalKafka
-from pipeline.localkafka.layout import HOST, kafka_home
-from pipeline.localkafka.process import port_in_use
 from tests.integration.app_stages import Ping
 from tests.integration.kit import (
     group_members,
@@ -35,6 +32,7 @@ from tests.integration.kit import (
     unique_settings,
     wait_until,
 )
+from tests.integration.private_broker import private_broker_at
 
 # Two broker starts on a loaded 2-core box, the delays (10 s at most) and the catch-up after.
 pytestmark = pytest.mark.timeout(180)
@@ -42,31 +40,10 @@ pytestmark = pytest.mark.timeout(180)
 DELAYED = Topic("test.delayed", Ping, key="ping_id", id_field="ping_id", delayed=True)
 
 
-def free_base_port(first: int = 29692) -> int:
-    """A base port with a one-node cluster's two ports (client, controller) free."""
-    for base in range(first, first + 400, 5):
-        if not (port_in_use(HOST, base) or port_in_use(HOST, base + 1)):
-            return base
-    raise RuntimeError("no two free ports for a private broker")
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    from tests.brokers import broker_required
-
-    try:
-        LocalKafka(root=kafka_home()).assemble()  # a no-op once assembled (the session's did)
-        broker = PrivateBroker(tmp_path / "kafka", free_base_port())
-        broker.start()
-    except Exception as exc:
-        LocalKafka.current(tmp_path / "kafka").stop()
-        if broker_required():
-            raise
-        pytest.skip(f"no private broker: {exc}")
-    try:
+    with private_broker_at(tmp_path, first=29692) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 class Receive(Stage):

@@ -28,9 +28,6 @@ from chaos.broker import PrivateBroker
 from pipeline import Publisher
 from pipeline.app import Pipeline
 from pipeline.config import Settings
-from pipeline.localkafka import LocalKafka
-from pipeline.localkafka.layout import HOST, kafka_home
-from pipeline.localkafka.process import port_in_use
 from pipeline.worker import Worker
 from tests.integration.app_stages import PINGS, EosEcho, Ping
 from tests.integration.kit import (
@@ -41,6 +38,7 @@ from tests.integration.kit import (
     unique_settings,
     wait_until,
 )
+from tests.integration.private_broker import private_broker_at
 from tests.integration.test_exactly_once import committed_pong_ids
 
 pytestmark = pytest.mark.timeout(180)  # two broker starts on a loaded 2-core box
@@ -61,31 +59,10 @@ WORKER = (
 )
 
 
-def free_base_port(first: int = 19700) -> int:
-    """A base port with a one-node cluster's two ports (client, controller) free."""
-    for base in range(first, first + 400, 5):
-        if not (port_in_use(HOST, base) or port_in_use(HOST, base + 1)):
-            return base
-    raise RuntimeError("no two free ports for a private broker")
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    from tests.brokers import broker_required
-
-    try:
-        LocalKafka(root=kafka_home()).assemble()  # a no-op once assembled (the session's did)
-        broker = PrivateBroker(tmp_path / "kafka", free_base_port())
-        broker.start()
-    except Exception as exc:
-        LocalKafka.current(tmp_path / "kafka").stop()
-        if broker_required():
-            raise
-        pytest.skip(f"no private broker: {exc}")
-    try:
+    with private_broker_at(tmp_path, first=19700) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 def worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
