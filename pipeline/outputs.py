@@ -39,6 +39,7 @@ from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.serde import Binding, Codec
+from pipeline.serde.codec import bound_encoder
 
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
@@ -53,6 +54,11 @@ class OutputWriter:
         self._outputs = plan.outputs
         self._replies = plan.replies
         self._codec = codec
+        # Per logical output topic, the codec bound to its binding and physical topic.
+        self._encoders = {
+            name: bound_encoder(codec, binding, physical)
+            for name, (physical, binding) in plan.outputs.items()
+        }
         self._producer = producer
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
@@ -69,15 +75,17 @@ class OutputWriter:
         """Encode every output before producing any: one that cannot be encoded must not leave
         its siblings half published."""
         out = []
+        encoders = self._encoders
         for output in ctx.outputs:
             if output.reply_to is not None:
-                physical, binding = output.reply_to, self._reply_binding(output)
+                binding, topic = self._reply_binding(output), output.reply_to
+                encode = bound_encoder(self._codec, binding, topic)  # a reply: rare, not bound
             else:
-                physical, binding = self._outputs[output.topic.name]
+                encode = encoders[output.topic.name]
             if output.delay is not None:  # checked here: a bad one fails the handler's call
                 output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
-                out.append(self._codec.encode(output.event, binding, physical))
+                out.append(encode(output.event))
             except SerializationError:
                 raise
             except Exception as exc:
