@@ -125,7 +125,7 @@ class PartitionOffsets:
     def _pop_finished(self) -> None:
         """Move the watermark past the finished records at the head of the queue."""
         opened = self._open
-        while opened and opened[0].done:
+        while opened and opened[0].outstanding == 0 and not opened[0].failed:  # .done, inline
             token = opened.popleft()
             self._next = token.offset + 1
             if token.event_id is not None:
@@ -186,6 +186,9 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        # The same dict, read only: the runner looks a partition up without a call per record
+        # (``partition`` when it is not there yet). Never replaced, only added to and popped.
+        self.partitions = self._parts
         self.keeping: set[TopicPartition] = set()  # partitions with kept tokens (see rewind)
 
     def partition(self, tp: TopicPartition) -> PartitionOffsets:

@@ -109,9 +109,15 @@ class StageRunner:
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
         self._router, self._refusals = p.router, p.refusals
         self._batch_gates = p.chain.batch_gates
-        # Bound once, not per record; input records skip the gates about retry-topic records.
+        # Bound once, not per record; input records skip the gates about retry-topic records,
+        # and every record skips the gates whose watched state is all empty (``calm``).
         self._retry_checks = tuple(gate.check for gate in p.chain.gates)
         self._input_checks = tuple(gate.check for gate in p.chain.input_gates)
+        self._calm_retry_checks = tuple(gate.check for gate in p.chain.calm_gates)
+        self._calm_input_checks = tuple(gate.check for gate in p.chain.calm_input_gates)
+        self._watched = p.chain.watched
+        self._offsets_of = p.tracker.partitions.get
+        self._stuck, self._verdicts = p.router.stuck, p.refusals.verdicts  # read, never replaced
         self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
         self._executor = parts.executor(self, p, self._invoke, batch_size, batch_timeout_s)
@@ -241,19 +247,25 @@ class StageRunner:
             return None
         topic = record.topic()
         tp = (topic, record.partition())
+        watching = any(self._watched)  # else the gates that watch some state pass it anyway
         if topic in self._retry_topics:
             origin: Origin | None = origin_of(record, from_retry_topic=True)
-            checks = self._retry_checks
+            checks = self._retry_checks if watching else self._calm_retry_checks
         else:
-            origin, checks = None, self._input_checks
+            origin = None
+            checks = self._input_checks if watching else self._calm_input_checks
+        offset = record.offset()
         for check in checks:
             verdict = check(record, tp, origin)
             if verdict is not None:  # held (its partition paused and rewound) or settled
-                verdict.act(self._holds, tp, record.offset())
+                verdict.act(self._holds, tp, offset)
                 return None
         dedupe = self._dedupe_gate
         event_id = dedupe.event_id if dedupe is not None else None
-        token = self._tracker.partition(tp).begin(record.offset(), 1, event_id)
+        part = self._offsets_of(tp)
+        if part is None:  # its first record
+            part = self._tracker.partition(tp)
+        token = part.begin(offset, 1, event_id)
         try:
             event = self._decode(record, origin)
         except Exception as exc:
@@ -295,17 +307,18 @@ class StageRunner:
     ) -> None:  # fmt: skip
         if self._probe is not None:
             self._probe.succeeded(tp, token)
-        if self._router.stuck:
+        if self._stuck:  # some partition retries a record in place
             self._router.succeeded(tp, token.offset)
         if self._on_succeeded is not None:
             self._on_succeeded(record, ctx)
         if not payloads:
-            token.settle(0)
+            token.outstanding -= 1  # token.settle(0), inline
             if self._on_completed is not None:
                 self._on_completed(record)
             return
-        token.settle(len(payloads))  # the handler's unit becomes its outputs' acknowledgements
-        if self._refusals.verdicts and self._refusals.take_alone(tp, token.offset):
+        # The handler's unit becomes its outputs' acknowledgements (token.settle, inline).
+        token.outstanding += len(payloads) - 1
+        if self._verdicts and self._refusals.take_alone(tp, token.offset):
             self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
             self._outputs.produce(record, ctx, payloads, tp, token)
             self._producer.flush(ALONE_FLUSH_S)
