@@ -51,7 +51,6 @@ class OutputWriter:
         clock: Clock = SYSTEM,
     ) -> None:  # fmt: skip
         self._stage = plan.name
-        self._outputs = plan.outputs
         self._replies = plan.replies
         self._codec = codec
         # Per logical output topic, the codec bound to its binding and physical topic.
@@ -62,7 +61,9 @@ class OutputWriter:
         self._producer = producer
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
-        self._suffixes: list[bytes] = []
+        self._physical = {name: physical for name, (physical, _) in plan.outputs.items()}
+        # ``b"/<stage>/<index>"`` of the first outputs, made ahead (``_seed_suffix`` the rest).
+        self._suffixes: list[bytes] = [f"/{self._stage}/{i}".encode() for i in range(8)]
         # Per partition, the hash state its records' coordinates ids start from (inputs
         # without an event-id header: see ``headers.id_at``).
         self._prefixes: dict[TopicPartition, Any] = {}
@@ -120,16 +121,17 @@ class OutputWriter:
             else DeliveredThenCompleted(token, record, self._on_completed)
         )  # fmt: skip
         produce = self._producer.produce
-        outputs = self._outputs
-        suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
-            suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
+            try:
+                suffix = self._suffixes[index]
+            except IndexError:  # more outputs than any input had before
+                suffix = self._seed_suffix(index)
             h = _BLAKE2B_16.copy()  # derived_id_bytes(parent + suffix), inline
             h.update(parent + suffix)
             own = _dash_join(_UUID_GROUPS(_hexlify(h.digest())))
             headers = [(EVENT_ID, own), (PARENT_ID, parent), *propagated, *output.headers]
             # A reply goes to the requester's own topic (no lanes, no delay: ctx.reply sets none).
-            base = output.reply_to or outputs[output.topic.name][0]
+            base = output.reply_to or self._physical[output.topic.name]
             topic = lane_topic(base, output.lane) if output.lane else base
             sent = headers
             if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
