@@ -16,7 +16,8 @@ Each ``step``, in order:
    retry in place, dead letter, skip, or a hold of everything while the breaker is open);
 6. serve delivery reports (an input *finishes* when all its outputs are acknowledged) and
    refused outputs (``pipeline.refusals``: re-read after a backoff, or dead-letter the input);
-7. on their intervals: commit the contiguous finished watermark of each partition, and tick.
+7. on their intervals: commit the contiguous finished watermark of each partition, and tick;
+   and every step, the step's successes counted to the hooks that only count them.
 
 Hooks (``pipeline.hooks``) hear every step, resolved once in the constructor: a hook point nobody
 listens to is ``None`` and costs one attribute test. ``StageStats`` is such a subscriber.
@@ -124,6 +125,9 @@ class StageRunner:
         self._stalls = parts.stall_watch(plan, self._executor, h, clock, poll_limit_s)
         self._last_commit = self._last_tick = clock.monotonic()
         self._on_succeeded, self._on_completed = h.on_succeeded, h.on_completed
+        # Successes (records, outputs) of this step, for the hooks that only count them.
+        self._count_succeeded = h.count_succeeded
+        self._succeeded_records = self._succeeded_outputs = 0
         self._on_tick = h.on_tick
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
@@ -188,6 +192,7 @@ class StageRunner:
             # just now, so the revoke callback must not block on a second round.
             self._closing = True
             self._consumer.close()
+            self._hand_over_counts()  # the drain's successes
             log.info("%s: stopped", self.plan.name)
 
     def _flush_and_commit(self, partitions: set[TopicPartition], budget_s: float) -> None:
@@ -311,6 +316,7 @@ class StageRunner:
             self._router.succeeded(tp, token.offset)
         if self._on_succeeded is not None:
             self._on_succeeded(record, ctx)
+        self._succeeded_records += 1
         if not payloads:
             token.outstanding -= 1  # token.settle(0), inline
             if self._on_completed is not None:
@@ -318,6 +324,7 @@ class StageRunner:
             return
         # The handler's unit becomes its outputs' acknowledgements (token.settle, inline).
         token.outstanding += len(payloads) - 1
+        self._succeeded_outputs += len(payloads)
         if self._verdicts and self._refusals.take_alone(tp, token.offset):
             self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
             self._outputs.produce(record, ctx, payloads, tp, token)
@@ -350,8 +357,9 @@ class StageRunner:
             # partition rewound to its committed offset (refused ones stay held meanwhile).
             self._committer.delivery_failed()
 
-    # 7. commit, tick
+    # 7. commit, tick, count
     def _on_intervals(self) -> None:
+        self._hand_over_counts()
         now = self._clock.monotonic()
         if now - self._last_commit >= self._commit_interval or self._committer.overdue:
             self._last_commit = now
@@ -361,6 +369,12 @@ class StageRunner:
         if self._on_tick is not None and now - self._last_tick >= TICK_INTERVAL_S:
             self._last_tick = now
             self._on_tick(now)
+
+    def _hand_over_counts(self) -> None:
+        """The successes since the last call, to the hooks that count them (``StatsHook``)."""
+        if self._succeeded_records and self._count_succeeded is not None:
+            self._count_succeeded(self._succeeded_records, self._succeeded_outputs)
+        self._succeeded_records = self._succeeded_outputs = 0
 
     def hold_deadlines(self) -> list[float]:
         """When each held partition resumes (monotonic): a test harness's fake clock jumps."""
