@@ -125,8 +125,11 @@ class PartitionOffsets:
     def _pop_finished(self) -> None:
         """Move the watermark past the finished records at the head of the queue."""
         opened = self._open
-        while opened and opened[0].outstanding == 0 and not opened[0].failed:  # .done, inline
-            token = opened.popleft()
+        while opened:
+            token = opened[0]
+            if token.outstanding or token.failed:  # not done (``Token.done``, inline)
+                break
+            opened.popleft()
             self._next = token.offset + 1
             if token.event_id is not None:
                 self.finished_ids.append(token.event_id)

@@ -22,7 +22,9 @@ from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import (
     _BLAKE2B_16,
+    _UUID5_PARTS,
     _UUID_GROUPS,
+    _VARIANT,
     CORRELATION_ID,
     EVENT_ID,
     PARENT_ID,
@@ -31,7 +33,6 @@ from pipeline.headers import (
     _dash_join,
     _hexlify,
     coordinates_prefix,
-    uuid5_text,
 )
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
@@ -41,6 +42,7 @@ from pipeline.registry import StagePlan
 from pipeline.serde import Binding, Codec
 from pipeline.serde.codec import bound_encoder
 
+_blake2b_16 = _BLAKE2B_16.copy
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
@@ -126,7 +128,7 @@ class OutputWriter:
                 suffix = self._suffixes[index]
             except IndexError:  # more outputs than any input had before
                 suffix = self._seed_suffix(index)
-            h = _BLAKE2B_16.copy()  # derived_id_bytes(parent + suffix), inline
+            h = _blake2b_16()  # derived_id_bytes(parent + suffix), inline
             h.update(parent + suffix)
             own = _dash_join(_UUID_GROUPS(_hexlify(h.digest())))
             headers = [(EVENT_ID, own), (PARENT_ID, parent), *propagated, *output.headers]
@@ -218,7 +220,9 @@ def _carried(
             prefix = prefixes[tp] = coordinates_prefix(*tp)
         h = prefix.copy()
         h.update(b"%d" % offset)
-        parent = uuid5_text(h.digest())
+        # uuid5_text(h.digest()), inline
+        a, b, c, variant, d, e = _UUID5_PARTS(_hexlify(h.digest()))
+        parent = _dash_join((a, b, b"5" + c, _VARIANT[variant] + d, e))
     if not correlated:
         propagated.append((CORRELATION_ID, parent))
     return parent, propagated
