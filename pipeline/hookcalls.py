@@ -4,9 +4,10 @@
 with the stage bound; user hooks are guarded (a hook that raises is logged, not raised),
 ``Trusted`` built-in subscribers are called directly, and one that only counts successes
 (``count_succeeded``) is handed the counts once per loop step rather than called per record
-(``Hooks.count_succeeded``). ``around_handler`` is applied once to the handler (``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``, the
-scheduler's ``on_schedule_fired`` by ``pipeline_hook``; the worker's two rare events go through
-``call_each``.
+(``Hooks.count_succeeded``). ``around_handler`` is applied once to the handler
+(``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``, the
+scheduler's ``on_schedule_fired`` by ``pipeline_hook``; the worker's two rare events go
+through ``call_each``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ class Hooks:
         if counting:  # on_succeeded without them; they get the counts instead
             rest = [h for h in self.hooks if h not in counting]
             self.on_succeeded = _resolve(stage, "on_succeeded", rest)
-        self.count_succeeded = _unguarded("count_succeeded", counting, (stage,)) if counting else None
+        self.count_succeeded = (
+            _unguarded("count_succeeded", counting, (stage,)) if counting else None
+        )
         self.output_headers = _collect(stage, "output_headers", self.hooks)
         self._around = [
             (_Guard(h, "around_handler"), partial(h.around_handler, stage))

@@ -107,12 +107,12 @@ class PartitionOffsets:
         token.failed = False
         token.refused = None
         token.tp = None
-        if outstanding == 0 and not self._open:
+        if outstanding == 0 and not opened:  # (the same deque: _pop_finished pops in place)
             self._next = offset + 1  # fast path: nothing pending, nothing to queue
             if event_id is not None:
                 self.finished_ids.append(event_id)
         else:
-            self._open.append(token)
+            opened.append(token)
         return token
 
     def committable(self) -> int | None:

@@ -265,12 +265,11 @@ class StageRunner:
             if verdict is not None:  # held (its partition paused and rewound) or settled
                 verdict.act(self._holds, tp, offset)
                 return None
-        dedupe = self._dedupe_gate
-        event_id = dedupe.event_id if dedupe is not None else None
         part = self._offsets_of(tp)
         if part is None:  # its first record
             part = self._tracker.partition(tp)
-        token = part.begin(offset, 1, event_id)
+        dedupe = self._dedupe_gate  # the id it let pass is recorded as done once committed
+        token = part.begin(offset, 1, None if dedupe is None else dedupe.event_id)
         try:
             event = self._decode(record, origin)
         except Exception as exc:
@@ -323,8 +322,9 @@ class StageRunner:
                 self._on_completed(record)
             return
         # The handler's unit becomes its outputs' acknowledgements (token.settle, inline).
-        token.outstanding += len(payloads) - 1
-        self._succeeded_outputs += len(payloads)
+        emitted = len(payloads)
+        token.outstanding += emitted - 1
+        self._succeeded_outputs += emitted
         if self._verdicts and self._refusals.take_alone(tp, token.offset):
             self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
             self._outputs.produce(record, ctx, payloads, tp, token)

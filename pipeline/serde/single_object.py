@@ -77,7 +77,8 @@ class SingleObjectCodec:
         binding's own schema (the magic and fingerprint in one prefix test), read cleanly. Any
         other record, and any failure, takes ``decode`` itself, which raises ours (a failure is
         read again: the cost is on the failure path only)."""
-        own, parsed, validate, decode = MAGIC + binding.fingerprint, binding.parsed, binding.validate, self.decode
+        own, parsed, validate = MAGIC + binding.fingerprint, binding.parsed, binding.validate
+        decode = self.decode
 
         def decode_own(data: bytes) -> E:
             if not data.startswith(own):  # another writer schema, or not our framing
