@@ -124,15 +124,17 @@ class PartitionOffsets:
 
     def _pop_finished(self) -> None:
         """Move the watermark past the finished records at the head of the queue."""
-        opened = self._open
+        opened, finished = self._open, self.finished_ids
+        token = None
         while opened:
-            token = opened[0]
-            if token.outstanding or token.failed:  # not done (``Token.done``, inline)
+            head = opened[0]
+            if head.outstanding or head.failed:  # not done (``Token.done``, inline)
                 break
-            opened.popleft()
-            self._next = token.offset + 1
+            token = opened.popleft()
             if token.event_id is not None:
-                self.finished_ids.append(token.event_id)
+                finished.append(token.event_id)
+        if token is not None:
+            self._next = token.offset + 1
 
     def commit_failed(self) -> None:
         """An asynchronous commit did not land: offer the watermark again next time."""
