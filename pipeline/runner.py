@@ -253,11 +253,13 @@ class StageRunner:
         topic = record.topic()
         tp = (topic, record.partition())
         watching = any(self._watched)  # else the gates that watch some state pass it anyway
-        if topic in self._retry_topics:
-            origin: Origin | None = origin_of(record, from_retry_topic=True)
+        if topic in self._retry_topics:  # decoded with the binding of its origin topic
+            retried = origin_of(record, from_retry_topic=True)
+            origin: Origin | None = retried
+            source = retried.topic
             checks = self._retry_checks if watching else self._calm_retry_checks
         else:
-            origin = None
+            origin, source = None, topic
             checks = self._input_checks if watching else self._calm_input_checks
         offset = record.offset()
         for check in checks:
@@ -271,7 +273,7 @@ class StageRunner:
         dedupe = self._dedupe_gate  # the id it let pass is recorded as done once committed
         token = part.begin(offset, 1, None if dedupe is None else dedupe.event_id)
         try:
-            event = self._decode(record, origin)
+            event = self._decode(record, source)
         except Exception as exc:
             self.settle(record, tp, origin, token, None, exc)
             return None
