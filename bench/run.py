@@ -191,6 +191,11 @@ def extra_headline(extra: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     args, started = parse(), time.monotonic()
+    try:  # before hours of other phases, not at the priority phase
+        priority.check_backlog(args.priority_backlog, flag="--priority-backlog")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.obs_cost:
         from bench import obscost
 
