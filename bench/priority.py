@@ -103,7 +103,7 @@ def check_backlog(backlog: int, cases: Sequence[str] = tuple(CASES), seconds: fl
     for case in cases:
         least = min_backlog(case, seconds)
         if backlog < least:
-            stage, batch = CASES[case]
+            batch = CASES[case][1]
             raise ValueError(
                 f"{flag} {backlog} is too small for the {case} case: it needs at least "
                 f"{least} (2 batches of {batch} to get going, then up to "
