@@ -207,7 +207,7 @@ class RateLimited(Gate):
         self._on_limited = hooks.on_rate_limited
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
-        wait_s = self._take()
+        wait_s = self._take(tp)  # the partitions take turns (``ratelimit.Turns``)
         if wait_s <= 0:
             return None
         hold_s = max(wait_s, MIN_HOLD_S)
