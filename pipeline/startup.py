@@ -149,13 +149,14 @@ class TopicsJob:
         """``wait``, unless ``stop`` is set first: then False at once, and the caller must
         hand out and produce nothing (the process is stopping). True once the job is done;
         raises as ``wait`` does. ``timeout_s``: ``wait_s`` unless given."""
-        deadline = _clock() + (self.wait_s if timeout_s is None else timeout_s)
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
+        deadline = _clock() + timeout_s
         while not self._done.is_set():
             if self.stopping():
                 return False
             left = deadline - _clock()
             if left <= 0:
-                break  # wait(0) raises the timeout
+                raise self._timed_out(timeout_s)
             self._done.wait(min(left, self.STOP_POLL_S))
         if self._cut:
             return False  # stopped short, as the worker is stopping
@@ -167,12 +168,15 @@ class TopicsJob:
         (``wait_s`` unless given), or if the work stopped short."""
         timeout_s = self.wait_s if timeout_s is None else timeout_s
         if not self._done.wait(timeout_s):
-            raise KafkaError(
-                f"the stages' topics were not ensured within {timeout_s:g}s (its requests' "
-                f"own bound: {self.bound_s:g}s; a call that never times out?)"
-            )
+            raise self._timed_out(timeout_s)
         if self._error is not None:
             raise self._error
         if self._cut:
             raise KafkaError("the stages' topics were not all ensured: the worker stopped")
         return self.created
+
+    def _timed_out(self, timeout_s: float) -> KafkaError:
+        return KafkaError(
+            f"the stages' topics were not ensured within {timeout_s:g}s (its requests' own "
+            f"bound: {self.bound_s:g}s; a call that never times out?)"
+        )

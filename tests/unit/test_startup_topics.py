@@ -129,6 +129,8 @@ def test_a_topics_job_returns_what_it_created_raises_what_failed_and_is_bounded(
     held = TopicsJob(lambda: [str(release.wait())])
     with pytest.raises(KafkaError, match=r"not ensured within 0\.01s"):
         held.wait(0.01)
+    with pytest.raises(KafkaError, match=r"not ensured within 0\.01s \(its requests' own bound"):
+        held.finish(0.01)  # the wait it gave up after, not "within 0s"
     release.set()
     assert held.wait() == ["True"]
 
