@@ -45,3 +45,13 @@ def test_bench_priority_alone_refuses_it_for_the_case_asked(
     monkeypatch.setattr(sys, "argv", argv)
     assert priority.main() == 2
     assert capsys.readouterr().err.startswith("error: --backlog 500 is too small for the io")
+
+
+def test_bench_run_modes_without_the_priority_phase_do_not_check_its_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run, "bootstrap_servers", lambda: "broker:9092")
+    monkeypatch.setattr(run, "only_first_output", lambda args, bootstrap: 0)
+    argv = ["bench.run", "--only-first-output", "--priority-backlog", "500"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert run.main() == 0
