@@ -69,6 +69,10 @@ class OffsetCommitter:
         """Nothing to set up: True (go on)."""
         return True
 
+    def uncommitted_fate(self) -> str:
+        """What becomes of the records a failed commit left uncommitted (for a log line)."""
+        return "records will be redelivered"
+
     def before_batch(self) -> None:
         pass
 
@@ -173,6 +177,15 @@ class TransactionCommitter:
             "init_transactions", self._producer.init_transactions, self._patience,
             clock=self._clock, stop=stop,
         )  # fmt: skip
+
+    def uncommitted_fate(self) -> str:
+        """What becomes of the records a failed commit left uncommitted (for a log line): a
+        commit still pending goes on in the background and may yet commit them, outputs and
+        offsets together; otherwise the transaction is (or will be) aborted."""
+        if self._commit_pending is not None:
+            return ("the transaction's commit is still pending and may yet land (outputs and "
+                    "offsets together); if it does not, records will be redelivered")  # fmt: skip
+        return "the transaction is aborted: records will be redelivered"
 
     @property
     def overdue(self) -> bool:
