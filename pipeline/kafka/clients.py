@@ -307,7 +307,10 @@ class KafkaProducer:
             log.warning("purging the fenced producer's records failed: %s", exc)
         deadline = _clock() + RENEW_SERVE_S
         while len(old) and _clock() < deadline:
-            old.poll(QUEUE_POLL_S)
+            try:
+                old.poll(QUEUE_POLL_S)
+            except KafkaException:  # its fatal error (the fence), raised after the callbacks
+                continue
         if len(old):
             log.warning("the fenced producer still had %d reports after %.0fs; dropped with it",
                         len(old), RENEW_SERVE_S)  # fmt: skip
