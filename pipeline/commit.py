@@ -202,6 +202,7 @@ class TransactionCommitter:
     ) -> None:
         """``timeout_s`` bounds the whole commit (offsets, commit, and an abort if it fails),
         not each call: at shutdown every step shares one deadline."""
+        self._assigned = assigned  # the runner's own set: a renewal's log names them
         if self._commit_pending is not None:
             self._resume_commit(timeout_s, patient=not sync)
             return
@@ -214,7 +215,6 @@ class TransactionCommitter:
             # (its rewind unreadable), so no batch comes, and only this bounds the wait.
             self._resume_abort(timeout_s, patient=not sync)
             return
-        self._assigned = assigned
         if not self._open:
             return
         deadline = self._clock() + (self._timeout if timeout_s is None else timeout_s)
