@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from bench.procs import ROOT, Proc, module, wait_exit
 from bench.run import bootstrap_servers
 from bench.topics import RunTopics
 
-PY_SPY = ROOT / "bench" / ".venv-peers" / "bin" / "py-spy"
+PY_SPY = os.environ.get("PY_SPY", str(ROOT / "bench" / ".venv-peers" / "bin" / "py-spy"))
 
 
 def fold(raw: Path, focus: str, top: int) -> list[str]:
@@ -58,6 +59,7 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--contender", choices=("ours", "raw"), default="ours")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--native", action="store_true", help="C frames too (librdkafka, fastavro)")
     a = p.parse_args()
     bootstrap = bootstrap_servers()
     topics = RunTopics(bootstrap, f"bench-{uuid.uuid4().hex[:8]}.")
@@ -70,7 +72,8 @@ def main() -> None:
         load.prefill(bootstrap, src, a.messages)
         run = phases.Run(bootstrap, topics, 300)
         argv = run.args(src, topics.name("out", contender.name), topics.name("g"), a.messages)
-        spy = [str(PY_SPY), "record", "-r", str(a.rate), "--format", "raw", "-o", str(raw), "--"]
+        spy = [str(PY_SPY), "record", "-r", str(a.rate), "--format", "raw", "-o", str(raw)]
+        spy += ["--native", "--"] if a.native else ["--"]
         proc = Proc([*spy, *module(contender.python, contender.module, argv)])
         print(proc.result(400))
         wait_exit(proc, 60)

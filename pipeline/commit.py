@@ -107,6 +107,15 @@ class TransactionCommitter:
             clock=self._clock, stop=stop,
         )  # fmt: skip
 
+    def uncommitted_fate(self) -> str:
+        """What becomes of the records a failed commit left uncommitted (for a log line): a
+        commit still pending goes on in the background and may yet commit them, outputs and
+        offsets together; otherwise the transaction is (or will be) aborted."""
+        if self._commit_pending is not None:
+            return ("the transaction's commit is still pending and may yet land (outputs and "
+                    "offsets together); if it does not, records will be redelivered")  # fmt: skip
+        return "the transaction is aborted: records will be redelivered"
+
     @property
     def overdue(self) -> bool:
         """The open transaction is old enough to commit now, whatever the commit interval. Not

@@ -46,6 +46,10 @@ class OffsetCommitter:
         """Nothing to set up: True (go on)."""
         return True
 
+    def uncommitted_fate(self) -> str:
+        """What becomes of the records a failed commit left uncommitted (for a log line)."""
+        return "records will be redelivered"
+
     def before_batch(self) -> None:
         pass
 
