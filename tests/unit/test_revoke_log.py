@@ -70,7 +70,26 @@ def test_a_revoke_whose_commit_is_still_pending_says_it_may_yet_land(
     assert not line.endswith("; records will be redelivered"), "not the whole truth"
 
 
-def test_a_fenced_revoke_says_its_transaction_is_aborted_and_records_will_be_redelivered(
+def test_a_fenced_revoke_renews_the_producer_and_says_the_transaction_counts_as_aborted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fence met by the revoke's commit is renewed in place (``pipeline.renewal``): the
+    commit does not fail, and the renewal's line says what became of the records."""
+
+    def fenced(self: MemoryProducer, timeout_s: float) -> None:
+        raise ProducerFencedError("commit_transaction: fenced (_FENCED)", code="_FENCED")
+
+    monkeypatch.setattr(MemoryProducer, "commit_transaction", fenced)
+    runner = eos_runner()  # its coordinator aborted its transaction (or a newer instance)
+    with caplog.at_level(logging.WARNING):
+        runner.on_revoke([TP], budget_s=1.0)
+    assert not [r for r in caplog.records if "commit on revoke failed" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records if "re-created in place" in r.getMessage()]
+    assert line.endswith("its open transaction counts as aborted, its inputs are read again "
+                         "from the committed offsets"), line  # fmt: skip
+
+
+def test_a_revoke_fenced_past_renewal_says_its_transaction_is_aborted_and_redelivered(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def fenced(self: MemoryProducer, timeout_s: float) -> None:
@@ -78,6 +97,8 @@ def test_a_fenced_revoke_says_its_transaction_is_aborted_and_records_will_be_red
 
     monkeypatch.setattr(MemoryProducer, "commit_transaction", fenced)
     runner = eos_runner()  # a newer instance fenced it: the broker aborted its transaction
+    assert isinstance(runner._committer, TransactionCommitter)
+    runner._committer._renewer.budget.limit = 0  # its renewals are spent: the fence stands
     with caplog.at_level(logging.WARNING, logger="pipeline.runner"):
         runner.on_revoke([TP], budget_s=1.0)
     assert revoke_line(caplog).endswith("the transaction is aborted: records will be redelivered")
