@@ -155,17 +155,23 @@ class TokenBucket:
         self.tokens -= 1
         return wait
 
+    def level(self, now: float) -> float:
+        """The tokens there now."""
+        self._refill(now)
+        return self.tokens
+
     def full(self, now: float) -> bool:
         self._refill(now)
         return self.tokens >= self.capacity - _EPSILON
 
-    def rescale(self, rate: float, capacity: float, now: float) -> None:
+    def rescale(self, rate: float, capacity: float, now: float, grow: bool = True) -> None:
         """A new rate and capacity; the tokens kept scale with the capacity (a worker that
         takes over half of another's partitions takes half its unspent tokens, not a full
-        bucket: the group's burst stays what it was)."""
+        bucket: the group's burst stays what it was). ``grow=False``: they only shrink."""
         self._refill(now)
         if self.capacity > 0:
-            self.tokens = min(capacity, self.tokens * capacity / self.capacity)
+            scaled = self.tokens * capacity / self.capacity
+            self.tokens = min(capacity, scaled if grow else min(scaled, self.tokens))
         self.rate, self.capacity, self._at = rate, capacity, now
 
 
@@ -205,15 +211,16 @@ class Turns:
             del self._buckets[tp], self._until[tp]
         self._rescale(now)
 
-    def wait_s(self, tp: TopicPartition, now: float) -> float:
-        """Seconds until ``tp``'s part has a token (0.0: it has; nothing taken)."""
+    def wait_s(self, tp: TopicPartition, now: float, pool: float) -> float:
+        """Seconds until ``tp``'s part has a token (0.0: it has; nothing taken). ``pool``: the
+        worker's tokens now, of which a partition that starts asking gets its part."""
         if now >= self._next_sweep:
             self._sweep(now)
         bucket = self._buckets.get(tp)
         if bucket is None:  # it starts asking: the others' parts shrink
             bucket = self._buckets[tp] = TokenBucket(0.0, 1.0, now)
             self._until[tp] = now + TURN_SLACK_S
-            self._rescale(now, fresh=tp)
+            self._rescale(now, fresh=tp, pool=pool)
         return bucket.wait_s(now)
 
     def took(self, tp: TopicPartition, now: float) -> None:
@@ -226,21 +233,32 @@ class Turns:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_EVERY_S
         gone = [tp for tp, until in self._until.items() if until < now]
+        left = 0.0  # what the leaving parts had not spent goes to the others
         for tp in gone:
-            del self._buckets[tp], self._until[tp]
+            left += self._buckets.pop(tp).level(now)
+            del self._until[tp]
         if gone:
             self._rescale(now)
+            for bucket in self._buckets.values():
+                bucket.tokens = min(bucket.capacity, bucket.tokens + left / len(self._buckets))
 
-    def _rescale(self, now: float, fresh: TopicPartition | None = None) -> None:
+    def _rescale(self, now: float, fresh: TopicPartition | None = None, pool: float = 0.0) -> None:
+        """The parts: a token more than what ``MIN_BUCKET_S`` refills (a hold ends when one
+        token is there, and what comes in until the partition's records are back must not
+        overflow). The parts' tokens add up to the worker's at most (a newcomer gets its part
+        of the worker's tokens, a part that grows gets none), or the partitions asked first
+        would take the worker's tokens with tokens of their own while the others wait."""
         if not self._buckets:
             return
-        rate = self._rate / len(self._buckets)
-        capacity = max(self._capacity / len(self._buckets), rate * MIN_BUCKET_S, 1.0)
+        n = len(self._buckets)
+        rate = self._rate / n
+        capacity = max(self._capacity / n, 1.0 + rate * MIN_BUCKET_S)
         for tp, bucket in self._buckets.items():
-            if tp == fresh:  # full: the worker's bucket still bounds what goes at once
-                self._buckets[tp] = TokenBucket(rate, capacity, now)
+            if tp == fresh:
+                tokens = min(capacity, max(pool, 0.0) / n)
+                self._buckets[tp] = TokenBucket(rate, capacity, now, tokens=tokens)
             else:
-                bucket.rescale(rate, capacity, now)
+                bucket.rescale(rate, capacity, now, grow=False)
 
 
 class GroupShare:
@@ -301,7 +319,7 @@ class GroupShare:
         if tp is None:
             wait = bucket.take(now)
         else:
-            wait = max(bucket.wait_s(now), self.turns.wait_s(tp, now))
+            wait = max(bucket.wait_s(now), self.turns.wait_s(tp, now, bucket.tokens))
             if wait <= 0:
                 bucket.take(now)
                 self.turns.took(tp, now)

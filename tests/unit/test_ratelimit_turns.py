@@ -139,3 +139,41 @@ def test_the_runner_serves_a_workers_partitions_in_turn_at_its_limit() -> None:
         assert abs(calls[0] - calls[1]) <= 1, f"second {s}: {calls}"
     done = max(at for at, _ in Mailer.calls) - start
     assert done == pytest.approx((60 - 7.5) / 5, abs=1.0), "a full bucket, then 5/s"
+
+
+def many(n: int, limit: RateLimit, clock: FakeClock) -> tuple[GroupShare, list[TopicPartition]]:
+    """A worker with all ``n`` partitions of its input."""
+    tps = [("in", p) for p in range(n)]
+    share = GroupShare(limit, ["in"], [], set(tps), lambda t: {"in": n}, clock.monotonic, "s")
+    return share, tps
+
+
+def test_many_partitions_with_small_parts_still_get_the_whole_rate_refetched_a_second_later() -> (
+    None
+):
+    """Ten partitions share 10 calls a second (a part of 1/s each) and each one's records are
+    back a second after its hold ends, as on Kafka: the worker still makes its 10 calls a
+    second (a part's bucket keeps what comes in meanwhile; with room for 1.5 tokens it ran at
+    6.7/s)."""
+    clock = FakeClock()
+    limiter, tps = many(10, RateLimit(max=10, per_s=1), clock)
+    drain(limiter, clock, tps, seconds=10.0, refetch_s=1.0)
+    taken = drain(limiter, clock, tps, seconds=60.0, refetch_s=1.0)
+    assert sum(taken.values()) == pytest.approx(10 * 60, rel=0.03), taken
+    assert min(taken.values()) == pytest.approx(60, rel=0.1), taken
+
+
+def test_a_big_burst_does_not_let_the_partitions_asked_first_take_every_turn() -> None:
+    """100 calls a minute for twelve busy partitions (the burst: the whole minute's 100): in no
+    minute does a partition go without its turn, and once the first full bucket is spent each
+    gets its part (each partition joining with a full bucket of its own, the ones asked first
+    took the worker's tokens while three partitions waited over a minute)."""
+    clock = FakeClock()
+    limiter, tps = many(12, RateLimit(max=100, per_s=60), clock)
+    first = drain(limiter, clock, tps, seconds=60.0, refetch_s=0.3)
+    assert min(first.values()) >= 3, first
+    for _ in range(2):
+        taken = drain(limiter, clock, tps, seconds=60.0, refetch_s=0.3)
+        assert sum(taken.values()) == pytest.approx(100, abs=3), taken
+        for tp in tps:
+            assert taken[tp] == pytest.approx(100 / 12, abs=2), taken
