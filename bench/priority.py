@@ -23,9 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +84,31 @@ class SyncMailer(Stage):
 
 
 CASES: dict[str, tuple[type[Stage], int]] = {"io": (IoMailer, 500), "sync": (SyncMailer, 50)}
+SECONDS = 10.0  # how long high events are published
+
+
+def min_backlog(case: str, seconds: float = SECONDS) -> int:
+    """The smallest backlog the case can measure: two batches to get going (``scenario``
+    waits for them, so a smaller backlog never starts measuring), then the most its handler
+    can drain while high events are published (``concurrency`` calls of ``work_s`` at
+    once), so the last one still has low-lane records ahead of it."""
+    stage, batch = CASES[case]
+    most_per_s = stage.concurrency / stage.work_s  # type: ignore[attr-defined]
+    return 2 * batch + math.ceil(seconds * most_per_s)
+
+
+def check_backlog(backlog: int, cases: Sequence[str] = tuple(CASES), seconds: float = SECONDS,
+                  flag: str = "--backlog") -> None:  # fmt: skip
+    """Refuse, in one line, a backlog a case cannot finish or measure with."""
+    for case in cases:
+        least = min_backlog(case, seconds)
+        if backlog < least:
+            batch = CASES[case][1]
+            raise ValueError(
+                f"{flag} {backlog} is too small for the {case} case: it needs at least "
+                f"{least} (2 batches of {batch} to get going, then up to "
+                f"{least - 2 * batch} drained in the {seconds:g} s high events are published)"
+            )
 
 
 def order(order_id: str, n: int) -> Order:
@@ -152,6 +180,7 @@ def phase(bootstrap: str, prefix: str, backlog: int) -> dict[str, dict[str, Any]
     from bench.phases import PROJECT_PY
     from bench.procs import Proc, module, wait_exit
 
+    check_backlog(backlog, flag="--priority-backlog")
     out = {}
     for case in CASES:
         args = ["--bootstrap", bootstrap, "--prefix", prefix, "--case", case]
@@ -189,8 +218,13 @@ def main() -> int:
     p.add_argument("--case", choices=sorted(CASES), default="io")
     p.add_argument("--backlog", type=int, default=50_000)
     p.add_argument("--urgent-rate", type=float, default=20.0, help="high events per second")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long they are published")
+    p.add_argument("--seconds", type=float, default=SECONDS, help="how long they are published")
     a = p.parse_args()
+    try:
+        check_backlog(a.backlog, [a.case], a.seconds)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result = scenario(a.bootstrap, a.prefix, a.case, a.backlog, a.urgent_rate, a.seconds)
     print("RESULT " + json.dumps(result), flush=True)
     return 0

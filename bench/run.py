@@ -191,6 +191,12 @@ def extra_headline(extra: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     args, started = parse(), time.monotonic()
+    try:  # before the other phases (and any broker), not at the priority phase
+        if not (args.obs_cost or args.only_first_output):  # those run no priority phase
+            priority.check_backlog(args.priority_backlog, flag="--priority-backlog")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.obs_cost:
         from bench import obscost
 

@@ -30,7 +30,7 @@ from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
-from pipeline.startup import TopicsJob
+from pipeline.startup import TopicsJob, TopicsStopped, job_bound_s
 from pipeline.transport import Transport, kafka
 
 Announce = Callable[[Binding[Any]], None]
@@ -99,25 +99,37 @@ class Pipeline:
         """Release the codec's reader of writer schemas; the plans' clients belong to runners."""
         self.codec.close()
 
-    def ensure_topics(self, admin: AdminPort | None = None) -> list[str]:
+    def ensure_topics(
+        self, admin: AdminPort | None = None, stopping: Callable[[], bool] | None = None
+    ) -> list[str]:
         """Create missing topics (or raise TopicNotFoundError if creation is off), and make the
         schemas our stages write with findable by readers.
 
         The stages' topics (inputs, outputs, retry and DLQ topics) and the schema store's are
         created in one admin request and waited for together: each request then waits for its
         topics to reach the metadata, a wait that on a loaded machine takes longer than the
-        request. Every worker's first output waits for this (see ``start_topics``)."""
+        request. Every worker's first output waits for this (see ``start_topics``).
+        ``stopping``: asked before each further request; once true, ``TopicsStopped``."""
+
+        def step() -> None:
+            if stopping is not None and stopping():
+                raise TopicsStopped
+
         admin = admin or self.transport.admin()
         store, ensured = self._store_topics()
         created = admin.ensure([*self.topics(), *store])
         ensured()  # so announcing makes no look-up of its own
+        step()
         created += self.ensure_internal_topics(admin)
-        for plan in self.plans:
-            for _, binding in plan.outputs.values():
-                self.announce(binding)
-        for schedule in self.schedules:
-            self.announce(self.catalog.bind(schedule.emit.model))
+        for binding in self._announced():
+            step()
+            self.announce(binding)
         return created
+
+    def _announced(self) -> list[Binding[Any]]:
+        """The writer schemas ``ensure_topics`` makes findable: the outputs', the schedules'."""
+        bindings = [binding for plan in self.plans for _, binding in plan.outputs.values()]
+        return bindings + [self.catalog.bind(s.emit.model) for s in self.schedules]
 
     def start_topics(self) -> TopicsJob:
         """``ensure_topics`` on a thread of its own while the workers' consumers join
@@ -130,7 +142,12 @@ class Pipeline:
             existing = admin.topics()
             first = [t for p in self.plans for t in p.subscriptions if t not in p.retry_topics]
             if all(t in existing for t in first):
-                return TopicsJob(lambda: self.ensure_topics(admin))
+                # Its own requests' bound: the stages' topics, the cancel topics, the schemas.
+                bound = job_bound_s(admin, self.schemas, admin_calls=2,
+                                    announces=len(self._announced()))  # fmt: skip
+                job = TopicsJob(bound_s=bound)
+                job.start(lambda: self.ensure_topics(admin, job.stopping))
+                return job
         return TopicsJob.finished(self.ensure_topics(admin))
 
     def _store_topics(self) -> tuple[list[TopicSpec], Callable[[], None]]:

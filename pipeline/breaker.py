@@ -103,6 +103,16 @@ class CircuitBreaker:
         self._probe_out = True
         return True
 
+    def would_allow(self) -> bool:
+        """Would ``allow`` say yes now? Nothing is taken (no probe, no state change): asked
+        before something else is spent on a call (a rate-limit token) the breaker would
+        refuse. On one thread, a yes is followed by ``allow``'s yes."""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN and self._clock() < self._open_until:
+            return False
+        return not self._probe_out
+
     def record_success(self) -> None:
         self._consecutive = 0
         self._remember(failed=False)

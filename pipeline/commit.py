@@ -1,17 +1,14 @@
-"""Commit policy: when input offsets become durable, for each delivery guarantee.
-
-At least once (``OffsetCommitter``), on an interval and on revoke/shutdown:
-    1. take the contiguous finished watermark of each partition (outputs acknowledged);
-    2. record the event ids it covers as done in the idempotency store, if the stage has one;
-    3. commit those offsets (asynchronously on the interval, synchronously otherwise).
-A failure in 2 skips 3: the events are redelivered rather than marked done too early.
+"""Commit policy of exactly-once stages (at least once: ``pipeline.offsetcommit``).
 
 Exactly once (``TransactionCommitter``): the stage's producer is transactional. A transaction
 is opened before a batch is handled; outputs, retry and dead-letter copies go into it; on the
 interval (and on revoke/shutdown) the input positions are added with
 ``send_offsets_to_transaction`` and the transaction is committed, atomically. An abortable
-error aborts and rewinds every partition to its last committed offset; a fenced producer (a
-newer instance owns the transactional id) stops the stage. An abort that runs out of time (its
+error aborts and rewinds every partition to its last committed offset. A fenced producer (its
+coordinator aborted a transaction open past its timeout, or a newer instance took the
+transactional id: the client cannot tell which) is re-created in place, within a bound
+(``pipeline.renewal``), and its lost transaction treated as aborted: the same rewind. Past the
+bound, or if the renewal fails, the fence stops the stage. An abort that runs out of time (its
 coordinator is moving to another broker) goes on in the background and must be *resumed*
 before the next ``begin_transaction`` (librdkafka refuses the begin with ``_CONFLICT``): the
 next batch resumes it first, and only an abort that still cannot finish stops the stage; a
@@ -38,84 +35,15 @@ from typing import Any, Protocol
 
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
 from pipeline.hookcalls import Hooks
+from pipeline.offsetcommit import DoneStore, OffsetCommitter
 from pipeline.offsets import OffsetTracker
 from pipeline.patience import Patience, outlast
-from pipeline.ports import ConsumerPort, TopicPartition
+from pipeline.ports import TopicPartition
+from pipeline.renewal import Renewer
 
+__all__ = ["DoneStore", "OffsetCommitter", "Producerish", "TransactionCommitter"]
 log = logging.getLogger("pipeline.commit")
 MIN_CALL_TIMEOUT_S = 0.5
-
-
-class DoneStore(Protocol):
-    def mark_completed(self, group: str, event_ids: list[str]) -> None: ...
-
-
-class OffsetCommitter:
-    def __init__(
-        self,
-        group: str,
-        consumer: ConsumerPort,
-        tracker: OffsetTracker,
-        hooks: Hooks,
-    ) -> None:
-        self._group = group
-        self._consumer = consumer
-        self._tracker = tracker
-        self._on_commit, self._on_commit_failed = hooks.on_commit, hooks.on_commit_failed
-        self.store: DoneStore | None = None  # the stage's idempotency store, once opened
-        self._pending_ids: list[str] = []
-
-    def start(self, stop: threading.Event) -> bool:
-        """Nothing to set up: True (go on)."""
-        return True
-
-    def before_batch(self) -> None:
-        pass
-
-    overdue = False  # offsets commit on the interval; nothing times out in between
-
-    def commit(
-        self, assigned: set[TopicPartition], *, sync: bool, timeout_s: float | None = None
-    ) -> None:
-        # Async commits are marked done when sent; one that failed (e.g. ILLEGAL_GENERATION
-        # during a rebalance) must be sent again, or the group's offset stays behind.
-        failures = self._consumer.take_commit_failures()
-        self._tracker.commit_failed(failures)
-        if failures and self._on_commit_failed is not None:
-            self._on_commit_failed(failures)
-        offsets = self._tracker.committable(assigned)
-        if self.store is not None:
-            self._pending_ids += self._tracker.take_finished_ids()
-            if self._pending_ids:
-                try:
-                    self.store.mark_completed(self._group, self._pending_ids)
-                except Exception as exc:  # a store outage delays commits, it does not crash
-                    log.warning("%s: idempotency store unavailable (%s); not committing yet",
-                                self._group, exc)  # fmt: skip
-                    return
-                self._pending_ids = []
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets, sync=sync)
-        except KafkaError:
-            if self._on_commit_failed is not None:
-                self._on_commit_failed(list(offsets))
-            raise
-        self._tracker.mark_committed(offsets)
-        if self._on_commit is not None:
-            self._on_commit(offsets)
-
-    def delivery_failed(self) -> bool:
-        """False: the runner rewinds just the partitions concerned."""
-        return False
-
-    def after_commit(self, claim: Callable[[], None]) -> None:
-        """Run ``claim`` (count or log an outcome) once it is final: an acknowledged record is."""
-        claim()
-
-    def abandon(self) -> None:
-        """Partitions were lost: nothing to undo (uncommitted work is simply redone)."""
 
 
 class Producerish(Protocol):
@@ -126,6 +54,7 @@ class Producerish(Protocol):
     ) -> None: ...
     def commit_transaction(self, timeout_s: float) -> None: ...
     def abort_transaction(self, timeout_s: float) -> None: ...
+    def renew(self) -> None: ...
 
 
 class TransactionCommitter:
@@ -163,16 +92,29 @@ class TransactionCommitter:
         self.waiting = False
         self._away_since: float | None = None  # when resuming it first failed
         self._away_told = 0.0  # when that was last logged
+        self._renewer = Renewer(producer, self._patience, clock)
+        self._stop = threading.Event()  # the stage's, once started: a renewal's wait ends on it
+        self._assigned: set[TopicPartition] = set()  # the runner's, as last given: for logs
 
     def start(self, stop: threading.Event) -> bool:
         """``init_transactions``, retried while the broker is away (restarting, its coordinator
         loading) for up to the patience (``pipeline.patience``). False: told to stop while
         waiting, nothing began. Raises at once for a fenced or fatal error, or once the
         patience runs out."""
+        self._stop = stop
         return outlast(
             "init_transactions", self._producer.init_transactions, self._patience,
             clock=self._clock, stop=stop,
         )  # fmt: skip
+
+    def uncommitted_fate(self) -> str:
+        """What becomes of the records a failed commit left uncommitted (for a log line): a
+        commit still pending goes on in the background and may yet commit them, outputs and
+        offsets together; otherwise the transaction is (or will be) aborted."""
+        if self._commit_pending is not None:
+            return ("the transaction's commit is still pending and may yet land (outputs and "
+                    "offsets together); if it does not, records will be redelivered")  # fmt: skip
+        return "the transaction is aborted: records will be redelivered"
 
     @property
     def overdue(self) -> bool:
@@ -190,7 +132,12 @@ class TransactionCommitter:
         if self._abort_pending and not self._resume_abort(patient=True):
             return
         if not self._open:
-            self._producer.begin_transaction()
+            try:
+                self._producer.begin_transaction()
+            except ProducerFencedError as exc:
+                if not self._fenced(exc):
+                    return
+                self._producer.begin_transaction()  # on the new producer; fenced again: raised
             self._open = True
             self._opened_at = self._clock()
         self.waiting = False  # a transaction is open: records may be handled
@@ -203,8 +150,8 @@ class TransactionCommitter:
         timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.abort_transaction(timeout_s)
-        except ProducerFencedError:
-            raise
+        except ProducerFencedError as exc:
+            return self._fenced(exc)  # renewed: the abort is moot, the rewind done
         except TransactionError as exc:
             if not exc.retriable:
                 self._abort_pending = False  # not resumable: begin will say what is wrong
@@ -264,6 +211,7 @@ class TransactionCommitter:
     ) -> None:
         """``timeout_s`` bounds the whole commit (offsets, commit, and an abort if it fails),
         not each call: at shutdown every step shares one deadline."""
+        self._assigned = assigned  # the runner's own set: a renewal's log names them
         if self._commit_pending is not None:
             self._resume_commit(timeout_s, patient=not sync)
             return
@@ -291,9 +239,10 @@ class TransactionCommitter:
                 self._producer.send_offsets_to_transaction(offsets, metadata, self._left(deadline))
             committing = True
             self._producer.commit_transaction(self._left(deadline))
-        except ProducerFencedError:
-            self._open = False
-            raise
+        except ProducerFencedError as exc:
+            self._commit_failed(assigned)
+            self._fenced(exc)
+            return
         except TransactionError as exc:
             if committing and exc.retriable and not exc.abortable:
                 self._commit_pending = (set(assigned), offsets)
@@ -316,9 +265,11 @@ class TransactionCommitter:
         timeout_s = self._resume_timeout(timeout_s, patient)
         try:
             self._producer.commit_transaction(timeout_s)
-        except ProducerFencedError:
-            self._open = False
-            raise
+        except ProducerFencedError as exc:
+            # It may have committed (a newer instance's init completes a commit under way
+            # before fencing): the rewind reads the committed offsets, whichever it was.
+            self._commit_failed(assigned)
+            return self._fenced(exc)
         except TransactionError as exc:
             if exc.retriable and not exc.abortable:
                 # Still in flight: resumable later (a begin meanwhile would be refused).
@@ -384,8 +335,9 @@ class TransactionCommitter:
             return
         try:
             self._producer.abort_transaction(self._timeout if timeout_s is None else timeout_s)
-        except ProducerFencedError:
-            raise
+        except ProducerFencedError as exc:
+            self._fenced(exc)  # aborted for us, and rewound
+            return
         except TransactionError as exc:
             self._abort_pending = exc.retriable
             if exc.retriable:
@@ -400,3 +352,25 @@ class TransactionCommitter:
         if self._on_abort is not None:
             self._on_abort()
         self._rewind_all()
+
+    def _fenced(self, fence: ProducerFencedError) -> bool:
+        """The producer was fenced: re-create it in place (``pipeline.renewal``) and treat its
+        lost transaction as aborted: outcomes unclaimed, ``on_abort``, every partition rewound
+        to its committed offset (held while that cannot be read). The dead producer's delivery
+        reports are served by its renewal, before this transaction's claims are dropped. True
+        once a transaction may begin; False if told to stop meanwhile (records are held).
+        Raises when it cannot be renewed: the stage stops."""
+        self._open = False
+        tid = getattr(self._producer, "transactional_id", None) or "?"
+        where = f"{tid} ({_fmt(self._assigned)})"
+        renewed = self._renewer.renew(fence, self._stop, where)
+        self._claims, self._commit_pending, self._abort_pending = [], None, False
+        self._away_since, self.waiting = None, not renewed
+        if self._on_abort is not None:
+            self._on_abort()
+        self._rewind_all()
+        return renewed
+
+
+def _fmt(partitions: set[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "no partitions"

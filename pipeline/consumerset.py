@@ -98,7 +98,7 @@ class ConsumerSet:
         failed is raised here: the stage must not start as if its topics were there."""
         readers = plan.readers
         if startup is not None and startup.done:
-            startup.wait()  # raises what it failed with
+            startup.finish()  # raises what it failed with (stopped short: the runner stops)
             startup = None
         if len(readers) == 1:
             # Told to stop meanwhile: made all the same, its runner stops before it consumes.

@@ -19,9 +19,12 @@ loop):
     ``HANDED_BACK`` (its partition is held in this batch: it will be read again).
 
   A gate must not begin a token for a record it lets pass; a settling gate owns the record's
-  token. A gate that takes something when it lets a record pass (the breaker's half-open
-  probe) goes last, so no later gate can stop the record after it. Gates run on the consume
-  loop's thread; time comes from the runner's clock.
+  token. A gate that takes something when it lets a record pass (a rate-limit token, the
+  breaker's half-open probe) goes after every gate that can hold or settle the record, so
+  nothing it took is spent on a record that is not handled: the breaker's refusal is asked
+  first (``BreakerPeek``, which takes nothing), then the limits take their token, then the
+  probe is taken (the peek said yes, so it is there). Gates run on the consume loop's thread;
+  time comes from the runner's clock.
 
 A gate that can only say something while some state of its own is not empty (a partition held
 in this batch, kept tokens, refusal verdicts) names those containers in ``watched``: while all
@@ -203,9 +206,8 @@ class RateLimited(Gate):
     held until one is due (``pipeline.ratelimit``). Nothing is failed or retried for it.
 
     It takes a token when it lets a record pass, so it comes after every gate that settles or
-    holds records for other reasons, and before the breaker: the breaker's probe must be the
-    last thing taken (a token taken by a record the open breaker then holds is the only one
-    ever spent without a handler call, one a cooldown). Each hold is told to the
+    holds records for other reasons (an open breaker's refusal included: ``BreakerPeek``), and
+    before the breaker's probe is taken, which then cannot fail. Each hold is told to the
     ``on_rate_limited`` hook (resolved here: nothing is called when nobody listens)."""
 
     def __init__(self, limiter: GroupShare, hooks: Hooks) -> None:
@@ -214,7 +216,7 @@ class RateLimited(Gate):
         self._on_limited = hooks.on_rate_limited
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
-        wait_s = self._take()
+        wait_s = self._take(tp)  # the partitions take turns (``ratelimit.Turns``)
         if wait_s <= 0:
             return None
         hold_s = max(wait_s, MIN_HOLD_S)
@@ -224,6 +226,24 @@ class RateLimited(Gate):
 
     def changed(self) -> None:
         self.limiter.changed()
+
+
+def _breaker_hold(breaker: CircuitBreaker) -> Hold:
+    """Everything waits for the cooldown (or, a probe in flight, for a moment)."""
+    return Hold(max(breaker.remaining_s(), MIN_HOLD_S), everything=True)
+
+
+class BreakerPeek(Gate):
+    """Before a rate limit: a record the breaker would refuse (open, or its probe in flight) is
+    held here, before a token of the limit is taken for it; nothing is taken from the breaker.
+    Only a stage with both carries it."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+
+    def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
+        breaker = self._breaker
+        return None if breaker.would_allow() else _breaker_hold(breaker)
 
 
 class Breaker(Gate):
@@ -245,7 +265,7 @@ class Breaker(Gate):
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         breaker = self.breaker
         if not breaker.allow():
-            return Hold(max(breaker.remaining_s(), MIN_HOLD_S), everything=True)
+            return _breaker_hold(breaker)
         if breaker.state is State.HALF_OPEN:
             self._probe = (tp, record.offset())  # allow() let exactly this one through
         return None
@@ -306,8 +326,9 @@ def build(
 ) -> Chain:
     """The chain for what the stage enables, in this order: a partition held in this batch, a
     transaction old enough to commit, a duplicate, a retry not yet due, a record settled by a
-    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), no token of the
-    rate limit (group-wide, or the key's: ``pipeline.keylimit``), an open breaker."""
+    refusal, the ``extra`` gates a built-in stage brings (a delay mover's), an open breaker or
+    a probe in flight (asked here only before a rate limit), no token of the rate limit
+    (group-wide, or the key's: ``pipeline.keylimit``), the breaker (its probe taken)."""
     gates: list[Gate] = [HeldInBatch(holds)]
     if transaction is not None:
         gates.append(TransactionAge(transaction))
@@ -318,6 +339,8 @@ def build(
         gates.append(RetryDue(holds))
     gates.append(Refused(refusals, tracker))
     gates.extend(extra)
+    if breaker is not None and (rate_limit is not None or key_limit is not None):
+        gates.append(BreakerPeek(breaker))  # no token for a record the breaker holds
     limit_gate = RateLimited(rate_limit, hooks) if rate_limit is not None else None
     if limit_gate is not None:
         gates.append(limit_gate)

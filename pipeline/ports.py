@@ -98,6 +98,11 @@ class TransactionalProducerPort(ProducerPort, Protocol):
     ) -> None: ...
     def commit_transaction(self, timeout_s: float) -> None: ...
     def abort_transaction(self, timeout_s: float) -> None: ...
+    def renew(self) -> None:
+        """After a fence: go on as a new producer with the same config and transactional id
+        (references to this one stay valid). Reports of records not yet served are served now,
+        as failures; no transaction is open, and ``init_transactions`` must be called next."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,11 @@ class TopicSpec:
 
 class AdminPort(Protocol):
     """Topic management. Every method raises ``BrokerUnavailableError`` when the cluster cannot
-    be reached within the client's timeout, ``KafkaError`` for what the cluster refuses."""
+    be reached within the client's timeout, ``KafkaError`` for what the cluster refuses.
+
+    Optionally (``KafkaAdmin`` does): ``ensure_bound_s``, the longest a ``create`` or
+    ``ensure`` takes, which bounds how long stages wait for the startup topics job
+    (``pipeline.startup.job_bound_s``)."""
 
     def topics(self) -> dict[str, TopicInfo]:
         """Every topic but internal ones (names starting with ``__``), by name."""
@@ -230,7 +239,8 @@ class SchemaStorePort(Protocol):
     Optionally (``SchemaTopic`` does; a store without them creates its own topics in
     ``publish``): ``topics() -> list[TopicSpec]``, the topics it writes to, which
     ``Pipeline.ensure_topics`` then creates with the stages' topics in one admin call, and
-    ``topics_ensured()``, called once they exist, so that ``publish`` does not look them up."""
+    ``topics_ensured()``, called once they exist, so that ``publish`` does not look them up;
+    ``publish_bound_s``, the longest a ``publish`` takes (``pipeline.startup.job_bound_s``)."""
 
     def publish(self, fingerprint: bytes, schema_json: str) -> None:
         """Store a writer schema durably before returning (``KafkaError`` if it could not be);

@@ -8,7 +8,9 @@ the runner's clock), so they are tested on a ``FakeClock`` without waiting:
 - ``share``: this worker's part of the group's limit, the fraction of the input topics'
   partitions assigned to it (every partition has exactly one owner, so the parts add up to 1);
 - ``GroupShare``: a worker's bucket at ``max / per_s * share``, rescaled whenever its
-  assignment changes, the partition counts read from the broker (``PartitionCounts``).
+  assignment changes, the partition counts read from the broker (``PartitionCounts``);
+- ``Turns``: the worker's partitions served in turn, each partition with records an equal part
+  of the worker's rate, so one busy partition cannot take every token while another waits.
 
 The gate (``pipeline.gates.RateLimited``) asks ``GroupShare.take`` before each handler call:
 no token means the record's partition is *held* (paused, seeked back to it, resumed when a
@@ -41,6 +43,10 @@ _EPSILON = 1e-9  # float refills: 0.9999999 tokens is a token
 # share of the holds); with a bucket of 0.2 s a limit of 50/s and ``burst=1`` ran at 17/s.
 MIN_BUCKET_S = 1.5
 DEFERRAL_SUFFIX = ".deferred"
+# A partition asking for tokens has its part of the rate for this long after it last took one
+# or after its hold ends: a held partition's records are back about a second after it resumes.
+TURN_SLACK_S = MIN_BUCKET_S
+SWEEP_EVERY_S = 0.5  # how often partitions that stopped asking give their part back
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +155,23 @@ class TokenBucket:
         self.tokens -= 1
         return wait
 
+    def level(self, now: float) -> float:
+        """The tokens there now."""
+        self._refill(now)
+        return self.tokens
+
     def full(self, now: float) -> bool:
         self._refill(now)
         return self.tokens >= self.capacity - _EPSILON
 
-    def rescale(self, rate: float, capacity: float, now: float) -> None:
+    def rescale(self, rate: float, capacity: float, now: float, grow: bool = True) -> None:
         """A new rate and capacity; the tokens kept scale with the capacity (a worker that
         takes over half of another's partitions takes half its unspent tokens, not a full
-        bucket: the group's burst stays what it was)."""
+        bucket: the group's burst stays what it was). ``grow=False``: they only shrink."""
         self._refill(now)
         if self.capacity > 0:
-            self.tokens = min(capacity, self.tokens * capacity / self.capacity)
+            scaled = self.tokens * capacity / self.capacity
+            self.tokens = min(capacity, scaled if grow else min(scaled, self.tokens))
         self.rate, self.capacity, self._at = rate, capacity, now
 
 
@@ -171,6 +183,82 @@ def share(assigned: Iterable[TopicPartition], counts: Mapping[str, int]) -> floa
         return 0.0
     mine = sum(1 for topic, partition in assigned if partition < counts.get(topic, 0))
     return mine / total
+
+
+class Turns:
+    """The worker's partitions served in turn: each partition that asks for tokens gets an
+    equal part of the worker's rate and capacity, in a bucket of its own (a record passes when
+    both the worker's bucket and its partition's have a token). A partition that stops asking
+    (no records left, or not back ``TURN_SLACK_S`` after its hold ended) gives its part back
+    to the others, so one partition alone gets the whole rate. Pure: ``now`` is passed in."""
+
+    __slots__ = ("_buckets", "_capacity", "_next_sweep", "_rate", "_until")
+
+    def __init__(self) -> None:
+        self._buckets: dict[TopicPartition, TokenBucket] = {}
+        self._until: dict[TopicPartition, float] = {}  # asking until then
+        self._rate, self._capacity = 0.0, 1.0
+        self._next_sweep = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def resize(self, rate: float, capacity: float, now: float,
+               assigned: Collection[TopicPartition]) -> None:  # fmt: skip
+        """The worker's rate or assignment changed: partitions no longer ours leave."""
+        self._rate, self._capacity = rate, capacity
+        for tp in [tp for tp in self._buckets if tp not in assigned]:
+            del self._buckets[tp], self._until[tp]
+        self._rescale(now)
+
+    def wait_s(self, tp: TopicPartition, now: float, pool: float) -> float:
+        """Seconds until ``tp``'s part has a token (0.0: it has; nothing taken). ``pool``: the
+        worker's tokens now, of which a partition that starts asking gets its part."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        bucket = self._buckets.get(tp)
+        if bucket is None:  # it starts asking: the others' parts shrink
+            bucket = self._buckets[tp] = TokenBucket(0.0, 1.0, now)
+            self._until[tp] = now + TURN_SLACK_S
+            self._rescale(now, fresh=tp, pool=pool)
+        return bucket.wait_s(now)
+
+    def took(self, tp: TopicPartition, now: float) -> None:
+        self._buckets[tp].take(now)
+        self._until[tp] = now + TURN_SLACK_S
+
+    def held(self, tp: TopicPartition, now: float, wait_s: float) -> None:
+        self._until[tp] = now + wait_s + TURN_SLACK_S  # it asks again once its hold ends
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SWEEP_EVERY_S
+        gone = [tp for tp, until in self._until.items() if until < now]
+        left = 0.0  # what the leaving parts had not spent goes to the others
+        for tp in gone:
+            left += self._buckets.pop(tp).level(now)
+            del self._until[tp]
+        if gone:
+            self._rescale(now)
+            for bucket in self._buckets.values():
+                bucket.tokens = min(bucket.capacity, bucket.tokens + left / len(self._buckets))
+
+    def _rescale(self, now: float, fresh: TopicPartition | None = None, pool: float = 0.0) -> None:
+        """The parts: a token more than what ``MIN_BUCKET_S`` refills (a hold ends when one
+        token is there, and what comes in until the partition's records are back must not
+        overflow). The parts' tokens add up to the worker's at most (a newcomer gets its part
+        of the worker's tokens, a part that grows gets none), or the partitions asked first
+        would take the worker's tokens with tokens of their own while the others wait."""
+        if not self._buckets:
+            return
+        n = len(self._buckets)
+        rate = self._rate / n
+        capacity = max(self._capacity / n, 1.0 + rate * MIN_BUCKET_S)
+        for tp, bucket in self._buckets.items():
+            if tp == fresh:
+                tokens = min(capacity, max(pool, 0.0) / n)
+                self._buckets[tp] = TokenBucket(rate, capacity, now, tokens=tokens)
+            else:
+                bucket.rescale(rate, capacity, now, grow=False)
 
 
 class GroupShare:
@@ -186,6 +274,9 @@ class GroupShare:
     Assignment changes are noted (``changed``) and acted on at the next ``take``, outside the
     rebalance callback: the partition counts are read then, only for topics not known yet or
     where an assigned partition proves the count grew (partitions are only ever added).
+
+    Within the worker, partitions take turns (``Turns``): a record passes only if its
+    partition's part of the rate has a token too.
     """
 
     def __init__(
@@ -211,18 +302,30 @@ class GroupShare:
         self._next_read = -math.inf  # after a failed read, not again before this
         self.share = 0.0
         self.bucket = TokenBucket(0.0, 1.0, clock(), tokens=0.0)
+        self.turns = Turns()
         self._started = False  # the first share fills the bucket; later ones rescale it
 
     def changed(self) -> None:
         """The assignment changed: recompute the share at the next ``take``."""
         self._stale = True
 
-    def take(self) -> float:
-        """0.0: a call may go now (its token taken); else the seconds to hold the record."""
+    def take(self, tp: TopicPartition | None = None) -> float:
+        """0.0: a call may go now (its token taken); else the seconds to hold the record.
+        ``tp``: the record's partition, served in turn with the others (None: not)."""
         now = self._clock()
         if self._stale and not self._recompute(now):
             return UNKNOWN_COUNTS_HOLD_S
-        wait = self.bucket.take(now)
+        bucket = self.bucket
+        if tp is None:
+            wait = bucket.take(now)
+        else:
+            wait = max(bucket.wait_s(now), self.turns.wait_s(tp, now, bucket.tokens))
+            if wait <= 0:
+                bucket.take(now)
+                self.turns.took(tp, now)
+                return 0.0
+            if wait != math.inf:
+                self.turns.held(tp, now, wait)
         return wait if wait != math.inf else UNKNOWN_COUNTS_HOLD_S  # nothing assigned now
 
     def _recompute(self, now: float) -> bool:
@@ -257,6 +360,7 @@ class GroupShare:
             self._started = True
         else:
             self.bucket.rescale(rate, capacity, now)
+        self.turns.resize(rate, capacity, now, self._assigned)
         if part != self.share:
             log.info("%s: rate limit share %.3f of %g/s: %.3g calls/s",
                      self._name, part, limit.rate, rate)  # fmt: skip

@@ -186,8 +186,8 @@ class StageRunner:
             try:
                 self._flush_and_commit(self._assigned, budget_s)
             except (KafkaError, PipelineError) as exc:
-                log.error("%s: final commit failed (%s); records will be redelivered",
-                          self.plan.name, exc)  # fmt: skip
+                log.error("%s: final commit failed (%s); %s",
+                          self.plan.name, exc, self._committer.uncommitted_fate())  # fmt: skip
             # close() revokes the partitions: everything was flushed and committed (or tried)
             # just now, so the revoke callback must not block on a second round.
             self._closing = True
@@ -415,8 +415,8 @@ class StageRunner:
         try:
             self._flush_and_commit(self._assigned if eos else set(partitions), budget)
         except KafkaError as exc:
-            log.warning("%s: commit on revoke failed (%s); records will be redelivered",
-                        self.plan.name, exc)  # fmt: skip
+            log.warning("%s: commit on revoke failed (%s); %s",
+                        self.plan.name, exc, self._committer.uncommitted_fate())  # fmt: skip
         self._forget(partitions, self.hooks.on_revoke)
         log.info("%s: revoked %s", self.plan.name, _fmt(partitions))
 

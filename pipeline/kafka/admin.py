@@ -53,6 +53,12 @@ class KafkaAdmin:
         conf = FIRST_REQUEST | kconfig.admin(settings) | {"error_cb": self._on_error}
         self._admin = kconfig.create(AdminClient, conf, "admin")
 
+    @property
+    def ensure_bound_s(self) -> float:
+        """The longest ``create`` / ``ensure`` takes: a metadata read, the request, and the
+        wait for the topics to be visible (with its last read), each within the timeout."""
+        return 4 * (self._timeout + METADATA_SLICE_S)
+
     def topics(self) -> dict[str, TopicInfo]:
         meta = self._metadata()
         return {

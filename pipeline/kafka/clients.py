@@ -32,6 +32,7 @@ QUEUE_FULL = "_QUEUE_FULL"
 QUEUE_WAIT_S = 30.0  # how long produce waits for room in a full local queue
 QUEUE_POLL_S = 0.05
 DEFAULT_QUEUE_KBYTES = 1_048_576  # librdkafka's queue.buffering.max.kbytes
+RENEW_SERVE_S = 2.0  # how long a renewal serves the fenced producer's purged reports
 # Producer.produce's positional parameters are (topic, value, key, partition, callback,
 # on_delivery, timestamp, headers): no partition (the partitioner picks), no timestamp (now).
 UNASSIGNED = -1
@@ -204,7 +205,9 @@ class KafkaProducer:
     queue, it raises ``KafkaError`` (code ``_QUEUE_FULL``; ``permanent`` for the latter)."""
 
     def __init__(self, config: dict[str, Any], queue_wait_s: float = QUEUE_WAIT_S) -> None:
-        self._producer = create(Producer, config | {"error_cb": self._on_error}, "producer")
+        self._config = config | {"error_cb": self._on_error}  # kept: ``renew`` makes another
+        self._producer = create(Producer, self._config, "producer")
+        self.transactional_id: str | None = config.get("transactional.id")
         kbytes = config.get("queue.buffering.max.kbytes", DEFAULT_QUEUE_KBYTES)
         self._queue_bytes = int(kbytes) * 1024
         self._queue_wait_s = queue_wait_s
@@ -289,6 +292,29 @@ class KafkaProducer:
 
     def __len__(self) -> int:
         return len(self._producer)
+
+    def renew(self) -> None:
+        """A new librdkafka producer in place of this one, with the same config (the same
+        ``transactional.id``): after a fence the old one is unusable for good (a fatal error).
+        References to this object stay valid. The old one's records not yet reported are
+        purged (in its queue and in flight) and their reports served now, as failures
+        (``_PURGE_QUEUE`` / ``_PURGE_INFLIGHT``), each callback once: none is left to a producer
+        that is gone, none is counted as delivered. ``init_transactions`` comes next."""
+        old = self._producer
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=True)  # waits on its own threads
+        except KafkaException as exc:
+            log.warning("purging the fenced producer's records failed: %s", exc)
+        deadline = _clock() + RENEW_SERVE_S
+        while len(old) and _clock() < deadline:
+            try:
+                old.poll(QUEUE_POLL_S)
+            except KafkaException:  # its fatal error (the fence), raised after the callbacks
+                continue
+        if len(old):
+            log.warning("the fenced producer still had %d reports after %.0fs; dropped with it",
+                        len(old), RENEW_SERVE_S)  # fmt: skip
+        self._producer = create(Producer, self._config, "producer")
 
     # -- transactions (exactly-once stages; config has transactional.id) ------------------
 

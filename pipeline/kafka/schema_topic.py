@@ -53,6 +53,13 @@ class SchemaTopic:
         self._lock = threading.Lock()
         self._ready = False
 
+    @property
+    def publish_bound_s(self) -> float:
+        """The longest ``publish`` takes: the topic looked up and made if need be (a look, the
+        request, the wait for it with its last look), then the flush, each within the
+        timeout."""
+        return 5 * self._timeout
+
     def publish(self, fingerprint: bytes, schema_json: str) -> None:
         """Make a writer schema findable (idempotent; once per fingerprint per process)."""
         with self._lock:

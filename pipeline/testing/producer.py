@@ -41,6 +41,7 @@ class MemoryProducer:
         self._max_bytes = int(config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         tid = config.get("transactional.id")
         self._transactional_id = str(tid) if tid is not None else None
+        self.transactional_id = self._transactional_id  # as KafkaProducer's
         self._reports: deque[Report] = deque()
         self._serving = threading.Lock()  # one thread serves reports at a time, in order
         self._epoch: int | None = None
@@ -179,6 +180,16 @@ class MemoryProducer:
             purged = BrokerError("_PURGE_QUEUE", "Local: Purged in queue", False)
             self._reports = deque((cb, err or purged, msg) for cb, err, msg in self._reports)
         self.flush(timeout_s)
+
+    def renew(self) -> None:
+        """As ``KafkaProducer.renew``: go on as a new producer with the same transactional id.
+        Reports waiting are served now, as failures (``_PURGE_QUEUE``); ``init_transactions``
+        comes next, and aborts the old producer's transaction if the broker has not yet."""
+        with self._broker.condition:
+            purged = BrokerError("_PURGE_QUEUE", "Local: Purged in queue", False)
+            self._reports = deque((cb, err or purged, msg) for cb, err, msg in self._reports)
+            self._epoch, self._txn, self._txn_offsets, self._txn_failed = None, None, {}, None
+        self.flush(0)
 
     def _open_txn(self, what: str) -> Txn:
         self._check_fenced(what)

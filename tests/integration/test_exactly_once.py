@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from pipeline import Publisher
+from pipeline import Publisher, Topic
 from pipeline.app import Pipeline
 from pipeline.config import Settings
 from pipeline.worker import Worker
@@ -28,14 +28,17 @@ OFFSET_BEGINNING = -2
 PACE_MS = 20  # per event, in the first worker only
 
 
-def committed_pong_ids(settings: Settings, timeout_s: float = 1.0) -> list[str]:
-    """Every pong a read_committed consumer sees, from the start of the topic. Partitions are
-    assigned directly (no group join), so this is quick enough to poll."""
+def committed_pong_ids(
+    settings: Settings, timeout_s: float = 1.0, pongs: Topic[Any] = PONGS
+) -> list[str]:
+    """Every pong a read_committed consumer sees, from the start of the topic (``pongs``, or
+    another topic of ``Pong``). Partitions are assigned directly (no group join), so this is
+    quick enough to poll."""
     from confluent_kafka import TopicPartition
 
     pipeline = Pipeline.build(settings)
-    binding = pipeline.catalog.bind(PONGS.model)
-    topic = settings.topic(PONGS.name)
+    binding = pipeline.catalog.bind(pongs.model)
+    topic = settings.topic(pongs.name)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,

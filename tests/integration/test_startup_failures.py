@@ -72,9 +72,9 @@ def test_a_stop_while_the_first_batch_waits_for_the_topics_is_bounded_and_loses_
 
     real_ensure = Pipeline.ensure_topics
 
-    def ensure_when_released(self: Pipeline, admin_: Any = None) -> list[str]:
+    def ensure_when_released(self: Pipeline, admin_: Any = None, stopping: Any = None) -> list[str]:
         assert release.wait(60), "the test never released the job"
-        return real_ensure(self, admin_)
+        return real_ensure(self, admin_, stopping)
 
     monkeypatch.setattr(kafka_transport, "KafkaConsumer", Watching)
     monkeypatch.setattr(Pipeline, "ensure_topics", ensure_when_released)
@@ -91,7 +91,9 @@ def test_a_stop_while_the_first_batch_waits_for_the_topics_is_bounded_and_loses_
         release.set()
         worker.stop()
         worker.join(30)
-    topics.wait()
+    with pytest.raises(KafkaError, match="worker stopped"):
+        topics.wait()  # it made no request after the stop: the new worker makes the topics
+    assert topics.join(30), "the job's thread ran on"
     again = Worker(pipeline, worker_id=f"test-{uuid.uuid4().hex[:6]}")
     again.start()
     try:

@@ -69,9 +69,9 @@ def test_records_fetched_before_the_retry_and_dlq_topics_exist_are_not_lost(
 
     real_ensure = Pipeline.ensure_topics
 
-    def ensure_once_fetched(self: Pipeline, admin_: Any = None) -> list[str]:
+    def ensure_once_fetched(self: Pipeline, admin_: Any = None, stopping: Any = None) -> list[str]:
         assert fetched.wait(30), "the stage never fetched"
-        return real_ensure(self, admin_)
+        return real_ensure(self, admin_, stopping)
 
     at_first_call: set[str] = set()
     monkeypatch.setattr(

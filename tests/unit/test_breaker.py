@@ -138,3 +138,16 @@ def test_policy_values_are_validated() -> None:
         BreakerPolicy(failure_ratio=1.5)
     with pytest.raises(ValueError):
         BreakerPolicy(cooldown_s=10, max_cooldown_s=5)
+
+
+def test_would_allow_answers_as_allow_would_without_taking_the_probe() -> None:
+    breaker, clock, changes = make(failure_threshold=1, cooldown_s=10)
+    assert breaker.would_allow()
+    breaker.record_failure()
+    assert not breaker.would_allow()
+    clock.now = 10
+    changes.clear()
+    assert breaker.would_allow() and breaker.would_allow(), "asked twice: nothing taken"
+    assert breaker.state is State.OPEN and changes == [], "no state change either"
+    assert breaker.allow(), "the yes is followed by allow's yes"
+    assert not breaker.would_allow(), "the probe is out"

@@ -42,6 +42,8 @@ def test_a_log_level_that_is_none_is_one_line_and_exit_2() -> None:
 
 def test_topics_list_says_when_there_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty cluster is said on stderr; stdout stays one line per topic (here none)."""
+    # The caller's broker (a developer's, or the test session's) would be the one named.
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     transport = MemoryTransport(MemoryBroker(), Settings())
     monkeypatch.setattr("pipeline.transport.kafka", lambda settings: transport)
     result = runner.invoke(app, ["topics", "list"])

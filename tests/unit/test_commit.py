@@ -121,9 +121,11 @@ def test_an_abortable_failure_aborts_and_rewinds_to_the_committed_offsets() -> N
     assert log.calls[-1] == ("begin", None), "a new transaction starts after the abort"
 
 
-def test_a_fenced_producer_stops_the_stage() -> None:
+def test_a_fatal_producer_error_that_is_not_a_fence_stops_the_stage() -> None:
+    """A fence is renewed (tests/unit/test_producer_renewal.py); another fatal error is not."""
     log, tracker = Log(), OffsetTracker()
-    producer = FakeProducer(log, fail_commit=ProducerFencedError("fenced"))
+    fatal = ProducerFencedError("commit_transaction: denied", code="CLUSTER_AUTHORIZATION_FAILED")
+    producer = FakeProducer(log, fail_commit=fatal)
     committer = TransactionCommitter(
         FakeConsumer(log), producer, tracker, counting(StageStats("s", "g")), lambda: None
     )

@@ -314,3 +314,22 @@ def test_a_fenced_flush_is_ours_so_the_shutdown_reports_it_and_goes_on() -> None
     producer._producer = inner
     with pytest.raises(ProducerFencedError, match=r"flush: fenced by a newer instance"):
         producer.flush(1.0)
+
+
+def test_a_renewed_producer_serves_the_old_ones_reports_as_failures_and_keeps_its_config() -> None:
+    """renew() after a fence: every record the old librdkafka producer still held is purged
+    and its report served once, as a failure; the new one has the same config (and so the
+    same transactional.id)."""
+    producer = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    old = producer._producer
+    reports: list[Any] = []
+    for i in range(3):  # no broker: they wait in the queue
+        producer.produce("out", b"v%d" % i, None, None, lambda err, msg: reports.append(err))
+    producer.renew()
+    assert [err.name() for err in reports] == ["_PURGE_QUEUE"] * 3
+    assert producer._producer is not old
+    transactional = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0,
+                                           "transactional.id": "renew-t1"})  # fmt: skip
+    config = dict(transactional._config)
+    transactional.renew()
+    assert transactional._config == config and transactional.transactional_id == "renew-t1"

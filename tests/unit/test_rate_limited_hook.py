@@ -107,7 +107,7 @@ def test_nothing_is_called_when_no_hook_listens() -> None:
     assert hooks.on_rate_limited is None
 
     class Limiter:
-        def take(self) -> float:
+        def take(self, tp: object = None) -> float:
             return 0.5
 
     gate = RateLimited(Limiter(), hooks)  # type: ignore[arg-type]

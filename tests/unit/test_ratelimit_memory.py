@@ -251,7 +251,10 @@ def test_only_a_limited_stage_carries_the_rate_gate_and_it_comes_before_the_brea
     kinds = {name: [type(g) for g in chain.gates] for name, chain in chains.items()}
     assert gates.RateLimited not in kinds["plain"]
     assert kinds["limited"][-1] is gates.RateLimited
-    assert kinds["limited_with_breaker"][-2:] == [gates.RateLimited, gates.Breaker]
+    # The breaker's refusal is asked before a token is taken, its probe taken after.
+    assert kinds["limited_with_breaker"][-3:] == [gates.BreakerPeek, gates.RateLimited,
+                                                  gates.Breaker]  # fmt: skip
+    assert gates.BreakerPeek not in kinds["limited"]
 
 
 def test_a_rate_limit_that_is_not_a_rate_limit_is_refused_at_declaration() -> None:

@@ -129,6 +129,8 @@ def test_a_topics_job_returns_what_it_created_raises_what_failed_and_is_bounded(
     held = TopicsJob(lambda: [str(release.wait())])
     with pytest.raises(KafkaError, match=r"not ensured within 0\.01s"):
         held.wait(0.01)
+    with pytest.raises(KafkaError, match=r"not ensured within 0\.01s \(its requests' own bound"):
+        held.finish(0.01)  # the wait it gave up after, not "within 0s"
     release.set()
     assert held.wait() == ["True"]
 
@@ -369,3 +371,131 @@ def test_pipeline_run_raises_the_jobs_error_for_the_cli_to_report_in_one_line(
         release.set()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+class BlockingAdmin:
+    """A memory admin whose ``ensure`` blocks (as a CreateTopics in flight to a slow broker)
+    until the test releases it; it declares its own bound, as ``KafkaAdmin`` does."""
+
+    ensure_bound_s = 200.0
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls: list[str] = []
+
+    def topics(self) -> Any:
+        return self._inner.topics()
+
+    def ensure(self, names: Any) -> list[str]:
+        self.calls.append("ensure")
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the admin"
+        created: list[str] = self._inner.ensure(names)
+        return created
+
+    def create(self, names: Any, partitions: Any = None, config: Any = None) -> list[str]:
+        self.calls.append("create")
+        created: list[str] = self._inner.create(names, partitions, config)
+        return created
+
+
+def _blocked_start() -> tuple[Pipeline, BlockingAdmin, TopicsJob]:
+    pipeline, broker = _pipeline()
+    broker.create([pipeline.settings.topic(PINGS.name)])  # the input: the rest on the job
+    admin = BlockingAdmin(pipeline.transport.admin())
+    pipeline.transport.admin = lambda: admin  # type: ignore[method-assign]
+    job = pipeline.start_topics()
+    assert admin.entered.wait(10), "the job never asked the admin"
+    return pipeline, admin, job
+
+
+def test_a_worker_stopped_while_its_topics_request_is_blocked_leaves_no_job_running_on() -> None:
+    """SIGTERM while the CreateTopics request is in flight: the worker stops at once, and
+    the job makes no further request (no schema announced) once that one returns: its thread
+    ends with the request's own bound, not after the rest of the job. A stop is no failure."""
+    from pipeline.worker import Worker
+
+    pipeline, admin, job = _blocked_start()
+    worker = Worker(pipeline, worker_id="w", topics=job)
+    worker.start()
+    worker.stop()
+    try:
+        assert _returns_within(lambda: worker.join(10)), "the stop waited for the job"
+        assert not job.done and not job.join(0), "still in its request"
+    finally:
+        admin.release.set()
+    assert job.join(10), "the job's thread ran on after its request returned"
+    assert admin.calls == ["ensure"], "no request after the stop"
+    assert not pipeline.schemas._schemas, "no schema announced"  # type: ignore[union-attr]
+    assert job.error is None and not worker.failed, "a stop is no failure"
+    assert job.finish() is False, "nothing may be handed out: the topics are not all there"
+    with pytest.raises(KafkaError, match="not all ensured: the worker stopped"):
+        job.wait(0)
+    # A stage made after that (the stop came while the worker made its runners) is made all
+    # the same, and stops before it consumes: the stop is not reported as the job's failure.
+    pipeline.runner(pipeline.plans[0], "w2", topics=job)
+
+
+def test_the_topics_job_is_waited_for_as_long_as_its_own_requests_may_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job still within its requests' own bound (here past the 120 s a stage used to wait)
+    is waited for, so what a stage reports is the job's own error (a request that timed out),
+    never a wait's timeout that says nothing of the cause."""
+    from pipeline import startup
+
+    class Ticking:  # time passes 5 s each time it is looked at; the job fails at 150 s
+        def __init__(self, failed_at: float, fail: threading.Event) -> None:
+            self.now, self._failed_at, self._fail = 0.0, failed_at, fail
+
+        def __call__(self) -> float:
+            self.now += 5.0
+            if self.now >= self._failed_at:
+                self._fail.set()
+            return self.now
+
+    fail = threading.Event()
+
+    def slow_then_refused() -> list[str]:
+        assert fail.wait(30)
+        raise KafkaError("topics created but not in the cluster's metadata after 15s: x.dlq")
+
+    monkeypatch.setattr(startup, "_clock", Ticking(150.0, fail))
+    job = TopicsJob(slow_then_refused, bound_s=4 * 16.0 * 2 + 5 * 15.0)  # 203 s, KafkaAdmin's
+    with pytest.raises(KafkaError, match="not in the cluster's metadata"):
+        _returns_within(job.finish)
+
+
+def test_the_jobs_bound_is_what_its_admin_and_schema_store_declare() -> None:
+    """``start_topics`` gives the job its requests' bound: two admin requests (the stages'
+    topics, the cancel topics) and one announce per output schema, as the ports declare
+    them (``KafkaAdmin``: four reads and waits within its timeout); a port that declares no
+    bound gets ``DEFAULT_BOUND_S``."""
+    from dataclasses import replace
+
+    from pipeline import startup
+    from pipeline.kafka import KafkaAdmin
+
+    class Store:
+        publish_bound_s = 3.0
+
+    admin = BlockingAdmin(None)
+    bound = startup.job_bound_s(admin, Store(), admin_calls=2, announces=4)
+    assert bound == 2 * 200.0 + 4 * 3.0
+    assert startup.job_bound_s(admin, None, admin_calls=2, announces=4) == 400.0, "a registry"
+    assert startup.job_bound_s(object(), Store(), admin_calls=1, announces=1) == (
+        startup.DEFAULT_BOUND_S
+    )
+    assert KafkaAdmin(Settings(), timeout_s=15.0).ensure_bound_s == 4 * (15.0 + 1.0)
+
+    pipeline, admin, job = _blocked_start()
+    admin.release.set()
+    job.wait()
+    assert job.bound_s == startup.DEFAULT_BOUND_S, "the memory store declares no bound"
+    pipeline = replace(pipeline, schemas=Store())  # type: ignore[arg-type]
+    admin.entered.clear()
+    job = pipeline.start_topics()
+    job.wait()
+    assert job.bound_s == 2 * 200.0 + 1 * 3.0  # one output: PONGS
+    assert job.wait_s == job.bound_s + startup.WAIT_MARGIN_S
