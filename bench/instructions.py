@@ -71,8 +71,9 @@ def phases(work: Workload, n: int) -> Iterator[Phase]:
     # The runner's steps on their own, on a fresh runner (its tracker empty again).
     runner = _runner(work, recs)
     decode, outputs, tracker = runner._decode, runner._outputs, runner._tracker
-    yield "decode (Avro + validate)", lambda: [decode(r, None) for r in recs]
-    events = [decode(r, None) for r in recs]
+    src = recs[0].topic()  # the input topic, whose binding decodes every record
+    yield "decode (Avro + validate)", lambda: [decode(r, src) for r in recs]
+    events = [decode(r, src) for r in recs]
     call = runner._invoke.call_sync
     pairs = list(zip(events, recs, strict=True))
     yield "handler call (Context, transform, emit)", lambda: [call(e, r) for e, r in pairs]

@@ -99,7 +99,8 @@ class Context:
 
     @classmethod
     def of(cls, scope: Scope, record: RawRecord) -> Context:
-        """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event."""
+        """The Context of ``record`` in a stage's ``scope``: what the invoker builds per event
+        (``Invoker.call_sync`` makes the same stores inline: keep the two alike)."""
         ctx = _new(cls)  # one store per slot: a tuple assignment builds and unpacks a tuple
         ctx._scope = scope
         ctx._record = record

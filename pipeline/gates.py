@@ -26,6 +26,11 @@ loop):
   probe is taken (the peek said yes, so it is there). Gates run on the consume loop's thread;
   time comes from the runner's clock.
 
+A gate that can only say something while some state of its own is not empty (a partition held
+in this batch, kept tokens, refusal verdicts) names those containers in ``watched``: while all
+of them are empty the runner does not ask it at all (one ``any`` over the chain's containers per
+record instead of a call per gate). Containers must be mutated in place, never replaced.
+
 To add a gate: subclass ``Gate``, and insert it in ``build`` at its place in the order, under
 the declaration that enables it. The loop and the executors do not change.
 
@@ -36,7 +41,7 @@ path makes no checks for them. Decoding is not a gate: it is the step after the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,6 +96,8 @@ class Gate:
     retry-topic records, and is not asked about the stage's input records at all."""
 
     retry_records_only = False
+    # None: asked about every record. Else: passes every record while these are all empty.
+    watched: tuple[Sized, ...] | None = None
 
     def begin_batch(self, records: Sequence[RawRecord]) -> None:
         pass
@@ -105,6 +112,7 @@ class HeldInBatch(Gate):
     def __init__(self, holds: Holds) -> None:
         self._holds = holds
         self._skip = holds.skip  # the same dict, cleared per batch
+        self.watched = (self._skip,)
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         if tp in self._skip:
@@ -165,6 +173,7 @@ class Refused(Gate):
     def __init__(self, refusals: Refusals, tracker: OffsetTracker) -> None:
         self._refusals = refusals
         self._tracker = tracker
+        self.watched = (tracker.keeping, refusals.verdicts)
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         if not (self._tracker.keeping or self._refusals.verdicts):
@@ -294,6 +303,11 @@ class Chain:
     dedupe: Deduplicate | None
     breaker: Breaker | None
     rate_limit: RateLimited | None = None
+    # What ``watched`` gates watch, all of them; and both chains without those gates, for the
+    # records met while every one of them is empty.
+    watched: tuple[Sized, ...] = ()
+    calm_gates: tuple[Gate, ...] = ()
+    calm_input_gates: tuple[Gate, ...] = ()
 
 
 def build(
@@ -337,4 +351,8 @@ def build(
         gates.append(breaker_gate)
     batch = tuple(g for g in gates if type(g).begin_batch is not Gate.begin_batch)
     inputs = tuple(g for g in gates if not g.retry_records_only)
-    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate, limit_gate)
+    watched = tuple(c for g in gates if g.watched is not None for c in g.watched)
+    calm = tuple(g for g in gates if g.watched is None)
+    calm_inputs = tuple(g for g in inputs if g.watched is None)
+    return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate, limit_gate, watched, calm,
+                 calm_inputs)  # fmt: skip

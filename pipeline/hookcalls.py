@@ -2,10 +2,12 @@
 
 ``Hooks`` resolves, once per runner, each event to ``None`` (nobody listens) or one callable
 with the stage bound; user hooks are guarded (a hook that raises is logged, not raised),
-``Trusted`` built-in subscribers are called directly. ``around_handler`` is applied once to the
-handler (``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``, the
-scheduler's ``on_schedule_fired`` by ``pipeline_hook``; the worker's two rare events go through
-``call_each``.
+``Trusted`` built-in subscribers are called directly, and one that only counts successes
+(``count_succeeded``) is handed the counts once per loop step rather than called per record
+(``Hooks.count_succeeded``). ``around_handler`` is applied once to the handler
+(``Hooks.wrap``). A Publisher's ``before_publish`` is resolved by ``publish_hook``, the
+scheduler's ``on_schedule_fired`` by ``pipeline_hook``; the worker's two rare events go
+through ``call_each``.
 """
 
 from __future__ import annotations
@@ -63,12 +65,22 @@ class Hooks:
     on_alert: Callable[..., None] | None
     on_resolved: Callable[..., None] | None
     output_headers: Callable[..., list[tuple[str, bytes]]] | None
+    # (records, outputs): what ``on_succeeded`` would have told the counting subscribers for
+    # that many records; the runner tallies them and calls this once per loop step.
+    count_succeeded: Callable[[int, int], None] | None
 
     def __init__(self, stage: StageInfo, hooks: Sequence[Hook] = ()) -> None:
         self.stage = stage
         self.hooks = tuple(hooks)
         for name in EVENTS:
             setattr(self, name, _resolve(stage, name, self.hooks))
+        counting = [h for h in self.hooks if _counts_succeeded(h)]
+        if counting:  # on_succeeded without them; they get the counts instead
+            rest = [h for h in self.hooks if h not in counting]
+            self.on_succeeded = _resolve(stage, "on_succeeded", rest)
+        self.count_succeeded = (
+            _unguarded("count_succeeded", counting, (stage,)) if counting else None
+        )
         self.output_headers = _collect(stage, "output_headers", self.hooks)
         self._around = [
             (_Guard(h, "around_handler"), partial(h.around_handler, stage))
@@ -109,6 +121,12 @@ class Hooks:
             _exit(entered, None)
 
         return wrapped
+
+
+def _counts_succeeded(hook: Hook) -> bool:
+    """A trusted subscriber whose ``on_succeeded`` only counts, and says so with
+    ``count_succeeded(stage, records, outputs)`` (``pipeline.hooks.Trusted``)."""
+    return isinstance(hook, Trusted) and callable(getattr(hook, "count_succeeded", None))
 
 
 def _overrides(hook: Hook, name: str) -> bool:

@@ -258,7 +258,11 @@ class Trusted:
     """Marks a built-in subscriber whose methods cannot raise (plain counters): it is called
     directly, without the guard user hooks get. It may also define ``wrap_handler(stage,
     handler, is_async)``, returning the handler wrapped in exactly what its ``around_handler``
-    does: when it is the only ``around_handler`` subscriber, that is used in its place."""
+    does: when it is the only ``around_handler`` subscriber, that is used in its place. And
+    ``count_succeeded(stage, records, outputs)``, doing exactly what its ``on_succeeded`` does
+    for that many records with that many outputs in all: its ``on_succeeded`` is then not
+    called per record; the runner hands it the counts at the end of each loop step (and at
+    shutdown), so what it counts may be one step behind."""
 
 
 def check(hooks: object, where: str) -> tuple[Hook, ...]:

@@ -43,6 +43,7 @@ Handler = Callable[[Any, Context], Awaitable[None] | None]
 # How often a sync call in its thread checks whether the stage is stopping.
 STOP_CHECK_S = 0.2
 _context = Context.of
+_new = object.__new__
 
 
 class Invoker:
@@ -96,7 +97,13 @@ class Invoker:
     def call_sync(self, event: Any, record: RawRecord) -> Context:
         """``__call__`` for ``self.sync`` handlers: no event loop involved."""
         try:
-            ctx = _context(self._scope, record)  # not self._context: one call less per event
+            # Context.of(self._scope, record), inline: the call costs as much as the five stores.
+            ctx = _new(Context)
+            ctx._scope = self._scope
+            ctx._record = record
+            ctx._headers = None
+            ctx.outputs = []
+            ctx.result_json = None
             self._handler(event, ctx)
             return ctx
         except Exception as exc:

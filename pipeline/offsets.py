@@ -107,12 +107,12 @@ class PartitionOffsets:
         token.failed = False
         token.refused = None
         token.tp = None
-        if outstanding == 0 and not self._open:
+        if outstanding == 0 and not opened:  # (the same deque: _pop_finished pops in place)
             self._next = offset + 1  # fast path: nothing pending, nothing to queue
             if event_id is not None:
                 self.finished_ids.append(event_id)
         else:
-            self._open.append(token)
+            opened.append(token)
         return token
 
     def committable(self) -> int | None:
@@ -124,12 +124,17 @@ class PartitionOffsets:
 
     def _pop_finished(self) -> None:
         """Move the watermark past the finished records at the head of the queue."""
-        opened = self._open
-        while opened and opened[0].done:
+        opened, finished = self._open, self.finished_ids
+        token = None
+        while opened:
+            head = opened[0]
+            if head.outstanding or head.failed:  # not done (``Token.done``, inline)
+                break
             token = opened.popleft()
-            self._next = token.offset + 1
             if token.event_id is not None:
-                self.finished_ids.append(token.event_id)
+                finished.append(token.event_id)
+        if token is not None:
+            self._next = token.offset + 1
 
     def commit_failed(self) -> None:
         """An asynchronous commit did not land: offer the watermark again next time."""
@@ -186,6 +191,9 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        # The same dict, read only: the runner looks a partition up without a call per record
+        # (``partition`` when it is not there yet). Never replaced, only added to and popped.
+        self.partitions = self._parts
         self.keeping: set[TopicPartition] = set()  # partitions with kept tokens (see rewind)
 
     def partition(self, tp: TopicPartition) -> PartitionOffsets:

@@ -22,7 +22,9 @@ from pipeline.context import Context, Output
 from pipeline.errors import KafkaError, SerializationError
 from pipeline.headers import (
     _BLAKE2B_16,
+    _UUID5_PARTS,
     _UUID_GROUPS,
+    _VARIANT,
     CORRELATION_ID,
     EVENT_ID,
     PARENT_ID,
@@ -31,7 +33,6 @@ from pipeline.headers import (
     _dash_join,
     _hexlify,
     coordinates_prefix,
-    uuid5_text,
 )
 from pipeline.hookcalls import Hooks
 from pipeline.lanes import lane_topic
@@ -39,7 +40,9 @@ from pipeline.offsets import Token
 from pipeline.ports import DeliveryCallback, ProducerPort, RawHeaders, RawRecord, TopicPartition
 from pipeline.registry import StagePlan
 from pipeline.serde import Binding, Codec
+from pipeline.serde.codec import bound_encoder
 
+_blake2b_16 = _BLAKE2B_16.copy
 # (partition, the input's token, the error, whether the record was the input's dead letter)
 FailedDelivery = tuple[TopicPartition, Token, KafkaError, bool]
 
@@ -50,13 +53,19 @@ class OutputWriter:
         clock: Clock = SYSTEM,
     ) -> None:  # fmt: skip
         self._stage = plan.name
-        self._outputs = plan.outputs
         self._replies = plan.replies
         self._codec = codec
+        # Per logical output topic, the codec bound to its binding and physical topic.
+        self._encoders = {
+            name: bound_encoder(codec, binding, physical)
+            for name, (physical, binding) in plan.outputs.items()
+        }
         self._producer = producer
         self._on_completed = hooks.on_completed
         self._output_headers = hooks.output_headers
-        self._suffixes: list[bytes] = []
+        self._physical = {name: physical for name, (physical, _) in plan.outputs.items()}
+        # ``b"/<stage>/<index>"`` of the first outputs, made ahead (``_seed_suffix`` the rest).
+        self._suffixes: list[bytes] = [f"/{self._stage}/{i}".encode() for i in range(8)]
         # Per partition, the hash state its records' coordinates ids start from (inputs
         # without an event-id header: see ``headers.id_at``).
         self._prefixes: dict[TopicPartition, Any] = {}
@@ -69,15 +78,17 @@ class OutputWriter:
         """Encode every output before producing any: one that cannot be encoded must not leave
         its siblings half published."""
         out = []
+        encoders = self._encoders
         for output in ctx.outputs:
             if output.reply_to is not None:
-                physical, binding = output.reply_to, self._reply_binding(output)
+                binding, topic = self._reply_binding(output), output.reply_to
+                encode = bound_encoder(self._codec, binding, topic)  # a reply: rare, not bound
             else:
-                physical, binding = self._outputs[output.topic.name]
+                encode = encoders[output.topic.name]
             if output.delay is not None:  # checked here: a bad one fails the handler's call
                 output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
-                out.append(self._codec.encode(output.event, binding, physical))
+                out.append(encode(output.event))
             except SerializationError:
                 raise
             except Exception as exc:
@@ -112,16 +123,17 @@ class OutputWriter:
             else DeliveredThenCompleted(token, record, self._on_completed)
         )  # fmt: skip
         produce = self._producer.produce
-        outputs = self._outputs
-        suffixes = self._suffixes
         for index, output in enumerate(ctx.outputs):
-            suffix = suffixes[index] if index < len(suffixes) else self._seed_suffix(index)
-            h = _BLAKE2B_16.copy()  # derived_id_bytes(parent + suffix), inline
+            try:
+                suffix = self._suffixes[index]
+            except IndexError:  # more outputs than any input had before
+                suffix = self._seed_suffix(index)
+            h = _blake2b_16()  # derived_id_bytes(parent + suffix), inline
             h.update(parent + suffix)
             own = _dash_join(_UUID_GROUPS(_hexlify(h.digest())))
             headers = [(EVENT_ID, own), (PARENT_ID, parent), *propagated, *output.headers]
             # A reply goes to the requester's own topic (no lanes, no delay: ctx.reply sets none).
-            base = output.reply_to or outputs[output.topic.name][0]
+            base = output.reply_to or self._physical[output.topic.name]
             topic = lane_topic(base, output.lane) if output.lane else base
             sent = headers
             if output.due_ms is not None:  # to a delay tier of its topic (whatever the lane)
@@ -208,7 +220,9 @@ def _carried(
             prefix = prefixes[tp] = coordinates_prefix(*tp)
         h = prefix.copy()
         h.update(b"%d" % offset)
-        parent = uuid5_text(h.digest())
+        # uuid5_text(h.digest()), inline
+        a, b, c, variant, d, e = _UUID5_PARTS(_hexlify(h.digest()))
+        parent = _dash_join((a, b, b"5" + c, _VARIANT[variant] + d, e))
     if not correlated:
         propagated.append((CORRELATION_ID, parent))
     return parent, propagated

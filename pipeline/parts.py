@@ -36,6 +36,7 @@ from pipeline.reply import replying
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
+from pipeline.serde.codec import bound_decoder
 from pipeline.stage import Stage
 from pipeline.stalls import StallDetector, StallWatch, stall_after
 
@@ -158,23 +159,28 @@ def key_limit(
         return None
     deferral = deferral_name(plan.group)
     lanes = {topic: k for k, topics in enumerate(plan.lanes, 1) for topic in topics}
-    decode = decoder(plan, codec)
+    by_topic = decoder(plan, codec)
+
+    def decode(record: RawRecord, origin: Origin | None) -> Any:
+        return by_topic(record, origin.topic if origin is not None else record.topic())
+
     return KeyRateLimited(limit, deferral, decode, tracker, writer, clock, hooks, lanes)
 
 
-def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, Origin | None], Any]:
-    """Decoding a record with its input's binding (a retry record's: its origin topic's)."""
-    inputs = plan.inputs
+def decoder(plan: StagePlan, codec: Codec) -> Callable[[RawRecord, str], Any]:
+    """Decoding a record with the binding of ``topic``: its input topic (a retry record's: its
+    origin topic), bound to the codec once per input topic (``serde.codec.bound_decoder``)."""
+    bound = {topic: bound_decoder(codec, binding) for topic, binding in plan.inputs.items()}
+    by_topic = bound.get
 
-    def decode(record: RawRecord, origin: Origin | None) -> Any:
+    def decode(record: RawRecord, topic: str) -> Any:
         value = record.value()
         if value is None:
             raise TruncatedPayloadError("record has no value (a tombstone?)")
-        topic = origin.topic if origin is not None else record.topic()
-        binding = inputs.get(topic)
-        if binding is None:
+        decode_value = by_topic(topic)
+        if decode_value is None:
             raise UnknownSchemaError(f"retry record names {topic!r}, not an input of this stage")
-        return codec.decode(value, binding)
+        return decode_value(value)
 
     return decode
 

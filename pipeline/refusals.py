@@ -156,13 +156,15 @@ class Refusals:
                         self._stage, tp[0], tp[1], attempts)  # fmt: skip
         if self.verdicts or self._tried_alone:
             done = self._tracker.committed_to
-            self.verdicts = {k: v for k, v in self.verdicts.items() if not _past(k, done)}
+            for key in [k for k in self.verdicts if _past(k, done)]:
+                del self.verdicts[key]  # in place: the Refused gate watches this very dict
             self._tried_alone = {k for k in self._tried_alone if not _past(k, done)}
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self._streaks.forget(partitions)
         gone = set(partitions)
-        self.verdicts = {k: v for k, v in self.verdicts.items() if k[0] not in gone}
+        for key in [k for k in self.verdicts if k[0] in gone]:
+            del self.verdicts[key]  # in place, as in check
         self._tried_alone = {k for k in self._tried_alone if k[0] not in gone}
 
 

@@ -16,7 +16,8 @@ Each ``step``, in order:
    retry in place, dead letter, skip, or a hold of everything while the breaker is open);
 6. serve delivery reports (an input *finishes* when all its outputs are acknowledged) and
    refused outputs (``pipeline.refusals``: re-read after a backoff, or dead-letter the input);
-7. on their intervals: commit the contiguous finished watermark of each partition, and tick.
+7. on their intervals: commit the contiguous finished watermark of each partition, and tick;
+   and every step, the step's successes counted to the hooks that only count them.
 
 Hooks (``pipeline.hooks``) hear every step, resolved once in the constructor: a hook point nobody
 listens to is ``None`` and costs one attribute test. ``StageStats`` is such a subscriber.
@@ -109,15 +110,24 @@ class StageRunner:
         self._breaker, self._committer, self._outputs = p.breaker, p.committer, p.outputs
         self._router, self._refusals = p.router, p.refusals
         self._batch_gates = p.chain.batch_gates
-        # Bound once, not per record; input records skip the gates about retry-topic records.
+        # Bound once, not per record; input records skip the gates about retry-topic records,
+        # and every record skips the gates whose watched state is all empty (``calm``).
         self._retry_checks = tuple(gate.check for gate in p.chain.gates)
         self._input_checks = tuple(gate.check for gate in p.chain.input_gates)
+        self._calm_retry_checks = tuple(gate.check for gate in p.chain.calm_gates)
+        self._calm_input_checks = tuple(gate.check for gate in p.chain.calm_input_gates)
+        self._watched = p.chain.watched
+        self._offsets_of = p.tracker.partitions.get
+        self._stuck, self._verdicts = p.router.stuck, p.refusals.verdicts  # read, never replaced
         self._dedupe_gate, self._probe = p.chain.dedupe, p.chain.breaker
         self._retry_topics = frozenset(plan.retry_topics)
         self._executor = parts.executor(self, p, self._invoke, batch_size, batch_timeout_s)
         self._stalls = parts.stall_watch(plan, self._executor, h, clock, poll_limit_s)
         self._last_commit = self._last_tick = clock.monotonic()
         self._on_succeeded, self._on_completed = h.on_succeeded, h.on_completed
+        # Successes (records, outputs) of this step, for the hooks that only count them.
+        self._count_succeeded = h.count_succeeded
+        self._succeeded_records = self._succeeded_outputs = 0
         self._on_tick = h.on_tick
         self._closing = False
         # Set when the stage must stop because of an error it cannot recover from in place
@@ -182,6 +192,7 @@ class StageRunner:
             # just now, so the revoke callback must not block on a second round.
             self._closing = True
             self._consumer.close()
+            self._hand_over_counts()  # the drain's successes
             log.info("%s: stopped", self.plan.name)
 
     def _flush_and_commit(self, partitions: set[TopicPartition], budget_s: float) -> None:
@@ -241,21 +252,28 @@ class StageRunner:
             return None
         topic = record.topic()
         tp = (topic, record.partition())
-        if topic in self._retry_topics:
-            origin: Origin | None = origin_of(record, from_retry_topic=True)
-            checks = self._retry_checks
+        watching = any(self._watched)  # else the gates that watch some state pass it anyway
+        if topic in self._retry_topics:  # decoded with the binding of its origin topic
+            retried = origin_of(record, from_retry_topic=True)
+            origin: Origin | None = retried
+            source = retried.topic
+            checks = self._retry_checks if watching else self._calm_retry_checks
         else:
-            origin, checks = None, self._input_checks
+            origin, source = None, topic
+            checks = self._input_checks if watching else self._calm_input_checks
+        offset = record.offset()
         for check in checks:
             verdict = check(record, tp, origin)
             if verdict is not None:  # held (its partition paused and rewound) or settled
-                verdict.act(self._holds, tp, record.offset())
+                verdict.act(self._holds, tp, offset)
                 return None
-        dedupe = self._dedupe_gate
-        event_id = dedupe.event_id if dedupe is not None else None
-        token = self._tracker.partition(tp).begin(record.offset(), 1, event_id)
+        part = self._offsets_of(tp)
+        if part is None:  # its first record
+            part = self._tracker.partition(tp)
+        dedupe = self._dedupe_gate  # the id it let pass is recorded as done once committed
+        token = part.begin(offset, 1, None if dedupe is None else dedupe.event_id)
         try:
-            event = self._decode(record, origin)
+            event = self._decode(record, source)
         except Exception as exc:
             self.settle(record, tp, origin, token, None, exc)
             return None
@@ -295,17 +313,21 @@ class StageRunner:
     ) -> None:  # fmt: skip
         if self._probe is not None:
             self._probe.succeeded(tp, token)
-        if self._router.stuck:
+        if self._stuck:  # some partition retries a record in place
             self._router.succeeded(tp, token.offset)
         if self._on_succeeded is not None:
             self._on_succeeded(record, ctx)
+        self._succeeded_records += 1
         if not payloads:
-            token.settle(0)
+            token.outstanding -= 1  # token.settle(0), inline
             if self._on_completed is not None:
                 self._on_completed(record)
             return
-        token.settle(len(payloads))  # the handler's unit becomes its outputs' acknowledgements
-        if self._refusals.verdicts and self._refusals.take_alone(tp, token.offset):
+        # The handler's unit becomes its outputs' acknowledgements (token.settle, inline).
+        emitted = len(payloads)
+        token.outstanding += emitted - 1
+        self._succeeded_outputs += emitted
+        if self._verdicts and self._refusals.take_alone(tp, token.offset):
             self._producer.flush(ALONE_FLUSH_S)  # nothing else in its produce batch
             self._outputs.produce(record, ctx, payloads, tp, token)
             self._producer.flush(ALONE_FLUSH_S)
@@ -337,8 +359,9 @@ class StageRunner:
             # partition rewound to its committed offset (refused ones stay held meanwhile).
             self._committer.delivery_failed()
 
-    # 7. commit, tick
+    # 7. commit, tick, count
     def _on_intervals(self) -> None:
+        self._hand_over_counts()
         now = self._clock.monotonic()
         if now - self._last_commit >= self._commit_interval or self._committer.overdue:
             self._last_commit = now
@@ -348,6 +371,12 @@ class StageRunner:
         if self._on_tick is not None and now - self._last_tick >= TICK_INTERVAL_S:
             self._last_tick = now
             self._on_tick(now)
+
+    def _hand_over_counts(self) -> None:
+        """The successes since the last call, to the hooks that count them (``StatsHook``)."""
+        if self._succeeded_records and self._count_succeeded is not None:
+            self._count_succeeded(self._succeeded_records, self._succeeded_outputs)
+        self._succeeded_records = self._succeeded_outputs = 0
 
     def hold_deadlines(self) -> list[float]:
         """When each held partition resumes (monotonic): a test harness's fake clock jumps."""

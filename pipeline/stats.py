@@ -1,8 +1,10 @@
 """Per-stage counters, kept by a hook subscriber and read by progress views and tests.
 
 ``StageStats`` is written only by ``StatsHook``, a subscriber of the same hooks users get
-(``pipeline.hooks``); nothing in the loop writes it directly. Plain ints: a reader on another
-thread may see a value one batch old, which is fine for display.
+(``pipeline.hooks``); nothing in the loop writes it directly. Successes reach it counted, once
+per loop step (``count_succeeded``, see ``pipeline.hooks.Trusted``), not one call per record.
+Plain ints: a reader on another thread may see a value one batch old, which is fine for
+display.
 """
 
 from __future__ import annotations
@@ -73,10 +75,14 @@ class StatsHook(Hook, Trusted):
         self.stats.consumed += len(records)
 
     def on_succeeded(self, stage: StageInfo, record: RawRecord, ctx: Context) -> None:
+        self.count_succeeded(stage, 1, len(ctx.outputs))
+
+    def count_succeeded(self, stage: StageInfo, records: int, outputs: int) -> None:
+        """``on_succeeded`` for ``records`` records with ``outputs`` outputs in all (called
+        instead of it: see ``pipeline.hooks.Trusted``)."""
         stats = self.stats
-        stats.processed += 1
-        if ctx.outputs:
-            stats.outputs += len(ctx.outputs)
+        stats.processed += records
+        stats.outputs += outputs
 
     def on_failed(
         self, stage: StageInfo, record: RawRecord, error: Exception, attempt: int, retrying: bool

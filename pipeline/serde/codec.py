@@ -10,6 +10,7 @@ A codec turns an event into bytes for a topic and back. Failures are always ours
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any, Protocol, get_args
 
@@ -44,6 +45,29 @@ class Codec(Protocol):
     def close(self) -> None:
         """Release what the codec holds open to find writer schemas (idempotent)."""
         ...
+
+
+def bound_decoder(codec: Codec, binding: Binding[E]) -> Callable[[bytes], E]:
+    """``codec.decode`` with ``binding`` fixed, made once per input topic: the codec's own
+    ``decoder(binding)`` when it has one (``SingleObjectCodec``: the common record in one call,
+    its checks and attribute reads bound ahead), else a plain call of ``decode``."""
+    own: Callable[[Binding[E]], Callable[[bytes], E]] | None = getattr(codec, "decoder", None)
+    if own is not None:
+        return own(binding)
+    decode = codec.decode
+    return lambda data: decode(data, binding)
+
+
+def bound_encoder(codec: Codec, binding: Binding[Any], topic: str) -> Callable[[Event], bytes]:
+    """``codec.encode`` with ``binding`` and ``topic`` fixed, made once per output topic (the
+    codec's own ``encoder(binding, topic)`` when it has one), as ``bound_decoder``."""
+    own: Callable[[Binding[Any], str], Callable[[Event], bytes]] | None = getattr(
+        codec, "encoder", None
+    )
+    if own is not None:
+        return own(binding, topic)
+    encode = codec.encode
+    return lambda event: encode(event, binding, topic)
 
 
 def write_body(out: BytesIO, event: Event, binding: Binding[Any]) -> None:

@@ -79,7 +79,8 @@ def test_an_event_nobody_overrides_resolves_to_none_and_the_stats_are_called_ung
     stats = StageStats("s", "g")
     hooks = Hooks(StageInfo("s", "g", "w"), [StatsHook(stats)])
     assert hooks.on_tick is None and hooks.after_batch is None and hooks.on_completed is None
-    assert isinstance(hooks.on_succeeded, functools.partial), "trusted: no guard around it"
+    assert hooks.on_succeeded is None, "the stats count successes once per step, not per record"
+    assert isinstance(hooks.count_succeeded, functools.partial), "trusted: no guard around it"
 
     def handler(event: Any, ctx: Any) -> None:
         pass

@@ -118,7 +118,7 @@ class _Recorder:
 
 def _producing(completed: Any = None) -> tuple[OutputWriter, _Recorder]:
     writer, producer = _writer([], completed), _Recorder()
-    writer._stage, writer._outputs, writer._suffixes = "st", {"out": ("dev.out", None)}, []
+    writer._stage, writer._physical, writer._suffixes = "st", {"out": "dev.out"}, []
     writer._prefixes = {}
     writer._producer, writer._output_headers = producer, None  # type: ignore[assignment]
     return writer, producer
