@@ -299,7 +299,11 @@ class KafkaProducer:
         try:
             return int(self._producer.flush(timeout_s))
         except KafkaException as exc:  # a fenced transactional producer raises from flush too
-            raise _flush_error(exc) from exc
+            if self.transactional_id is None:
+                raise _flush_error(exc) from exc
+            # As in ``poll``: the commit that follows each flush meets the fence and renews.
+            log.warning("producer: %s; the next transaction call meets it", exc)
+            return len(self._producer)
 
     def __len__(self) -> int:
         return len(self._producer)
