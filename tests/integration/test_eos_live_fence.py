@@ -14,22 +14,23 @@ from tests.integration.app_stages import PINGS, EosEcho, Ping
 from tests.integration.kit import prepare, unique_settings, wait_until
 from tests.integration.test_exactly_once import committed_pong_ids
 
-EVENTS = 300
+FIRST, EVENTS = 200, 300  # the rest published after the fence: the stage must meet it
 
 
-def test_a_fence_met_by_the_loops_poll_renews_the_producer_and_loses_or_doubles_nothing(
+def test_a_live_fence_mid_run_renews_the_producer_and_loses_or_doubles_nothing(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another producer takes the stage's transactional.id while its outputs are in flight
     (paced: 10 ms an event, batches of 20): the leaders refuse them with an old epoch and
     librdkafka's poll raises the fence, which stopped the stage (a raw KafkaException out of
-    the loop) before any transaction call could renew it."""
+    the loop) before any transaction call could renew it. Events published after the fence
+    make the stage meet it however far it had got (poll, commit or begin: each renews)."""
     monkeypatch.setenv("TEST_DELAY_MS", "10")
     settings = unique_settings(kafka_bootstrap, topic_partitions=2, commit_interval_s=0.5,
                                batch_size=20)  # fmt: skip
     prepare(settings, [EosEcho])
     with Publisher(settings) as publisher:
-        for i in range(EVENTS):
+        for i in range(FIRST):
             publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
     pipeline = Pipeline.build(settings, [EosEcho])
     worker = Worker(pipeline, worker_id="live-fence")
@@ -45,6 +46,9 @@ def test_a_fence_met_by_the_loops_poll_renews_the_producer_and_loses_or_doubles_
                             "log_level": 0})  # fmt: skip
         usurper.init_transactions(30)  # bumps the epoch: the stage's producer is fenced
         del usurper  # gone: the renewed producer takes the id back
+        with Publisher(settings) as publisher:
+            for i in range(FIRST, EVENTS):
+                publisher.publish(PINGS, Ping(ping_id=f"p{i}", n=i), key=f"k{i}", wait=False)
         wait_until(lambda: worker.failed or len(set(committed_pong_ids(settings, 0.2))) == EVENTS,
                    90, "all outputs, or the stage to stop")  # fmt: skip
         renewals = committer._renewer.budget.taken
