@@ -89,7 +89,8 @@ class TransactionalProducerPort(ProducerPort, Protocol):
 
     Every call raises ``TransactionError`` on failure (``abortable``: abort and carry on),
     ``ProducerFencedError`` when another instance took over the transactional id. A timeout
-    bounds all the attempts of one call together."""
+    bounds all the attempts of one call together. ``poll`` and ``flush`` never raise a fence:
+    it stays on the producer, and the next transaction call raises it (the committer renews)."""
 
     def init_transactions(self, timeout_s: float) -> None: ...
     def begin_transaction(self) -> None: ...

@@ -90,12 +90,17 @@ class Renewer:
         self.budget = RenewalBudget(limit, patience.limit_s, clock)
 
     def renew(self, fence: ProducerFencedError, stop: threading.Event, where: str) -> bool:
-        """True once the new producer is initialised; False if told to stop meanwhile. Raises
+        """True once the new producer is initialised; False if told to stop meanwhile (none is
+        made once the stop is set: the worker is leaving). Raises
         ``fence`` if it is not a fence (another fatal error) or the bound is spent, and what
         ``init_transactions`` raised if that failed. ``where``: what to log (the id and the
         partitions that will be read again)."""
         if fence.code not in FENCED_CODES:
             raise fence
+        if stop.is_set():  # leaving: a new client nobody uses would cost the shutdown's budget
+            log.warning("producer fenced (%s) while stopping: not re-created, transactional.id "
+                        "%s; its open transaction counts as aborted", fence, where)  # fmt: skip
+            return False
         budget = self.budget
         if not budget.take():
             log.error("producer fenced again (%s), %d times within %.0fs (%s): not re-created "

@@ -274,7 +274,7 @@ class KafkaProducer:
                 f"produce to {topic}: the producer's local queue is full ({why})",
                 code=QUEUE_FULL, retriable=True,
             )  # fmt: skip
-        self._producer.poll(QUEUE_POLL_S)
+        self.poll(QUEUE_POLL_S)
         return deadline
 
     def delivery_error(self, err: Any, topic: str) -> KafkaError:
@@ -282,13 +282,28 @@ class KafkaProducer:
         return err if isinstance(err, KafkaError) else delivery_error(err, topic)
 
     def poll(self, timeout_s: float = 0) -> int:
-        return int(self._producer.poll(timeout_s))
+        """Serve delivery reports. librdkafka's poll raises a fatal error (a fence) once, after
+        the callbacks: for a transactional producer it is logged, not raised, since it stays on
+        the producer and its next transaction call raises it as ``ProducerFencedError``, which
+        the stage's committer renews (``pipeline.renewal``); raised from the loop's poll, it
+        stopped the stage instead. Without transactions nothing renews: raised, as ours."""
+        try:
+            return int(self._producer.poll(timeout_s))
+        except KafkaException as exc:
+            if self.transactional_id is None:
+                raise wrap(exc, "poll") from exc
+            log.warning("producer: %s; the next transaction call meets it", exc)
+            return 0
 
     def flush(self, timeout_s: float) -> int:
         try:
             return int(self._producer.flush(timeout_s))
         except KafkaException as exc:  # a fenced transactional producer raises from flush too
-            raise _flush_error(exc) from exc
+            if self.transactional_id is None:
+                raise _flush_error(exc) from exc
+            # As in ``poll``: the commit that follows each flush meets the fence and renews.
+            log.warning("producer: %s; the next transaction call meets it", exc)
+            return len(self._producer)
 
     def __len__(self) -> int:
         return len(self._producer)

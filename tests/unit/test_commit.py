@@ -212,3 +212,30 @@ def test_outcomes_in_a_transaction_are_claimed_when_it_commits_never_if_it_abort
     assert claimed == []
     committer.commit({TP}, sync=False)
     assert claimed == ["committed"]
+
+
+class RenewingProducer(FakeProducer):
+    def renew(self) -> None:
+        self.log.calls.append(("renew", None))
+
+
+def test_a_fence_met_while_stopping_is_not_renewed_and_counts_as_aborted() -> None:
+    """A fence met by the shutdown's commit (the stop set): the worker is leaving, so no new
+    producer is made (a renewal purges the old one, serves its reports for up to 2 s and makes
+    a client nobody uses, out of the shutdown's budget). The transaction counts as aborted:
+    every partition is rewound, nothing raised."""
+    log, tracker = Log(), OffsetTracker()
+    fence = ProducerFencedError("commit_transaction: fenced (_FENCED)", code="_FENCED")
+    rewinds: list[int] = []
+    committer = TransactionCommitter(
+        FakeConsumer(log), RenewingProducer(log, fail_commit=fence), tracker,
+        counting(StageStats("s", "g")), lambda: rewinds.append(1),
+    )  # fmt: skip
+    stop = threading.Event()
+    assert committer.start(stop)
+    committer.before_batch()
+    tracker.partition(TP).begin(0, 0)
+    stop.set()
+    committer.commit({TP}, sync=True, timeout_s=1.0)
+    assert ("renew", None) not in log.calls
+    assert rewinds == [1] and not committer.overdue

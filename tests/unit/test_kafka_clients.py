@@ -333,3 +333,49 @@ def test_a_renewed_producer_serves_the_old_ones_reports_as_failures_and_keeps_it
     config = dict(transactional._config)
     transactional.renew()
     assert transactional._config == config and transactional.transactional_id == "renew-t1"
+
+
+class FencedPoll:
+    """librdkafka's poll of a fenced transactional producer: the delivery reports are served,
+    then the fatal error is raised once (seen on the real broker)."""
+
+    def poll(self, timeout_s: float) -> int:
+        raise KafkaException(CKafkaError(CKafkaError._FENCED, "fenced by a newer instance",
+                                         fatal=True))  # fmt: skip
+
+
+def test_a_fenced_poll_does_not_escape_the_loop_so_the_next_transaction_call_renews() -> None:
+    """A fence met by the loop's poll (an output refused with an old epoch) raised librdkafka's
+    own exception out of the step: the stage stopped, never renewed. The fatal error stays on
+    the producer: its next transaction call raises it as ours, and the committer renews."""
+    producer = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0,
+                                      "transactional.id": "poll-t1"})  # fmt: skip
+    inner: Any = FencedPoll()
+    producer._producer = inner
+    assert producer.poll(0) == 0
+
+
+def test_a_fatal_poll_of_a_producer_without_transactions_is_ours() -> None:
+    """No committer renews an idempotent producer: its fatal error is raised, as ours."""
+    producer = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    inner: Any = FencedPoll()
+    producer._producer = inner
+    with pytest.raises(KafkaError, match=r"poll: .*fenced by a newer instance"):
+        producer.poll(0)
+
+
+class FencedFlushWithQueue(FencedFlush):
+    def __len__(self) -> int:
+        return 2
+
+
+def test_a_fenced_flush_of_a_transactional_producer_leaves_the_fence_to_the_commit() -> None:
+    """The revoke's flush, the shutdown's and those around outputs produced alone: raised, a
+    fence skipped the revoke's commit (the committer, never told, kept its transaction open)
+    and stopped the stage from a handler's outcome. The commit right after meets the fence and
+    renews; what the flush could not deliver is counted, as a flush that timed out."""
+    producer = clients.KafkaProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0,
+                                      "transactional.id": "flush-t1"})  # fmt: skip
+    inner: Any = FencedFlushWithQueue()
+    producer._producer = inner
+    assert producer.flush(1.0) == 2
