@@ -12,11 +12,24 @@ import time
 
 
 class StopEvent(threading.Event):
+    """A ``threading.Event`` that a signal handler may set (``pipeline.worker``).
+
+    A handler runs on the main thread between two bytecodes, so it can interrupt that very
+    thread inside ``wait`` (the worker's main loop waits on this event) while it holds the
+    event's lock. With ``threading.Event``'s plain lock, ``set`` then blocks for good: the stop
+    never reached the stages, which ran on until the worker was killed (a chaos run saw a
+    SIGTERM'd worker handle records 23 s later). A reentrant lock lets ``set`` go through; the
+    interrupted ``wait`` may miss the notification and return at its timeout, and the next one
+    sees the flag."""
+
     def __init__(self) -> None:
         super().__init__()
+        self._cond = threading.Condition(threading.RLock())
         self.set_at: float | None = None  # time.monotonic() of the first set()
 
     def set(self) -> None:
+        if self.is_set():  # no second round (a signal during the worker's own set())
+            return
         if self.set_at is None:
             self.set_at = time.monotonic()
         super().set()
