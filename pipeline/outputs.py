@@ -80,15 +80,14 @@ class OutputWriter:
         out = []
         encoders = self._encoders
         for output in ctx.outputs:
-            if output.reply_to is not None:
-                binding, topic = self._reply_binding(output), output.reply_to
-                encode = bound_encoder(self._codec, binding, topic)  # a reply: rare, not bound
-            else:
-                encode = encoders[output.topic.name]
             if output.delay is not None:  # checked here: a bad one fails the handler's call
                 output.due_ms = delays.fix_due(output.delay, self._clock.wall_ms())
             try:
-                out.append(encode(output.event))
+                if output.reply_to is None:
+                    out.append(encoders[output.topic.name](output.event))
+                else:  # to the requester's own topic, which varies: the codec's plain call
+                    binding = self._reply_binding(output)  # raises SerializationError
+                    out.append(self._codec.encode(output.event, binding, output.reply_to))
             except SerializationError:
                 raise
             except Exception as exc:
