@@ -1,0 +1,164 @@
+"""RAW+: RAW's hand-written loop, plus the per-message work of the guarantees OURS keeps.
+
+What ``raw.py`` skips and OURS promises, hand-written as a careful user would, with no framework
+code: each output carries a derived ``event-id`` (the input's id, the stage and the output's
+index, hashed), the input's id as ``parent-id`` and a ``correlation-id`` (the input's, else its
+own id); an input without an ``event-id`` header gets a stable id from its coordinates; each
+input's delivery is tracked by a small callable per record, and every second the contiguous
+acknowledged offsets of each partition are committed (commit after acknowledgement, without
+RAW's blocking flush). Not handled, as in RAW: refused deliveries, retries, dead letters,
+rebalances beyond the first assignment.
+
+It answers one question: how fast can a loop with these guarantees be, written by hand in
+Python? OURS' distance from RAW+ is the framework's own cost; RAW+'s distance from RAW is the
+guarantees' (``bench.drains --guarded``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from typing import Any, cast
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from bench.contenders import common
+from bench.contenders.workloads import WORKLOADS
+
+_SUFFIX = b"/raw-guarded/0"
+_BLAKE = hashlib.blake2b(digest_size=16)
+
+
+def _uuid_text(digest: bytes) -> bytes:
+    h = digest.hex().encode()
+    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:32]))
+
+
+class Pending:
+    """One input waiting for its output's acknowledgement (the producer's ``on_delivery``)."""
+
+    __slots__ = ("done", "offset")
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.done = offset, False
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            raise RuntimeError(f"delivery failed: {err}")  # RAW+ handles no refusals
+        self.done = True
+
+
+class GuardedLoop:
+    def __init__(self, args: Any) -> None:
+        self.args = args
+        self.meter = common.Meter(args.count, args.time_limit)
+        self.work = WORKLOADS[args.workload]
+        self.requests = common.ProduceRequests()
+        self.consumer = Consumer(
+            common.CONSUMER_CONFIG
+            | {"bootstrap.servers": args.bootstrap, "group.id": args.group, "client.id": "raw+"}
+        )
+        self.producer = Producer(
+            common.PRODUCER_CONFIG
+            | self.requests.config()
+            | {"bootstrap.servers": args.bootstrap, "client.id": "raw+"}
+        )
+        self.pending: dict[tuple[str, int], deque[Pending]] = {}
+        self.last_commit = time.monotonic()
+
+    def run(self) -> None:
+        stop = common.stop_on_sigterm()
+        self.consumer.subscribe([self.args.src], on_assign=_assigned)
+        while not stop.is_set() and not (self.args.count and self.meter.finished):
+            self.step()
+        self.producer.flush(30)
+        self.commit()
+        if self.args.count:
+            self.report()
+        self.consumer.close()
+
+    def step(self) -> None:
+        records = self.consumer.consume(common.BATCH_SIZE, 0)
+        if not records:
+            first = self.consumer.poll(common.BATCH_TIMEOUT_S)
+            if first:
+                time.sleep(common.BATCH_LINGER_S)
+            records = [first, *self.consumer.consume(common.BATCH_SIZE - 1, 0)] if first else []
+        if records:
+            self.meter.start()
+            self.handle(records)
+        self.producer.poll(0)
+        if time.monotonic() - self.last_commit >= common.COMMIT_INTERVAL_S:
+            self.commit()
+
+    def handle(self, records: list[Message]) -> None:
+        dst, produce, pending = self.args.dst, self.producer.produce, self.pending
+        decode, transform, encode = self.work.decode, self.work.transform, self.work.encode
+        for record in records:
+            if record.error() is not None:
+                continue
+            tp = (cast(str, record.topic()), cast(int, record.partition()))
+            offset = cast(int, record.offset())
+            value = encode(transform(decode(cast(bytes, record.value()))))
+            parent: bytes | None = None
+            correlation: bytes | None = None
+            raw_headers = cast(list[tuple[str, bytes]], record.headers() or ())
+            for k, v in raw_headers:
+                if k == "event-id":
+                    parent = v
+                elif k == "correlation-id":
+                    correlation = v
+            if parent is None:  # another producer's record: an id from its coordinates
+                seed = b"%s[%d]@%d" % (tp[0].encode(), tp[1], offset)
+                parent = _uuid_text(hashlib.sha1(seed).digest())
+            h = _BLAKE.copy()
+            h.update(parent + _SUFFIX)
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("event-id", _uuid_text(h.digest())),
+                ("parent-id", parent),
+                ("correlation-id", correlation or parent),
+            ]
+            waiting = Pending(offset)
+            queue = pending.get(tp)
+            if queue is None:
+                queue = pending[tp] = deque()
+            queue.append(waiting)
+            while True:
+                try:
+                    # Positional, as OURS calls it: keywords cost more to parse than the rest.
+                    produce(dst, value, record.key(), -1, waiting, None, 0, headers)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+        self.meter.add(len(records))
+
+    def commit(self) -> None:
+        """The offset after each partition's contiguous acknowledged inputs."""
+        self.last_commit = time.monotonic()
+        offsets = []
+        for (topic, partition), queue in self.pending.items():
+            last = None
+            while queue and queue[0].done:
+                last = queue.popleft().offset
+            if last is not None:
+                offsets.append(TopicPartition(topic, partition, last + 1))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def report(self) -> None:
+        result = self.meter.result()
+        end = time.monotonic()
+        while not self.requests.fresh(end) and time.monotonic() - end < 3:
+            self.producer.poll(0.1)
+        common.report(result | {"produce_requests": self.requests.total})
+
+
+def _assigned(_consumer: Any, _partitions: Any) -> None:
+    common.mark("assigned")
+    common.ready()
+
+
+if __name__ == "__main__":
+    common.mark("imported")
+    GuardedLoop(common.parse_args(__doc__ or "")).run()
