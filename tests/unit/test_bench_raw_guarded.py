@@ -21,7 +21,7 @@ class Consumer:
 
 def _loop(pending: dict[tuple[str, int], deque[Pending]]) -> tuple[GuardedLoop, Consumer]:
     loop = object.__new__(GuardedLoop)
-    loop.pending, loop.consumer = pending, Consumer()  # type: ignore[assignment]
+    loop.pending, loop.consumer, loop.acked = pending, Consumer(), {}  # type: ignore[assignment]
     return loop, loop.consumer  # type: ignore[return-value]
 
 
