@@ -7,7 +7,11 @@ own id); an input without an ``event-id`` header gets a stable id from its coord
 input's delivery is tracked by a small callable per record, and every second the contiguous
 acknowledged offsets of each partition are committed (commit after acknowledgement, without
 RAW's blocking flush). Not handled, as in RAW: refused deliveries, retries, dead letters,
-rebalances beyond the first assignment.
+rebalances beyond the first assignment; its coordinates ids are not uuid5's bit layout (the same
+work: a SHA-1 from a per-partition state and the hex text). RAW and RAW+ read and write Avro
+through fastavro's public functions; OURS' bound codec skips their per-call schema work
+(``pipeline.serde.body``), about 3% of its instructions, so OURS / RAW+ understates the
+framework's own cost by about that much.
 
 It answers one question: how fast can a loop with these guarantees be, written by hand in
 Python? OURS' distance from RAW+ is the framework's own cost; RAW+'s distance from RAW is the
@@ -31,6 +35,7 @@ from bench.contenders.workloads import WORKLOADS
 
 _SUFFIX = b"/raw-guarded/0"
 _BLAKE = hashlib.blake2b(digest_size=16)
+_CARRIED = frozenset({"correlation-id", "traceparent", "tracestate"})
 _hexlify = binascii.hexlify
 _GROUPS = operator.itemgetter(slice(8), slice(8, 12), slice(12, 16), slice(16, 20), slice(20, 32))
 _join = b"-".join
@@ -112,14 +117,16 @@ class GuardedLoop:
             offset = cast(int, record.offset())
             value = encode(transform(decode(cast(bytes, record.value()))))
             parent: bytes | None = None
-            correlation: bytes | None = None
+            carried: list[tuple[str, str | bytes | None]] = []
+            correlated = False
             # Annotated, not cast: cast(list[tuple[...]], x) is a call plus two GenericAliases.
             raw_headers: Iterable[tuple[str, bytes]] = record.headers() or ()  # type: ignore[assignment]
             for k, v in raw_headers:
-                if k == "event-id":
+                if k == "event-id" and v:
                     parent = v
-                elif k == "correlation-id":
-                    correlation = v
+                elif k in _CARRIED:  # correlation-id, traceparent, tracestate, as OURS
+                    carried.append((k, v))
+                    correlated = correlated or k == "correlation-id"
             if parent is None:  # another producer's record: an id from its coordinates
                 prefix = prefixes.get(tp)
                 if prefix is None:
@@ -132,8 +139,10 @@ class GuardedLoop:
             headers: list[tuple[str, str | bytes | None]] = [
                 ("event-id", _uuid_text(h.digest())),
                 ("parent-id", parent),
-                ("correlation-id", correlation or parent),
+                *carried,
             ]
+            if not correlated:
+                headers.append(("correlation-id", parent))
             waiting = _new(Pending)  # no Python __init__ call
             waiting.offset, waiting.done = offset, False
             queue = pending.get(tp)

@@ -6,22 +6,31 @@ schema (copying its named types into that table), and an options dict. On an 11-
 that is about a sixth of the read and a quarter of the write. ``reader(parsed)`` and
 ``writer(parsed)`` do that work once and call the Cython entry points the two functions call
 (``_read_data`` and ``write_data``, the same since fastavro 1.5), so the bytes and the records
-are the same.
+are the same (read from the source of fastavro 1.9 to 1.13: the entry points only read the
+named-schema tables and options, so sharing them across threads is safe).
 
-Those entry points are not fastavro's public API, so this module checks them once, at import,
-with a round trip through a schema that exercises named types, a union, an enum and a logical
-type: if they are missing, have other signatures, or disagree with the public functions, every
-call takes the public functions instead (``DIRECT`` is False), slower and still correct.
+Those entry points are not fastavro's public API, so this module checks them once, at import:
+the public functions must still take exactly the options passed here, with the same defaults,
+and a round trip through a schema with named types, unions (of records too), an enum, a map,
+a fixed decimal, a default and logical types must give the public functions' bytes and record.
+Otherwise every call takes the public functions (``DIRECT`` is False, logged once), slower and
+still correct.
 ``tests/unit/test_serde_body.py`` fails if the installed fastavro no longer takes the direct path.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable
+from decimal import Decimal
 from io import BytesIO
 from typing import Any
 
+import fastavro
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+log = logging.getLogger("pipeline.serde")
 
 # What schemaless_reader / schemaless_writer pass with their default arguments.
 _READ_OPTIONS = {
@@ -32,6 +41,22 @@ _READ_OPTIONS = {
     "return_named_type_override": False,
 }
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
+
+
+def _same_options() -> bool:
+    """Whether the public functions still take exactly these options, with these defaults: a
+    new or changed one would be read by the entry points (with ``.get``) and silently differ."""
+    for function, options, fixed in (
+        (schemaless_reader, _READ_OPTIONS, {"fo", "writer_schema", "reader_schema"}),
+        (schemaless_writer, _WRITE_OPTIONS, {"fo", "schema", "record"}),
+    ):
+        params = inspect.signature(function).parameters
+        if set(params) != fixed | set(options):
+            return False
+        if any(params[name].default != value for name, value in options.items()):
+            return False
+    return True
+
 
 ReadBody = Callable[[BytesIO], Any]  # the datum at the stream's position
 WriteBody = Callable[[bytearray, Any], None]  # appends the datum's encoding
@@ -82,6 +107,26 @@ _PROBE_SCHEMA = {
         },
         {"name": "again", "type": ["null", "Inner"]},
         {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {
+            "name": "either",
+            "type": [
+                "Inner",
+                {"type": "record", "name": "Other", "fields": [{"name": "s", "type": "string"}]},
+            ],
+        },
+        {"name": "by", "type": {"type": "map", "values": "Inner"}},
+        {
+            "name": "price",
+            "type": {
+                "type": "fixed",
+                "name": "F8",
+                "size": 8,
+                "logicalType": "decimal",
+                "precision": 18,
+                "scale": 4,
+            },
+        },
+        {"name": "dflt", "type": "string", "default": "d"},
     ],
 }
 _PROBE_DATUM = {
@@ -92,12 +137,17 @@ _PROBE_DATUM = {
     "inner": {"x": 7},
     "again": {"x": -3},
     "tags": ["a", ""],
+    "either": {"s": "o"},
+    "by": {"k": {"x": 1}},
+    "price": Decimal("-12.3456"),
 }
 
 
 def _direct_works() -> bool:
     """Whether the direct calls exist, take these arguments, and agree with the public ones."""
     try:
+        if not _same_options():
+            return False
         parsed = parse_schema(_PROBE_SCHEMA)
         public = BytesIO()
         schemaless_writer(public, parsed, _PROBE_DATUM)
@@ -115,6 +165,9 @@ def _direct_works() -> bool:
 
 
 DIRECT = _direct_works()
+if not DIRECT:  # correct, only slower: say so once
+    log.info("fastavro %s: Avro bodies take its public functions (slower path)",
+             fastavro.__version__)  # fmt: skip
 
 
 def reader(parsed: Any) -> ReadBody:
