@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import alertwatch, delaymover, keylimit, registry, replyfailures
 from pipeline.clock import SYSTEM, Clock
@@ -21,17 +21,18 @@ from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
-from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import AdminPort, ConsumerPort, ProducerPort, SchemaStorePort, TopicSpec
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 from pipeline.startup import TopicsJob, TopicsStopped, job_bound_s
 from pipeline.transport import Transport, kafka
+
+if TYPE_CHECKING:
+    from pipeline.scheduler import Scheduler
 
 Announce = Callable[[Binding[Any]], None]
 # A crashed worker's open transaction is aborted by the broker after this long, until which
@@ -167,6 +168,9 @@ class Pipeline:
         admin = admin or self.transport.admin()
         created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
+            # The scheduler's modules load only for a pipeline with schedules.
+            from pipeline.scheduler import ensure_state_topic
+
             created += ensure_state_topic(self.settings, self.transport)
         return created
 
@@ -175,6 +179,8 @@ class Pipeline:
         worker runs one, and one of them, the owner, fires (``pipeline.scheduler``)."""
         if not self.schedules:
             return None
+        from pipeline.scheduler import Scheduler
+
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
@@ -211,7 +217,11 @@ class Pipeline:
         else:
             producer = self.transport.producer(client_id)
         alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
-        tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
+        tracker = None
+        if plan.stage.track_jobs is not None:  # the jobs modules load only for a tracking stage
+            from pipeline.jobs import tracker as jobs_tracker
+
+            tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)
         failed_replies = replyfailures.watch(plan, self.transport, client_id)  # or None
         extra = tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
         runner = StageRunner(

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
@@ -26,10 +26,12 @@ from pipeline.hookcalls import call_each
 from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler
 from pipeline.startup import TopicsJob
 from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
+
+if TYPE_CHECKING:
+    from pipeline.scheduler import Scheduler  # loaded by Pipeline.scheduler, with schedules
 
 log = logging.getLogger("pipeline.worker")
 # Once its stages stopped, a worker process exits within this long, whatever threads remain.
