@@ -9,13 +9,11 @@ supervisor (systemd, Kubernetes, `pipeline run --workers`) restart it.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, replace
-from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
@@ -31,6 +29,8 @@ from pipeline.stop import StopEvent
 from pipeline.supervisor import Supervisor, set_process_title
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from pipeline.scheduler import Scheduler  # loaded by Pipeline.scheduler, with schedules
 
 log = logging.getLogger("pipeline.worker")
@@ -250,6 +250,8 @@ def _supervise(
     spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent,
     options: RunOptions,
 ) -> int:  # fmt: skip
+    import multiprocessing  # only a supervisor of worker processes needs it
+
     set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
 
