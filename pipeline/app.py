@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline import alertwatch, delaymover, keylimit, registry, replyfailures
+from pipeline import delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
@@ -32,6 +32,7 @@ from pipeline.startup import TopicsJob, TopicsStopped, job_bound_s
 from pipeline.transport import Transport, kafka
 
 if TYPE_CHECKING:
+    from pipeline.alertwatch import AlertWatch
     from pipeline.scheduler import Scheduler
 
 Announce = Callable[[Binding[Any]], None]
@@ -216,14 +217,7 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
-        tracker = None
-        if plan.stage.track_jobs is not None:  # the jobs modules load only for a tracking stage
-            from pipeline.jobs import tracker as jobs_tracker
-
-            tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)
-        failed_replies = replyfailures.watch(plan, self.transport, client_id)  # or None
-        extra = tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
+        alerts, extra = _feature_hooks(plan, s, self.transport, clock, client_id)
         runner = StageRunner(
             plan,
             consumer,
@@ -244,6 +238,28 @@ class Pipeline:
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def _feature_hooks(
+    plan: StagePlan, settings: Settings, transport: Transport, clock: Clock, client_id: str
+) -> tuple[AlertWatch | None, tuple[Hook, ...]]:
+    """The subscribers of the features ``plan``'s stage declares: its alerts' watch (also
+    returned alone, to attach), its job tracker, its error replies. Each feature's module loads
+    only for a stage that declares it: every worker imports this one."""
+    alerts = tracker = failed_replies = None
+    if plan.stage.alerts is not None:
+        from pipeline import alertwatch
+
+        alerts = alertwatch.watch(plan, settings, transport, clock)
+    if plan.stage.track_jobs is not None:
+        from pipeline.jobs import tracker as jobs_tracker
+
+        tracker = jobs_tracker.track(plan, settings, transport, clock, client_id)
+    if plan.replies:
+        from pipeline import replyfailures
+
+        failed_replies = replyfailures.watch(plan, transport, client_id)
+    return alerts, tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
 
 
 def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:
