@@ -27,7 +27,7 @@ from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.scheduler import Scheduler
-from pipeline.startup import TopicsJob
+from pipeline.startup import TopicsJob, TopicsStopped
 from pipeline.stop import StopEvent, own_stop
 from pipeline.supervisor import Supervisor, set_process_title
 
@@ -228,7 +228,11 @@ def run_workers(
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     log_names(pipeline.plans)
     if workers == 1:
-        topics = pipeline.start_topics()  # the consumers join while the rest are made
+        try:
+            topics = pipeline.start_topics(stop)  # the consumers join while the rest are made
+        except TopicsStopped:  # a stop while they were made at once: nothing started
+            pipeline.close()
+            return 0
         set_process_title(f"pipeline worker {spec}")
         endpoint = None
         if settings.metrics_port is not None:
@@ -245,7 +249,10 @@ def run_workers(
             if endpoint is not None:
                 endpoint.close()
         return exit_within(code)
-    pipeline.ensure_topics()  # once, before any worker is forked
+    try:
+        pipeline.ensure_topics(stopping=stop.is_set)  # once, before any worker is forked
+    except TopicsStopped:
+        return 0
     if stop.is_set():
         return 0
     return _supervise(spec, settings, workers, pipeline, stop, options)
