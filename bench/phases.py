@@ -22,7 +22,7 @@ PROJECT_PY = ROOT / ".venv" / "bin" / "python"
 PEERS_PY = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 STAGES = 4
 # The chain's warm-up lasts until it is steady (bench.contenders.sink), this long at most.
-MAX_WARMUP_S = 20.0
+MAX_WARMUP_S = 30.0
 
 
 @dataclass(frozen=True)
