@@ -134,3 +134,32 @@ def test_the_chain_table_shows_warm_up_cpu_and_load_lag() -> None:
     assert "| raw | 50.0 | 100.0 | 1.00 |" in raw_row
     assert "| ours | 70.0 | 140.0 | 1.40 |" in ours_row
     assert "| 4* | 120 | 3 | 10/10 |" in ours_row
+
+
+def test_the_hop_series_gives_each_hop_by_second_of_send_time() -> None:
+    """Per second of send time: the load's hop, then each stage's (append to append), for the
+    records that reached the last topic; a record still on its way is left out."""
+    from bench import chain
+
+    sent = {b"a": 1_000, b"b": 1_500, b"c": 2_100, b"lost": 2_200}
+    first = {b"a": 1_010, b"b": 1_520, b"c": 2_105, b"lost": 2_210}
+    last = {b"a": 1_030, b"b": 1_560, b"c": 2_125}
+    rows = chain.hop_series([sent, first, last], from_ms=2_000)
+    assert rows == [[-1, 2, 10.0, 20.0], [0, 1, 5.0, 20.0]]  # the lower median of two
+
+
+def test_a_rate_that_saturates_raw_is_noted_as_a_backlog() -> None:
+    """Where RAW's own chain could not keep up, the table says its figures measure a queue."""
+
+    def chain_round(saturated: bool) -> dict[str, object]:
+        return {"p50_ms": 900.0, "p99_ms": 2000.0, "p99_late_ms": 2000.0, "saturated": saturated,
+                "received": 10, "expected": 10, "warmup_s": 4.0, "steady": True,
+                "stage_cpu_us_per_record": 120.0, "load_behind_ms": 3.0}  # fmt: skip
+
+    rounds = {
+        "0.25": {"raw": [chain_round(True)] * 3, "ours": [chain_round(True)] * 3},
+        "0.05": {"raw": [chain_round(False)] * 3, "ours": [chain_round(True)] * 3},
+    }
+    lines = report.chain_table(rounds, {"0.25": 1000.0, "0.05": 200.0})
+    notes = [line for line in lines if line.startswith("- ")]
+    assert len(notes) == 1 and notes[0].startswith("- 25% of RAW (1,000/s): RAW's own chain")
