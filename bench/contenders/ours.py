@@ -114,7 +114,7 @@ class Readiness:
     2-core machine 1-2 s with four stages making their retry topics at once), and its
     warm-up began with a backlog RAW never had. The retry consumer subscribes once the topics
     are ensured, and its assignment reads its committed offsets inside the loop's consume (a
-    stall of 90-130 ms measured on a loaded machine): over before the load starts, too."""
+    stall of about 90 ms measured on a loaded machine): over before the load starts, too."""
 
     def __init__(self, *conditions: str) -> None:
         self._left = set(conditions)
