@@ -209,7 +209,8 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
         hooks = (*hooks, FirstOutput())
     pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
     common.mark("built")
-    if pipeline.plans[0].retry_topics:  # read by a consumer of its own (ConsumerSet)
+    plan = pipeline.plans[0]
+    if any(group.endswith(".retry") for group, _ in plan.readers):  # a consumer of its own
         READY.expect("assigned_retry")
     topics = pipeline.start_topics()  # as `pipeline run` does before it starts its stages
     common.mark("topics")  # checked; made (if still making) while the consumers join:
@@ -218,7 +219,6 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
         from pipeline.metrics import serve_worker
 
         pipeline, _endpoint = serve_worker(pipeline, 0)
-    plan = pipeline.plans[0]
     METER.count, METER.time_limit_s = args.count, args.time_limit
     MeteredConsumer.inputs = frozenset(plan.inputs)
     # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
