@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -111,13 +112,17 @@ class Pipeline:
         created in one admin request and waited for together: each request then waits for its
         topics to reach the metadata, a wait that on a loaded machine takes longer than the
         request. Every worker's first output waits for this (see ``start_topics``).
-        ``stopping``: asked before each further request; once true, ``TopicsStopped``."""
+        ``stopping``: asked before each further request, and by an admin that has a
+        ``stopping`` attribute (``KafkaAdmin``) while it waits for one; once true,
+        ``TopicsStopped``."""
 
         def step() -> None:
             if stopping is not None and stopping():
                 raise TopicsStopped
 
         admin = admin or self.transport.admin()
+        if stopping is not None and hasattr(admin, "stopping"):
+            admin.stopping = stopping  # a request in flight is not waited for after a stop
         store, ensured = self._store_topics()
         created = admin.ensure([*self.topics(), *store])
         ensured()  # so announcing makes no look-up of its own
@@ -133,13 +138,16 @@ class Pipeline:
         bindings = [binding for plan in self.plans for _, binding in plan.outputs.values()]
         return bindings + [self.catalog.bind(s.emit.model) for s in self.schedules]
 
-    def start_topics(self) -> TopicsJob:
+    def start_topics(self, stop: threading.Event | None = None) -> TopicsJob:
         """``ensure_topics`` on a thread of its own while the workers' consumers join
         (``pipeline.startup``), once one metadata request has shown that every topic the
         stages' input consumers subscribe to exists; at once, as ``ensure_topics``, when one
         does not, when topics may not be created (so a missing one is the same startup error),
-        or with schedules (the scheduler starts with the worker, on its topics)."""
+        or with schedules (the scheduler starts with the worker, on its topics). ``stop``: set,
+        the work at once stops short with ``TopicsStopped`` (the job: its wait ends)."""
         admin = self.transport.admin()
+        if stop is not None and hasattr(admin, "stopping"):
+            admin.stopping = stop.is_set  # also the metadata read below
         if self.settings.create_topics and not self.schedules:
             existing = admin.topics()
             first = [t for p in self.plans for t in p.subscriptions if t not in p.retry_topics]
@@ -148,9 +156,10 @@ class Pipeline:
                 bound = job_bound_s(admin, self.schemas, admin_calls=2,
                                     announces=len(self._announced()))  # fmt: skip
                 job = TopicsJob(bound_s=bound)
+                job.stop = stop  # the worker sets it again, to the event it stops on
                 job.start(lambda: self.ensure_topics(admin, job.stopping))
                 return job
-        return TopicsJob.finished(self.ensure_topics(admin))
+        return TopicsJob.finished(self.ensure_topics(admin, None if stop is None else stop.is_set))
 
     def _store_topics(self) -> tuple[list[TopicSpec], Callable[[], None]]:
         """The schema store's topics (``SchemaStorePort``'s optional ``topics``) and what to

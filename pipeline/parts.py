@@ -212,6 +212,7 @@ def executor(
     return KeyedExecutor(
         core, invoke, p.consumer, p.holds, p.assigned, limit=limit, batch_size=batch_size,
         batch_timeout_s=batch_timeout_s, clock=p.clock, name=p.plan.name,
+        unspent=p.chain.unspent if p.chain.spending else None,
     )  # fmt: skip
 
 

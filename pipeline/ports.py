@@ -129,7 +129,8 @@ class AdminPort(Protocol):
 
     Optionally (``KafkaAdmin`` does): ``ensure_bound_s``, the longest a ``create`` or
     ``ensure`` takes, which bounds how long stages wait for the startup topics job
-    (``pipeline.startup.job_bound_s``)."""
+    (``pipeline.startup.job_bound_s``); and ``stopping``, a ``Callable[[], bool]`` the caller
+    sets, looked at while a request is awaited: once True, ``pipeline.startup.TopicsStopped``."""
 
     def topics(self) -> dict[str, TopicInfo]:
         """Every topic but internal ones (names starting with ``__``), by name."""

@@ -24,8 +24,8 @@ from pipeline.hookcalls import call_each
 from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
-from pipeline.startup import TopicsJob
-from pipeline.stop import StopEvent
+from pipeline.startup import TopicsJob, TopicsStopped
+from pipeline.stop import StopEvent, own_stop
 from pipeline.supervisor import Supervisor, set_process_title
 
 if TYPE_CHECKING:
@@ -48,11 +48,14 @@ class Worker:
         stop: threading.Event | None = None,
         topics: TopicsJob | None = None,
     ) -> None:
-        """``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
+        """``stop``: an event that stops the worker when set (from any thread); a plain
+        ``threading.Event`` is mirrored into the worker's own ``stop_event`` and set when the
+        worker stops (``pipeline.stop.StopMirror``: a signal handler must not set a plain one).
+        ``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
         (the stages' consumers join meanwhile, and hand out nothing before it is done)."""
         self.pipeline = pipeline
         self._topics = topics
-        self.stop_event = stop or StopEvent()
+        self.stop_event, self._mirror = own_stop(stop)
         if topics is not None:
             topics.stop = self.stop_event  # a stop ends the stages' wait for it
         self.runners: list[StageRunner] = []
@@ -67,6 +70,8 @@ class Worker:
         return WorkerInfo(self._worker_id, names)
 
     def start(self) -> None:
+        if self._mirror is not None:
+            self._mirror.start()
         call_each(self.pipeline.hooks, "on_worker_start", self.info)
         for plan in self.pipeline.plans:
             runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
@@ -134,7 +139,9 @@ class Worker:
         stops gracefully when that process is gone (killed with -9, say), instead of running on
         as an orphan nobody supervises."""
         if threading.current_thread() is threading.main_thread():
-            _on_stop_signals(self.stop_event.set)
+            _on_stop_signals(self.stop_event.set)  # a StopEvent, whatever the caller passed
+        if self._mirror is not None:
+            self._mirror.start()  # their event set already: ours is, now
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
         grace = self.pipeline.settings.shutdown_timeout_s + 5
@@ -223,7 +230,11 @@ def run_workers(
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     log_names(pipeline.plans)
     if workers == 1:
-        topics = pipeline.start_topics()  # the consumers join while the rest are made
+        try:
+            topics = pipeline.start_topics(stop)  # the consumers join while the rest are made
+        except TopicsStopped:  # a stop while they were made at once: nothing started
+            pipeline.close()
+            return 0
         set_process_title(f"pipeline worker {spec}")
         endpoint = None
         if settings.metrics_port is not None:
@@ -240,7 +251,10 @@ def run_workers(
             if endpoint is not None:
                 endpoint.close()
         return exit_within(code)
-    pipeline.ensure_topics()  # once, before any worker is forked
+    try:
+        pipeline.ensure_topics(stopping=stop.is_set)  # once, before any worker is forked
+    except TopicsStopped:
+        return 0
     if stop.is_set():
         return 0
     return _supervise(spec, settings, workers, pipeline, stop, options)
