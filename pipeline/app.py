@@ -14,25 +14,27 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline import alertwatch, delaymover, keylimit, registry, replyfailures
+from pipeline import delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
-from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import AdminPort, ConsumerPort, ProducerPort, SchemaStorePort, TopicSpec
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 from pipeline.startup import TopicsJob, TopicsStopped, job_bound_s
 from pipeline.transport import Transport, kafka
+
+if TYPE_CHECKING:
+    from pipeline.alertwatch import AlertWatch
+    from pipeline.scheduler import Scheduler
 
 Announce = Callable[[Binding[Any]], None]
 # A crashed worker's open transaction is aborted by the broker after this long, until which
@@ -176,6 +178,9 @@ class Pipeline:
         admin = admin or self.transport.admin()
         created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
+            # The scheduler's modules load only for a pipeline with schedules.
+            from pipeline.scheduler import ensure_state_topic
+
             created += ensure_state_topic(self.settings, self.transport)
         return created
 
@@ -184,6 +189,8 @@ class Pipeline:
         worker runs one, and one of them, the owner, fires (``pipeline.scheduler``)."""
         if not self.schedules:
             return None
+        from pipeline.scheduler import Scheduler
+
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
@@ -219,10 +226,7 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
-        tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
-        failed_replies = replyfailures.watch(plan, self.transport, client_id)  # or None
-        extra = tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
+        alerts, extra = _feature_hooks(plan, s, self.transport, clock, client_id)
         runner = StageRunner(
             plan,
             consumer,
@@ -243,6 +247,28 @@ class Pipeline:
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def _feature_hooks(
+    plan: StagePlan, settings: Settings, transport: Transport, clock: Clock, client_id: str
+) -> tuple[AlertWatch | None, tuple[Hook, ...]]:
+    """The subscribers of the features ``plan``'s stage declares: its alerts' watch (also
+    returned alone, to attach), its job tracker, its error replies. Each feature's module loads
+    only for a stage that declares it: every worker imports this one."""
+    alerts = tracker = failed_replies = None
+    if plan.stage.alerts is not None:
+        from pipeline import alertwatch
+
+        alerts = alertwatch.watch(plan, settings, transport, clock)
+    if plan.stage.track_jobs is not None:
+        from pipeline.jobs import tracker as jobs_tracker
+
+        tracker = jobs_tracker.track(plan, settings, transport, clock, client_id)
+    if plan.replies:
+        from pipeline import replyfailures
+
+        failed_replies = replyfailures.watch(plan, transport, client_id)
+    return alerts, tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
 
 
 def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:

@@ -9,15 +9,13 @@ supervisor (systemd, Kubernetes, `pipeline run --workers`) restart it.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, replace
-from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
@@ -26,10 +24,14 @@ from pipeline.hookcalls import call_each
 from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler
 from pipeline.startup import TopicsJob, TopicsStopped
 from pipeline.stop import StopEvent, own_stop
 from pipeline.supervisor import Supervisor, set_process_title
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from pipeline.scheduler import Scheduler  # loaded by Pipeline.scheduler, with schedules
 
 log = logging.getLogger("pipeline.worker")
 # Once its stages stopped, a worker process exits within this long, whatever threads remain.
@@ -262,6 +264,8 @@ def _supervise(
     spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent,
     options: RunOptions,
 ) -> int:  # fmt: skip
+    import multiprocessing  # only a supervisor of worker processes needs it
+
     set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
 
