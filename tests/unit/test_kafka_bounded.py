@@ -15,7 +15,7 @@ def test_a_call_that_never_answers_is_given_up_on_at_its_bound() -> None:
     """A commit the coordinator never answers: KafkaError naming it, and the caller goes on."""
     never = threading.Event()
     try:
-        with pytest.raises(KafkaError, match="commit in group g: no answer within 0.1s"):
+        with pytest.raises(KafkaError, match=r"commit in group g: no answer within 0\.1s"):
             within(never.wait, 0.1, "commit in group g")
     finally:
         never.set()  # lets the abandoned call's thread end
