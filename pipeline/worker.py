@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
@@ -36,6 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline.worker")
 # Once its stages stopped, a worker process exits within this long, whatever threads remain.
 EXIT_GRACE_S = 3.0
+_monotonic = time.monotonic
+
+
+class Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
 
 
 class Worker:
@@ -117,10 +125,8 @@ class Worker:
         self.stop_event.set()
 
     def join(self, timeout_s: float | None = None) -> bool:
-        """True when every runner thread has finished."""
-        for thread in self._threads:
-            thread.join(timeout_s)
-        done = not any(t.is_alive() for t in self._threads)
+        """True when every runner thread has finished, waiting at most ``timeout_s`` in all."""
+        done = join_all(self._threads, timeout_s)
         if done and self._threads and not self._stopped_told:
             self._stopped_told = True
             call_each(self.pipeline.hooks, "on_worker_stop", self.info)
@@ -161,6 +167,19 @@ class Worker:
             log.error("stages did not stop within %.0fs; exiting without them", grace)
             abandon_process(1)
         return 1 if self.failed else 0
+
+
+def join_all(
+    threads: Sequence[Joinable], timeout_s: float | None, clock: Callable[[], float] = _monotonic
+) -> bool:
+    """Join ``threads`` within ``timeout_s`` in all (None: for as long as it takes); True when
+    every one has finished. Each join gets only what is left of the one deadline: joining each
+    thread with the whole timeout let a worker whose stages were stuck (a broker not answering
+    their final commits) overrun its grace period once per stuck stage."""
+    deadline = None if timeout_s is None else clock() + timeout_s
+    for thread in threads:
+        thread.join(None if deadline is None else max(deadline - clock(), 0.0))
+    return not any(t.is_alive() for t in threads)
 
 
 def abandon_process(code: int) -> NoReturn:
