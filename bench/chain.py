@@ -30,11 +30,34 @@ from bench.run import bootstrap_servers
 from bench.topics import PARTITIONS, RunTopics
 
 
-def hop_latencies(bootstrap: str, hops: list[str], from_ms: int) -> list[dict[str, float]]:
+def hop_latencies(
+    bootstrap: str, hops: list[str], from_ms: int
+) -> tuple[list[dict[str, float]], list[list[float]]]:
     """p50 / p99 / max ms from the load's send to the broker's append on the first topic, then
-    of each stage (append to append), for the records appended at or after ``from_ms``."""
+    of each stage (append to append), for the records appended at or after ``from_ms``; and
+    the same hops' p50 per second of send time, warm-up included (``hop_series``)."""
     read = [_timestamps(bootstrap, topic) for topic in hops]
     steps = [read[0][1], *(appended for appended, _ in read)]  # sent, then each append
+    return _hop_totals(steps, from_ms), hop_series(steps, from_ms)
+
+
+def hop_series(steps: list[dict[bytes, int]], from_ms: int) -> list[list[float]]:
+    """``[second, records, p50 load, p50 stage 0, ...]`` per second of send time (from
+    ``from_ms``), for the records that went all the way: which hop a startup backlog sat in."""
+    by: dict[int, list[list[float]]] = {}
+    for key, sent in steps[0].items():
+        times = [sent, *(step.get(key) for step in steps[1:])]
+        if None in times:
+            continue
+        hops = [float(b - a) for a, b in itertools.pairwise(times)]  # type: ignore[operator]
+        by.setdefault((sent - from_ms) // 1000, []).append(hops)
+    return [
+        [second, len(rows), *(percentile([r[i] for r in rows], 0.5) for i in range(len(rows[0])))]
+        for second, rows in sorted(by.items())
+    ]
+
+
+def _hop_totals(steps: list[dict[bytes, int]], from_ms: int) -> list[dict[str, float]]:
     out = []
     for before, after in itertools.pairwise(steps):
         deltas = [
@@ -100,7 +123,9 @@ def main() -> int:
                     hops = [topics.name("chain", c.name, tag, i) for i in range(phases.STAGES + 1)]
                     if "window_from_ns" in result:
                         from_ms = result["window_from_ns"] // 10**6
-                        result["hops"] = hop_latencies(bootstrap, hops, from_ms)
+                        result["hops"], result["hop_series"] = hop_latencies(
+                            bootstrap, hops, from_ms
+                        )
                     results[f"{c.name}@{rate:.0f}/r{r}"] = result
                     _print(f"{c.name}@{rate:.0f}/r{r}", result)
     finally:
@@ -130,6 +155,11 @@ def _print(name: str, result: dict[str, Any]) -> None:
             f"max {hop['max_ms']:.0f} ms ({hop['records']:.0f})",
             flush=True,
         )
+    if result.get("hop_series"):
+        print("   p50 ms per hop by second of send time: load, stage 0..3", flush=True)
+    for second, n, *hops in result.get("hop_series", []):
+        cells = " ".join(f"{h:>6.0f}" for h in hops)
+        print(f"   t={second:>4.0f}s n={n:>5.0f} {cells}", flush=True)
 
 
 if __name__ == "__main__":

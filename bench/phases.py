@@ -8,6 +8,7 @@ so slow drift of a shared machine does not always hit the same contender).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ PROJECT_PY = ROOT / ".venv" / "bin" / "python"
 PEERS_PY = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 STAGES = 4
 # The chain's warm-up lasts until it is steady (bench.contenders.sink), this long at most.
-MAX_WARMUP_S = 20.0
+MAX_WARMUP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,19 @@ def chain(run: Run, c: Contender, tag: str, rate: float, seconds: float) -> dict
             "rate": rate, "sent": sent["sent"], "load_behind_ms": sent["behind_ms"],
             "window_from_ns": window_from, "cores": [round(x / wall, 3) for x in cpu],
             "stage_cpu_us_per_record": round(sum(cpu[:-1]) / (rate * wall) * 1e6, 1),
+            # Seconds from each process's start (stages, then the sink) to its READY, and the
+            # milestones a contender reports (OURS: assigned, topics_ensured, ...).
+            "ready_s": [p.ready_s for p in procs], "startup": [_startup(p) for p in procs[:-1]],
         }  # fmt: skip
     finally:
         for p in [*procs, *([load] if load else [])]:
             p.stop()
+
+
+def _startup(proc: Proc) -> dict[str, float]:
+    """The ``STARTUP {json}`` line a contender printed with its READY, if any."""
+    line = next((x for x in proc.tail if x.startswith("STARTUP ")), None)
+    return {} if line is None else dict(json.loads(line[len("STARTUP ") :]))
 
 
 def _cpu_s(proc: Proc) -> float:

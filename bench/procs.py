@@ -41,11 +41,15 @@ class Proc:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.tail: deque[str] = deque(maxlen=30)
         self.ready = False
+        self.started = time.monotonic()
+        self.ready_s: float | None = None  # from the start to its READY line, when it came
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
+            if self.ready_s is None and "READY" in line:
+                self.ready_s = round(time.monotonic() - self.started, 3)
             self.tail.append(line.rstrip())
             self.lines.put(line)
         self.lines.put(None)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from pipeline.alerts import Alert, Alerts
 from pipeline.backoff import Backoff
 from pipeline.breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError
-from pipeline.config import Settings, load_settings
 from pipeline.context import Context
 from pipeline.delays import DelayError
 from pipeline.errors import (
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     # Loaded lazily at run time (``__getattr__`` below); these imports let type checkers and
     # IDEs see the real classes rather than ``object``.
     from pipeline.app import Pipeline
+    from pipeline.config import Settings, load_settings
     from pipeline.publisher import Delivered, Publisher
     from pipeline.queues import PipelineStatus, StageStatus, status
     from pipeline.worker import Worker
@@ -131,6 +131,11 @@ def __getattr__(name: str) -> object:
         from pipeline import queues
 
         return getattr(queues, name)
+    if name in ("Settings", "load_settings"):
+        # pydantic-settings loads with the settings, not with `from pipeline import Stage`.
+        from pipeline import config
+
+        return getattr(config, name)
     if name == "Worker":
         from pipeline.worker import Worker
 

@@ -40,12 +40,12 @@ from pipeline.config import Settings
 from pipeline.hookcalls import Hooks
 from pipeline.hooks import Hook, StageInfo
 from pipeline.ports import RawRecord, TopicPartition
-from pipeline.queues import StatusReader
 from pipeline.registry import StagePlan
 from pipeline.transport import Transport
 
 if TYPE_CHECKING:
     from pipeline.context import Context
+    from pipeline.queues import StatusReader
 
 log = logging.getLogger("pipeline.alerts")
 READ_TIMEOUT_S = 5.0
@@ -216,6 +216,10 @@ class _Backlog:
 
     def read(self) -> Reading:
         if self._reader is None:
+            # Only alerts that read the broker load the status reader (and its live-metrics
+            # HTTP client): every worker imports this module.
+            from pipeline.queues import StatusReader
+
             self._reader = StatusReader(self._settings, [self._plan], transport=self._transport,
                                         timeout_s=READ_TIMEOUT_S)  # fmt: skip
         backlog = self._reader.backlog(self._plan)

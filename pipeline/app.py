@@ -11,27 +11,30 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline import alertwatch, delaymover, keylimit, registry, replyfailures
+from pipeline import delaymover, keylimit, registry
 from pipeline.clock import SYSTEM, Clock
 from pipeline.config import Settings
 from pipeline.consumerset import ConsumerSet
 from pipeline.errors import SchemaError
 from pipeline.hooks import Hook, check
-from pipeline.jobs import tracker as jobs_tracker
 from pipeline.jsonlogs import LogContext, structured
 from pipeline.ports import AdminPort, ConsumerPort, ProducerPort, SchemaStorePort, TopicSpec
 from pipeline.registry import StagePlan
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler, ensure_state_topic
 from pipeline.schedules import Schedule, check_schedules, load_schedules
 from pipeline.serde import Binding, Codec, SchemaCatalog, SingleObjectCodec
 from pipeline.stage import Stage
 from pipeline.startup import TopicsJob, TopicsStopped, job_bound_s
 from pipeline.transport import Transport, kafka
+
+if TYPE_CHECKING:
+    from pipeline.alertwatch import AlertWatch
+    from pipeline.scheduler import Scheduler
 
 Announce = Callable[[Binding[Any]], None]
 # A crashed worker's open transaction is aborted by the broker after this long, until which
@@ -109,13 +112,17 @@ class Pipeline:
         created in one admin request and waited for together: each request then waits for its
         topics to reach the metadata, a wait that on a loaded machine takes longer than the
         request. Every worker's first output waits for this (see ``start_topics``).
-        ``stopping``: asked before each further request; once true, ``TopicsStopped``."""
+        ``stopping``: asked before each further request, and by an admin that has a
+        ``stopping`` attribute (``KafkaAdmin``) while it waits for one; once true,
+        ``TopicsStopped``."""
 
         def step() -> None:
             if stopping is not None and stopping():
                 raise TopicsStopped
 
         admin = admin or self.transport.admin()
+        if stopping is not None and hasattr(admin, "stopping"):
+            admin.stopping = stopping  # a request in flight is not waited for after a stop
         store, ensured = self._store_topics()
         created = admin.ensure([*self.topics(), *store])
         ensured()  # so announcing makes no look-up of its own
@@ -131,13 +138,16 @@ class Pipeline:
         bindings = [binding for plan in self.plans for _, binding in plan.outputs.values()]
         return bindings + [self.catalog.bind(s.emit.model) for s in self.schedules]
 
-    def start_topics(self) -> TopicsJob:
+    def start_topics(self, stop: threading.Event | None = None) -> TopicsJob:
         """``ensure_topics`` on a thread of its own while the workers' consumers join
         (``pipeline.startup``), once one metadata request has shown that every topic the
         stages' input consumers subscribe to exists; at once, as ``ensure_topics``, when one
         does not, when topics may not be created (so a missing one is the same startup error),
-        or with schedules (the scheduler starts with the worker, on its topics)."""
+        or with schedules (the scheduler starts with the worker, on its topics). ``stop``: set,
+        the work at once stops short with ``TopicsStopped`` (the job: its wait ends)."""
         admin = self.transport.admin()
+        if stop is not None and hasattr(admin, "stopping"):
+            admin.stopping = stop.is_set  # also the metadata read below
         if self.settings.create_topics and not self.schedules:
             existing = admin.topics()
             first = [t for p in self.plans for t in p.subscriptions if t not in p.retry_topics]
@@ -146,9 +156,10 @@ class Pipeline:
                 bound = job_bound_s(admin, self.schemas, admin_calls=2,
                                     announces=len(self._announced()))  # fmt: skip
                 job = TopicsJob(bound_s=bound)
+                job.stop = stop  # the worker sets it again, to the event it stops on
                 job.start(lambda: self.ensure_topics(admin, job.stopping))
                 return job
-        return TopicsJob.finished(self.ensure_topics(admin))
+        return TopicsJob.finished(self.ensure_topics(admin, None if stop is None else stop.is_set))
 
     def _store_topics(self) -> tuple[list[TopicSpec], Callable[[], None]]:
         """The schema store's topics (``SchemaStorePort``'s optional ``topics``) and what to
@@ -167,6 +178,9 @@ class Pipeline:
         admin = admin or self.transport.admin()
         created = delaymover.ensure_cancel_topics(admin, self.plans, self.settings.create_topics)
         if self.schedules:
+            # The scheduler's modules load only for a pipeline with schedules.
+            from pipeline.scheduler import ensure_state_topic
+
             created += ensure_state_topic(self.settings, self.transport)
         return created
 
@@ -175,6 +189,8 @@ class Pipeline:
         worker runs one, and one of them, the owner, fires (``pipeline.scheduler``)."""
         if not self.schedules:
             return None
+        from pipeline.scheduler import Scheduler
+
         bindings = {s.name: self.catalog.bind(s.emit.model) for s in self.schedules}
         return Scheduler(
             self.schedules, self.settings, self.transport, self.codec, bindings,
@@ -210,10 +226,7 @@ class Pipeline:
             )
         else:
             producer = self.transport.producer(client_id)
-        alerts = alertwatch.watch(plan, s, self.transport, clock)  # a subscriber, or None
-        tracker = jobs_tracker.track(plan, s, self.transport, clock, client_id)  # or None
-        failed_replies = replyfailures.watch(plan, self.transport, client_id)  # or None
-        extra = tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
+        alerts, extra = _feature_hooks(plan, s, self.transport, clock, client_id)
         runner = StageRunner(
             plan,
             consumer,
@@ -234,6 +247,28 @@ class Pipeline:
         if alerts is not None:
             alerts.attach(runner.hooks)  # it tells on_alert / on_resolved to the stage's hooks
         return runner
+
+
+def _feature_hooks(
+    plan: StagePlan, settings: Settings, transport: Transport, clock: Clock, client_id: str
+) -> tuple[AlertWatch | None, tuple[Hook, ...]]:
+    """The subscribers of the features ``plan``'s stage declares: its alerts' watch (also
+    returned alone, to attach), its job tracker, its error replies. Each feature's module loads
+    only for a stage that declares it: every worker imports this one."""
+    alerts = tracker = failed_replies = None
+    if plan.stage.alerts is not None:
+        from pipeline import alertwatch
+
+        alerts = alertwatch.watch(plan, settings, transport, clock)
+    if plan.stage.track_jobs is not None:
+        from pipeline.jobs import tracker as jobs_tracker
+
+        tracker = jobs_tracker.track(plan, settings, transport, clock, client_id)
+    if plan.replies:
+        from pipeline import replyfailures
+
+        failed_replies = replyfailures.watch(plan, transport, client_id)
+    return alerts, tuple(h for h in (alerts, tracker, failed_replies) if h is not None)
 
 
 def partition_counts(transport: Transport) -> Callable[[Sequence[str]], dict[str, int]]:

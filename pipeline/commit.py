@@ -27,6 +27,7 @@ been away for the patience (``Settings.transaction_retry_timeout_s``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
+from pipeline.fencedcommit import had_landed
 from pipeline.hookcalls import Hooks
 from pipeline.offsetcommit import DoneStore, OffsetCommitter
 from pipeline.offsets import OffsetTracker
@@ -44,6 +46,8 @@ from pipeline.renewal import Renewer
 __all__ = ["DoneStore", "OffsetCommitter", "Producerish", "TransactionCommitter"]
 log = logging.getLogger("pipeline.commit")
 MIN_CALL_TIMEOUT_S = 0.5
+# A commit that timed out and goes on in the background: its partitions and offsets.
+Pending = tuple[set[TopicPartition], dict[TopicPartition, int]]
 
 
 class Producerish(Protocol):
@@ -82,7 +86,7 @@ class TransactionCommitter:
         self._claims: list[Callable[[], None]] = []  # outcomes to claim once committed
         self._abort_pending = False  # an abort timed out and goes on in the background
         # A commit that timed out and goes on in the background: what it commits.
-        self._commit_pending: tuple[set[TopicPartition], dict[TopicPartition, int]] | None = None
+        self._commit_pending: Pending | None = None
         # The broker aborts a transaction open past its timeout (and the producer is fenced):
         # one open for half of it is committed before more records join it (``overdue``).
         self._max_open_s = getattr(producer, "transaction_timeout_s", 60.0) / 2
@@ -266,10 +270,9 @@ class TransactionCommitter:
         try:
             self._producer.commit_transaction(timeout_s)
         except ProducerFencedError as exc:
-            # It may have committed (a newer instance's init completes a commit under way
-            # before fencing): the rewind reads the committed offsets, whichever it was.
-            self._commit_failed(assigned)
-            return self._fenced(exc)
+            # It may have committed (a newer epoch's init completes a commit under way before
+            # fencing): the committed offsets read after the renewal tell which it was.
+            return self._fenced(exc, pending)
         except TransactionError as exc:
             if exc.retriable and not exc.abortable:
                 # Still in flight: resumable later (a begin meanwhile would be refused).
@@ -353,23 +356,49 @@ class TransactionCommitter:
             self._on_abort()
         self._rewind_all()
 
-    def _fenced(self, fence: ProducerFencedError) -> bool:
+    def _fenced(self, fence: ProducerFencedError, pending: Pending | None = None) -> bool:
         """The producer was fenced: re-create it in place (``pipeline.renewal``) and treat its
         lost transaction as aborted: outcomes unclaimed, ``on_abort``, every partition rewound
         to its committed offset (held while that cannot be read). The dead producer's delivery
         reports are served by its renewal, before this transaction's claims are dropped. True
         once a transaction may begin; False if told to stop meanwhile (records are held).
-        Raises when it cannot be renewed: the stage stops."""
+        Raises when it cannot be renewed: the stage stops.
+
+        ``pending``: the fence met a resumed commit, which may have landed before it (see
+        ``_landed``). One that did is told as the commit it was (claims, ``on_commit``), once;
+        one that did not, or whose outcome cannot be read, as failed and aborted."""
         self._open = False
         tid = getattr(self._producer, "transactional_id", None) or "?"
         where = f"{tid} ({_fmt(self._assigned)})"
-        renewed = self._renewer.renew(fence, self._stop, where)
+        try:
+            renewed = self._renewer.renew(fence, self._stop, where)
+        except BaseException:
+            if pending is not None:
+                self._commit_failed(pending[0])
+                log.warning("the fenced commit may have landed before the fence; the stage "
+                            "stops, and the next owner reads the committed offsets")  # fmt: skip
+            raise
+        landed = self._landed(pending[1]) if pending is not None else False
+        claims = self._claims
         self._claims, self._commit_pending, self._abort_pending = [], None, False
         self._away_since, self.waiting = None, not renewed
-        if self._on_abort is not None:
-            self._on_abort()
+        if landed and pending is not None:
+            self._claims = claims
+            self._committed(*pending)
+        else:
+            if pending is not None:
+                self._commit_failed(pending[0])
+            if self._on_abort is not None:
+                self._on_abort()
         self._rewind_all()
         return renewed
+
+    def _landed(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Whether the resumed commit had landed before the fence (``pipeline.fencedcommit``);
+        False when that cannot be known (logged)."""
+        timeout_s = self._resume_timeout(None, True)  # one short read: the loop is waiting
+        read = functools.partial(self._consumer.committed, timeout_s=timeout_s)
+        return had_landed(offsets, self._tracker.committed_to, read) is True
 
 
 def _fmt(partitions: set[TopicPartition]) -> str:

@@ -217,9 +217,14 @@ class ConsumerSet:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._owner.get(tp[0], self._default).seek(tp, offset)
 
-    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
+    def commit(
+        self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s`` bounds all the consumers' commits together, not each one."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for consumer, parts in self._split(list(offsets)):
-            consumer.commit({tp: offsets[tp] for tp in parts}, sync=sync)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            consumer.commit({tp: offsets[tp] for tp in parts}, sync=sync, timeout_s=left)
 
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
@@ -241,14 +246,14 @@ class ConsumerSet:
         # a single consumer (see StagePlan.readers), so this is never needed.
         raise NotImplementedError("exactly-once stages read inputs and retries with one consumer")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """All at once: each close waits for its LeaveGroup answer (up to the request timeout
         on a slow broker), and one after the other would spend the shutdown budget N times."""
         errors: list[BaseException] = []
 
         def close(consumer: ConsumerPort) -> None:
             try:
-                consumer.close()
+                consumer.close(timeout_s)
             except BaseException as exc:  # raised below, on the caller's thread
                 errors.append(exc)
 
@@ -260,10 +265,10 @@ class ConsumerSet:
         for thread in threads:
             thread.start()
         try:
-            first.close()
+            first.close(timeout_s)
         finally:
             for thread in threads:
-                thread.join()
+                thread.join()  # each close is bounded by timeout_s: so is this, at once
         if errors:
             raise errors[0]
 

@@ -25,6 +25,10 @@ loop):
   first (``BreakerPeek``, which takes nothing), then the limits take their token, then the
   probe is taken (the peek said yes, so it is there). Gates run on the consume loop's thread;
   time comes from the runner's clock.
+- ``unspent(record, tp, origin)``: a record this gate let pass was never handled after all (a
+  concurrent stage's call dropped before it started, its partition rewound meanwhile); it
+  will be read and checked again, so a gate that took something for it gives it back (such a
+  gate is asked about every record: it is never ``watched``).
 
 A gate that can only say something while some state of its own is not empty (a partition held
 in this batch, kept tokens, refusal verdicts) names those containers in ``watched``: while all
@@ -104,6 +108,9 @@ class Gate:
 
     def check(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> Verdict:
         return None
+
+    def unspent(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> None:
+        pass
 
 
 class HeldInBatch(Gate):
@@ -224,6 +231,9 @@ class RateLimited(Gate):
             self._on_limited(tp, record.offset(), hold_s)
         return Hold(hold_s)
 
+    def unspent(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> None:
+        self.limiter.give_back(tp)  # re-read, it takes a token again
+
     def changed(self) -> None:
         self.limiter.changed()
 
@@ -308,6 +318,14 @@ class Chain:
     watched: tuple[Sized, ...] = ()
     calm_gates: tuple[Gate, ...] = ()
     calm_input_gates: tuple[Gate, ...] = ()
+    spending: tuple[Gate, ...] = ()  # the gates that give something back (``unspent``)
+
+    def unspent(self, record: RawRecord, tp: TopicPartition, origin: Origin | None) -> None:
+        """``record`` passed the chain but its handler never ran: each gate that took
+        something for it gives it back."""
+        for gate in self.spending:
+            if origin is not None or not gate.retry_records_only:
+                gate.unspent(record, tp, origin)
 
 
 def build(
@@ -354,5 +372,6 @@ def build(
     watched = tuple(c for g in gates if g.watched is not None for c in g.watched)
     calm = tuple(g for g in gates if g.watched is None)
     calm_inputs = tuple(g for g in inputs if g.watched is None)
+    spending = tuple(g for g in gates if type(g).unspent is not Gate.unspent)
     return Chain(tuple(gates), inputs, batch, dedupe, breaker_gate, limit_gate, watched, calm,
-                 calm_inputs)  # fmt: skip
+                 calm_inputs, spending)  # fmt: skip

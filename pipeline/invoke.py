@@ -23,14 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-
 from pipeline.breaker import CircuitOpenError
 from pipeline.context import Context, Scope, TransactionalStore
 from pipeline.errors import CallAbandoned
@@ -109,6 +101,10 @@ class Invoker:
         except Exception as exc:
             if not self._retry_in_process(exc):
                 raise
+        # tenacity loads with the first in-process retry: a worker whose handlers succeed
+        # never needs it (the same holds for ``_retry`` and ``_retry_args``).
+        from tenacity import Retrying
+
         for attempt in Retrying(**self._retry_args()):
             with attempt:
                 ctx = self._context(record)
@@ -133,6 +129,8 @@ class Invoker:
         )
 
     async def _retry(self, event: Any, record: RawRecord) -> Context:
+        from tenacity import AsyncRetrying
+
         ctx: Context | None = None
         async for attempt in AsyncRetrying(**self._retry_args()):
             with attempt:
@@ -142,6 +140,8 @@ class Invoker:
 
     def _retry_args(self) -> dict[str, Any]:
         """The remaining in-process attempts (the first call already failed)."""
+        from tenacity import retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
         backoff = self._policy.in_process_backoff
         return {
             "stop": stop_after_attempt(self._policy.in_process_attempts - 1),

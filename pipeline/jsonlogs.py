@@ -14,21 +14,18 @@ handler logs carry its event's coordinates too.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 from pipeline import headers as hdr
 from pipeline.context import Context
 from pipeline.hooks import Hook, StageInfo
-
-try:
-    from opentelemetry import trace as _otel_trace
-except ImportError:  # the [otel] extra is optional
-    _otel_trace = None  # type: ignore[assignment]
 
 FIELDS = ("stage", "group", "topic", "partition", "offset", "event_id", "trace_id", "span_id")
 _WHERE: ContextVar[dict[str, Any] | None] = ContextVar("pipeline_log_where", default=None)
@@ -58,10 +55,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+@functools.cache
+def _otel_trace() -> ModuleType | None:
+    """``opentelemetry.trace``, loaded with the first JSON line (every worker imports this
+    module; only JSON logs look for a span), or None without the optional ``[otel]`` extra."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    return trace
+
+
 def _current_span() -> dict[str, str]:
-    if _otel_trace is None:
+    trace = _otel_trace()
+    if trace is None:
         return {}
-    context = _otel_trace.get_current_span().get_span_context()
+    context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return {}
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}

@@ -13,6 +13,11 @@ Backpressure: while every slot is taken nothing is fetched. If that lasts longer
 the group (rebalances) without taking records; they are resumed as soon as a slot frees up,
 except those whose own hold (retry due time, breaker) still runs.
 
+A call dropped before it started (its token cancelled while it waited for its key: the
+partition rewound by a breaker's hold, a refused output, an in-place retry) gives back what
+the gates took for it (``unspent``: a rate limit's token), as its record is read again and
+checked anew.
+
 On revoke the revoked partitions' handlers are awaited and settled (half the revoke budget), so
 the next owner does not redo finished work; on shutdown every handler is (half the shutdown
 budget). Handlers still running at the deadline, and those of lost partitions, are cancelled:
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.clock import Clock
 from pipeline.dispatch import Completion, KeyedDispatcher
@@ -31,6 +36,7 @@ from pipeline.execute import Core
 from pipeline.holds import Holds
 from pipeline.invoke import Invoker
 from pipeline.ports import ConsumerPort, RawRecord, TopicPartition
+from pipeline.retrytopics import Origin
 
 log = logging.getLogger("pipeline.runner")
 # While there is room to fetch more, handlers get this long before the consumer is asked again;
@@ -40,6 +46,8 @@ FETCH_GAP_S = 0.005
 SATURATED_PAUSE_S = 0.5
 # How long cancelled handlers get to unwind (their finally blocks) before we move on.
 MIN_CANCEL_WAIT_S = 1.0
+# Told about an admitted record whose call was dropped before it started (``gates.Chain``).
+Unspent = Callable[[RawRecord, TopicPartition, Origin | None], None]
 
 
 class KeyedExecutor:
@@ -56,8 +64,10 @@ class KeyedExecutor:
         batch_timeout_s: float,
         clock: Clock,
         name: str,
+        unspent: Unspent | None = None,
     ) -> None:
         self._core = core
+        self._unspent = unspent
         self._consumer = consumer
         self._holds = holds
         self._assigned = assigned  # the runner's own set
@@ -139,8 +149,10 @@ class KeyedExecutor:
             self._settle(dispatcher.take())
 
     def _settle(self, completions: list[Completion]) -> None:
-        settle = self._core.settle
+        settle, unspent = self._core.settle, self._unspent
         for c in completions:
+            if not c.started and unspent is not None:
+                unspent(c.record, c.tp, c.origin)  # never handled: read (and gated) again
             # A token cancelled meanwhile (rewound, revoked) is dropped there.
             settle(c.record, c.tp, c.origin, c.token, c.ctx, c.error)
 

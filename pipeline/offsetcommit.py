@@ -78,7 +78,8 @@ class OffsetCommitter:
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets, sync=sync)
+            # Bounded: a synchronous commit's wait is part of a revoke's or shutdown's budget.
+            self._consumer.commit(offsets, sync=sync, timeout_s=timeout_s)
         except KafkaError:
             if self._on_commit_failed is not None:
                 self._on_commit_failed(list(offsets))

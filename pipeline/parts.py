@@ -32,7 +32,6 @@ from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
 from pipeline.ratelimit import GroupShare, PartitionCounts, deferral_name
 from pipeline.refusals import Refusals
 from pipeline.registry import StagePlan
-from pipeline.reply import replying
 from pipeline.retrytopics import Origin
 from pipeline.routing import Router
 from pipeline.serde import Codec
@@ -190,6 +189,8 @@ def invoker(plan: StagePlan, stage: Stage, hooks: Hooks) -> Invoker:
     is_async = plan.stage.is_async()
     handler = stage.handle
     if plan.replies:  # its returned event is the reply to a request
+        from pipeline.reply import replying  # request-reply's module, for a replying stage
+
         handler = replying(handler, is_async)
     if plan.stage.track_jobs is not None:  # its return value is the job's result
         handler = keeping_result(handler, is_async)
@@ -211,6 +212,7 @@ def executor(
     return KeyedExecutor(
         core, invoke, p.consumer, p.holds, p.assigned, limit=limit, batch_size=batch_size,
         batch_timeout_s=batch_timeout_s, clock=p.clock, name=p.plan.name,
+        unspent=p.chain.unspent if p.chain.spending else None,
     )  # fmt: skip
 
 

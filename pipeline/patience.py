@@ -25,10 +25,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ProducerFencedError, TransactionError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = logging.getLogger("pipeline.commit")
 DEFAULT_LIMIT_S = 300.0  # a broker restart takes seconds; a rolling restart of a cluster, minutes
@@ -77,6 +79,10 @@ def outlast(
     """``call(timeout_s)`` until it succeeds (True) or ``stop`` is set (False); raise what it
     raised if it cannot wait that out, or once ``patience.limit_s`` has passed. ``sleep``
     waits between attempts (by default on ``stop``, so a stop cuts it short)."""
+    # tenacity loads with the first transaction call: every worker imports this module, and
+    # only exactly-once stages and the scheduler call it.
+    from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
+
     started = clock()
     deadline = started + patience.limit_s
     pause = sleep if sleep is not None else stop.wait

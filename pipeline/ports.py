@@ -49,7 +49,12 @@ class ConsumerPort(Protocol):
     def pause(self, partitions: list[TopicPartition]) -> None: ...
     def resume(self, partitions: list[TopicPartition]) -> None: ...
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
-    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None: ...
+    def commit(
+        self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s``: how long a synchronous commit may wait for its answer (None: as long
+        as it takes); past it, ``KafkaError``, as for a failed commit."""
+        ...
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
     ) -> dict[TopicPartition, int]: ...
@@ -61,7 +66,10 @@ class ConsumerPort(Protocol):
 
     def group_metadata(self) -> Any: ...
     def take_commit_failures(self) -> list[TopicPartition]: ...
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None:
+        """Revoke (the listener is called) and leave the group; ``timeout_s``: how long to wait
+        for that (None: as long as it takes), after which the close goes on unwaited for."""
+        ...
 
 
 class ProducerPort(Protocol):
@@ -129,7 +137,8 @@ class AdminPort(Protocol):
 
     Optionally (``KafkaAdmin`` does): ``ensure_bound_s``, the longest a ``create`` or
     ``ensure`` takes, which bounds how long stages wait for the startup topics job
-    (``pipeline.startup.job_bound_s``)."""
+    (``pipeline.startup.job_bound_s``); and ``stopping``, a ``Callable[[], bool]`` the caller
+    sets, looked at while a request is awaited: once True, ``pipeline.startup.TopicsStopped``."""
 
     def topics(self) -> dict[str, TopicInfo]:
         """Every topic but internal ones (names starting with ``__``), by name."""

@@ -155,6 +155,12 @@ class TokenBucket:
         self.tokens -= 1
         return wait
 
+    def give_back(self, now: float) -> None:
+        """Undo a ``take`` whose call never ran (up to ``capacity``: what overflowed meanwhile
+        was never the caller's to keep)."""
+        self._refill(now)
+        self.tokens = min(self.capacity, self.tokens + 1)
+
     def level(self, now: float) -> float:
         """The tokens there now."""
         self._refill(now)
@@ -226,6 +232,11 @@ class Turns:
     def took(self, tp: TopicPartition, now: float) -> None:
         self._buckets[tp].take(now)
         self._until[tp] = now + TURN_SLACK_S
+
+    def gave_back(self, tp: TopicPartition, now: float) -> None:
+        bucket = self._buckets.get(tp)
+        if bucket is not None:  # else its part went back to the others already
+            bucket.give_back(now)
 
     def held(self, tp: TopicPartition, now: float, wait_s: float) -> None:
         self._until[tp] = now + wait_s + TURN_SLACK_S  # it asks again once its hold ends
@@ -327,6 +338,16 @@ class GroupShare:
             if wait != math.inf:
                 self.turns.held(tp, now, wait)
         return wait if wait != math.inf else UNKNOWN_COUNTS_HOLD_S  # nothing assigned now
+
+    def give_back(self, tp: TopicPartition | None = None) -> None:
+        """A token ``take`` gave for a call that never ran: a concurrent stage's call dropped
+        while it waited for its key (its partition rewound by a breaker's hold, say). Its
+        record is read again and takes a token then; kept, this one would be spent twice and
+        the stage run below its limit. ``tp``: as given to ``take``."""
+        now = self._clock()
+        self.bucket.give_back(now)
+        if tp is not None:
+            self.turns.gave_back(tp, now)
 
     def _recompute(self, now: float) -> bool:
         if now < self._next_read:

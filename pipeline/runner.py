@@ -183,15 +183,19 @@ class StageRunner:
         try:
             budget_s -= self._executor.drain(budget_s / 2)
         finally:
+            started = self._clock.monotonic()
             try:
                 self._flush_and_commit(self._assigned, budget_s)
             except (KafkaError, PipelineError) as exc:
                 log.error("%s: final commit failed (%s); %s",
                           self.plan.name, exc, self._committer.uncommitted_fate())  # fmt: skip
             # close() revokes the partitions: everything was flushed and committed (or tried)
-            # just now, so the revoke callback must not block on a second round.
+            # just now, so the revoke callback must not block on a second round. It waits on
+            # the broker (LeaveGroup, commits in flight): what is left of the budget, at least
+            # one short try.
             self._closing = True
-            self._consumer.close()
+            spent = self._clock.monotonic() - started
+            self._consumer.close(max(budget_s - spent, MIN_SHUTDOWN_STEP_S))
             self._hand_over_counts()  # the drain's successes
             log.info("%s: stopped", self.plan.name)
 

@@ -27,8 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter  # type: ignore[import-untyped]
-
 from pipeline.errors import DeclarationError
 from pipeline.events import Event
 from pipeline.stage import Topic
@@ -39,6 +37,14 @@ SCHEDULES_ATTR = "SCHEDULES"
 # A schedule that fell this far behind (a per-second cron down for a day) fires at most this
 # many ticks per transaction; the rest follow in the next ones. Bounds every step in time.
 MAX_TICKS_PER_STEP = 500
+
+
+def _croniter() -> Any:
+    """The ``croniter`` class, loaded with the first schedule declared: a worker without
+    schedules imports this module (through ``pipeline``) and never needs it, nor dateutil."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    return croniter
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Schedule:
     grace_s: float = 60.0
 
     def __post_init__(self) -> None:
+        croniter = _croniter()
         where = f"Schedule {self.name!r}"
         if not self.name or "/" in self.name or self.name != self.name.strip():
             raise DeclarationError(f"{where}: a name is non-empty, without '/' or outer spaces")
@@ -87,12 +94,14 @@ class Schedule:
 
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (any aware datetime), in ``tz``."""
+        croniter = _croniter()
         start = after.astimezone(self.zone)
         tick: datetime = croniter(self.cron, start).get_next(datetime)
         return tick
 
     def ticks(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
         """Ticks in (``after``, ``until``], oldest first, at most ``limit``."""
+        croniter = _croniter()
         out: list[datetime] = []
         it = croniter(self.cron, after.astimezone(self.zone))
         while len(out) < limit:
@@ -104,6 +113,7 @@ class Schedule:
 
     def latest_tick(self, at_or_before: datetime) -> datetime:
         """The newest tick at or before ``at_or_before``."""
+        croniter = _croniter()
         start = at_or_before.astimezone(self.zone)
         previous: datetime = croniter(self.cron, start).get_prev(datetime)
         following = self.next_tick(previous)

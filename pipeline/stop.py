@@ -3,12 +3,19 @@
 A stage thread may be inside a blocking client call (a flush, a transaction commit) when the
 stop comes. Its graceful shutdown then has only what is left of ``shutdown_timeout_s`` since
 the request, so the worker still exits within it.
+
+A worker's signal handler sets a ``StopEvent`` (reentrant: see its docstring); a plain
+``threading.Event`` a user hands the worker is mirrored into it (``StopMirror``), never set
+from the handler.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+
+# How soon a user's plain Event hears that the worker's own stop was set (``StopMirror``).
+MIRROR_SLICE_S = 0.1
 
 
 class StopEvent(threading.Event):
@@ -33,6 +40,51 @@ class StopEvent(threading.Event):
         if self.set_at is None:
             self.set_at = time.monotonic()
         super().set()
+
+
+class StopMirror:
+    """A user's plain ``threading.Event`` (``Worker(stop=...)``) kept in step with the worker's
+    own ``StopEvent``, both ways, from a thread of its own.
+
+    The worker's main loop waits on its ``StopEvent`` and the signal handler sets only that one,
+    so a signal can never meet the plain Event's non-reentrant lock on the thread that holds it.
+    The user's event set (from any thread) sets the worker's at once; the worker's set (a
+    signal, ``stop()``, a crashed stage) sets the user's within ``MIRROR_SLICE_S``, so their
+    waiters wake as they did when the worker used their event itself. The thread ends once
+    either is set."""
+
+    def __init__(self, theirs: threading.Event, ours: StopEvent) -> None:
+        self.theirs, self.ours = theirs, ours
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Begin mirroring (again a no-op); a user's event set already sets ours now."""
+        if self.theirs.is_set():
+            self.ours.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stop-mirror", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        theirs, ours = self.theirs, self.ours
+        while not theirs.wait(MIRROR_SLICE_S):  # on this thread: their lock is never ours
+            if ours.is_set():
+                theirs.set()
+                return
+        ours.set()
+
+
+def own_stop(event: threading.Event | None) -> tuple[StopEvent, StopMirror | None]:
+    """The ``StopEvent`` a worker waits on and its signal handler sets, and, when the caller
+    passed a plain Event, the mirror that keeps that one in step with it."""
+    if event is None:
+        return StopEvent(), None
+    if isinstance(event, StopEvent):
+        return event, None
+    ours = StopEvent()
+    if event.is_set():
+        ours.set()
+    return ours, StopMirror(event, ours)
 
 
 def seconds_since_stop(event: threading.Event) -> float:

@@ -17,7 +17,6 @@ The restart bookkeeping (``RestartTracker``) is pure, on an injectable clock.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import threading
@@ -25,10 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait as wait_for_sentinels
-from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from pipeline.backoff import Backoff, Clock
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("pipeline.supervisor")
 CONFIG_ERROR_EXIT = 2  # what `pipeline run` exits with on bad configuration or input
@@ -105,6 +106,8 @@ def set_process_title(title: str) -> None:
 
 
 def _set_comm(title: str) -> None:
+    import ctypes  # only without setproctitle
+
     try:
         libc = ctypes.CDLL(None)
         pr_set_name = 15
@@ -195,6 +198,10 @@ class Supervisor:
             timeout = max(0.0, min(timeout, min(self._restart_at.values()) - self._clock()))
         sentinels = [p.sentinel for p in self._procs.values()]
         if sentinels:
+            # multiprocessing loads with a supervisor: a single worker (this module's process
+            # titles) needs none of it.
+            from multiprocessing.connection import wait as wait_for_sentinels
+
             wait_for_sentinels(sentinels, timeout)
         else:
             self._stop.wait(timeout)

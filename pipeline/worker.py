@@ -9,15 +9,15 @@ supervisor (systemd, Kubernetes, `pipeline run --workers`) restart it.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
@@ -26,14 +26,24 @@ from pipeline.hookcalls import call_each
 from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
-from pipeline.scheduler import Scheduler
-from pipeline.startup import TopicsJob
-from pipeline.stop import StopEvent
+from pipeline.startup import TopicsJob, TopicsStopped
+from pipeline.stop import StopEvent, own_stop
 from pipeline.supervisor import Supervisor, set_process_title
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from pipeline.scheduler import Scheduler  # loaded by Pipeline.scheduler, with schedules
 
 log = logging.getLogger("pipeline.worker")
 # Once its stages stopped, a worker process exits within this long, whatever threads remain.
 EXIT_GRACE_S = 3.0
+_monotonic = time.monotonic
+
+
+class Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
 
 
 class Worker:
@@ -46,11 +56,14 @@ class Worker:
         stop: threading.Event | None = None,
         topics: TopicsJob | None = None,
     ) -> None:
-        """``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
+        """``stop``: an event that stops the worker when set (from any thread); a plain
+        ``threading.Event`` is mirrored into the worker's own ``stop_event`` and set when the
+        worker stops (``pipeline.stop.StopMirror``: a signal handler must not set a plain one).
+        ``topics``: ``Pipeline.start_topics``' job, if it may still be ensuring the topics
         (the stages' consumers join meanwhile, and hand out nothing before it is done)."""
         self.pipeline = pipeline
         self._topics = topics
-        self.stop_event = stop or StopEvent()
+        self.stop_event, self._mirror = own_stop(stop)
         if topics is not None:
             topics.stop = self.stop_event  # a stop ends the stages' wait for it
         self.runners: list[StageRunner] = []
@@ -65,6 +78,8 @@ class Worker:
         return WorkerInfo(self._worker_id, names)
 
     def start(self) -> None:
+        if self._mirror is not None:
+            self._mirror.start()
         call_each(self.pipeline.hooks, "on_worker_start", self.info)
         for plan in self.pipeline.plans:
             runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
@@ -110,10 +125,8 @@ class Worker:
         self.stop_event.set()
 
     def join(self, timeout_s: float | None = None) -> bool:
-        """True when every runner thread has finished."""
-        for thread in self._threads:
-            thread.join(timeout_s)
-        done = not any(t.is_alive() for t in self._threads)
+        """True when every runner thread has finished, waiting at most ``timeout_s`` in all."""
+        done = join_all(self._threads, timeout_s)
         if done and self._threads and not self._stopped_told:
             self._stopped_told = True
             call_each(self.pipeline.hooks, "on_worker_stop", self.info)
@@ -132,7 +145,9 @@ class Worker:
         stops gracefully when that process is gone (killed with -9, say), instead of running on
         as an orphan nobody supervises."""
         if threading.current_thread() is threading.main_thread():
-            _on_stop_signals(self.stop_event.set)
+            _on_stop_signals(self.stop_event.set)  # a StopEvent, whatever the caller passed
+        if self._mirror is not None:
+            self._mirror.start()  # their event set already: ours is, now
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
         grace = self.pipeline.settings.shutdown_timeout_s + 5
@@ -152,6 +167,19 @@ class Worker:
             log.error("stages did not stop within %.0fs; exiting without them", grace)
             abandon_process(1)
         return 1 if self.failed else 0
+
+
+def join_all(
+    threads: Sequence[Joinable], timeout_s: float | None, clock: Callable[[], float] = _monotonic
+) -> bool:
+    """Join ``threads`` within ``timeout_s`` in all (None: for as long as it takes); True when
+    every one has finished. Each join gets only what is left of the one deadline: joining each
+    thread with the whole timeout let a worker whose stages were stuck (a broker not answering
+    their final commits) overrun its grace period once per stuck stage."""
+    deadline = None if timeout_s is None else clock() + timeout_s
+    for thread in threads:
+        thread.join(None if deadline is None else max(deadline - clock(), 0.0))
+    return not any(t.is_alive() for t in threads)
 
 
 def abandon_process(code: int) -> NoReturn:
@@ -221,7 +249,11 @@ def run_workers(
     pipeline = Pipeline.from_spec(spec, settings)  # validate once, before forking anything
     log_names(pipeline.plans)
     if workers == 1:
-        topics = pipeline.start_topics()  # the consumers join while the rest are made
+        try:
+            topics = pipeline.start_topics(stop)  # the consumers join while the rest are made
+        except TopicsStopped:  # a stop while they were made at once: nothing started
+            pipeline.close()
+            return 0
         set_process_title(f"pipeline worker {spec}")
         endpoint = None
         if settings.metrics_port is not None:
@@ -238,7 +270,10 @@ def run_workers(
             if endpoint is not None:
                 endpoint.close()
         return exit_within(code)
-    pipeline.ensure_topics()  # once, before any worker is forked
+    try:
+        pipeline.ensure_topics(stopping=stop.is_set)  # once, before any worker is forked
+    except TopicsStopped:
+        return 0
     if stop.is_set():
         return 0
     return _supervise(spec, settings, workers, pipeline, stop, options)
@@ -248,6 +283,8 @@ def _supervise(
     spec: str, settings: Settings, workers: int, pipeline: Pipeline, stop: StopEvent,
     options: RunOptions,
 ) -> int:  # fmt: skip
+    import multiprocessing  # only a supervisor of worker processes needs it
+
     set_process_title(f"pipeline supervisor {spec} ({workers} workers)")
     ctx = multiprocessing.get_context("spawn")
 

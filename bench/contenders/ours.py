@@ -3,13 +3,17 @@
 The runner comes from ``Pipeline.runner`` itself (so it is composed as in production: retry
 consumer, settings and all), with two measuring subclasses in place of the Kafka adapter classes:
 the producer gets a librdkafka ``stats_cb`` (Produce requests), the consumer starts the meter at
-the first record and prints READY on assignment. The runner runs on its own thread, as in a
-Worker; the main thread only watches the counters.
+the first record and notes its assignment. READY (``Readiness``) means what it means for RAW:
+the stage can hand out the next record it fetches, so it owns its input partitions *and* its
+topics are ensured (``pipeline.startup``: no batch is handed out before), and every consumer
+of the stage has its assignment (RAW's one consumer; OURS' retry consumer too). The runner runs on
+its own thread, as in a Worker; the main thread only watches the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -102,6 +106,41 @@ METER = common.Meter(0, 0.0)
 REQUESTS = common.ProduceRequests()
 
 
+class Readiness:
+    """READY once every condition is met, on whichever thread meets the last one.
+
+    A chain's load starts when every process said READY: said on assignment alone, OURS was
+    timed from before it could hand out a record (its topics job still running: on a loaded
+    2-core machine 1-2 s with four stages making their retry topics at once), and its
+    warm-up began with a backlog RAW never had. The retry consumer subscribes once the topics
+    are ensured, and its assignment reads its committed offsets inside the loop's consume (a
+    stall of about 90 ms measured on a loaded machine): over before the load starts, too."""
+
+    def __init__(self, *conditions: str) -> None:
+        self._left = set(conditions)
+        self._lock = threading.Lock()
+
+    def expect(self, condition: str) -> None:
+        """One more condition (before any client is made: none can be met yet)."""
+        with self._lock:
+            self._left.add(condition)
+
+    def met(self, condition: str) -> None:
+        with self._lock:
+            if not self._left:
+                return
+            self._left.discard(condition)
+            if not self._left:
+                common.mark("ready")
+                marks = common.MARKS
+                since = {k: round((t - marks["imported"]) / 1e9, 3) for k, t in marks.items()}
+                print("STARTUP " + json.dumps(since), flush=True)  # s since imported
+                common.ready()
+
+
+READY = Readiness("assigned", "topics_ensured")
+
+
 class MeteredConsumer(KafkaConsumer):
     """The framework's consumer; also starts the meter at the first record and says READY once
     it owns input partitions."""
@@ -116,9 +155,10 @@ class MeteredConsumer(KafkaConsumer):
                 listener.on_assign(partitions)
                 if any(topic in inputs for topic, _ in partitions):
                     common.mark("assigned")
-                    common.ready()
+                    READY.met("assigned")
                 elif partitions:
                     common.mark("assigned_retry")
+                    READY.met("assigned_retry")
 
             def on_revoke(self, partitions: list[TopicPartition]) -> None:
                 listener.on_revoke(partitions)
@@ -169,6 +209,9 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
         hooks = (*hooks, FirstOutput())
     pipeline = Pipeline.build(settings, [stage_class(args)], hooks=hooks)
     common.mark("built")
+    plan = pipeline.plans[0]
+    if any(group.endswith(".retry") for group, _ in plan.readers):  # a consumer of its own
+        READY.expect("assigned_retry")
     topics = pipeline.start_topics()  # as `pipeline run` does before it starts its stages
     common.mark("topics")  # checked; made (if still making) while the consumers join:
     threading.Thread(target=_mark_when_ensured, args=(topics,), daemon=True).start()
@@ -176,7 +219,6 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
         from pipeline.metrics import serve_worker
 
         pipeline, _endpoint = serve_worker(pipeline, 0)
-    plan = pipeline.plans[0]
     METER.count, METER.time_limit_s = args.count, args.time_limit
     MeteredConsumer.inputs = frozenset(plan.inputs)
     # Exactly what Pipeline.runner composes (consumers, producer, settings), with these two
@@ -196,6 +238,7 @@ def main(args: Any, metrics: bool = False, hooks: Sequence[Any] = ()) -> None:
 def _mark_when_ensured(topics: TopicsJob) -> None:
     try:
         topics.wait()
+        READY.met("topics_ensured")  # not on failure: the stage stops, and never says READY
     finally:
         common.mark("topics_ensured")
 

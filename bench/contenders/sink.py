@@ -1,11 +1,13 @@
 """The end of a latency chain: reads the last topic and times each record against its ``sent_ns``.
 
 Prints READY once assigned, then times everything it reads. The warm-up lasts until the chain is
-in a steady state, by the same rule for every contender (``Steadiness``): the median latency of
-the last ``STEADY_SECONDS`` seconds of receipts varies by no more than a quarter (plus 20 ms),
-and at least ``MIN_WARMUP_S`` have passed since the first record. A chain that gets there
-within ``--max-warmup`` is said ``steady``; one that does not (its backlog keeps growing, or the
-machine's load swings it) is measured anyway from then on, marked ``steady: false``. The sink
+in a steady state, by the same rule for every contender (``steady``, on the median latency of
+each second of receipts): over the last ``STEADY_SECONDS`` seconds the latency has no trend (it
+neither falls, as while a startup backlog drains, nor rises, as while one builds) and every one
+of those seconds received records; and at least ``MIN_WARMUP_S`` have passed since the first
+record. A chain that gets there within ``--max-warmup`` is said ``steady``; one that does not
+(its backlog keeps growing, or the machine's load swings it) is measured anyway from then on,
+marked ``steady: false``. The sink
 prints ``STEADY <from_ns>``: the measured window starts one second later (so the load generator
 hears of it in time). The orchestrator then writes ``<from_ns> <to_ns> <count>`` on stdin: the
 window and how many records the load sent in it. The sink stops when it has seen them all (or
@@ -23,6 +25,7 @@ median above ``STANDING_BACKLOG_MS`` (an unloaded 4-stage chain has a median of 
 from __future__ import annotations
 
 import argparse
+import itertools
 import select
 import sys
 import time
@@ -33,7 +36,10 @@ from bench.contenders import common
 
 STANDING_BACKLOG_MS = 1000.0
 MIN_WARMUP_S = 3.0
-STEADY_SECONDS = 3
+STEADY_SECONDS = 5
+# Noise a steady chain shows between seconds on a loaded 2-core machine: a quarter of its level
+# plus 20 ms (RAW's own chain swings 90 -> 190 -> 90 ms from one second to the next).
+NOISE_SHARE, NOISE_MS = 0.25, 20.0
 WINDOW_DELAY_NS = 10**9  # the window starts this long after the steady state is declared
 
 
@@ -44,13 +50,46 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def trend(values: list[float]) -> float:
+    """The Theil-Sen slope (the median of the slopes between every two points) per step: one
+    outlying second moves it little, unlike a least-squares fit or a max - min spread."""
+    slopes = [
+        (values[j] - values[i]) / (j - i)
+        for i in range(len(values))
+        for j in range(i + 1, len(values))
+    ]
+    ordered = sorted(slopes)
+    middle = len(ordered) // 2
+    return (ordered[middle] + ordered[~middle]) / 2 if ordered else 0.0
+
+
 def steady(medians: list[float]) -> bool:
-    """Whether the last ``STEADY_SECONDS`` per-second median latencies (ms) agree: their spread
-    is at most a quarter of their median plus 20 ms (scheduling noise on a shared machine)."""
+    """Whether the last ``STEADY_SECONDS`` per-second median latencies (ms; NaN: a second that
+    received nothing) show a chain in a steady state:
+
+    - every second received records (a stalled chain is not steady);
+    - no trend: the latency's drift across those seconds (``trend`` times their span) is within
+      the noise (a quarter of their median plus 20 ms). A draining startup backlog, which
+      falls by a fraction of itself every second, fails this however little it spreads;
+    - not monotone either way over the last three seconds by more than the noise (the end of
+      a hump: a backlog that built and now drains has no slope over five seconds), nor over
+      the last four by more than the noise's fixed part (a slow drift that the slope's
+      tolerance lets through is still a backlog moving).
+    """
     last = medians[-STEADY_SECONDS:]
-    if len(last) < STEADY_SECONDS:
+    if len(last) < STEADY_SECONDS or any(m != m for m in last):  # NaN: an empty second
         return False
-    return max(last) - min(last) <= 0.25 * percentile(last, 0.5) + 20.0
+    noise = NOISE_SHARE * percentile(last, 0.5) + NOISE_MS
+    if abs(trend(last)) * (len(last) - 1) > noise:
+        return False
+    return not (_moves(last[-3:], noise) or _moves(last[-4:], NOISE_MS))
+
+
+def _moves(values: list[float], by: float) -> bool:
+    """Whether ``values`` only rise or only fall, by more than ``by`` from first to last."""
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    monotone = all(d < 0 for d in steps) or all(d > 0 for d in steps)
+    return monotone and abs(values[-1] - values[0]) > by
 
 
 class Steadiness:
@@ -74,7 +113,10 @@ class Steadiness:
         if now_ns >= self._second_ends:
             if self._second:
                 self.medians.append(percentile(self._second, 0.5))
-            self._second, self._second_ends = [], now_ns + 10**9
+            # Whole seconds that received nothing (a stall) are samples too: NaN, not steady.
+            empty = (now_ns - self._second_ends) // 10**9
+            self.medians.extend([float("nan")] * empty)
+            self._second, self._second_ends = [], self._second_ends + (empty + 1) * 10**9
         self._second.extend(latencies_ms)
         warmed = (now_ns - self.first_ns) / 1e9
         if warmed >= MIN_WARMUP_S and steady(self.medians):
@@ -175,6 +217,6 @@ if __name__ == "__main__":
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--max-warmup", type=float, default=20.0)
+    parser.add_argument("--max-warmup", type=float, default=30.0)
     a = parser.parse_args()
     run(a.bootstrap, a.topic, a.group, a.timeout, a.max_warmup)

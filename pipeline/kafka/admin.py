@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
@@ -18,6 +19,7 @@ from pipeline.kafka import config as kconfig
 from pipeline.kafka.errors import wrap
 from pipeline.kafka.security import refusal
 from pipeline.ports import TopicInfo, TopicPartition, TopicSpec
+from pipeline.startup import TopicsStopped
 
 __all__ = ["KafkaAdmin", "LagMonitor", "TopicInfo", "usable"]
 
@@ -26,6 +28,9 @@ log = logging.getLogger("pipeline.kafka")
 # timeout (a broker that is restarting is back well within it, or the caller retries).
 ALL_DOWN_FOR_S = 5.0
 METADATA_SLICE_S = 1.0
+# While a request's answer is awaited, the stop is looked at this often: a SIGTERM during a
+# slow CreateTopics ends the wait at once, not at the admin's timeout.
+STOP_SLICE_S = 0.1
 # Between looks at the metadata while new topics propagate: 10 ms after the first, doubling up
 # to 50 ms. A topic is often listed a few ms after CreateTopics returns, and every worker's
 # first output waits for this; a slow one is not asked for the whole metadata more than 20
@@ -50,6 +55,10 @@ class KafkaAdmin:
         self._all_down_since: float | None = None
         self._last_error: str | None = None
         self._refused: BrokerUnavailableError | None = None  # a login or handshake refused
+        # Set by the caller (``Pipeline.ensure_topics``): once it says True, a wait for an
+        # answer (or for the brokers) ends within a slice with ``TopicsStopped``; a request is
+        # still sent, and an answer that comes within the first slice taken.
+        self.stopping: Callable[[], bool] | None = None
         conf = FIRST_REQUEST | kconfig.admin(settings) | {"error_cb": self._on_error}
         self._admin = kconfig.create(AdminClient, conf, "admin")
 
@@ -85,7 +94,7 @@ class KafkaAdmin:
         futures = self._admin.create_topics(new, operation_timeout=self._timeout)
         for name, future in futures.items():
             try:
-                future.result(timeout=self._timeout)
+                self._result(future, f"create topic {name}")
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing worker made it
                     raise wrap(exc, f"create topic {name}") from None
@@ -96,6 +105,27 @@ class KafkaAdmin:
             replicas,
         )
         return missing
+
+    def _result(self, future: Any, what: str) -> None:
+        """Wait for an admin future, within the timeout, in slices: a stop ends the wait
+        (``TopicsStopped``); a request left unanswered fails with one clear line. The request
+        itself is not withdrawn (the client cannot), but nobody waits for it."""
+        deadline = _clock() + self._timeout
+        while True:
+            left = deadline - _clock()
+            try:
+                future.result(timeout=max(min(STOP_SLICE_S, left), 0.0))
+            except concurrent.futures.TimeoutError:
+                if _clock() >= deadline:
+                    raise KafkaError(f"{what}: no answer within {self._timeout:g}s") from None
+                self._check_stop()  # after a slice: a quick answer is taken, a slow one not
+            else:
+                return
+
+    def _check_stop(self) -> None:
+        stopping = self.stopping
+        if stopping is not None and stopping():
+            raise TopicsStopped
 
     def _shapes(
         self,
@@ -127,6 +157,7 @@ class KafkaAdmin:
             pending = [n for n in names if not usable(topics.get(n))]
             if not pending:
                 return
+            self._check_stop()
             if _clock() >= deadline:
                 raise KafkaError(
                     f"topics created but not in the cluster's metadata after "
@@ -156,6 +187,7 @@ class KafkaAdmin:
                 self._admin.poll(0)
             if self._refused is not None:  # no point waiting: every retry is refused alike
                 raise self._refused
+            self._check_stop()  # before the next slice: a stop ends the wait for the brokers
             now = _clock()
             down = self._all_down_since is not None and now - self._all_down_since >= ALL_DOWN_FOR_S
             if down or now >= deadline:
@@ -198,7 +230,7 @@ class KafkaAdmin:
         futures = self._admin.delete_topics(names, operation_timeout=self._timeout)
         for name, future in futures.items():
             try:
-                future.result(timeout=self._timeout)
+                self._result(future, f"delete topic {name}")
             except KafkaException as exc:
                 raise wrap(exc, f"delete topic {name}") from None
 

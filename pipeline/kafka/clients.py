@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
+from pipeline.kafka.bounded import within
 from pipeline.kafka.config import CLIENT_ERRORS_LOG, create
 from pipeline.kafka.errors import delivery_error, wrap
 from pipeline.kafka.starts import StableStarts
@@ -127,17 +128,26 @@ class KafkaConsumer:
             # Seeking a partition that was just revoked fails; it is no longer ours to re-read.
             log.warning("seek %s[%d]@%d failed: %s", tp[0], tp[1], offset, exc)
 
-    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
+    def commit(
+        self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s`` bounds a synchronous commit (librdkafka's has no bound of its own:
+        ``pipeline.kafka.bounded``); past it, ``KafkaError``."""
         if not offsets:
             return
         parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        what = f"commit in group {self._group}"
         try:
             if not sync:
                 self._consumer.commit(offsets=parts, asynchronous=True)
                 return
-            result = self._consumer.commit(offsets=parts, asynchronous=False)
+            if timeout_s is None:
+                result = self._consumer.commit(offsets=parts, asynchronous=False)
+            else:
+                commit = self._consumer.commit
+                result = within(lambda: commit(offsets=parts, asynchronous=False), timeout_s, what)
         except KafkaException as exc:
-            raise wrap(exc, f"commit in group {self._group}") from exc
+            raise wrap(exc, what) from exc
         if result:
             bad = [f"{p.topic}[{p.partition}]: {p.error}" for p in result if p.error]
             if bad:
@@ -173,10 +183,18 @@ class KafkaConsumer:
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
 
-    def close(self) -> None:
-        # Leaves the group at once, so the partitions move to the remaining workers now
-        # rather than after the session timeout.
-        self._consumer.close()
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leaves the group at once, so the partitions move to the remaining workers now rather
+        than after the session timeout. librdkafka's close has no bound (it waits for the
+        LeaveGroup answer and for commits still in flight): ``timeout_s`` gives it one; past
+        it, the close finishes on its own thread, and the revoke callback may run there."""
+        if timeout_s is None:
+            self._consumer.close()
+            return
+        try:
+            within(self._consumer.close, timeout_s, f"close of the consumer in group {self._group}")
+        except KafkaError as exc:
+            log.error("%s; its partitions move at the session timeout at the latest", exc)
 
     def _on_error(self, err: Any) -> None:
         CLIENT_ERRORS_LOG.warning("consumer %s: %s", self._group, err)

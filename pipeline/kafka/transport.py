@@ -10,10 +10,8 @@ from __future__ import annotations
 from pipeline.config import Settings
 from pipeline.kafka import config as kconfig
 from pipeline.kafka.admin import KafkaAdmin, LagMonitor
-from pipeline.kafka.backlog import KafkaBacklog
 from pipeline.kafka.clients import KafkaConsumer, KafkaProducer
 from pipeline.kafka.schema_topic import SchemaTopic
-from pipeline.kafka.topics_io import KafkaTopicLog
 from pipeline.ports import (
     AdminPort,
     BacklogPort,
@@ -60,9 +58,15 @@ class KafkaTransport:
         return LagMonitor(self.settings)
 
     def topic_log(self) -> TopicLogPort:
+        # Loaded on first use, as ``backlog``'s: only delayed topics, schedules and the DLQ
+        # tools read topics as logs, and only status and alerts read backlogs.
+        from pipeline.kafka.topics_io import KafkaTopicLog
+
         return KafkaTopicLog(self.settings)
 
     def backlog(self, timeout_s: float = 5.0) -> BacklogPort:
+        from pipeline.kafka.backlog import KafkaBacklog
+
         return KafkaBacklog(self.settings, timeout_s)
 
     def schema_store(self) -> SchemaStorePort:

@@ -117,7 +117,9 @@ class MemoryConsumer:
             self._positions[tp] = None if offset in (OFFSET_STORED, OFFSET_INVALID) else offset
             self._broker.condition.notify_all()
 
-    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None:
+    def commit(
+        self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
         if not offsets:
             return
         with self._broker.condition:
@@ -160,9 +162,10 @@ class MemoryConsumer:
             member.generation if member else -1,
         )
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Revoke everything (the listener's last chance to commit), then leave the group, so
-        the others take the partitions at their next ``consume``."""
+        the others take the partitions at their next ``consume``. Nothing here waits on a
+        broker: ``timeout_s`` is not needed."""
         if self._closed:
             return
         try:

@@ -3,6 +3,9 @@ in place (``pipeline.renewal``) and every input still has exactly one committed 
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from confluent_kafka import Producer
 
@@ -42,9 +45,24 @@ def test_a_live_fence_mid_run_renews_the_producer_and_loses_or_doubles_nothing(
         committer = runner._committer
         assert isinstance(committer, TransactionCommitter)
         tid = runner._producer.transactional_id  # type: ignore[attr-defined]
+        # The order is the test's: the stage renews only once the usurper's init_transactions
+        # has returned. A renewal racing it bumps the epoch back and forth (each fences the
+        # other) until the renewal bound stops the stage: that ping-pong is a unit test's
+        # (test_producer_renewal), not what this one proves.
+        usurped = threading.Event()
+        renew = committer._renewer.renew
+
+        def renew_after_usurper(*args: Any) -> bool:
+            usurped.wait(60)
+            return renew(*args)
+
+        monkeypatch.setattr(committer._renewer, "renew", renew_after_usurper)
         usurper = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": tid,
                             "log_level": 0})  # fmt: skip
-        usurper.init_transactions(30)  # bumps the epoch: the stage's producer is fenced
+        try:
+            usurper.init_transactions(30)  # bumps the epoch: the stage's producer is fenced
+        finally:
+            usurped.set()
         del usurper  # gone: the renewed producer takes the id back
         with Publisher(settings) as publisher:
             for i in range(FIRST, EVENTS):

@@ -25,7 +25,9 @@ class FakeConsumer:
         self.log = log
         self.failed: list[Any] = []
 
-    def commit(self, offsets: dict[Any, int], *, sync: bool) -> None:
+    def commit(
+        self, offsets: dict[Any, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None:
         self.log.calls.append(("commit", dict(offsets)))
 
     def take_commit_failures(self) -> list[Any]:

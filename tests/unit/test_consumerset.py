@@ -76,7 +76,7 @@ def test_close_closes_both_consumers_at_once() -> None:
     class Slow:
         closed = False
 
-        def close(self) -> None:
+        def close(self, timeout_s: float | None = None) -> None:
             both.wait()  # returns only when the other consumer's close is running too
             self.closed = True
 

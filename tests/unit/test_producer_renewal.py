@@ -250,3 +250,95 @@ def test_the_renewal_budget_counts_within_a_sliding_window() -> None:
     clock.advance(1.0)
     assert budget.take(), "the first three left the window"
     assert budget.taken == 1
+
+
+# -- a commit that timed out, resumed, and fenced: did it land? ---------------------------------
+
+
+class Commits(Aborts):
+    """Counts what the commit hooks hear: each transaction committed, failed or aborted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed: list[dict[Any, int]] = []
+        self.failed = 0
+
+    def on_commit(self, stage: StageInfo, offsets: dict[Any, int]) -> None:
+        self.committed.append(dict(offsets))
+
+    def on_commit_failed(self, stage: StageInfo, partitions: Any) -> None:
+        self.failed += 1
+
+
+TIMED_OUT = "Timed out waiting for operation to finish, retry call to resume (_TIMED_OUT)"
+
+
+def commit_times_out_then_fenced(
+    monkeypatch: pytest.MonkeyPatch, t: TestPipeline, *, lands: bool
+) -> None:
+    """The next ``commit_transaction`` times out (retriable: resumed before the next batch);
+    before it is resumed, the coordinator bumps the epoch, so the resumed call is fenced.
+    ``lands``: its EndTxn had reached the coordinator, which completes it (committed, offsets
+    and outputs); else the transaction was still open and the new epoch aborts it."""
+    real = MemoryProducer.commit_transaction
+    tid = transactional_id(t)
+
+    def commit_transaction(self: MemoryProducer, timeout_s: float) -> None:
+        monkeypatch.setattr(MemoryProducer, "commit_transaction", real)  # once
+        if lands:
+            real(self, timeout_s)
+        coordinator_aborts(t.broker, tid)
+        raise TransactionError(f"commit_transaction: {TIMED_OUT}", retriable=True)
+
+    monkeypatch.setattr(MemoryProducer, "commit_transaction", commit_transaction)
+
+
+def test_a_fenced_resumed_commit_that_had_landed_is_heard_once_as_a_commit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit timed out but landed, and its resume is fenced: the committed offsets read
+    after the renewal are the transaction's own, so the hooks hear one commit (not a failure,
+    not an abort), and nothing is handled or written twice."""
+    hooks = Commits()
+    with pipeline(hooks=(hooks,)) as t:
+        publish(t, range(4))
+        t.run_until_idle()
+        before = len(hooks.committed)
+        commit_times_out_then_fenced(monkeypatch, t, lands=True)
+        publish(t, range(4, 8))
+        t.run_until_idle()  # its commit timed out: pending
+        landed = t.broker.committed_offsets(t.pipeline.plans[0].group)
+        assert hooks.committed[before:] == [], "not heard yet"
+        publish(t, range(8, 10))  # the next batch resumes it first: fenced
+        with caplog.at_level(logging.INFO, logger="pipeline.commit"):
+            t.run_until_idle()
+        assert pong_counts(t) == {n: 1 for n in range(10)}
+        assert sorted(Eos.handled) == list(range(10)), "nothing read again: it had committed"
+        assert (hooks.failed, hooks.count) == (0, 0), "no failure, no abort: it committed"
+        heard = hooks.committed[before:]
+        assert heard[0] == {tp: o for tp, o in landed.items() if tp in heard[0]}, "heard"
+        assert heard.count(heard[0]) == 1, "heard once"
+        assert "had landed" in caplog.text
+
+
+def test_a_fenced_resumed_commit_that_had_not_landed_is_heard_as_failed_and_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The commit timed out with its transaction still open, and the new epoch aborted it:
+    the committed offsets are older than the transaction's, so the hooks hear a failed commit
+    and an abort, and its records are read again, each output committed once."""
+    hooks = Commits()
+    with pipeline(hooks=(hooks,)) as t:
+        publish(t, range(4))
+        t.run_until_idle()
+        before = len(hooks.committed)
+        commit_times_out_then_fenced(monkeypatch, t, lands=False)
+        publish(t, range(4, 8))
+        t.run_until_idle()  # its commit timed out: pending
+        publish(t, range(8, 10))  # the next batch resumes it first: fenced
+        t.run_until_idle()
+        assert pong_counts(t) == {n: 1 for n in range(10)}
+        assert sorted(Eos.handled) == sorted([*range(10), *range(4, 8)]), "read again once"
+        assert (hooks.failed, hooks.count) == (1, 1)
+        committed = t.broker.committed_offsets(t.pipeline.plans[0].group)
+        assert hooks.committed[before:][-1] == committed, "the re-read batch's commit is heard"

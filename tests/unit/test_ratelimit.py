@@ -255,3 +255,24 @@ def test_a_count_read_that_times_out_is_not_followed_by_another_at_the_next_reco
     for _ in range(5):
         assert limiter.take() == UNKNOWN_COUNTS_HOLD_S
     assert len(counts.reads) == 1, "one timed-out read, then a hold, not one per record"
+
+
+def test_a_token_given_back_can_be_taken_again_but_never_overfills_the_bucket() -> None:
+    bucket = TokenBucket(rate=1.0, capacity=2, now=0.0)
+    assert bucket.take(0.0) == 0.0 and bucket.take(0.0) == 0.0
+    assert bucket.take(0.0) > 0, "empty"
+    bucket.give_back(0.0)
+    assert bucket.take(0.0) == 0.0, "the token given back"
+    bucket.give_back(5.0)  # refilled to its capacity meanwhile
+    assert bucket.level(5.0) == pytest.approx(2.0)
+
+
+def test_a_share_given_back_a_token_gives_it_to_the_worker_and_the_partitions_turn() -> None:
+    clock = FakeClock()
+    tp = ("in", 0)
+    limiter = a_share(RateLimit(max=2, per_s=1, burst=1), {tp}, Counts({"in": 1}), clock)
+    while limiter.take(tp) == 0.0:
+        pass  # spend the bucket (and the partition's turn) at once
+    limiter.give_back(tp)
+    assert limiter.take(tp) == 0.0, "passes again: both buckets had their token back"
+    assert limiter.take(tp) > 0

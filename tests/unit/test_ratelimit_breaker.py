@@ -4,11 +4,13 @@ limit, group-wide or per key, and a record the limit holds takes no probe."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pipeline import BreakerPolicy, Context, RateLimit, Stage
+from pipeline import BreakerPolicy, Context, RateLimit, RetryPolicy, Stage
 from pipeline.breaker import CircuitBreaker, State
 from pipeline.gates import RateLimited
 from pipeline.keylimit import KeyRateLimited
@@ -131,3 +133,74 @@ def test_a_record_held_by_the_open_breaker_takes_no_token_of_its_key() -> None:
         r.clock.advance(COOLDOWN_S + 0.1)
         r.step()
         assert Guarded.handled == [0, 1] and breaker.state is State.CLOSED
+
+
+
+class GuardedConcurrent(Stage):
+    """Four in flight, ten calls a second, and a breaker that opens at the first failure.
+    Ping 0 (key ``a``) fails; ping 1 (key ``b``) runs until the test releases it, pings 2
+    and 3 (key ``b``) wait behind it for their key."""
+
+    consumes = PINGS
+    group = "limited-guarded-concurrent"
+    concurrency = 4
+    rate_limit = RateLimit(max=10, per_s=1)
+    breaker = BreakerPolicy(failure_threshold=1, cooldown_s=COOLDOWN_S)
+    retry = RetryPolicy(in_process_attempts=1)
+    calls: list[int] = []
+    failing = True
+    released = False
+
+    async def handle(self, event: Ping, ctx: Context) -> None:
+        cls = GuardedConcurrent
+        cls.calls.append(event.n)
+        if event.n == 0 and cls.failing:
+            raise ConnectionError("the dependency is down")
+        while event.n == 1 and not cls.released:
+            await asyncio.sleep(0.001)  # the loop runs only inside the runner's steps
+
+
+@contextlib.contextmanager
+def releasing(cls: type[GuardedConcurrent]) -> Iterator[None]:
+    """Ping 1 is released on the way out, even after a failed assertion: the shutdown would
+    wait for it."""
+    try:
+        yield
+    finally:
+        cls.released = True
+
+
+def spent(limiter: GroupShare, r: Rig) -> tuple[float, float]:
+    """The tokens taken from the worker's bucket (full when the first record came) and from
+    the partition's turn (which began with the worker's tokens); the fake clock stands still,
+    so nothing refills."""
+    [turn] = limiter.turns._buckets.values()
+    start = limiter.bucket.capacity
+    return start - tokens(limiter.bucket, r), start - tokens(turn, r)
+
+
+def test_calls_a_breaker_hold_drops_before_they_start_give_their_tokens_back() -> None:
+    # The four records are admitted at once, a token each. Ping 0 fails and opens the breaker,
+    # whose hold rewinds the partition while ping 1 runs: pings 2 and 3, waiting for their key,
+    # never start. They will be read again and take a token then, so the tokens they took now
+    # are given back: the bucket pays only for the calls that ran.
+    cls = GuardedConcurrent
+    cls.calls.clear()
+    cls.failing, cls.released = True, False
+    with Rig(cls, partition_counts=one_partition) as r, releasing(cls):
+        breaker, limiter = parts(r)
+        for n, key in enumerate((b"a", b"b", b"b", b"b")):
+            r.ping(n, key=key)
+        r.step(3)  # admitted; ping 0 failed and the breaker holds everything; ping 1 runs
+        assert breaker.state is State.OPEN and (PINGS.name, 0) in r.consumer.paused
+        assert cls.calls == [0, 1]
+        cls.released = True
+        r.step(2)  # ping 1 ends (its result dropped); pings 2 and 3 are dropped unstarted
+        assert cls.calls == [0, 1]
+        assert spent(limiter, r) == pytest.approx((2, 2)), "a token per call that ran"
+        cls.failing = False
+        r.clock.advance(COOLDOWN_S)
+        for _ in range(5):  # the probe closes the breaker (the rest held meanwhile); the rest
+            r.clock.advance(0.1)
+            r.step(2)
+        assert breaker.state is State.CLOSED and sorted(cls.calls[2:]) == [0, 1, 2, 3]

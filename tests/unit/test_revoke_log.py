@@ -111,7 +111,7 @@ def test_an_at_least_once_revoke_whose_commit_fails_says_records_will_be_redeliv
         rig.ping(1)
         rig.step()  # handled; its offset waits for the interval
 
-        def refused(offsets: object, *, sync: bool) -> None:
+        def refused(offsets: object, *, sync: bool, timeout_s: float | None = None) -> None:
             raise KafkaError("commit: REBALANCE_IN_PROGRESS")
 
         monkeypatch.setattr(rig.consumer, "commit", refused)

@@ -360,7 +360,7 @@ def test_pipeline_run_raises_the_jobs_error_for_the_cli_to_report_in_one_line(
         release.set()  # the job fails once every stage is running
 
     monkeypatch.setattr(Pipeline, "from_spec", classmethod(lambda cls, spec, s: pipeline))
-    monkeypatch.setattr(Pipeline, "start_topics", lambda self: TopicsJob(refuse))
+    monkeypatch.setattr(Pipeline, "start_topics", lambda self, stop=None: TopicsJob(refuse))
     monkeypatch.setattr(Worker, "start", start_then_fail)
     monkeypatch.setattr(worker_module, "exit_within", lambda code: code)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -1,14 +1,26 @@
 """A stop signal reaches the stages even when it interrupts the main thread inside the stop
 event's own ``wait`` (found by the chaos test: a worker SIGTERM'd while its main loop waited on
-the event logged "received SIGTERM" and then ran on, handling records, until it was killed)."""
+the event logged "received SIGTERM" and then ran on, handling records, until it was killed),
+and a Worker given a plain ``threading.Event`` is as safe: it waits on a StopEvent of its own,
+which the user's event sets and which sets the user's event in turn."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable, Iterator
 
+from pipeline import Context, Settings, Stage
+from pipeline.app import Pipeline
 from pipeline.stop import StopEvent
-from pipeline.worker import _on_stop_signals
+from pipeline.testing import MemoryBroker
+from pipeline.testing.transport import MemoryTransport
+from pipeline.worker import Worker, _on_stop_signals
+from tests.integration.app_stages import PINGS, Ping
+from tests.unit.memory_rig import SCHEMAS
 
 
 def _set_while_holding_its_lock(event: threading.Event) -> bool:
@@ -62,3 +74,107 @@ def test_a_waiter_on_another_thread_still_wakes_at_once() -> None:
     stop.set()
     assert woke.wait(5), "a thread waiting on the stop did not wake"
     thread.join(5)
+
+
+# -- a Worker given a plain threading.Event (``Worker(stop=...)``) -----------------------------
+
+
+class Idle(Stage):
+    consumes = PINGS
+    group = "stop-signal-idle"
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        pass
+
+
+def a_worker(stop: threading.Event) -> Worker:
+    settings = Settings(schemas_dir=SCHEMAS).model_copy(update={"shutdown_timeout_s": 5.0})
+    pipeline = Pipeline.build(settings, [Idle], MemoryTransport(MemoryBroker(), settings))
+    pipeline.ensure_topics()
+    return Worker(pipeline, worker_id="w", stop=stop)
+
+
+@contextlib.contextmanager
+def signals_restored() -> Iterator[None]:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+
+
+def when_running(worker: Worker, then: Callable[[], None]) -> threading.Thread:
+    """On a thread of its own: once the worker's stage threads run, call ``then``."""
+
+    def wait_then() -> None:
+        deadline = time.monotonic() + 20
+        while not (worker.runners and all(t.is_alive() for t in worker._threads)):
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.01)
+        then()
+
+    thread = threading.Thread(target=wait_then, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_worker_given_a_plain_event_waits_on_one_a_signal_can_set_in_its_wait() -> None:
+    # The main loop waits on the worker's event and the signal handler sets that event: a
+    # plain Event there is the deadlock above. The worker waits on a StopEvent of its own.
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    assert _set_while_holding_its_lock(worker.stop_event), "set() blocked inside its own wait"
+    with signals_restored():
+        _on_stop_signals(worker.stop_event.set)  # what run_until_signalled installs
+        with worker.stop_event._cond:  # type: ignore[attr-defined]
+            signal.raise_signal(signal.SIGTERM)
+    assert worker.stop_event.is_set()
+
+
+def test_a_sigterm_stops_a_worker_given_a_plain_event_and_sets_that_event() -> None:
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    with signals_restored():
+        when_running(worker, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        assert worker.run_until_signalled() == 0
+    assert not any(t.is_alive() for t in worker._threads)
+    assert theirs.wait(5), "the user's event hears the stop too (their waiters wake)"
+
+
+def test_the_users_plain_event_set_from_another_thread_stops_the_worker() -> None:
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    with signals_restored():
+        when_running(worker, theirs.set)
+        started = time.monotonic()
+        assert worker.run_until_signalled() == 0
+    assert time.monotonic() - started < 10, "stopped at once, not at some timeout"
+    assert worker.stop_event.is_set() and not any(t.is_alive() for t in worker._threads)
+
+
+def test_the_users_plain_event_stops_a_worker_started_without_signals() -> None:
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    worker.start()
+    theirs.set()
+    assert worker.join(10), "the stages stopped"
+    assert worker.stop_event.is_set()
+
+
+def test_a_worker_stopped_by_itself_sets_the_users_plain_event() -> None:
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    worker.start()
+    worker.stop()  # as a crashed stage does
+    assert worker.join(10)
+    assert theirs.wait(5)
+
+
+def test_a_users_event_set_before_the_run_means_nothing_starts() -> None:
+    theirs = threading.Event()
+    worker = a_worker(theirs)
+    theirs.set()
+    with signals_restored():
+        assert worker.run_until_signalled() == 0
+    assert worker.runners == []
