@@ -17,11 +17,11 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, Protocol, runtime_checkable
 
-from fastavro import schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
 from pipeline.errors import BadMagicError, SchemaError, TruncatedPayloadError, UnknownSchemaError
 from pipeline.events import Event
+from pipeline.serde import body
 from pipeline.serde.binding import Binding, E
 from pipeline.serde.catalog import SchemaCatalog
 from pipeline.serde.codec import bad_magic_hint, read_event, write_body
@@ -77,8 +77,8 @@ class SingleObjectCodec:
         binding's own schema (the magic and fingerprint in one prefix test), read cleanly. Any
         other record, and any failure, takes ``decode`` itself, which raises ours (a failure is
         read again: the cost is on the failure path only)."""
-        own, parsed, validate = MAGIC + binding.fingerprint, binding.parsed, binding.validate
-        decode = self.decode
+        own, validate, decode = MAGIC + binding.fingerprint, binding.validate, self.decode
+        read = body.reader(binding.parsed)  # the schema's per-call work done once
 
         def decode_own(data: bytes) -> E:
             if not data.startswith(own):  # another writer schema, or not our framing
@@ -86,7 +86,7 @@ class SingleObjectCodec:
             stream = BytesIO(data)
             stream.seek(HEADER_SIZE)
             try:  # read_event's reading, inline
-                record = schemaless_reader(stream, parsed, None)
+                record = read(stream)
             except Exception:
                 return decode(data, binding)
             if stream.tell() != len(data):  # trailing bytes
@@ -102,22 +102,22 @@ class SingleObjectCodec:
         """``encode`` for ``binding``, with ``write_body``'s common case inline (the framing
         written in one piece, the binding's attributes read once). A failure takes ``encode``
         itself, which raises ours."""
-        header, model, parsed = MAGIC + binding.fingerprint, binding.model, binding.parsed
+        header, model = MAGIC + binding.fingerprint, binding.model
         flat, to_record, guard, encode = binding.flat, binding.to_record, binding.guard, self.encode
+        write = body.writer(binding.parsed)  # the schema's per-call work done once
 
         def encode_own(event: Event) -> bytes:
             if not isinstance(event, model):
                 return encode(event, binding, topic)
-            out = BytesIO()
-            out.write(header)
+            out = bytearray(header)
             try:
                 record = event.__dict__ if flat else to_record(event)
                 if guard is not None:
                     record = guard(record)
-                schemaless_writer(out, parsed, record)
+                write(out, record)
             except Exception:
                 return encode(event, binding, topic)
-            return out.getvalue()
+            return bytes(out)
 
         return encode_own
 
