@@ -133,7 +133,9 @@ class Readiness:
             if not self._left:
                 common.mark("ready")
                 marks = common.MARKS
-                since = {k: round((t - marks["imported"]) / 1e9, 3) for k, t in marks.items()}
+                # Since "imported" (a variant that does not mark it: since its first mark).
+                start = marks.get("imported", min(marks.values()))
+                since = {k: round((t - start) / 1e9, 3) for k, t in marks.items()}
                 print("STARTUP " + json.dumps(since), flush=True)  # s since imported
                 common.ready()
 

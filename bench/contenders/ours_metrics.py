@@ -7,4 +7,5 @@ from __future__ import annotations
 from bench.contenders import common, ours
 
 if __name__ == "__main__":
+    common.mark("imported")
     ours.main(common.parse_args(__doc__ or ""), metrics=True)

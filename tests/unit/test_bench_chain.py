@@ -163,3 +163,19 @@ def test_a_rate_that_saturates_raw_is_noted_as_a_backlog() -> None:
     lines = report.chain_table(rounds, {"0.25": 1000.0, "0.05": 200.0})
     notes = [line for line in lines if line.startswith("- ")]
     assert len(notes) == 1 and notes[0].startswith("- 25% of RAW (1,000/s): RAW's own chain")
+
+
+def test_ours_readiness_reports_its_startup_without_an_imported_mark(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The variants run through ``ours.main`` (metrics, tracing) marked nothing at import: READY
+    must still be said, its startup times taken from the first mark (it raised KeyError in the
+    loop thread, so every ours-metrics drain failed)."""
+    from bench.contenders import ours
+
+    monkeypatch.setattr(common, "MARKS", {"assigned": 2_000_000_000})
+    readiness = ours.Readiness("assigned", "topics_ensured")
+    readiness.met("assigned")
+    readiness.met("topics_ensured")
+    out = capsys.readouterr().out
+    assert "READY" in out and '"assigned": 0.0' in out
