@@ -8,7 +8,8 @@ a loaded machine where timings do not. The child process runs under ``valgrind
 --tool=callgrind``; before and after each measured phase it asks this process (a line on its
 stdout) to have callgrind dump and reset its counters (``callgrind_control --dump``), so each
 dump holds exactly one phase. Phases: the whole ``StageRunner`` over the records, RAW's loop
-body over the same records, then the runner's own steps one by one on the same records
+body over the same records, RAW+'s (``bench.contenders.raw_guarded``: RAW with the guarantees'
+per-message work, by hand), then the runner's own steps one by one on the same records
 (``rest of the loop`` is the whole minus the steps). Python's garbage collections are counted
 too (young collections per 1000 messages), as their cost lands on whichever step allocates.
 """
@@ -63,6 +64,8 @@ def phases(work: Workload, n: int) -> Iterator[Phase]:
 
     yield "StageRunner, whole loop", whole
     yield "RAW loop body", lambda: micro.raw_us(recs, work)
+    micro.guarded_us(micro.records(200, work), work)  # its first-call costs, not measured
+    yield "RAW+ loop body (RAW with the guarantees, by hand)", lambda: micro.guarded_us(recs, work)
     values = [r.value() for r in recs]
     yield "RAW: decode (Avro + validate)", lambda: [work.decode(v) for v in values]
     models = [work.decode(v) for v in values]
@@ -141,9 +144,9 @@ def _last_total(directory: Path) -> int:
 
 
 def table(rows: list[tuple[str, float, float]]) -> list[str]:
-    whole, raw = rows[0][1], rows[1][1]
-    raw_steps = [r for r in rows[2:] if r[0].startswith("RAW: ")]
-    steps = [r for r in rows[2:] if not r[0].startswith("RAW: ")]
+    whole, raw, guarded = rows[0][1], rows[1][1], rows[2][1]
+    raw_steps = [r for r in rows[3:] if r[0].startswith("RAW: ")]
+    steps = [r for r in rows[3:] if not r[0].startswith("RAW: ")]
     rest = whole - sum(ir for _, ir, _ in steps)
     lines = ["| step | instructions/msg | share of OURS | young GCs / 1000 msgs |",
              "|---|---:|---:|---:|"]  # fmt: skip
@@ -152,6 +155,9 @@ def table(rows: list[tuple[str, float, float]]) -> list[str]:
     lines.append(f"| **OURS, whole loop** | {whole:,.0f} | 100% | {rows[0][2]:.1f} |")
     lines.append(f"| **RAW loop body** | {raw:,.0f} | {100 * raw / whole:.1f}% "
                  f"(OURS = {whole / raw:.2f}x RAW) | {rows[1][2]:.1f} |")  # fmt: skip
+    lines.append(f"| **RAW+ loop body** (RAW with the guarantees, by hand) | {guarded:,.0f} | "
+                 f"{100 * guarded / whole:.1f}% (RAW+ = {guarded / raw:.2f}x RAW; OURS = "
+                 f"{whole / guarded:.2f}x RAW+) | {rows[2][2]:.1f} |")  # fmt: skip
     for name, ir, gcs in raw_steps:
         lines.append(f"| {name} | {ir:,.0f} | {100 * ir / whole:.1f}% | {gcs:.1f} |")
     return lines

@@ -74,11 +74,13 @@ class MemoryConsumer:
     def pause(self, partitions: list[TopicPartition]) -> None: ...
     def resume(self, partitions: list[TopicPartition]) -> None: ...
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
-    def commit(self, offsets: dict[TopicPartition, int], *, sync: bool) -> None: ...
+    def commit(
+        self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
+    ) -> None: ...
     def take_commit_failures(self) -> list[TopicPartition]:
         return []
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None: ...
 
 
 class MemoryProducer:
@@ -147,6 +149,35 @@ def raw_us(recs: list[Record], work: Workload = WORKLOADS["order"]) -> float:
 
 def _ack(_err: Any, _msg: Any) -> None:
     pass
+
+
+class _PositionalProducer(MemoryProducer):
+    """``MemoryProducer`` called as librdkafka's produce is by RAW+ (eight positional)."""
+
+    def produce(self, *args: Any) -> None:  # type: ignore[override]
+        self._pending.append(args[4])
+
+
+def guarded_us(recs: list[Record], work: Workload = WORKLOADS["order"]) -> float:
+    """RAW+'s loop body (``bench.contenders.raw_guarded``) over ``recs``: its handle, the
+    delivery reports, and the settling of acknowledged inputs, on an in-memory producer."""
+    import argparse
+    from collections import deque
+
+    from bench.contenders.raw_guarded import GuardedLoop, Pending
+
+    loop = object.__new__(GuardedLoop)
+    loop.args = argparse.Namespace(dst="out")
+    loop.work, loop.producer = work, _PositionalProducer()  # type: ignore[assignment]
+    loop.pending, loop.prefixes, loop.acked = {}, {}, {}
+    loop.meter = common.Meter(len(recs), 0)
+    pending: dict[tuple[str, int], deque[Pending]] = loop.pending
+    start = time.perf_counter()
+    loop.handle(recs)  # type: ignore[arg-type]
+    loop.producer.poll(0)
+    loop.settle()
+    assert not any(pending.values())
+    return (time.perf_counter() - start) / len(recs) * 1e6
 
 
 def steps(rec: Record, work: Workload) -> list[tuple[str, Callable[[], Any]]]:

@@ -79,7 +79,11 @@ class OffsetCommitter:
             return
         try:
             # Bounded: a synchronous commit's wait is part of a revoke's or shutdown's budget.
-            self._consumer.commit(offsets, sync=sync, timeout_s=timeout_s)
+            # Without a bound the call is the port's older one, which custom transports have.
+            if timeout_s is None:
+                self._consumer.commit(offsets, sync=sync)
+            else:
+                self._consumer.commit(offsets, sync=sync, timeout_s=timeout_s)
         except KafkaError:
             if self._on_commit_failed is not None:
                 self._on_commit_failed(list(offsets))
