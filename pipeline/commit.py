@@ -396,6 +396,11 @@ class TransactionCommitter:
     def _landed(self, offsets: dict[TopicPartition, int]) -> bool:
         """Whether the resumed commit had landed before the fence (``pipeline.fencedcommit``);
         False when that cannot be known (logged)."""
+        gone = {tp for tp in offsets if tp not in self._assigned}
+        if gone:  # a new owner may have committed the very same offsets: no verdict from them
+            log.warning("the fenced commit may have landed before the fence, or not (%s: no "
+                        "longer this worker's); told as failed and aborted", _fmt(gone))
+            return False
         timeout_s = self._resume_timeout(None, True)  # one short read: the loop is waiting
         read = functools.partial(self._consumer.committed, timeout_s=timeout_s)
         return had_landed(offsets, self._tracker.committed_to, read) is True

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.lanes import ShareBook
-from pipeline.ports import ConsumerPort, RawRecord, RebalanceListener, TopicPartition
+from pipeline.ports import (
+    ConsumerPort,
+    RawRecord,
+    RebalanceListener,
+    TopicPartition,
+    close_port,
+    commit_port,
+)
 
 if TYPE_CHECKING:
     from pipeline.registry import StagePlan
@@ -223,8 +230,9 @@ class ConsumerSet:
         """``timeout_s`` bounds all the consumers' commits together, not each one."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for consumer, parts in self._split(list(offsets)):
+            own = {tp: offsets[tp] for tp in parts}
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            consumer.commit({tp: offsets[tp] for tp in parts}, sync=sync, timeout_s=left)
+            commit_port(consumer, own, sync, left)
 
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
@@ -253,7 +261,7 @@ class ConsumerSet:
 
         def close(consumer: ConsumerPort) -> None:
             try:
-                consumer.close(timeout_s)
+                close_port(consumer, timeout_s)
             except BaseException as exc:  # raised below, on the caller's thread
                 errors.append(exc)
 
@@ -265,7 +273,7 @@ class ConsumerSet:
         for thread in threads:
             thread.start()
         try:
-            first.close(timeout_s)
+            close_port(first, timeout_s)
         finally:
             for thread in threads:
                 thread.join()  # each close is bounded by timeout_s: so is this, at once

@@ -18,7 +18,7 @@ from typing import Protocol
 from pipeline.errors import KafkaError
 from pipeline.hookcalls import Hooks
 from pipeline.offsets import OffsetTracker
-from pipeline.ports import ConsumerPort, TopicPartition
+from pipeline.ports import ConsumerPort, TopicPartition, commit_port
 
 log = logging.getLogger("pipeline.commit")
 
@@ -79,11 +79,7 @@ class OffsetCommitter:
             return
         try:
             # Bounded: a synchronous commit's wait is part of a revoke's or shutdown's budget.
-            # Without a bound the call is the port's older one, which custom transports have.
-            if timeout_s is None:
-                self._consumer.commit(offsets, sync=sync)
-            else:
-                self._consumer.commit(offsets, sync=sync, timeout_s=timeout_s)
+            commit_port(self._consumer, offsets, sync, timeout_s)
         except KafkaError:
             if self._on_commit_failed is not None:
                 self._on_commit_failed(list(offsets))

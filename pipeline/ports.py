@@ -8,6 +8,7 @@ runner touches them only through ``RawRecord``.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class ConsumerPort(Protocol):
         """``timeout_s``: how long a synchronous commit may wait for its answer (None: as long
         as it takes); past it, ``KafkaError``, as for a failed commit."""
         ...
+
     def committed(
         self, partitions: list[TopicPartition], timeout_s: float = 10
     ) -> dict[TopicPartition, int]: ...
@@ -261,3 +263,30 @@ class SchemaStorePort(Protocol):
         """A resolver for one codec (fingerprint to schema JSON, None if unknown), which owns
         its client until its ``close()``; a schema published before the lookup is found."""
         ...
+
+
+def _takes_timeout(method: Callable[..., Any]) -> bool:
+    """Whether a consumer port's ``commit`` / ``close`` takes ``timeout_s`` (ours do; a custom
+    transport written before it was added does not, and keeps its unbounded call)."""
+    try:
+        return "timeout_s" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # no signature to read: the older call
+        return False
+
+
+def commit_port(
+    consumer: ConsumerPort, offsets: dict[TopicPartition, int], sync: bool, timeout_s: float | None
+) -> None:
+    """``consumer.commit``, bounded by ``timeout_s`` when given and the port takes it."""
+    if timeout_s is not None and _takes_timeout(consumer.commit):
+        consumer.commit(offsets, sync=sync, timeout_s=timeout_s)
+    else:
+        consumer.commit(offsets, sync=sync)
+
+
+def close_port(consumer: ConsumerPort, timeout_s: float | None) -> None:
+    """``consumer.close``, bounded by ``timeout_s`` when given and the port takes it."""
+    if timeout_s is not None and _takes_timeout(consumer.close):
+        consumer.close(timeout_s)
+    else:
+        consumer.close()

@@ -47,7 +47,7 @@ from pipeline.execute import Admitted
 from pipeline.hookcalls import Hooks
 from pipeline.hooks import Hook, StageInfo
 from pipeline.offsets import Token
-from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition
+from pipeline.ports import ConsumerPort, ProducerPort, RawRecord, TopicPartition, close_port
 from pipeline.ratelimit import PartitionCounts
 from pipeline.refusals import ALONE_FLUSH_S
 from pipeline.registry import StagePlan
@@ -195,7 +195,7 @@ class StageRunner:
             # one short try.
             self._closing = True
             spent = self._clock.monotonic() - started
-            self._consumer.close(max(budget_s - spent, MIN_SHUTDOWN_STEP_S))
+            close_port(self._consumer, max(budget_s - spent, MIN_SHUTDOWN_STEP_S))
             self._hand_over_counts()  # the drain's successes
             log.info("%s: stopped", self.plan.name)
 

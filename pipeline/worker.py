@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
+from pipeline import bounded
 from pipeline.app import Pipeline, default_worker_id
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeclarationError, SchemaError
@@ -204,6 +205,10 @@ def exit_within(code: int, grace_s: float = EXIT_GRACE_S) -> int:
                     "exiting now", grace_s, ", ".join(stuck))  # fmt: skip
         abandon_process(code)
 
+    if bounded.abandoned():  # a close or commit given up on is still inside librdkafka
+        log.warning("a client call given up on at the shutdown timeout is still running; "
+                    "exiting without the interpreter's shutdown")  # fmt: skip
+        abandon_process(code)
     timer = threading.Timer(grace_s, force)
     timer.daemon = True
     timer.start()

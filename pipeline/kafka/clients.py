@@ -12,8 +12,8 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as CTopicPartition
 
+from pipeline.bounded import within
 from pipeline.errors import KafkaError, ProducerFencedError, TransactionError
-from pipeline.kafka.bounded import within
 from pipeline.kafka.config import CLIENT_ERRORS_LOG, create
 from pipeline.kafka.errors import delivery_error, wrap
 from pipeline.kafka.starts import StableStarts
@@ -132,7 +132,7 @@ class KafkaConsumer:
         self, offsets: dict[TopicPartition, int], *, sync: bool, timeout_s: float | None = None
     ) -> None:
         """``timeout_s`` bounds a synchronous commit (librdkafka's has no bound of its own:
-        ``pipeline.kafka.bounded``); past it, ``KafkaError``."""
+        ``pipeline.bounded``); past it, ``KafkaError``."""
         if not offsets:
             return
         parts = [CTopicPartition(t, p, o) for (t, p), o in offsets.items()]

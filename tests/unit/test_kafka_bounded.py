@@ -4,11 +4,12 @@ most its bound; its answer within the bound is the caller's, result or error ali
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
+from pipeline.bounded import within
 from pipeline.errors import KafkaError
-from pipeline.kafka.bounded import within
 
 
 def test_a_call_that_never_answers_is_given_up_on_at_its_bound() -> None:
@@ -30,3 +31,20 @@ def test_an_answer_within_the_bound_is_returned_or_raised() -> None:
 
     with pytest.raises(ValueError, match="refused"):
         within(refused, 30.0, "commit")
+
+
+def test_a_call_given_up_on_is_counted_until_it_returns() -> None:
+    """The worker reads the count at exit: a call still inside the client means skipping the
+    interpreter's shutdown (see ``worker.exit_within``)."""
+    from pipeline import bounded
+
+    release = threading.Event()
+    before = bounded.abandoned()
+    with pytest.raises(KafkaError, match="no answer within"):
+        within(lambda: release.wait(10), 0.05, "stuck call")
+    assert bounded.abandoned() == before + 1
+    release.set()
+    deadline = time.monotonic() + 10
+    while bounded.abandoned() > before and time.monotonic() < deadline:
+        time.sleep(0.01)  # the released thread ends at once; bounded by the deadline
+    assert bounded.abandoned() == before
