@@ -45,9 +45,10 @@ def _tps(partitions: list[CTopicPartition]) -> list[TopicPartition]:
 
 class KafkaConsumer:
     """A consumer in one group. Rebalance callbacks run inside ``consume`` on the caller's
-    thread, so the listener never races the consume loop. Assigned partitions start at their
-    stable committed offsets, read by us; one that cannot be read is held, never started from
-    the reset policy (``pipeline.kafka.starts``)."""
+    thread, or inside ``close`` while the caller waits for it, so the listener never races the
+    consume loop (a close given up on at its bound stops calling the listener). Assigned
+    partitions start at their stable committed offsets, read by us; one that cannot be read is
+    held, never started from the reset policy (``pipeline.kafka.starts``)."""
 
     def __init__(self, config: dict[str, Any], linger_s: float = 0.0) -> None:
         """``linger_s``: see ``consume`` (``Settings.batch_linger_s``)."""
@@ -61,17 +62,24 @@ class KafkaConsumer:
             "consumer",
         )
         self.starts = StableStarts(self._consumer, config, lambda: _clock())
+        self._deaf = False  # set when a close is given up on: its callbacks reach no one
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         def on_assign(_c: Any, parts: list[CTopicPartition]) -> None:
+            if self._deaf:
+                return
             self.starts.assign(_tps(parts))  # before the listener, who may pause or seek
             listener.on_assign(_tps(parts))
 
         def on_revoke(_c: Any, parts: list[CTopicPartition]) -> None:
+            if self._deaf:
+                return
             listener.on_revoke(_tps(parts))
             self.starts.forget(_tps(parts))
 
         def on_lost(_c: Any, parts: list[CTopicPartition]) -> None:
+            if self._deaf:
+                return
             listener.on_lost(_tps(parts))
             self.starts.forget(_tps(parts))
 
@@ -187,13 +195,15 @@ class KafkaConsumer:
         """Leaves the group at once, so the partitions move to the remaining workers now rather
         than after the session timeout. librdkafka's close has no bound (it waits for the
         LeaveGroup answer and for commits still in flight): ``timeout_s`` gives it one; past
-        it, the close finishes on its own thread, and the revoke callback may run there."""
+        it, the close finishes on its own thread, and its rebalance callbacks reach no one (the
+        stage has moved on: the partitions are not ours any more)."""
         if timeout_s is None:
             self._consumer.close()
             return
         try:
             within(self._consumer.close, timeout_s, f"close of the consumer in group {self._group}")
         except KafkaError as exc:
+            self._deaf = True
             log.error("%s; its partitions move at the session timeout at the latest", exc)
 
     def _on_error(self, err: Any) -> None:
