@@ -262,6 +262,5 @@ def test_a_start_that_raises_before_any_stage_still_tells_the_hooks_it_stopped()
     with pytest.raises(ConfigError, match="a bad option"):
         worker.start()
     assert worker._threads == []
-    assert [n for n in recorder.names() if n.startswith("worker_")] == [
-        "worker_start", "worker_stop"
-    ]
+    told = [n for n in recorder.names() if n.startswith("worker_")]
+    assert told == ["worker_start", "worker_stop"]
