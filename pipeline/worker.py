@@ -90,8 +90,8 @@ class Worker:
         if self._mirror is not None:
             self._mirror.start()
         self._start_told = True
-        call_each(self.pipeline.hooks, "on_worker_start", self.info)
         try:
+            call_each(self.pipeline.hooks, "on_worker_start", self.info)  # only BaseExceptions
             self._start_stages()
             self._start_scheduler()
         except BaseException:
@@ -103,9 +103,9 @@ class Worker:
             runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
             runner.stop_event = self.stop_event
             thread = threading.Thread(target=self._run, args=(runner,), name=plan.name, daemon=True)
+            thread.start()  # then kept: a thread that never started cannot be joined
             self.runners.append(runner)
             self._threads.append(thread)
-            thread.start()
 
     def _stop_begun(self) -> None:
         """What a failed ``start`` began stops: the stop reaches the stages and the mirror."""
@@ -128,8 +128,8 @@ class Worker:
         scheduler.stop_event = self.stop_event
         thread = threading.Thread(target=self._run_scheduler, args=(scheduler,),
                                   name="schedules", daemon=True)  # fmt: skip
-        self._threads.append(thread)
         thread.start()
+        self._threads.append(thread)
 
     def _run_scheduler(self, scheduler: Scheduler) -> None:
         try:

@@ -11,11 +11,13 @@ import os
 import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from pipeline import Context, Settings, Stage
+from pipeline import worker as worker_module
 from pipeline.app import Pipeline
 from pipeline.errors import ConfigError
 from pipeline.hooks import Hook
@@ -264,3 +266,26 @@ def test_a_start_that_raises_before_any_stage_still_tells_the_hooks_it_stopped()
     assert worker._threads == []
     told = [n for n in recorder.names() if n.startswith("worker_")]
     assert told == ["worker_start", "worker_stop"]
+
+
+def test_a_stage_thread_that_cannot_start_stops_the_rest_and_its_error_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Out of threads at the second stage: the first one stops, and the caller sees that error,
+    # not a join of the thread that never started ("cannot join thread before it is started").
+    theirs = threading.Event()
+    worker, _ = a_worker_refusing([Idle, IdleToo], "none refused", theirs, [])
+    refused_name = worker.pipeline.plans[1].name
+
+    class NoMoreThreads(threading.Thread):
+        def start(self) -> None:
+            if self.name == refused_name:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(worker_module, "threading", types.SimpleNamespace(
+        **{**vars(threading), "Thread": NoMoreThreads}))  # fmt: skip
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        worker.start()
+    assert len(worker._threads) == 1 and not worker._threads[0].is_alive()
+    assert worker._mirror is not None and worker._mirror.join(0), "the mirror ended"
