@@ -65,6 +65,13 @@ class StopMirror:
             self._thread = threading.Thread(target=self._run, name="stop-mirror", daemon=True)
             self._thread.start()
 
+    def join(self, timeout_s: float) -> bool:
+        """True when the mirroring thread has ended (or never began), waiting at most
+        ``timeout_s``; it ends within ``MIRROR_SLICE_S`` of either event being set."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self._thread is None or not self._thread.is_alive()
+
     def _run(self) -> None:
         theirs, ours = self.theirs, self.ours
         while not theirs.wait(MIRROR_SLICE_S):  # on this thread: their lock is never ours

@@ -28,7 +28,7 @@ from pipeline.hooks import WorkerInfo
 from pipeline.progress import ProgressLog, log_names
 from pipeline.runner import StageRunner
 from pipeline.startup import TopicsJob, TopicsStopped
-from pipeline.stop import StopEvent, own_stop
+from pipeline.stop import MIRROR_SLICE_S, StopEvent, own_stop
 from pipeline.supervisor import Supervisor, set_process_title
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ log = logging.getLogger("pipeline.worker")
 # Once its stages stopped, a worker process exits within this long, whatever threads remain.
 EXIT_GRACE_S = 3.0
 _monotonic = time.monotonic
+# Once the worker's stop is set, its StopMirror ends within MIRROR_SLICE_S: ample for that.
+MIRROR_JOIN_S = 20 * MIRROR_SLICE_S
 
 
 class Joinable(Protocol):
@@ -71,6 +73,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._worker_id = worker_id or default_worker_id()
+        self._start_told = False  # on_worker_start told: on_worker_stop is owed
         self._stopped_told = False
 
     @property
@@ -79,17 +82,43 @@ class Worker:
         return WorkerInfo(self._worker_id, names)
 
     def start(self) -> None:
+        """Start a thread per stage and the schedules' thread. Should making one fail (a
+        runner's clients refused, say), what already began is stopped before the error
+        reaches the caller, who has no worker to stop: the stages started stop gracefully,
+        the mirror of a user's plain Event ends (that event is set, as at any stop), and the
+        hooks told ``on_worker_start`` are told ``on_worker_stop``."""
         if self._mirror is not None:
             self._mirror.start()
-        call_each(self.pipeline.hooks, "on_worker_start", self.info)
+        self._start_told = True
+        try:
+            call_each(self.pipeline.hooks, "on_worker_start", self.info)  # only BaseExceptions
+            self._start_stages()
+            self._start_scheduler()
+        except BaseException:
+            self._stop_begun()
+            raise
+
+    def _start_stages(self) -> None:
         for plan in self.pipeline.plans:
             runner = self.pipeline.runner(plan, self._worker_id, topics=self._topics)
             runner.stop_event = self.stop_event
             thread = threading.Thread(target=self._run, args=(runner,), name=plan.name, daemon=True)
+            thread.start()  # then kept: a thread that never started cannot be joined
             self.runners.append(runner)
             self._threads.append(thread)
-            thread.start()
-        self._start_scheduler()
+
+    def _stop_begun(self) -> None:
+        """What a failed ``start`` began stops: the stop reaches the stages and the mirror."""
+        self.stop_event.set()
+        if not self.join(self._grace_s):
+            log.error("stages did not stop within %.0fs of a failed start", self._grace_s)
+        if self._mirror is not None and not self._mirror.join(MIRROR_JOIN_S):
+            log.error("the mirror of the stop event did not end")
+
+    @property
+    def _grace_s(self) -> float:
+        """How long the stages get to stop: their shutdown timeout, and some slack."""
+        return self.pipeline.settings.shutdown_timeout_s + 5
 
     def _start_scheduler(self) -> None:
         """Schedules fire from a thread of their own, never from a stage's loop."""
@@ -99,8 +128,8 @@ class Worker:
         scheduler.stop_event = self.stop_event
         thread = threading.Thread(target=self._run_scheduler, args=(scheduler,),
                                   name="schedules", daemon=True)  # fmt: skip
-        self._threads.append(thread)
         thread.start()
+        self._threads.append(thread)
 
     def _run_scheduler(self, scheduler: Scheduler) -> None:
         try:
@@ -128,7 +157,7 @@ class Worker:
     def join(self, timeout_s: float | None = None) -> bool:
         """True when every runner thread has finished, waiting at most ``timeout_s`` in all."""
         done = join_all(self._threads, timeout_s)
-        if done and self._threads and not self._stopped_told:
+        if done and self._start_told and not self._stopped_told:
             self._stopped_told = True
             call_each(self.pipeline.hooks, "on_worker_stop", self.info)
         return done
@@ -151,15 +180,8 @@ class Worker:
             self._mirror.start()  # their event set already: ours is, now
         if self.stop_event.is_set():
             return 0  # asked to stop before anything started
-        grace = self.pipeline.settings.shutdown_timeout_s + 5
-        try:
-            self.start()
-        except BaseException:
-            # Making a runner failed (its topics job failed first, say): the stages already
-            # running stop gracefully before the error reaches the caller.
-            self.stop_event.set()
-            self.join(grace)
-            raise
+        grace = self._grace_s
+        self.start()  # a start that raises has stopped what it began (its topics job failed)
         while not self.stop_event.wait(0.5):
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.error("supervisor (pid %d) is gone: shutting down", parent_pid)

@@ -11,14 +11,22 @@ import os
 import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 
+import pytest
+
 from pipeline import Context, Settings, Stage
+from pipeline import worker as worker_module
 from pipeline.app import Pipeline
+from pipeline.errors import ConfigError
+from pipeline.hooks import Hook
 from pipeline.stop import StopEvent
 from pipeline.testing import MemoryBroker
+from pipeline.testing.consumer import MemoryConsumer
 from pipeline.testing.transport import MemoryTransport
 from pipeline.worker import Worker, _on_stop_signals
+from tests.hookkit import Recorder
 from tests.integration.app_stages import PINGS, Ping
 from tests.unit.memory_rig import SCHEMAS
 
@@ -178,3 +186,106 @@ def test_a_users_event_set_before_the_run_means_nothing_starts() -> None:
     with signals_restored():
         assert worker.run_until_signalled() == 0
     assert worker.runners == []
+
+
+# -- a start that raises stops what it began -----------------------------------------------
+
+
+class IdleToo(Stage):
+    consumes = PINGS
+    group = "stop-signal-idle-too"
+
+    def handle(self, event: Ping, ctx: Context) -> None:
+        pass
+
+
+class RefusingTransport(MemoryTransport):
+    """Makes every consumer but those of the group ``refused``: that one is a bad config,
+    seen only when the worker makes the stage's runner. ``mirror_at_refusal`` is the worker's
+    mirror thread at that moment (the mirror had begun: the defect needs it running)."""
+
+    def __init__(self, broker: MemoryBroker, settings: Settings, refused: str) -> None:
+        super().__init__(broker, settings)
+        self.refused = refused
+        self.worker: Worker | None = None
+        self.mirror_at_refusal: threading.Thread | None = None
+
+    def consumer(
+        self, group: str, client_id: str, *, retry: bool = False, linger: bool = False
+    ) -> MemoryConsumer:
+        if group != self.refused:
+            return super().consumer(group, client_id, retry=retry, linger=linger)
+        assert self.worker is not None and self.worker._mirror is not None
+        self.mirror_at_refusal = self.worker._mirror._thread
+        raise ConfigError(f"consumer of {group}: a bad option")
+
+
+def a_worker_refusing(
+    stages: list[type[Stage]], refused: str, stop: threading.Event, hooks: list[Hook]
+) -> tuple[Worker, RefusingTransport]:
+    settings = Settings(schemas_dir=SCHEMAS).model_copy(update={"shutdown_timeout_s": 5.0})
+    transport = RefusingTransport(MemoryBroker(), settings, refused)
+    pipeline = Pipeline.build(settings, stages, transport, hooks=hooks)
+    pipeline.ensure_topics()
+    transport.worker = Worker(pipeline, worker_id="w", stop=stop)
+    return transport.worker, transport
+
+
+def test_a_start_that_raises_ends_the_mirror_of_the_users_event() -> None:
+    # Nobody has a worker to stop once start() raised: the mirror thread it began would wait
+    # on the user's event for good (and a started stage run on) unless start() stops them.
+    theirs = threading.Event()
+    worker, transport = a_worker_refusing([Idle], Idle.group, theirs, [])
+    with pytest.raises(ConfigError, match="a bad option"):
+        worker.start()
+    mirror = transport.mirror_at_refusal
+    assert mirror is not None, "the mirror had begun when start() failed"
+    mirror.join(5)
+    assert not mirror.is_alive(), "the mirror thread outlived the failed start"
+    assert theirs.is_set(), "the user's event hears the stop, as at any stop"
+
+
+def test_a_start_that_raises_stops_the_stages_it_started_and_tells_the_hooks() -> None:
+    # The first stage runs when the second cannot be made: it stops before start() raises,
+    # and hooks told on_worker_start (the progress log starts its lag poller there) are told
+    # on_worker_stop.
+    recorder = Recorder()
+    worker, _ = a_worker_refusing([Idle, IdleToo], IdleToo.group, threading.Event(), [recorder])
+    with pytest.raises(ConfigError, match="a bad option"):
+        worker.start()
+    assert [r.plan.name for r in worker.runners] == ["idle"]
+    assert not any(t.is_alive() for t in worker._threads), "the started stage ran on"
+    assert recorder.names().count("worker_stop") == 1
+
+
+def test_a_start_that_raises_before_any_stage_still_tells_the_hooks_it_stopped() -> None:
+    recorder = Recorder()
+    worker, _ = a_worker_refusing([Idle], Idle.group, threading.Event(), [recorder])
+    with pytest.raises(ConfigError, match="a bad option"):
+        worker.start()
+    assert worker._threads == []
+    told = [n for n in recorder.names() if n.startswith("worker_")]
+    assert told == ["worker_start", "worker_stop"]
+
+
+def test_a_stage_thread_that_cannot_start_stops_the_rest_and_its_error_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Out of threads at the second stage: the first one stops, and the caller sees that error,
+    # not a join of the thread that never started ("cannot join thread before it is started").
+    theirs = threading.Event()
+    worker, _ = a_worker_refusing([Idle, IdleToo], "none refused", theirs, [])
+    refused_name = worker.pipeline.plans[1].name
+
+    class NoMoreThreads(threading.Thread):
+        def start(self) -> None:
+            if self.name == refused_name:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(worker_module, "threading", types.SimpleNamespace(
+        **{**vars(threading), "Thread": NoMoreThreads}))  # fmt: skip
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        worker.start()
+    assert len(worker._threads) == 1 and not worker._threads[0].is_alive()
+    assert worker._mirror is not None and worker._mirror.join(0), "the mirror ended"
