@@ -62,8 +62,9 @@ class StopMirror:
         if self.theirs.is_set():
             self.ours.set()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="stop-mirror", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="stop-mirror", daemon=True)
+            thread.start()  # then kept: a thread that never started cannot be joined
+            self._thread = thread
 
     def join(self, timeout_s: float) -> bool:
         """True when the mirroring thread has ended (or never began), waiting at most

@@ -87,10 +87,10 @@ class Worker:
         reaches the caller, who has no worker to stop: the stages started stop gracefully,
         the mirror of a user's plain Event ends (that event is set, as at any stop), and the
         hooks told ``on_worker_start`` are told ``on_worker_stop``."""
-        if self._mirror is not None:
-            self._mirror.start()
-        self._start_told = True
         try:
+            if self._mirror is not None:
+                self._mirror.start()
+            self._start_told = True
             call_each(self.pipeline.hooks, "on_worker_start", self.info)  # only BaseExceptions
             self._start_stages()
             self._start_scheduler()
@@ -112,8 +112,12 @@ class Worker:
         self.stop_event.set()
         if not self.join(self._grace_s):
             log.error("stages did not stop within %.0fs of a failed start", self._grace_s)
-        if self._mirror is not None and not self._mirror.join(MIRROR_JOIN_S):
-            log.error("the mirror of the stop event did not end")
+        if self._mirror is not None:
+            if not self._mirror.join(MIRROR_JOIN_S):
+                log.error("the mirror of the stop event did not end")
+            # Set here too, whether or not the mirror ran or ended in time: the caller gets the
+            # error with their event set (never in a signal handler, so their lock is free).
+            self._mirror.theirs.set()
 
     @property
     def _grace_s(self) -> float:

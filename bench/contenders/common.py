@@ -282,6 +282,10 @@ class ProduceRequests:
     def fresh(self, since: float) -> bool:
         return self.off or self.updated > since
 
+    def counted(self) -> int | None:
+        """The total, or None when nothing counted (the statistics off): not a zero."""
+        return None if self.off else self.total
+
 
 def report(result: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(result), flush=True)

@@ -93,7 +93,7 @@ class RawLoop:
         end = time.monotonic()
         while not self.requests.fresh(end) and time.monotonic() - end < 3:
             self.producer.poll(0.1)
-        common.report(result | {"produce_requests": self.requests.total})
+        common.report(result | {"produce_requests": self.requests.counted()})
 
 
 def _assigned(_consumer: Any, _partitions: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import realcount
 
 
@@ -35,3 +37,43 @@ def test_table_gives_each_contender_against_raw_and_raw_plus() -> None:
     }
     lines = realcount.table({"order": rows})
     assert lines[-1] == "| order | ours | 121 | 1.21x | 1.10x | 150 | 1.25x | 1.14x |"
+
+
+def test_the_wrapper_and_valgrinds_log_are_not_counted(tmp_path: Path) -> None:
+    out = tmp_path / "checkout-raw-6000-2"
+    _dump(tmp_path / "checkout-raw-6000-2.7-01", 300, ["_PyEval_EvalFrameDefault"])
+    (tmp_path / "checkout-raw-6000-2.log").write_text("summary: 99999 _PyEval_EvalFrameDefault\n")
+    realcount.callgrind_python(out)
+    assert realcount.thread_totals(out) == (300, 300)
+
+
+def test_a_drain_killed_before_callgrind_wrote_its_counts_counts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "order-ours-6000-1.9").write_text("")  # all a SIGKILLed callgrind leaves
+    assert realcount.thread_totals(tmp_path / "order-ours-6000-1") == (0, 0)
+
+
+class _Run:
+    """Run.drain's stand-in: each drain handles the next of ``handled`` records."""
+
+    def __init__(self, handled: list[int]) -> None:
+        self.handled = handled
+        self.tags: list[str] = []
+
+    def drain(self, c: object, src: str, tag: str, count: int, **extra: object) -> dict[str, int]:
+        self.tags.append(tag)
+        return {"processed": self.handled.pop(0)}
+
+
+def test_a_drain_that_redelivered_or_left_no_counts_is_run_again_then_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    totals = iter([(0, 0), (500, 600)])  # the first attempt was killed: no counts
+    monkeypatch.setattr(realcount, "thread_totals", lambda out: next(totals))
+    run = _Run([2000, 2000])
+    got = realcount.drain_counted(run, realcount.RAW, "src", "t", 2000, "order", tmp_path)  # type: ignore[arg-type]
+    assert got == (500, 600) and run.tags == ["t.a1", "t.a2"]
+
+    monkeypatch.setattr(realcount, "thread_totals", lambda out: (500, 600))
+    with pytest.raises(RuntimeError, match="exactly once"):  # redelivered twice
+        realcount.drain_counted(_Run([2100, 2050]), realcount.RAW, "src", "t", 2000, "order",  # type: ignore[arg-type]
+                                tmp_path)  # fmt: skip

@@ -288,4 +288,33 @@ def test_a_stage_thread_that_cannot_start_stops_the_rest_and_its_error_is_raised
     with pytest.raises(RuntimeError, match="can't start new thread"):
         worker.start()
     assert len(worker._threads) == 1 and not worker._threads[0].is_alive()
-    assert worker._mirror is not None and worker._mirror.join(0), "the mirror ended"
+    assert worker._mirror is not None and worker._mirror.join(5), "the mirror ended"
+
+
+def test_a_mirror_thread_that_cannot_start_is_not_kept_and_the_users_event_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Out of threads for the mirror itself: start() raises that error, the user's event is set
+    # (nobody has a worker to stop), and the mirror kept no thread that never started (joining
+    # it raised "cannot join thread before it is started").
+    from pipeline import stop as stop_module
+
+    theirs = threading.Event()
+    recorder = Recorder()
+    worker, _ = a_worker_refusing([Idle], "none refused", theirs, [recorder])
+
+    class NoMirrorThread(threading.Thread):
+        def start(self) -> None:
+            if self.name == "stop-mirror":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(stop_module, "threading", types.SimpleNamespace(
+        **{**vars(threading), "Thread": NoMirrorThread}))  # fmt: skip
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        worker.start()
+    assert worker._mirror is not None and worker._mirror._thread is None
+    assert worker._mirror.join(5), "nothing left to join"
+    assert theirs.is_set(), "the user's event hears the stop"
+    assert worker._threads == [], "no stage began"
+    assert [n for n in recorder.names() if n.startswith("worker_")] == [], "never told start"
