@@ -27,11 +27,8 @@ from typing import Any
 
 from bench import phases, report
 from bench.contenders import load
-from bench.phases import OURS, PROJECT_PY, RAW, Contender, Run
+from bench.phases import OURS, PROJECT_PY, RAW, RAW_GUARDED, Contender, Run
 from bench.topics import RunTopics
-
-# Its name is in topic and group names: no "+" there.
-RAW_GUARDED = Contender("raw-guarded", "bench.contenders.raw_guarded", PROJECT_PY)
 
 
 def _baseline(tree: Path) -> Contender:

@@ -36,6 +36,9 @@ class Contender:
 
 RAW = Contender("raw", "bench.contenders.raw", PROJECT_PY)
 OURS = Contender("ours", "bench.contenders.ours", PROJECT_PY)
+# RAW with the guarantees' per-message work, by hand (bench.drains --guarded, bench.realcount).
+# Its name is in topic and group names: no "+" there.
+RAW_GUARDED = Contender("raw-guarded", "bench.contenders.raw_guarded", PROJECT_PY)
 # OURS with metrics on (drain only): its throughput over OURS' is the cost of metrics.
 OURS_METRICS = Contender("ours-metrics", "bench.contenders.ours_metrics", PROJECT_PY)
 PEERS = {

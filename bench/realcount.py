@@ -9,7 +9,7 @@ same contenders as ``make bench`` runs them. Each contender drains a topic of ``
 of ``--large`` records; the difference of the two counts over the difference of the records is
 the per-message cost, with the startup, the group joins and the shutdown cancelled out. Two
 figures per contender: the Python threads (those that run the interpreter: the loop, and OURS'
-watcher, which costs nothing per message), and the whole process (librdkafka's threads too:
+watcher, which does no per-record work), and the whole process (librdkafka's threads too:
 compression, the protocol). The contenders' once-a-second librdkafka statistics are off here
 (``BENCH_PRODUCE_STATS=0``): their cost grows with the run's length, not its records.
 
@@ -44,11 +44,10 @@ import uuid
 from pathlib import Path
 
 from bench.contenders import load
-from bench.phases import OURS, PROJECT_PY, RAW, Contender, Run
+from bench.phases import OURS, PROJECT_PY, RAW, RAW_GUARDED, Contender, Run
 from bench.procs import ROOT
 from bench.topics import RunTopics
 
-RAW_GUARDED = Contender("raw-guarded", "bench.contenders.raw_guarded", PROJECT_PY)
 CONTENDERS = (RAW, RAW_GUARDED, OURS)
 # A thread that ran the interpreter: the loop (and OURS' watcher); librdkafka's never do.
 PYTHON_THREAD = "_PyEval_EvalFrameDefault"
